@@ -1,0 +1,49 @@
+# Petrel — common tasks. `make run` starts the daemon on its embedded
+# defaults; `make test` is the exact command CI runs (via .ci/run).
+
+GO ?= go
+
+.PHONY: run build test vet fmt-check fuzz bench bench-quick
+
+run:
+	$(GO) run ./cmd/petreld
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: fmt-check vet
+	$(GO) test -count=1 -timeout 30m ./...
+
+# fuzz runs every fuzz target briefly (FUZZTIME per target).
+FUZZTIME ?= 15s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+# bench runs every benchmark scenario of issue 3 (see bench/RESULTS.md):
+# it installs Postfix if missing, makes sure the system Postfix is not left
+# listening on port 25, then runs petrel-bench. bench-quick is the CI smoke
+# test (every scenario on a small N). Extra flags: BENCH_FLAGS="-scenarios noop".
+BENCH_FLAGS ?=
+.PHONY: bench-postfix
+bench-postfix:
+	@if ! command -v smtp-source >/dev/null 2>&1; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix; \
+	fi
+	@postfix stop >/dev/null 2>&1 || true
+	@if ss -ltn 'sport = :25' 2>/dev/null | grep -q LISTEN; then echo "warning: something still listens on port 25"; fi
+
+bench: bench-postfix
+	$(GO) run ./bench/cmd/petrel-bench run $(BENCH_FLAGS)
+
+bench-quick: bench-postfix
+	$(GO) run ./bench/cmd/petrel-bench run -quick $(BENCH_FLAGS)

@@ -1,0 +1,551 @@
+package bounce
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/BurntSushi/toml"
+)
+
+//go:embed rules.toml
+var defaultRulesTOML []byte
+
+// Classification is the verdict on one failure: a reason from sisimai's
+// vocabulary, the DSN status code, whether the address itself is bad (hard)
+// and the SMTP reply code it came with.
+type Classification struct {
+	// Reason is one of userunknown, mailboxfull, blocked, ... (see rules.toml).
+	Reason string
+	// Status is the DSN status code ("5.1.1"). When the reply carried none,
+	// it is a class-level code ("5.0.911"-style internal codes are used by
+	// Parse when the report gives nothing better).
+	Status string
+	// Hard is true when the recipient address should not be tried again.
+	Hard bool
+	// Code is the SMTP reply code (0 when unknown).
+	Code int
+}
+
+// ruleFile is the TOML shape of rules.toml and of operator rule files.
+type ruleFile struct {
+	Hard            []string          `toml:"hard"`
+	HardIfPermanent []string          `toml:"hard_if_permanent"`
+	Weak            []string          `toml:"weak"`
+	Status          map[string]string `toml:"status"`
+	Reason          []reasonSpec      `toml:"reason"`
+	Hint            []hintSpec        `toml:"hint"`
+}
+
+// hintSpec decides the reason from a header of the report itself.
+type hintSpec struct {
+	Header   string `toml:"header"`
+	Contains string `toml:"contains"`
+	Reason   string `toml:"reason"`
+}
+
+type reasonSpec struct {
+	Name               string   `toml:"name"`
+	Pass               int      `toml:"pass"`
+	StatusProbe        bool     `toml:"status_probe"`
+	StatusUnless       []string `toml:"status_unless"`
+	StatusRequiresText []string `toml:"status_requires_text"`
+	UnlessStatus       []string `toml:"unless_status"`
+	Unless             []string `toml:"unless"`
+	NotCommands        []string `toml:"not_commands"`
+	NeverCommands      []string `toml:"never_commands"`
+	TextCommands       []string `toml:"text_commands"`
+	TextWhen           string   `toml:"text_when"`
+	Commands           []string `toml:"commands"`
+	ReplyCodes         []int    `toml:"reply_codes"`
+	Also               []string `toml:"also"`
+	Exclude            []string `toml:"exclude"`
+	Phrases            []string `toml:"phrases"`
+	Patterns           []string `toml:"patterns"`
+}
+
+// reasonRule is a compiled reasonSpec.
+type reasonRule struct {
+	reasonSpec
+	id       int // index into fact.memo
+	patterns []*regexp.Regexp
+}
+
+// maxRules bounds the compiled rules (the memo array in fact).
+const maxRules = 128
+
+// Rules is a compiled, immutable rule set. The zero value is not usable;
+// get one from DefaultRules or LoadRules. Safe for concurrent use.
+type Rules struct {
+	operator []*reasonRule // operator rules, tried first (text only)
+	pass     [4][]*reasonRule
+	byName   map[string]*reasonRule
+	status   map[string]string
+	hard     map[string]bool
+	hardPerm map[string]bool
+	weak     map[string]bool
+	hints    []hintSpec
+	nrules   int
+}
+
+var defaultRules = sync.OnceValues(func() (*Rules, error) {
+	return compileRules(defaultRulesTOML, nil)
+})
+
+// DefaultRules returns the rule set embedded from rules.toml.
+func DefaultRules() *Rules {
+	r, err := defaultRules()
+	if err != nil {
+		// The embedded file is tested; failing here is a build defect.
+		panic(fmt.Sprintf("bounce: embedded rules.toml: %v", err))
+	}
+	return r
+}
+
+// LoadRules reads an operator rule file and merges it over the defaults:
+// its [[reason]] entries are tried before every default rule, its [status]
+// entries override the default status table, and its hard lists are added.
+func LoadRules(path string) (*Rules, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bounce: read rules: %w", err)
+	}
+	r, err := compileRules(defaultRulesTOML, b)
+	if err != nil {
+		return nil, fmt.Errorf("bounce: rules %s: %w", path, err)
+	}
+	return r, nil
+}
+
+func decodeRuleFile(b []byte) (*ruleFile, error) {
+	var f ruleFile
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&f)
+	if err != nil {
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("unknown key %q", und[0].String())
+	}
+	return &f, nil
+}
+
+func compileRule(s reasonSpec) (*reasonRule, error) {
+	if !knownReasons[s.Name] {
+		return nil, fmt.Errorf("unknown reason %q", s.Name)
+	}
+	rr := &reasonRule{reasonSpec: s}
+	for i, p := range rr.Phrases {
+		rr.Phrases[i] = strings.ToLower(p)
+	}
+	for _, p := range s.Patterns {
+		re, err := regexp.Compile(strings.ToLower(p)) // text is lower-cased before matching
+		if err != nil {
+			return nil, fmt.Errorf("reason %s: pattern %q: %w", s.Name, p, err)
+		}
+		rr.patterns = append(rr.patterns, re)
+	}
+	return rr, nil
+}
+
+func compileRules(base, extra []byte) (*Rules, error) {
+	bf, err := decodeRuleFile(base)
+	if err != nil {
+		return nil, err
+	}
+	r := &Rules{
+		byName:   map[string]*reasonRule{},
+		status:   map[string]string{},
+		hard:     map[string]bool{},
+		hardPerm: map[string]bool{},
+		weak:     map[string]bool{},
+	}
+	apply := func(f *ruleFile, operator bool) error {
+		for _, h := range f.Hard {
+			r.hard[h] = true
+		}
+		for _, h := range f.HardIfPermanent {
+			r.hardPerm[h] = true
+		}
+		for _, w := range f.Weak {
+			r.weak[w] = true
+		}
+		for _, h := range f.Hint {
+			if !knownReasons[h.Reason] || h.Header == "" || h.Contains == "" {
+				return fmt.Errorf("hint %q: needs header, contains and a known reason", h.Header)
+			}
+			h.Contains = strings.ToLower(h.Contains)
+			r.hints = append(r.hints, h)
+		}
+		for k, v := range f.Status {
+			if !knownReasons[v] {
+				return fmt.Errorf("status %s: unknown reason %q", k, v)
+			}
+			r.status[k] = v
+		}
+		for _, s := range f.Reason {
+			rr, err := compileRule(s)
+			if err != nil {
+				return err
+			}
+			if r.nrules >= maxRules {
+				return fmt.Errorf("more than %d reason rules", maxRules)
+			}
+			rr.id = r.nrules
+			r.nrules++
+			if operator {
+				r.operator = append(r.operator, rr)
+				continue
+			}
+			if s.Pass < 1 || s.Pass > 3 {
+				return fmt.Errorf("reason %s: pass %d not in 1..3", s.Name, s.Pass)
+			}
+			r.pass[s.Pass] = append(r.pass[s.Pass], rr)
+			r.byName[s.Name] = rr
+		}
+		return nil
+	}
+	if err := apply(bf, false); err != nil {
+		return nil, err
+	}
+	if extra != nil {
+		ef, err := decodeRuleFile(extra)
+		if err != nil {
+			return nil, err
+		}
+		if err := apply(ef, true); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// knownReasons is sisimai's reason vocabulary (issue 4).
+var knownReasons = map[string]bool{
+	"userunknown": true, "hostunknown": true, "mailboxfull": true, "filtered": true, "rejected": true,
+	"blocked": true, "spamdetected": true, "policyviolation": true, "expired": true, "suspend": true,
+	"hasmoved": true, "mesgtoobig": true, "exceedlimit": true, "norelaying": true, "notaccept": true,
+	"networkerror": true, "systemerror": true, "systemfull": true, "toomanyconn": true, "speeding": true,
+	"securityerror": true, "authfailure": true, "requireptr": true, "badreputation": true,
+	"contenterror": true, "virusdetected": true, "syntaxerror": true, "notcompliantrfc": true,
+	"failedstarttls": true, "mailererror": true, "onhold": true, "feedback": true, "vacation": true,
+	"delivered": true, "undefined": true,
+}
+
+// internalCode is the last part of the class-level status code Parse uses
+// when a report names no status (sisimai's convention, e.g. 5.0.911).
+var internalCode = map[string]string{
+	"authfailure": "926", "badreputation": "975", "blocked": "971", "contenterror": "960",
+	"exceedlimit": "923", "expired": "947", "failedstarttls": "976", "filtered": "910",
+	"hasmoved": "916", "hostunknown": "912", "mailboxfull": "922", "mailererror": "939",
+	"mesgtoobig": "934", "networkerror": "944", "norelaying": "909", "notaccept": "932",
+	"notcompliantrfc": "974", "onhold": "901", "policyviolation": "972", "rejected": "918",
+	"requireptr": "973", "securityerror": "970", "spamdetected": "980", "speeding": "946",
+	"suspend": "921", "systemerror": "930", "systemfull": "931", "syntaxerror": "902",
+	"toomanyconn": "945", "userunknown": "911", "undefined": "900", "virusdetected": "981",
+}
+
+// fact is everything known about one failure when classifying it.
+type fact struct {
+	code     int    // SMTP reply code
+	status   string // enhanced status code
+	text     string // lower-cased diagnostic text
+	command  string // SMTP command answered: CONN EHLO HELO MAIL RCPT DATA STARTTLS
+	action   string // DSN Action (failed, delayed, ...)
+	diagType string // DSN diagnostic type (SMTP, X-UNIX, ...)
+	sync     bool   // a reply seen in our own SMTP session
+	hint     string // reason decided from the report's headers
+	memo     [maxRules]int8
+}
+
+var (
+	reStatus  = regexp.MustCompile(`\b([245])\.(\d{1,3})\.(\d{1,3})\b`)
+	reReply   = regexp.MustCompile(`(?:^|[\s:(\[="'<])([245][0-5]\d)(?:[ -]|$)`)
+	reCommand = regexp.MustCompile(`(?i)(?:in reply to|after|while sending|during|response to|for|smtp command:?|command:)\s+(?:the\s+)?(rcpt to|rcpt|mail from|mail|end of data|data|helo|ehlo|starttls|initial connection|connect)\b`)
+)
+
+// Classify classifies a synchronous SMTP reply (code, enhanced status code
+// and text) with the default rules.
+func Classify(code int, enhanced, text string) Classification {
+	return DefaultRules().Classify(code, enhanced, text)
+}
+
+// Classify classifies a synchronous SMTP reply with r.
+func (r *Rules) Classify(code int, enhanced, text string) Classification {
+	f := fact{code: code, status: enhanced, text: strings.ToLower(text), sync: true}
+	if f.status == "" || !validStatus(f.status) {
+		f.status = findStatus(text)
+	}
+	if f.code == 0 {
+		f.code = findReply(text)
+	}
+	f.command = findCommand(text)
+	return r.finish(f)
+}
+
+// finish classifies f and fills in status and hard/soft.
+func (r *Rules) finish(f fact) Classification {
+	reason := r.reason(&f)
+	c := Classification{Reason: reason, Status: f.status, Code: f.code}
+	temporary := strings.HasPrefix(f.status, "4") || (f.status == "" && f.code >= 400 && f.code < 500)
+	if c.Status == "" {
+		class := "5"
+		if temporary || f.action == "delayed" {
+			class = "4"
+		}
+		switch {
+		case reason == "delivered":
+			c.Status = "2.0.0"
+		case internalCode[reason] != "":
+			c.Status = class + ".0." + internalCode[reason]
+		}
+	}
+	switch {
+	case r.hard[reason]:
+		c.Hard = true
+	case r.hardPerm[reason]:
+		c.Hard = !temporary
+	}
+	return c
+}
+
+func validStatus(s string) bool {
+	m := reStatus.FindString(s)
+	return m != "" && m == s
+}
+
+// findStatus returns the first enhanced status code in text that is not
+// part of a longer dotted number (an IP address or version), if any.
+func findStatus(text string) string {
+	for _, loc := range reStatus.FindAllStringIndex(text, 8) {
+		if loc[0] > 0 && (text[loc[0]-1] == '.' || isDigit(text[loc[0]-1])) {
+			continue
+		}
+		if loc[1]+1 < len(text) && text[loc[1]] == '.' && isDigit(text[loc[1]+1]) {
+			continue
+		}
+		return text[loc[0]:loc[1]]
+	}
+	return ""
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// findReply returns the first SMTP reply code in text, if any.
+func findReply(text string) int {
+	m := reReply.FindStringSubmatch(text)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// findCommand names the SMTP command a reply text says it answered.
+func findCommand(text string) string {
+	m := reCommand.FindStringSubmatch(text)
+	if m == nil {
+		return ""
+	}
+	switch strings.ToLower(m[1]) {
+	case "rcpt to", "rcpt":
+		return "RCPT"
+	case "mail from", "mail":
+		return "MAIL"
+	case "end of data", "data":
+		return "DATA"
+	case "helo":
+		return "HELO"
+	case "ehlo":
+		return "EHLO"
+	case "starttls":
+		return "STARTTLS"
+	}
+	return "CONN"
+}
+
+// textMatch reports whether the lower-cased text matches rule rr itself
+// (phrases, patterns), ignoring command constraints.
+func (rr *reasonRule) textMatch(text string) bool {
+	if text == "" {
+		return false
+	}
+	for _, x := range rr.Exclude {
+		if strings.Contains(text, x) {
+			return false
+		}
+	}
+	for _, p := range rr.Phrases {
+		if strings.Contains(text, p) {
+			return true
+		}
+	}
+	for _, re := range rr.patterns {
+		if re.MatchString(text) {
+			return true
+		}
+	}
+	return false
+}
+
+// textIs reports whether f's text matches the rule named name (memoised).
+func (r *Rules) textIs(name string, f *fact) bool {
+	rr := r.byName[name]
+	return rr != nil && r.matches(rr, f)
+}
+
+// matches is rr.textMatch(f.text), memoised in f.
+func (r *Rules) matches(rr *reasonRule, f *fact) bool {
+	switch f.memo[rr.id] {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	ok := rr.textMatch(f.text)
+	f.memo[rr.id] = 2
+	if ok {
+		f.memo[rr.id] = 1
+	}
+	return ok
+}
+
+// probe is one first-pass check of rule rr against f.
+func (r *Rules) probe(rr *reasonRule, f *fact, statusReason string) bool {
+	for _, u := range rr.Unless {
+		if r.textIs(u, f) {
+			return false
+		}
+	}
+	if slices.Contains(rr.UnlessStatus, statusReason) {
+		return false
+	}
+	if f.command != "" && slices.Contains(rr.NeverCommands, f.command) {
+		return false
+	}
+	if slices.Contains(rr.ReplyCodes, f.code) || (f.command != "" && slices.Contains(rr.Commands, f.command)) {
+		return true
+	}
+	if rr.StatusProbe && statusReason == rr.Name {
+		ok := true
+		for _, u := range rr.StatusUnless {
+			if r.textIs(u, f) {
+				ok = false
+			}
+		}
+		if len(rr.StatusRequiresText) > 0 {
+			ok = false
+			for _, n := range rr.StatusRequiresText {
+				if r.textIs(n, f) {
+					ok = true
+				}
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	if f.command != "" && slices.Contains(rr.NotCommands, f.command) {
+		return false
+	}
+	if len(rr.TextCommands) > 0 && !slices.Contains(rr.TextCommands, f.command) {
+		return false
+	}
+	if rr.TextWhen == "weak_or_mail" {
+		weak := statusReason == "" || r.weak[statusReason]
+		if !(f.command == "MAIL" || (f.command == "DATA" && statusReason != "userunknown") || weak) {
+			return false
+		}
+	}
+	if r.matches(rr, f) {
+		return true
+	}
+	for _, a := range rr.Also {
+		if r.textIs(a, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// reason runs the classification passes described in rules.toml.
+func (r *Rules) reason(f *fact) string {
+	if strings.HasPrefix(f.status, "2.") || f.action == "delivered" || (f.sync && f.status == "" && f.code >= 200 && f.code < 300) {
+		return "delivered"
+	}
+	if f.hint != "" {
+		return f.hint
+	}
+	for _, rr := range r.operator {
+		if rr.textMatch(f.text) || slices.Contains(rr.ReplyCodes, f.code) {
+			return rr.Name
+		}
+	}
+	statusReason := r.status[f.status]
+	if !strings.HasPrefix(strings.ToUpper(f.diagType), "X-UNIX") {
+		for _, rr := range r.pass[1] {
+			if r.probe(rr, f, statusReason) {
+				return rr.Name
+			}
+		}
+	}
+	if statusReason != "" && !r.weak[statusReason] && (f.diagType == "" || strings.EqualFold(f.diagType, "smtp")) {
+		return statusReason
+	}
+	for _, rr := range r.pass[2] {
+		if f.command != "" && slices.Contains(rr.NotCommands, f.command) {
+			continue
+		}
+		if r.matches(rr, f) || slices.Contains(rr.ReplyCodes, f.code) ||
+			(f.command != "" && slices.Contains(rr.Commands, f.command)) {
+			return rr.Name
+		}
+	}
+	if statusReason != "" {
+		return statusReason
+	}
+	if len(f.status) > 3 {
+		switch f.status[2] {
+		case '6':
+			return "contenterror"
+		case '7':
+			return "securityerror"
+		}
+	}
+	if strings.HasPrefix(strings.ToUpper(f.diagType), "X-UNIX") {
+		return "mailererror"
+	}
+	if (f.code > 400 && f.code < 408) || (f.code > 500 && f.code < 508) {
+		return "syntaxerror"
+	}
+	if f.action == "delayed" || f.action == "expired" {
+		return "expired"
+	}
+	if f.command == "EHLO" || f.command == "HELO" {
+		return "blocked"
+	}
+	for _, rr := range r.pass[3] {
+		if rr.textMatch(f.text) {
+			return rr.Name
+		}
+	}
+	if strings.TrimSpace(f.text) != "" {
+		return "onhold"
+	}
+	return "undefined"
+}
+
+// hint returns the reason a [[hint]] assigns to a report with header h.
+func (r *Rules) hint(h interface{ Get(string) string }) string {
+	for _, hs := range r.hints {
+		if strings.Contains(strings.ToLower(h.Get(hs.Header)), hs.Contains) {
+			return hs.Reason
+		}
+	}
+	return ""
+}

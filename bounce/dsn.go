@@ -1,0 +1,353 @@
+package bounce
+
+import (
+	"net/mail"
+	"regexp"
+	"strings"
+)
+
+// field is one unfolded "Name: value" line of a report part.
+type field struct{ name, value string }
+
+// fields unfolds a delivery-status or feedback-report body into fields,
+// keeping blank lines as separators (name == "").
+func fields(b []byte) []field {
+	var out []field
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.TrimSpace(line) == "" {
+			out = append(out, field{})
+			continue
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(out) > 0 && out[len(out)-1].name != "" {
+			out[len(out)-1].value += " " + strings.TrimSpace(line)
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || strings.ContainsAny(name, " \t") {
+			if len(out) > 0 && out[len(out)-1].name != "" {
+				out[len(out)-1].value += " " + strings.TrimSpace(line)
+			}
+			continue
+		}
+		out = append(out, field{strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(value)})
+	}
+	return out
+}
+
+// dsnRecord is one per-recipient block of a message/delivery-status part.
+type dsnRecord struct {
+	final, original, action, status, remote, diag, diagType string
+}
+
+var reAddr = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`)
+
+// typedValue strips an "rfc822;" / "dns;" / "smtp;" type prefix.
+func typedValue(v string) (typ, val string) {
+	if t, rest, ok := strings.Cut(v, ";"); ok && !strings.ContainsAny(t, " <@") {
+		return strings.TrimSpace(t), strings.TrimSpace(rest)
+	}
+	return "", strings.TrimSpace(v)
+}
+
+func cleanAddr(v string) string {
+	_, v = typedValue(v)
+	if m := reAddr.FindString(v); m != "" {
+		return strings.ToLower(m)
+	}
+	return strings.ToLower(strings.Trim(v, "<> "))
+}
+
+// parseDSN reads an RFC 3464 delivery-status part.
+func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
+	rep.Kind = KindDSN
+	var recs []*dsnRecord
+	var cur *dsnRecord
+	for _, f := range fields(part) {
+		switch f.name {
+		case "":
+			cur = nil // a blank line ends a per-recipient block
+		case "reporting-mta":
+			_, rep.ReportingMTA = typedValue(f.value)
+		case "final-recipient", "original-recipient":
+			if cur == nil || (f.name == "final-recipient" && cur.final != "") || (f.name == "original-recipient" && cur.original != "") {
+				cur = &dsnRecord{}
+				recs = append(recs, cur)
+			}
+			if f.name == "final-recipient" {
+				cur.final = cleanAddr(f.value)
+			} else {
+				cur.original = cleanAddr(f.value)
+			}
+		case "action":
+			if cur != nil {
+				cur.action = strings.ToLower(strings.Fields(f.value + " x")[0])
+			}
+		case "status":
+			if cur != nil {
+				if m := reStatus.FindString(f.value); m != "" {
+					cur.status = m
+				}
+			}
+		case "remote-mta":
+			if cur != nil {
+				_, cur.remote = typedValue(f.value)
+			}
+		case "diagnostic-code":
+			if cur != nil {
+				cur.diagType, cur.diag = typedValue(f.value)
+			}
+		}
+	}
+	text := string(errText)
+	addrs := make([]string, 0, len(recs))
+	for _, rec := range recs {
+		addrs = append(addrs, firstNonEmpty(rec.final, rec.original))
+	}
+	for i, rec := range recs {
+		rcpt := addrs[i]
+		if rcpt == "" || !strings.Contains(rcpt, "@") && rec.original != "" {
+			rcpt = firstNonEmpty(rec.original, rcpt)
+		}
+		diag := rec.diag
+		if strings.TrimSpace(diag) == "" || len(recs) == 1 && len(diag) < 12 {
+			if p := paragraphFor(text, rcpt, addrs); p != "" {
+				diag = strings.TrimSpace(diag + " " + p)
+			}
+		}
+		f := fact{
+			status:   rec.status,
+			text:     strings.ToLower(squash(diag)),
+			action:   rec.action,
+			diagType: rec.diagType,
+		}
+		f.code = findReply(diag)
+		f.command = commandFor(diag, text, rcpt)
+		if rec.status == "" {
+			f.status = findStatus(diag)
+		} else if strings.HasSuffix(rec.status, ".0.0") {
+			if s := findStatus(diag); s != "" && s[0] == rec.status[0] && !strings.HasSuffix(s, ".0.0") {
+				f.status = s
+			}
+		}
+		c := r.finish(f)
+		rep.Bounces = append(rep.Bounces, Bounce{
+			Recipient:  rcpt,
+			Reason:     c.Reason,
+			Status:     c.Status,
+			ReplyCode:  c.Code,
+			Hard:       c.Hard,
+			Diagnostic: squash(diag),
+			RemoteMTA:  rec.remote,
+			Action:     rec.action,
+		})
+	}
+	if len(recs) == 0 {
+		r.parseText(rep, h, errText)
+	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}
+
+var reSpace = regexp.MustCompile(`\s+`)
+
+func squash(s string) string { return strings.TrimSpace(reSpace.ReplaceAllString(s, " ")) }
+
+// paragraphFor returns the text about rcpt: from the line naming it to the
+// line naming the next of others (or a blank line followed by another
+// address), bounded in size.
+func paragraphFor(text, rcpt string, others []string) string {
+	if rcpt == "" {
+		return ""
+	}
+	lower := asciiLower(text)
+	i := strings.Index(lower, rcpt)
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndexByte(lower[:i], '\n') + 1
+	end := len(lower)
+	// The paragraph ends where a line starts with another recipient.
+	for _, o := range others {
+		if o == rcpt || o == "" {
+			continue
+		}
+		from := i + len(rcpt)
+		for from < len(lower) {
+			j := strings.Index(lower[from:], o)
+			if j < 0 {
+				break
+			}
+			k := from + j
+			ls := strings.LastIndexByte(lower[:k], '\n') + 1
+			if strings.TrimLeft(lower[ls:k], " \t<*-") == "" {
+				if ls > start && ls < end {
+					end = ls
+				}
+				break
+			}
+			from = k + len(o)
+		}
+	}
+	if end-start > 2000 {
+		end = start + 2000
+	}
+	return text[start:end]
+}
+
+// parseARF reads an RFC 5965 feedback report.
+func (r *Rules) parseARF(rep *Report, part []byte) {
+	rep.Kind = KindARF
+	var rcpts []string
+	for _, f := range fields(part) {
+		switch f.name {
+		case "feedback-type":
+			rep.FeedbackType = strings.ToLower(f.value)
+		case "original-rcpt-to", "removal-recipient":
+			if a := cleanAddr(f.value); strings.Contains(a, "@") {
+				rcpts = append(rcpts, a)
+			}
+		case "original-mail-from":
+			rep.OriginalReturnPath = cleanAddr(f.value)
+		}
+	}
+	if len(rcpts) == 0 && rep.OriginalHeaders != nil {
+		if a := addrOf(rep.OriginalHeaders.Get("To")); strings.Contains(a, "@") {
+			rcpts = append(rcpts, a)
+		}
+	}
+	if len(rcpts) == 0 {
+		rcpts = append(rcpts, "")
+	}
+	for _, a := range rcpts {
+		rep.Bounces = append(rep.Bounces, Bounce{Recipient: a, Reason: "feedback", Diagnostic: rep.FeedbackType})
+	}
+}
+
+// parseText handles bounces without a delivery-status part: it finds the
+// failed addresses in the human-readable text and classifies the text
+// around each.
+func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
+	text := string(errText)
+	skip := map[string]bool{}
+	for _, k := range []string{"From", "To", "Reply-To", "Sender", "Return-Path"} {
+		for _, a := range reAddr.FindAllString(h.Get(k), -1) {
+			skip[strings.ToLower(a)] = true
+		}
+	}
+	if rep.OriginalHeaders != nil {
+		for _, k := range []string{"From", "Return-Path", "Sender", "Reply-To"} {
+			for _, a := range reAddr.FindAllString(rep.OriginalHeaders.Get(k), -1) {
+				skip[strings.ToLower(a)] = true
+			}
+		}
+	}
+	var addrs []string
+	seen := map[string]bool{}
+	for _, a := range reAddr.FindAllString(h.Get("X-Failed-Recipients"), -1) {
+		a = strings.ToLower(a)
+		if !seen[a] {
+			seen[a] = true
+			addrs = append(addrs, a)
+		}
+	}
+	for _, a := range reAddr.FindAllString(text, -1) {
+		if len(addrs) > 0 && h.Get("X-Failed-Recipients") != "" {
+			break
+		}
+		a = strings.ToLower(strings.TrimRight(a, "."))
+		if skip[a] || seen[a] || strings.HasPrefix(a, "mailer-daemon@") {
+			continue
+		}
+		seen[a] = true
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 && rep.OriginalHeaders != nil {
+		for _, a := range reAddr.FindAllString(rep.OriginalHeaders.Get("To"), -1) {
+			a = strings.ToLower(a)
+			if !seen[a] {
+				seen[a] = true
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	rep.Kind = KindDSN
+	for _, a := range addrs {
+		diag := text
+		if len(addrs) > 1 {
+			diag = paragraphFor(text, a, addrs)
+		}
+		diag = squash(diag)
+		f := fact{text: strings.ToLower(diag)}
+		f.status = findStatus(diag)
+		f.code = findReply(diag)
+		f.command = commandFor(diag, text, a)
+		f.hint = r.hint(h)
+		c := r.finish(f)
+		rep.Bounces = append(rep.Bounces, Bounce{
+			Recipient:  a,
+			Reason:     c.Reason,
+			Status:     c.Status,
+			ReplyCode:  c.Code,
+			Hard:       c.Hard,
+			Diagnostic: diag,
+		})
+	}
+}
+
+// asciiLower lower-cases ASCII letters only, keeping byte offsets.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 32
+		}
+	}
+	return string(b)
+}
+
+var reTranscript = regexp.MustCompile(`(?im)^\s*>>>\s*(rcpt to|rcpt|mail from|mail|data|ehlo|helo|starttls|\.)\b`)
+
+// commandFor finds the SMTP command a failure answered: from the
+// diagnostic itself, else from a session transcript (">>> DATA") in the
+// report's text, preferring the last command before the recipient's reply.
+func commandFor(diag, text, rcpt string) string {
+	if c := findCommand(diag); c != "" {
+		return c
+	}
+	locs := reTranscript.FindAllStringSubmatchIndex(text, -1)
+	if len(locs) == 0 {
+		return findCommand(text)
+	}
+	limit := len(text)
+	if rcpt != "" {
+		lower := asciiLower(text)
+		if i := strings.Index(lower[locs[0][0]:], rcpt); i >= 0 {
+			limit = locs[0][0] + i
+		}
+	}
+	cmd := ""
+	for _, l := range locs {
+		if l[0] > limit {
+			break
+		}
+		cmd = text[l[2]:l[3]]
+	}
+	if cmd == "" {
+		return ""
+	}
+	if cmd == "." {
+		return "DATA"
+	}
+	return findCommand("after " + cmd)
+}

@@ -1,0 +1,186 @@
+// Command petrelctl is Petrel's operator CLI. It talks to petreld's HTTP
+// admin API with the same bearer API keys apps use.
+//
+//	petrelctl [-url http://127.0.0.1:8025] [-key KEY] [-json] COMMAND ...
+//
+// The key may also come from PETREL_API_KEY and the URL from PETREL_URL.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// env is what every subcommand gets: the API endpoint, output mode and
+// streams.
+type env struct {
+	URL  string
+	Key  string
+	JSON bool
+	Out  io.Writer
+	Err  io.Writer
+	HTTP *http.Client
+}
+
+// command is one subcommand: name (possibly "group sub"), usage and run.
+type command struct {
+	usage string
+	run   func(ctx context.Context, e *env, args []string) error
+}
+
+// commands lists every subcommand by its words ("queue list").
+func commands() map[string]command {
+	m := map[string]command{}
+	for _, group := range []map[string]command{queueCommands(), extraCommands()} {
+		for k, v := range group {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("petrelctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	e := &env{Out: stdout, Err: stderr, HTTP: &http.Client{Timeout: 5 * time.Minute}}
+	fs.StringVar(&e.URL, "url", envOr("PETREL_URL", "http://127.0.0.1:8025"), "petreld HTTP API base URL")
+	fs.StringVar(&e.Key, "key", os.Getenv("PETREL_API_KEY"), "API key (or PETREL_API_KEY)")
+	fs.BoolVar(&e.JSON, "json", false, "print JSON for scripts")
+	cmds := commands()
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: petrelctl [-url URL] [-key KEY] [-json] COMMAND [ARGS]\n\ncommands:")
+		var names []string
+		for n := range cmds {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(stderr, "  %-22s %s\n", n, cmds[n].usage)
+		}
+	}
+	if err := fs.Parse(argv); err != nil {
+		return 2
+	}
+	args := fs.Args()
+	// Allow -json after the command words too.
+	var rest []string
+	for _, a := range args {
+		if a == "-json" || a == "--json" {
+			e.JSON = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	args = rest
+	for n := 2; n >= 1; n-- {
+		if len(args) < n {
+			continue
+		}
+		if c, ok := cmds[strings.Join(args[:n], " ")]; ok {
+			if err := c.run(ctx, e, args[n:]); err != nil {
+				fmt.Fprintln(stderr, "petrelctl:", err)
+				return 1
+			}
+			return 0
+		}
+	}
+	fs.Usage()
+	return 2
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// apiError is the daemon's JSON error body.
+type apiError struct {
+	Status int
+	Code   string `json:"code"`
+	Msg    string `json:"message"`
+}
+
+func (a *apiError) Error() string { return fmt.Sprintf("%d %s: %s", a.Status, a.Code, a.Msg) }
+
+// call performs one API request. in (if non-nil) is sent as JSON; out (if
+// non-nil) receives the JSON answer.
+func (e *env) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(e.URL, "/")+path, body)
+	if err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if e.Key != "" {
+		req.Header.Set("Authorization", "Bearer "+e.Key)
+	}
+	resp, err := e.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("petreld unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var w struct {
+			Error apiError `json:"error"`
+		}
+		if json.Unmarshal(data, &w) == nil && w.Error.Code != "" {
+			w.Error.Status = resp.StatusCode
+			return &w.Error
+		}
+		return &apiError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Msg: strings.TrimSpace(string(data))}
+	}
+	if out != nil {
+		if raw, ok := out.(*json.RawMessage); ok {
+			*raw = append((*raw)[:0], data...)
+			return nil
+		}
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer: %w", err)
+		}
+	}
+	return nil
+}
+
+// printJSON writes v indented.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.Out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+var errUsage = errors.New("wrong arguments (see petrelctl -h)")
+
+func sortStrings(s []string) { sort.Strings(s) }

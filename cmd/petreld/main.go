@@ -1,0 +1,91 @@
+// Command petreld is the Petrel mail transfer agent daemon.
+//
+//	petreld [-config petrel.toml]
+//
+// Without -config it runs on embedded defaults: data in ./petrel-data,
+// SMTP submission on 127.0.0.1:2525, HTTP API on 127.0.0.1:8025, relay
+// allowed from loopback. SIGTERM/SIGINT shut down gracefully; SIGHUP
+// reloads the shaping rules.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/petrel-mta/petrel/config"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(argv []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("petreld", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "TOML config file (default: embedded defaults)")
+	check := fs.Bool("check-config", false, "validate the config and exit")
+	if err := fs.Parse(argv); err != nil {
+		return 2
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		c, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "petreld:", err)
+			return 2
+		}
+		cfg = c
+	}
+	if *check {
+		fmt.Fprintln(stderr, "petreld: config ok")
+		return 0
+	}
+	log := newLogger(cfg.Log, stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	d, err := start(ctx, cfg, *cfgPath, log)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return 1
+	}
+	for {
+		select {
+		case <-hup:
+			d.reload()
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	log.Info("shutting down")
+	if err := d.shutdown(); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

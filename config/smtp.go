@@ -1,0 +1,141 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// SMTPConfig is the [smtp] submission listener.
+type SMTPConfig struct {
+	// Listen is the submission listener address.
+	Listen string `toml:"listen"`
+	// Mynetworks are CIDR prefixes (or bare addresses) allowed to relay
+	// without AUTH. Default: loopback only.
+	Mynetworks []string `toml:"mynetworks"`
+	// MaxMessageSize in bytes; larger messages get 552 5.3.4.
+	MaxMessageSize int64 `toml:"max_message_size"`
+	// MaxRecipients per transaction; more get 452 4.5.3.
+	MaxRecipients int `toml:"max_recipients"`
+	// TLSCert and TLSKey are PEM files; when both are set STARTTLS is offered.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// LocalDomains are domains Petrel accepts mail for from anyone (no
+	// relay needed). Empty by default.
+	LocalDomains []string `toml:"local_domains"`
+	// ReadTimeout and WriteTimeout bound each client command.
+	ReadTimeout  Duration `toml:"read_timeout"`
+	WriteTimeout Duration `toml:"write_timeout"`
+	// MaxLineLength of a command or data line (RFC 5321 says 1000 incl. CRLF).
+	MaxLineLength int `toml:"max_line_length"`
+	// Users may AUTH PLAIN/LOGIN; AUTH is refused before STARTTLS unless the
+	// listener is on loopback.
+	Users []SMTPUser `toml:"users"`
+}
+
+// SMTPUser is one [[smtp.users]] entry.
+type SMTPUser struct {
+	Name string `toml:"name"`
+	// PasswordHash is a bcrypt ("$2a$...", "$2b$...") or argon2id
+	// ("$argon2id$v=19$m=...,t=...,p=...$salt$hash") hash.
+	PasswordHash string `toml:"password_hash"`
+	// Stream the user's mail belongs to (default "transactional").
+	Stream string `toml:"stream"`
+}
+
+func defaultSMTP() SMTPConfig {
+	return SMTPConfig{
+		Listen:         "127.0.0.1:2525",
+		Mynetworks:     []string{"127.0.0.0/8", "::1/128"},
+		MaxMessageSize: 25 << 20,
+		MaxRecipients:  1000,
+		ReadTimeout:    Duration{5 * 60e9},
+		WriteTimeout:   Duration{5 * 60e9},
+		MaxLineLength:  2000,
+	}
+}
+
+func (s *SMTPConfig) validate() error {
+	if s.Listen != "" {
+		if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+			return fmt.Errorf("listen %q: %w", s.Listen, err)
+		}
+	}
+	if _, err := s.Networks(); err != nil {
+		return err
+	}
+	if s.MaxMessageSize <= 0 {
+		return errors.New("max_message_size must be positive")
+	}
+	if s.MaxRecipients <= 0 {
+		return errors.New("max_recipients must be positive")
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return errors.New("tls_cert and tls_key must be set together")
+	}
+	for i, u := range s.Users {
+		if u.Name == "" || u.PasswordHash == "" {
+			return fmt.Errorf("users[%d]: name and password_hash are required", i)
+		}
+		if !strings.HasPrefix(u.PasswordHash, "$2") && !strings.HasPrefix(u.PasswordHash, "$argon2id$") {
+			return fmt.Errorf("users[%d] (%s): password_hash must be bcrypt or argon2id", i, u.Name)
+		}
+	}
+	return nil
+}
+
+// Networks parses Mynetworks into prefixes.
+func (s *SMTPConfig) Networks() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, n := range s.Mynetworks {
+		if strings.Contains(n, "/") {
+			p, err := netip.ParsePrefix(n)
+			if err != nil {
+				return nil, fmt.Errorf("mynetworks %q: %w", n, err)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(n)
+		if err != nil {
+			return nil, fmt.Errorf("mynetworks %q: %w", n, err)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// HTTPConfig is the [http] API listener.
+type HTTPConfig struct {
+	Listen  string   `toml:"listen"`
+	APIKeys []APIKey `toml:"api_keys"`
+}
+
+// APIKey is one [[http.api_keys]] entry: a bearer token.
+type APIKey struct {
+	Name string `toml:"name"`
+	Key  string `toml:"key"`
+	// Stream the key's mail belongs to (default "transactional").
+	Stream string `toml:"stream"`
+}
+
+func (h *HTTPConfig) validate() error {
+	if h.Listen != "" {
+		if _, _, err := net.SplitHostPort(h.Listen); err != nil {
+			return fmt.Errorf("listen %q: %w", h.Listen, err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, k := range h.APIKeys {
+		if k.Key == "" {
+			return fmt.Errorf("api_keys[%d]: key is required", i)
+		}
+		if seen[k.Key] {
+			return fmt.Errorf("api_keys[%d] (%s): duplicate key", i, k.Name)
+		}
+		seen[k.Key] = true
+	}
+	return nil
+}

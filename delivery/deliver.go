@@ -1,0 +1,624 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/queue"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for zero values in Options.Config.
+const (
+	defaultMaxIdle      = 16
+	maxAddrsPerDelivery = 10
+	completeTimeout     = 30 * time.Second
+)
+
+// Options configure New.
+type Options struct {
+	// Hostname is the default EHLO name.
+	Hostname string
+	// Config is the [delivery] section.
+	Config config.DeliveryConfig
+	// Resolver looks up MX and address records (required).
+	Resolver *Resolver
+	// Transport returns a fixed relay "host:port" for a domain
+	// (config.Config.TransportFor); nil means always MX.
+	Transport func(domain string) (relay string, ok bool)
+	// Shaper grants connections and messages; nil means unlimited.
+	Shaper Shaper
+	// Suppressor is asked per recipient; nil means nothing is suppressed.
+	Suppressor Suppressor
+	// Classify maps a reply to a bounce reason (bounce.Classify); nil
+	// leaves Reason to delivery's own coarse names.
+	Classify func(code int, enhanced, text string) (reason string, hard bool)
+	// MaxIdlePerDest caps idle pooled connections per destination
+	// address; 0 means 16.
+	MaxIdlePerDest int
+	Logger         *slog.Logger
+	// Registry receives the delivery metrics; nil means no metrics.
+	Registry *prometheus.Registry
+}
+
+// Source is where Run takes batches from and reports results to
+// (*queue.Queue implements it).
+type Source interface {
+	Next(ctx context.Context) (*queue.Batch, error)
+	Body(msgID string) ([]byte, error)
+	Complete(ctx context.Context, b *queue.Batch, r []queue.Result) error
+}
+
+// Deliverer delivers batches over SMTP. It is safe for concurrent use.
+type Deliverer struct {
+	o    Options
+	cfg  config.DeliveryConfig
+	to   timeouts
+	log  *slog.Logger
+	pool *pool
+	m    *metrics
+}
+
+type metrics struct {
+	attempts *prometheus.CounterVec
+	seconds  prometheus.Histogram
+	open     prometheus.Gauge
+	total    prometheus.Counter
+}
+
+// New returns a Deliverer. Zero timeouts in o.Config get the defaults of
+// config.Default.
+func New(o Options) (*Deliverer, error) {
+	if o.Resolver == nil {
+		return nil, errors.New("delivery: Options.Resolver is required")
+	}
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxIdlePerDest <= 0 {
+		o.MaxIdlePerDest = defaultMaxIdle
+	}
+	cfg := o.Config
+	def := func(d *config.Duration, v time.Duration) {
+		if d.Duration <= 0 {
+			d.Duration = v
+		}
+	}
+	def(&cfg.ConnectTimeout, 30*time.Second)
+	def(&cfg.CommandTimeout, 5*time.Minute)
+	def(&cfg.DataTimeout, 10*time.Minute)
+	def(&cfg.IdleTimeout, 30*time.Second)
+	def(&cfg.ShutdownTimeout, 30*time.Second)
+	if cfg.SMTPPort <= 0 {
+		cfg.SMTPPort = 25
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	d := &Deliverer{
+		o:   o,
+		cfg: cfg,
+		to:  timeouts{connect: cfg.ConnectTimeout.Duration, command: cfg.CommandTimeout.Duration, data: cfg.DataTimeout.Duration},
+		log: o.Logger,
+	}
+	d.pool = newPool(o.MaxIdlePerDest, cfg.IdleTimeout.Duration, d.closeConn)
+	if o.Registry != nil {
+		d.m = &metrics{
+			attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "petrel_delivery_attempts_total",
+				Help: "Delivery attempts per recipient by outcome.",
+			}, []string{"outcome"}),
+			seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+				Name:    "petrel_delivery_seconds",
+				Help:    "Time to deliver one batch (DNS, connection, SMTP transaction).",
+				Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
+			}),
+			open: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "petrel_delivery_connections_open",
+				Help: "Outbound SMTP connections open now.",
+			}),
+			total: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "petrel_delivery_connections_total",
+				Help: "Outbound SMTP connections opened.",
+			}),
+		}
+		for _, c := range []prometheus.Collector{d.m.attempts, d.m.seconds, d.m.open, d.m.total} {
+			if err := o.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("delivery: register metrics: %w", err)
+			}
+		}
+		if err := o.Resolver.Register(o.Registry); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Close closes all idle pooled connections.
+func (d *Deliverer) Close() error {
+	d.pool.closeAll()
+	d.pool.reopen()
+	return nil
+}
+
+// Run takes batches from src with Config.Workers workers until ctx ends
+// or src is closed. Then it stops taking batches, lets in-flight
+// transactions finish for up to Config.ShutdownTimeout (after which they
+// are cut off and their recipients deferred), records every result with
+// Complete, closes pooled connections and returns nil.
+func (d *Deliverer) Run(ctx context.Context, src Source) error {
+	txCtx, cancelTx := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelTx()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(d.cfg.ShutdownTimeout.Duration, cancelTx)
+		context.AfterFunc(txCtx, func() { t.Stop() })
+	})
+	defer stopTimer()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // idle connection sweeper
+		defer wg.Done()
+		tick := time.NewTicker(max(d.cfg.IdleTimeout.Duration/2, 10*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				d.pool.sweep()
+			}
+		}
+	}()
+	for range d.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.worker(ctx, txCtx, src)
+		}()
+	}
+	wg.Wait()
+	d.pool.closeAll()
+	d.pool.reopen()
+	return nil
+}
+
+func (d *Deliverer) worker(ctx, txCtx context.Context, src Source) {
+	backoff := 10 * time.Millisecond
+	for {
+		b, err := src.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
+				return
+			}
+			d.log.Error("queue next", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		var results []queue.Result
+		body, err := src.Body(b.MsgID)
+		if err != nil {
+			results = make([]queue.Result, len(b.Rcpts))
+			for i, r := range b.Rcpts {
+				results[i] = queue.Result{Index: r.Index, Outcome: queue.Deferred,
+					Reply: "local: message body unavailable: " + err.Error(), Reason: "local"}
+			}
+			d.log.Error("message body", "msg_id", b.MsgID, "err", err)
+		} else {
+			results = d.Deliver(txCtx, b, body)
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), completeTimeout)
+		if err := src.Complete(cctx, b, results); err != nil {
+			d.log.Error("queue complete", "msg_id", b.MsgID, "err", err)
+		}
+		cancel()
+	}
+}
+
+// failure is what ended an attempt without a transaction.
+type failure struct {
+	code     int
+	enhanced string
+	reply    string
+	mx       string
+}
+
+// Deliver sends one batch in one SMTP transaction (trying MX hosts in
+// order until one takes it) and returns one result per recipient, in
+// b.Rcpts order.
+func (d *Deliverer) Deliver(ctx context.Context, b *queue.Batch, body []byte) []queue.Result {
+	start := time.Now()
+	res := make([]queue.Result, len(b.Rcpts))
+	idx := make([]int, 0, len(b.Rcpts))
+	addrs := make([]string, 0, len(b.Rcpts))
+	for i, rc := range b.Rcpts {
+		res[i].Index = rc.Index
+		if d.o.Suppressor != nil {
+			if reason, ok := d.o.Suppressor.Suppressed(b.Envelope.Stream, rc.Addr); ok {
+				res[i].Outcome = queue.Suppressed
+				res[i].Reason = "suppressed:" + reason
+				res[i].Reply = "recipient suppressed: " + reason
+				continue
+			}
+		}
+		if badAddr(rc.Addr) || !strings.Contains(rc.Addr, "@") {
+			res[i].Outcome = queue.Bounced
+			res[i].Enhanced = "5.1.3"
+			res[i].Reply = "local: bad recipient address syntax"
+			res[i].Reason = "badaddress"
+			continue
+		}
+		idx = append(idx, i)
+		addrs = append(addrs, rc.Addr)
+	}
+	if len(idx) > 0 {
+		if badAddr(b.Envelope.From) {
+			d.fill(res, idx, queue.Bounced, failure{enhanced: "5.1.7", reply: "local: bad sender address syntax"}, "badaddress")
+		} else {
+			d.send(ctx, b, body, idx, addrs, res)
+		}
+	}
+	dur := time.Since(start)
+	for i, r := range res {
+		d.log.Info("delivery attempt", "msg_id", b.MsgID, "rcpt", b.Rcpts[i].Addr, "attempt", b.Rcpts[i].Attempts+1,
+			"remote", r.RemoteMX, "code", r.Code, "enhanced", r.Enhanced, "reply", r.Reply,
+			"outcome", outcomeName(r.Outcome), "reason", r.Reason, "duration", dur)
+		if d.m != nil {
+			d.m.attempts.WithLabelValues(outcomeName(r.Outcome)).Inc()
+		}
+	}
+	if d.m != nil {
+		d.m.seconds.Observe(dur.Seconds())
+	}
+	return res
+}
+
+func outcomeName(o queue.Outcome) string {
+	switch o {
+	case queue.Delivered:
+		return "delivered"
+	case queue.Deferred:
+		return "deferred"
+	case queue.Bounced:
+		return "bounced"
+	case queue.Suppressed:
+		return "suppressed"
+	}
+	return "unknown"
+}
+
+// outcomeOf maps a reply code to an outcome.
+func outcomeOf(code int) queue.Outcome {
+	switch code / 100 {
+	case 2:
+		return queue.Delivered
+	case 5:
+		return queue.Bounced
+	}
+	return queue.Deferred
+}
+
+// reason classifies a non-delivered reply.
+func (d *Deliverer) reason(code int, enhanced, text string) string {
+	if d.o.Classify != nil {
+		r, _ := d.o.Classify(code, enhanced, text)
+		return r
+	}
+	return ""
+}
+
+// fill sets the result of every recipient in idx.
+func (d *Deliverer) fill(res []queue.Result, idx []int, o queue.Outcome, f failure, reason string) {
+	if reason == "" && o != queue.Delivered {
+		reason = d.reason(f.code, f.enhanced, f.reply)
+	}
+	for _, i := range idx {
+		res[i] = queue.Result{Index: res[i].Index, Outcome: o, Code: f.code, Enhanced: f.enhanced,
+			Reply: f.reply, RemoteMX: f.mx, Reason: reason}
+	}
+}
+
+type target struct {
+	host string
+	port int
+}
+
+// send routes the batch and tries each target address in turn.
+func (d *Deliverer) send(ctx context.Context, b *queue.Batch, body []byte, idx []int, addrs []string, res []queue.Result) {
+	domain := strings.ToLower(b.Domain)
+	if domain == "" {
+		_, domain, _ = strings.Cut(strings.ToLower(addrs[0]), "@")
+	}
+	var targets []target
+	if d.o.Transport != nil {
+		if relay, ok := d.o.Transport(domain); ok {
+			host, ps, err := net.SplitHostPort(relay)
+			port, perr := strconv.Atoi(ps)
+			if err != nil || perr != nil {
+				host, port = strings.Trim(relay, "[]"), d.cfg.SMTPPort
+			}
+			targets = []target{{strings.ToLower(host), port}}
+		}
+	}
+	if targets == nil {
+		mxs, err := d.o.Resolver.LookupMX(ctx, domain)
+		if err != nil {
+			f := failure{reply: "dns: " + err.Error(), mx: domain}
+			switch {
+			case errors.Is(err, ErrNullMX):
+				f.enhanced = "5.1.10"
+				d.fill(res, idx, queue.Bounced, f, "notaccept")
+			case errors.Is(err, ErrNoSuchDomain), errors.Is(err, ErrNoMailHost):
+				f.enhanced = "5.1.2"
+				d.fill(res, idx, queue.Bounced, f, "hostunknown")
+			default:
+				f.enhanced = "4.4.3"
+				d.fill(res, idx, queue.Deferred, f, "dns")
+			}
+			return
+		}
+		for _, mx := range mxs {
+			targets = append(targets, target{mx.Host, d.cfg.SMTPPort})
+		}
+	}
+	last := failure{reply: "no mail host could be tried", mx: targets[0].host}
+	tried := 0
+	for _, t := range targets {
+		ips, err := d.o.Resolver.LookupIP(ctx, t.host)
+		if err != nil {
+			last = failure{enhanced: "4.4.3", reply: "dns: " + err.Error(), mx: t.host}
+			continue
+		}
+		for _, ip := range ips {
+			if tried >= maxAddrsPerDelivery || ctx.Err() != nil {
+				break
+			}
+			tried++
+			done, f := d.tryAddr(ctx, b, body, domain, t.host, netip.AddrPortFrom(ip, uint16(t.port)), idx, addrs, res)
+			if done {
+				return
+			}
+			last = f
+		}
+	}
+	o := queue.Deferred
+	if last.code/100 == 5 {
+		o = queue.Bounced
+	}
+	d.fill(res, idx, o, last, "")
+}
+
+// policyDone fills the batch from a Shaper refusal or a context end;
+// false when err is neither.
+func (d *Deliverer) policyDone(err error, host string, res []queue.Result, idx []int) bool {
+	var pe *PolicyError
+	if errors.As(err, &pe) {
+		o := queue.Deferred
+		if pe.Bounce {
+			o = queue.Bounced
+		}
+		d.fill(res, idx, o, failure{reply: pe.Error(), mx: host}, "policy")
+		return true
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		d.fill(res, idx, queue.Deferred, failure{reply: "local: " + err.Error(), mx: host}, "local")
+		return true
+	}
+	return false
+}
+
+// tryAddr runs the transaction on one address, reusing a pooled
+// connection when there is one. done reports that res is filled;
+// otherwise f says why this address failed and the next is tried.
+func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, domain, host string,
+	addr netip.AddrPort, idx []int, addrs []string, res []queue.Result) (done bool, f failure) {
+	dest := Dest{Domain: domain, MXHost: host, Stream: b.Envelope.Stream}
+	key := poolKey{stream: b.Envelope.Stream, domain: domain, mxHost: host, addr: addr.String()}
+	c := d.pool.get(key)
+	pooled := c != nil
+	if c == nil {
+		var err error
+		if c, err = d.connect(ctx, dest, key, addr); err != nil {
+			if d.policyDone(err, host, res, idx) {
+				return true, failure{}
+			}
+			return false, sessionFailure(err, host)
+		}
+	}
+	if d.o.Shaper != nil {
+		if err := d.o.Shaper.AcquireMessage(ctx, dest, c.permit.Egress.Name); err != nil {
+			d.pool.put(c)
+			if d.policyDone(err, host, res, idx) {
+				return true, failure{}
+			}
+			d.fill(res, idx, queue.Deferred, failure{reply: "local: " + err.Error(), mx: host}, "local")
+			return true, failure{}
+		}
+	}
+	mail, err := c.mailParams(b.Envelope.From, addrs, body)
+	if err != nil {
+		d.pool.put(c)
+		d.fill(res, idx, queue.Bounced, failure{enhanced: "5.6.7", reply: "local: " + err.Error(), mx: host}, "")
+		return true, failure{}
+	}
+	tx := c.transaction(ctx, mail, addrs, body)
+	if pooled && (tx.err != nil && !tx.firstReplyRead || tx.mail.Code == 421) {
+		// The pooled connection had died (or timed out) while idle:
+		// nothing was accepted, so retry once on a fresh connection.
+		d.closeConn(c)
+		if c, err = d.connect(ctx, dest, key, addr); err != nil {
+			if d.policyDone(err, host, res, idx) {
+				return true, failure{}
+			}
+			return false, sessionFailure(err, host)
+		}
+		tx = c.transaction(ctx, mail, addrs, body)
+	}
+	c.msgs++
+	if !tx.anyPermanent() && ((tx.err != nil && !tx.dataSent) || tx.mail.Code == 421) {
+		// The session broke (or the server is going away) before the
+		// message was sent: nothing was delivered, so try the next host.
+		f := failure{enhanced: "4.4.2", reply: "local: connection lost before DATA", mx: host}
+		if tx.err != nil {
+			f.reply = "local: " + tx.err.Error()
+		}
+		if tx.mail.Code == 421 {
+			f = failure{code: 421, enhanced: tx.mail.Enhanced, reply: tx.mail.String(), mx: host}
+		}
+		if d.o.Shaper != nil {
+			d.o.Shaper.Observe(dest, c.permit.Egress.Name, f.code, f.enhanced, f.reply)
+		}
+		d.closeConn(c)
+		return false, f
+	}
+	d.record(c, dest, tx, idx, res, host)
+	switch {
+	case tx.err != nil || tx.mail.Code == 421 || tx.data.Code == 421:
+		d.closeConn(c)
+	case c.permit.MaxMessages > 0 && c.msgs >= c.permit.MaxMessages:
+		d.closeConn(c)
+	case tx.data.Class() != 2 && !c.reset():
+		d.closeConn(c)
+	default:
+		d.pool.put(c)
+	}
+	return true, failure{}
+}
+
+// record turns a transaction into per-recipient results and reports
+// every reply to the Shaper.
+func (d *Deliverer) record(c *smtpConn, dest Dest, tx txResult, idx []int, res []queue.Result, host string) {
+	egress := c.permit.Egress.Name
+	observe := func(r Reply) {
+		if d.o.Shaper != nil && r.Code != 0 {
+			d.o.Shaper.Observe(dest, egress, r.Code, r.Enhanced, r.Text)
+		}
+	}
+	observe(tx.mail)
+	for _, r := range tx.rcpt {
+		observe(r)
+	}
+	observe(tx.data)
+	if tx.err != nil && d.o.Shaper != nil {
+		d.o.Shaper.Observe(dest, egress, 0, "", tx.err.Error())
+	}
+	for j, i := range idx {
+		var r Reply
+		switch {
+		case tx.mail.Code != 0 && tx.mail.Class() != 2:
+			r = tx.mail
+		case tx.rcpt[j].Code != 0 && tx.rcpt[j].Class() != 2:
+			r = tx.rcpt[j]
+		case tx.rcpt[j].Code != 0 && tx.data.Code != 0:
+			r = tx.data
+		}
+		if r.Code == 0 {
+			msg := "connection lost"
+			if tx.err != nil {
+				msg = tx.err.Error()
+			}
+			f := failure{enhanced: "4.4.2", reply: "local: " + msg, mx: host}
+			d.fill(res, []int{i}, queue.Deferred, f, "")
+			continue
+		}
+		o := outcomeOf(r.Code)
+		reason := ""
+		if o != queue.Delivered {
+			reason = d.reason(r.Code, r.Enhanced, r.Text)
+		}
+		res[i] = queue.Result{Index: res[i].Index, Outcome: o, Code: r.Code, Enhanced: r.Enhanced,
+			Reply: r.String(), RemoteMX: host, Reason: reason}
+	}
+}
+
+func sessionFailure(err error, host string) failure {
+	f := failure{reply: err.Error(), mx: host}
+	var se *sessionError
+	if errors.As(err, &se) && se.reply != nil {
+		f.code, f.enhanced, f.reply = se.reply.Code, se.reply.Enhanced, se.stage+": "+se.reply.String()
+	}
+	return f
+}
+
+// connect asks the Shaper for a permit and opens a connection; an
+// opportunistic STARTTLS failure is retried once in clear text.
+func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort) (*smtpConn, error) {
+	permit := ConnPermit{TLS: TLSOpportunistic}
+	if d.o.Shaper != nil {
+		p, err := d.o.Shaper.AcquireConn(ctx, dest)
+		if err != nil {
+			return nil, err
+		}
+		permit = p
+	}
+	if d.cfg.RequireTLS && permit.TLS == TLSOpportunistic {
+		permit.TLS = TLSRequired
+	}
+	ehlo := permit.Egress.EHLO
+	if ehlo == "" {
+		ehlo = d.o.Hostname
+	}
+	spec := dialSpec{addr: addr, serverTLS: dest.MXHost, localIP: permit.Egress.LocalIP, ehlo: ehlo,
+		tlsMode: permit.TLS, verify: d.cfg.TLSVerify, to: d.to}
+	if _, err := netip.ParseAddr(dest.MXHost); err == nil {
+		spec.serverTLS = ""
+	}
+	c, err := dial(ctx, spec)
+	var se *sessionError
+	if err != nil && errors.As(err, &se) && se.tlsFailed {
+		d.log.Warn("STARTTLS failed, retrying in clear text", "mx", dest.MXHost, "addr", addr.String(), "err", err)
+		spec.tlsMode = TLSDisabled
+		c, err = dial(ctx, spec)
+	}
+	if err != nil {
+		if d.o.Shaper != nil {
+			code, enh := 0, ""
+			if errors.As(err, &se) && se.reply != nil {
+				code, enh = se.reply.Code, se.reply.Enhanced
+			}
+			d.o.Shaper.Observe(dest, permit.Egress.Name, code, enh, err.Error())
+		}
+		if permit.Release != nil {
+			permit.Release()
+		}
+		return nil, err
+	}
+	c.key, c.mxHost, c.permit = key, dest.MXHost, permit
+	if d.m != nil {
+		d.m.open.Inc()
+		d.m.total.Inc()
+	}
+	return c, nil
+}
+
+// closeConn closes c once and releases its permit.
+func (d *Deliverer) closeConn(c *smtpConn) {
+	if c.closed {
+		return
+	}
+	c.quit()
+	if d.m != nil {
+		d.m.open.Dec()
+	}
+	if c.permit.Release != nil {
+		c.permit.Release()
+	}
+}

@@ -1,0 +1,373 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/queue"
+)
+
+// MessageSource looks up queued messages (*queue.Queue implements it).
+type MessageSource interface {
+	Message(id string) (*queue.MessageInfo, error)
+}
+
+// HTTPOptions configure NewHTTPHandler.
+type HTTPOptions struct {
+	// Hostname goes into Received and generated Message-ID headers.
+	Hostname string
+	// Keys authenticates requests (httpapi.NewKeys(cfg.HTTP.APIKeys)); nil
+	// refuses every request with 401.
+	Keys *httpapi.Keys
+	// MaxMessageSize bounds the final message in bytes (smtp's
+	// max_message_size is the natural value); larger requests get 413.
+	MaxMessageSize int64
+	// MaxRecipients per request; 0 means 1000.
+	MaxRecipients int
+	// Spool is where accepted messages go (required).
+	Spool queue.Spool
+	// Messages serves GET /api/v1/messages/{id}; nil answers 404.
+	Messages MessageSource
+	// Policy may be nil.
+	Policy   Policy
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// SendRequest is the JSON body of POST /api/v1/messages: either Raw, or
+// Subject/Text/HTML/Headers from which a MIME message is built.
+type SendRequest struct {
+	// From is the envelope sender and, for built messages, the From
+	// header: "a@example.com" or "Alice <a@example.com>".
+	From string `json:"from"`
+	// To are the recipients, in the same two forms.
+	To []string `json:"to"`
+	// Raw is a complete RFC 5322 message; bare LF line ends become CRLF.
+	Raw     string            `json:"raw,omitempty"`
+	Subject string            `json:"subject,omitempty"`
+	Text    string            `json:"text,omitempty"`
+	HTML    string            `json:"html,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	// Stream overrides the API key's stream (and any X-Petrel-Stream).
+	Stream   string `json:"stream,omitempty"`
+	Campaign string `json:"campaign,omitempty"`
+}
+
+// SendResponse is the 202 answer to POST /api/v1/messages.
+type SendResponse struct {
+	ID         string          `json:"id"`
+	Stream     string          `json:"stream"`
+	Recipients []RecipientInfo `json:"recipients"`
+}
+
+// RecipientInfo is one recipient's fate at ingest.
+type RecipientInfo struct {
+	Address string `json:"address"`
+	// Status is "queued" or "suppressed".
+	Status string `json:"status"`
+	// Reason is the suppression reason.
+	Reason string `json:"reason,omitempty"`
+}
+
+// NewHTTPHandler returns the injection API:
+//
+//	POST /api/v1/messages       queue a message (202 once durable)
+//	GET  /api/v1/messages/{id}  the message's recipients and states
+//
+// Both need a bearer API key. Errors are JSON (internal/httpapi).
+func NewHTTPHandler(opts HTTPOptions) http.Handler {
+	if opts.Keys == nil {
+		opts.Keys = httpapi.NewKeys(nil)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = "localhost"
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = 25 << 20
+	}
+	if opts.MaxRecipients <= 0 {
+		opts.MaxRecipients = 1000
+	}
+	log := opts.Logger.With("component", "ingest.http")
+	h := &httpHandler{opts: opts, p: &pipeline{hostname: opts.Hostname, spool: opts.Spool,
+		policy: opts.Policy, log: log, now: opts.Now, m: newMetrics(opts.Registry)}}
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/v1/messages", opts.Keys.Require(http.HandlerFunc(h.send)))
+	mux.Handle("GET /api/v1/messages/{id}", opts.Keys.Require(http.HandlerFunc(h.get)))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return mux
+}
+
+type httpHandler struct {
+	opts HTTPOptions
+	p    *pipeline
+}
+
+// apiError is a client-facing failure.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.message }
+
+func badRequest(code, format string, a ...any) *apiError {
+	return &apiError{http.StatusBadRequest, code, fmt.Sprintf(format, a...)}
+}
+
+func unprocessable(code, format string, a ...any) *apiError {
+	return &apiError{http.StatusUnprocessableEntity, code, fmt.Sprintf(format, a...)}
+}
+
+// bodyLimit bounds the JSON request: room for JSON escaping of a message
+// of MaxMessageSize; the built message itself is checked afterwards.
+func (h *httpHandler) bodyLimit() int64 { return 2*h.opts.MaxMessageSize + 64<<10 }
+
+func (h *httpHandler) send(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	key, _ := httpapi.KeyFrom(r.Context())
+	resp, err := h.handleSend(r, key)
+	if err != nil {
+		var ae *apiError
+		if !errors.As(err, &ae) {
+			ae = &apiError{http.StatusInternalServerError, "internal", "internal error"}
+		}
+		result := resultRejected
+		if ae.status >= 500 {
+			result = resultError
+			w.Header().Set("Retry-After", "30")
+		}
+		h.p.m.message("http", result)
+		h.p.log.Info("injection refused", "key", key.Name, "status", ae.status, "code", ae.code, "err", err)
+		httpapi.WriteError(w, ae.status, ae.code, ae.message)
+		return
+	}
+	h.p.m.queued("http", countQueued(resp), start)
+	httpapi.WriteJSON(w, http.StatusAccepted, resp)
+}
+
+func countQueued(r *SendResponse) int {
+	n := 0
+	for _, x := range r.Recipients {
+		if x.Status == "queued" {
+			n++
+		}
+	}
+	return n
+}
+
+// DecodeSendRequest strictly decodes one SendRequest from r: unknown
+// fields, trailing data and wrong types are errors.
+func DecodeSendRequest(r io.Reader) (SendRequest, error) {
+	var req SendRequest
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return SendRequest{}, fmt.Errorf("decode request: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return SendRequest{}, errors.New("decode request: trailing data after the JSON object")
+	}
+	return req, nil
+}
+
+func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendResponse, error) {
+	req, err := DecodeSendRequest(http.MaxBytesReader(nil, r.Body, h.bodyLimit()))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &apiError{http.StatusRequestEntityTooLarge, "message_too_large",
+				fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}
+		}
+		return nil, badRequest("invalid_request", "%v", err)
+	}
+	sub, err := h.prepare(req, key)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(sub.msg)) > h.opts.MaxMessageSize {
+		return nil, &apiError{http.StatusRequestEntityTooLarge, "message_too_large",
+			fmt.Sprintf("message is %d bytes, the limit is %d", len(sub.msg), h.opts.MaxMessageSize)}
+	}
+	sub.trace = traceInfo{helo: "api-key=" + key.Name, ip: remoteIP(r), with: "HTTP", id: newID(6)}
+	if r.TLS != nil {
+		sub.trace.with = "HTTPS"
+	}
+	res, err := h.p.accept(r.Context(), sub)
+	if err != nil {
+		return nil, pipelineAPIError(err, res)
+	}
+	out := &SendResponse{ID: res.id, Stream: res.stream}
+	for _, a := range sub.rcpts {
+		if reason, ok := res.suppressed[a]; ok {
+			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "suppressed", Reason: reason})
+		} else {
+			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "queued"})
+		}
+	}
+	return out, nil
+}
+
+// pipelineAPIError maps pipeline errors to HTTP answers.
+func pipelineAPIError(err error, res acceptResult) error {
+	var senderErr *senderError
+	var temp *tempError
+	switch {
+	case errors.Is(err, errBadHeader):
+		return unprocessable("invalid_message", "raw is not an RFC 5322 message: %v", err)
+	case errors.Is(err, errBadStream):
+		return badRequest("invalid_request", "%v", err)
+	case errors.Is(err, errAllSuppressed):
+		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.stream)
+	case errors.As(err, &senderErr):
+		return unprocessable("sender_not_allowed", "%v", senderErr.err)
+	case errors.As(err, &temp):
+		return &apiError{http.StatusServiceUnavailable, "temporary_failure", "message not queued, try again later"}
+	}
+	return err
+}
+
+// parseAddr accepts "a@x" or "Name <a@x>" and checks the address with
+// ParseMailbox (UTF-8 allowed).
+func parseAddr(field, s string) (*mail.Address, error) {
+	if hasCtl(s) {
+		return nil, unprocessable("header_injection", "%s contains CR, LF or NUL", field)
+	}
+	a := &mail.Address{Address: s}
+	if _, err := ParseMailbox(s, true); err != nil {
+		pa, perr := mail.ParseAddress(s)
+		if perr != nil {
+			return nil, badRequest("invalid_address", "%s %q: %v", field, s, err)
+		}
+		if _, err := ParseMailbox(pa.Address, true); err != nil {
+			return nil, badRequest("invalid_address", "%s %q: %v", field, s, err)
+		}
+		a = pa
+	}
+	return a, nil
+}
+
+// prepare validates req and turns it into a submission (message bytes
+// without trace headers).
+func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (submission, error) {
+	if req.From == "" {
+		return submission{}, badRequest("invalid_request", "from is required")
+	}
+	if len(req.To) == 0 {
+		return submission{}, badRequest("invalid_request", "to must list at least one recipient")
+	}
+	if len(req.To) > h.opts.MaxRecipients {
+		return submission{}, badRequest("too_many_recipients", "at most %d recipients per message", h.opts.MaxRecipients)
+	}
+	from, err := parseAddr("from", req.From)
+	if err != nil {
+		return submission{}, err
+	}
+	sub := submission{listener: "http", from: from.Address, stream: key.Stream,
+		allowHeaderStream: req.Stream == "", campaign: req.Campaign}
+	if req.Stream != "" {
+		sub.stream = strings.ToLower(req.Stream)
+	}
+	var to []*mail.Address
+	seen := map[string]bool{}
+	for _, s := range req.To {
+		a, err := parseAddr("to", s)
+		if err != nil {
+			return submission{}, err
+		}
+		to = append(to, a)
+		if k := strings.ToLower(a.Address); !seen[k] {
+			seen[k] = true
+			sub.rcpts = append(sub.rcpts, a.Address)
+		}
+	}
+	if hasCtl(req.Campaign) {
+		return submission{}, unprocessable("header_injection", "campaign contains CR, LF or NUL")
+	}
+	if req.Raw != "" {
+		if req.Subject != "" || req.Text != "" || req.HTML != "" || len(req.Headers) > 0 {
+			return submission{}, badRequest("invalid_request", "raw excludes subject, text, html and headers")
+		}
+		sub.msg = toCRLF([]byte(req.Raw))
+		if _, err := mail.ReadMessage(bytes.NewReader(sub.msg)); err != nil {
+			return submission{}, unprocessable("invalid_message", "raw is not an RFC 5322 message: %v", err)
+		}
+		return sub, nil
+	}
+	now := h.opts.Now()
+	sub.msg, err = buildMessage(composed{From: from, To: to, Subject: req.Subject, Text: req.Text, HTML: req.HTML,
+		Headers: req.Headers, Date: now, MessageID: fmt.Sprintf("%d.%s@%s", now.UnixNano(), newID(8), safeToken(h.opts.Hostname))})
+	switch {
+	case errors.Is(err, errNoBody):
+		return submission{}, badRequest("invalid_request", "%v", err)
+	case errors.Is(err, errHeaderValue):
+		return submission{}, unprocessable("header_injection", "%v", err)
+	case err != nil:
+		return submission{}, unprocessable("invalid_message", "%v", err)
+	}
+	return sub, nil
+}
+
+// toCRLF turns bare LF line ends into CRLF, leaving CRLF alone.
+func toCRLF(b []byte) []byte {
+	if !bytes.Contains(b, []byte("\n")) || bytes.Count(b, []byte("\r\n")) == bytes.Count(b, []byte("\n")) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+bytes.Count(b, []byte("\n")))
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return "unknown"
+	}
+	return host
+}
+
+func (h *httpHandler) get(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if h.opts.Messages == nil {
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "message lookup is not available")
+		return
+	}
+	mi, err := h.opts.Messages.Message(id)
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+	case err != nil:
+		h.p.log.Error("message lookup", "id", id, "err", err)
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "message lookup failed")
+	default:
+		httpapi.WriteJSON(w, http.StatusOK, mi)
+	}
+}

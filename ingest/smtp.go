@@ -1,0 +1,468 @@
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/queue"
+)
+
+// Options configure NewSMTPServer.
+type Options struct {
+	// Hostname is the greeting name and the "by" of Received headers.
+	Hostname string
+	// SMTP is the [smtp] section.
+	SMTP config.SMTPConfig
+	// Spool is where accepted messages go (required).
+	Spool queue.Spool
+	// Policy may be nil: accept everything, sign nothing.
+	Policy Policy
+	// Logger may be nil (slog.Default()).
+	Logger *slog.Logger
+	// Registry may be nil (no metrics).
+	Registry *prometheus.Registry
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// TLSConfig, when set, is used for STARTTLS instead of loading
+	// SMTP.TLSCert/TLSKey.
+	TLSConfig *tls.Config
+	// RequireTLSForAuth refuses AUTH before STARTTLS even on loopback
+	// listeners (by default loopback listeners allow it).
+	RequireTLSForAuth bool
+}
+
+// SMTPServer is the SMTP submission server. One SMTPServer may serve
+// several listeners; each gets its own go-smtp server so the
+// AUTH-before-TLS decision can differ per listener.
+type SMTPServer struct {
+	opts  Options
+	p     *pipeline
+	nets  []netip.Prefix
+	local map[string]bool
+	users map[string]config.SMTPUser
+	tls   *tls.Config
+	log   *slog.Logger
+
+	// base is cancelled when Shutdown gives up waiting, aborting in-flight
+	// Policy/Enqueue calls.
+	base   context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	servers  []*smtp.Server
+	sessions map[*session]struct{}
+	closed   bool
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = smtp.ErrServerClosed
+
+// NewSMTPServer checks opts and builds a server; it does not listen yet.
+func NewSMTPServer(opts Options) (*SMTPServer, error) {
+	if opts.Spool == nil {
+		return nil, errors.New("ingest: Options.Spool is required")
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = "localhost"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	nets, err := opts.SMTP.Networks()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	s := &SMTPServer{
+		opts:  opts,
+		nets:  nets,
+		local: map[string]bool{},
+		users: map[string]config.SMTPUser{},
+		tls:   opts.TLSConfig,
+		log:   opts.Logger.With("component", "ingest.smtp"),
+
+		sessions: map[*session]struct{}{},
+	}
+	for _, d := range opts.SMTP.LocalDomains {
+		s.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+	}
+	for _, u := range opts.SMTP.Users {
+		s.users[u.Name] = u
+	}
+	if s.tls == nil && opts.SMTP.TLSCert != "" && opts.SMTP.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(opts.SMTP.TLSCert, opts.SMTP.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("ingest: smtp tls_cert/tls_key: %w", err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy,
+		log: s.log, now: opts.Now, m: newMetrics(opts.Registry)}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// ListenAndServe listens on SMTP.Listen and serves until Shutdown.
+func (s *SMTPServer) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.opts.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("ingest: smtp listen: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts SMTP connections on ln until Shutdown; it then returns
+// ErrServerClosed.
+func (s *SMTPServer) Serve(ln net.Listener) error {
+	srv := smtp.NewServer(&backend{s: s})
+	srv.Domain = s.opts.Hostname
+	srv.MaxMessageBytes = s.opts.SMTP.MaxMessageSize
+	srv.MaxRecipients = s.opts.SMTP.MaxRecipients
+	srv.MaxLineLength = s.opts.SMTP.MaxLineLength
+	srv.ReadTimeout = s.opts.SMTP.ReadTimeout.Duration
+	srv.WriteTimeout = s.opts.SMTP.WriteTimeout.Duration
+	srv.EnableSMTPUTF8 = true
+	srv.TLSConfig = s.tls
+	srv.AllowInsecureAuth = allowAuthWithoutTLS(ln.Addr(), s.opts.RequireTLSForAuth)
+	srv.ErrorLog = slogAdapter{s.log}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+	s.log.Info("smtp listening", "addr", ln.Addr().String(), "auth_without_tls", srv.AllowInsecureAuth, "starttls", s.tls != nil)
+	return srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections, closes sessions that are between
+// transactions, and waits for the sessions in a transaction to finish it
+// until ctx is done; then it closes the remaining connections, aborting
+// unacknowledged transactions (their clients never got a 250).
+func (s *SMTPServer) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	servers := s.servers
+	s.mu.Unlock()
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errs <- srv.Shutdown(ctx) }()
+	}
+	var first error
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	s.closeIdle()
+	for pending := len(servers); pending > 0; {
+		select {
+		case err := <-errs:
+			pending--
+			if err != nil && first == nil && !errors.Is(err, smtp.ErrServerClosed) {
+				first = err
+			}
+		case <-tick.C:
+			s.closeIdle() // sessions that finished their transaction since
+		}
+	}
+	if ctx.Err() != nil {
+		s.cancel()
+		for _, srv := range servers {
+			srv.Close()
+		}
+	}
+	return first
+}
+
+// closeIdle closes the connections of sessions not inside a transaction
+// (no MAIL FROM accepted, or its DATA answered). It closes the socket, not
+// the go-smtp Conn, so go-smtp's read loop ends the session itself. A
+// client that starts a transaction concurrently loses it before any 250,
+// which it will retry.
+func (s *SMTPServer) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for se := range s.sessions {
+		if !se.busy.Load() {
+			se.netConn.Close()
+		}
+	}
+}
+
+// allowAuthWithoutTLS decides per listener whether AUTH is offered before
+// STARTTLS: only on a loopback listener, and not when TLS is required.
+func allowAuthWithoutTLS(addr net.Addr, requireTLS bool) bool {
+	if requireTLS {
+		return false
+	}
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return addr != nil && addr.Network() == "unix"
+	}
+	return tcp.IP.IsLoopback()
+}
+
+// inNetworks reports whether ip is in mynetworks.
+func (s *SMTPServer) inNetworks(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range s.nets {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate checks a username/password pair.
+func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, error) {
+	u, ok := s.users[username]
+	if !ok {
+		return nil, smtp.ErrAuthFailed
+	}
+	if err := checkPassword(u.PasswordHash, password); err != nil {
+		s.log.Info("smtp auth failed", "user", username, "err", err)
+		return nil, smtp.ErrAuthFailed
+	}
+	return &u, nil
+}
+
+type backend struct{ s *SMTPServer }
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	sess := &session{s: b.s, conn: c, netConn: c.Conn()}
+	b.s.mu.Lock()
+	b.s.sessions[sess] = struct{}{}
+	closed := b.s.closed
+	b.s.mu.Unlock()
+	if closed {
+		sess.netConn.Close()
+	}
+	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
+		sess.ip = ap.Addr().Unmap()
+		sess.trusted = b.s.inNetworks(sess.ip)
+	}
+	return sess, nil
+}
+
+// session is one SMTP connection's state.
+type session struct {
+	s       *SMTPServer
+	conn    *smtp.Conn
+	netConn net.Conn
+	// busy is set from MAIL FROM until the transaction ends.
+	busy    atomic.Bool
+	ip      netip.Addr
+	trusted bool // in mynetworks
+	user    *config.SMTPUser
+
+	mail     bool
+	from     string
+	mailOpts smtp.MailOptions
+	rcpts    []string
+}
+
+// SMTP replies ingest chooses (go-smtp produces the rest).
+var (
+	errTooLarge = smtp.ErrDataTooLarge // 552 5.3.4
+	err8bit     = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message contains 8-bit data but MAIL FROM declared neither BODY=8BITMIME nor SMTPUTF8"}
+	errHeader = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Malformed message header section (RFC 5322)"}
+	errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Temporary failure, message not queued; try again later"}
+)
+
+func (se *session) stream() string {
+	if se.user != nil && se.user.Stream != "" {
+		return se.user.Stream
+	}
+	return DefaultStream
+}
+
+func (se *session) AuthMechanisms() []string {
+	if len(se.s.users) == 0 {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (se *session) Auth(mech string) (sasl.Server, error) {
+	login := func(username, password string) error {
+		u, err := se.s.authenticate(username, password)
+		if err != nil {
+			return err
+		}
+		se.user = u
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authorization identity must match the user"}
+			}
+			return login(username, password)
+		}), nil
+	case sasl.Login:
+		return &loginServer{check: login}, nil
+	}
+	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
+}
+
+func (se *session) Mail(from string, opts *smtp.MailOptions) error {
+	if from != "" {
+		if _, err := ParseMailbox(from, opts != nil && opts.UTF8); err != nil {
+			return addrError("sender", from, err)
+		}
+	}
+	se.busy.Store(true)
+	se.mail, se.from, se.rcpts = true, from, nil
+	se.mailOpts = smtp.MailOptions{}
+	if opts != nil {
+		se.mailOpts = *opts
+	}
+	return nil
+}
+
+// addrError is the 501 5.1.3 reply for a bad address.
+func addrError(role, addr string, err error) error {
+	return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
+		Message: fmt.Sprintf("Bad %s address syntax: %s", role, err)}
+}
+
+func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	m, err := ParseMailbox(to, se.mailOpts.UTF8)
+	if err != nil {
+		return addrError("recipient", to, err)
+	}
+	if se.user == nil && !se.trusted && !se.s.local[m.DomainKey()] {
+		se.s.log.Info("relay denied", "client", se.ip.String(), "rcpt", to)
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("<%s>: Relay access denied", to)}
+	}
+	if reason, ok := se.s.p.suppressed(se.stream(), to); ok {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("<%s>: recipient suppressed (%s)", to, reason)}
+	}
+	se.rcpts = append(se.rcpts, to)
+	return nil
+}
+
+func (se *session) Data(r io.Reader) error {
+	msg, err := io.ReadAll(r)
+	if err != nil {
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			se.s.p.m.message("smtp", resultRejected)
+			return errTooLarge
+		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			// go-smtp's line limit is sticky: after this reply it closes
+			// the connection.
+			se.s.p.m.message("smtp", resultRejected)
+			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+				Message: fmt.Sprintf("Message has a line longer than %d octets; wrap it or use quoted-printable/base64", se.s.opts.SMTP.MaxLineLength)}
+		}
+		return fmt.Errorf("reading DATA: %w", err)
+	}
+	start := time.Now()
+	if se.mailOpts.Body != smtp.Body8BitMIME && se.mailOpts.Body != smtp.BodyBinaryMIME && !se.mailOpts.UTF8 && has8bit(msg) {
+		se.s.p.m.message("smtp", resultRejected)
+		return err8bit
+	}
+	with := "ESMTP"
+	if _, ok := se.conn.TLSConnectionState(); ok {
+		with += "S"
+	}
+	if se.user != nil {
+		with += "A"
+	}
+	ip := "unknown"
+	if se.ip.IsValid() {
+		ip = se.ip.String()
+	}
+	timeout := se.s.opts.SMTP.WriteTimeout.Duration
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(se.s.base, timeout)
+	defer cancel()
+	res, err := se.s.p.accept(ctx, submission{
+		listener: "smtp", from: se.from, rcpts: se.rcpts,
+		stream: se.stream(), allowHeaderStream: true, msg: msg,
+		trace: traceInfo{helo: se.conn.Hostname(), ip: ip, with: with, id: newID(6)},
+	})
+	if err != nil {
+		return se.dataError(err, res)
+	}
+	se.s.p.m.queued("smtp", len(res.queued), start)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.id}
+}
+
+// dataError maps a pipeline error to the DATA reply.
+func (se *session) dataError(err error, res acceptResult) error {
+	var senderErr *senderError
+	var temp *tempError
+	result := resultRejected
+	var reply error
+	switch {
+	case errors.Is(err, errBadHeader):
+		reply = errHeader
+	case errors.Is(err, errBadStream):
+		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Invalid " + StreamHeader + " value"}
+	case errors.Is(err, errAllSuppressed):
+		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.stream)}
+	case errors.As(err, &senderErr):
+		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
+	case errors.As(err, &temp):
+		result = resultError
+		reply = errTemp
+	default:
+		result = resultError
+		reply = errTemp
+	}
+	se.s.log.Warn("message not accepted", "client", se.ip.String(), "from", se.from, "err", err)
+	se.s.p.m.message("smtp", result)
+	return reply
+}
+
+// oneLine makes s safe as SMTP reply text.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+}
+
+func (se *session) Reset() {
+	se.mail, se.from, se.rcpts = false, "", nil
+	se.mailOpts = smtp.MailOptions{}
+	se.busy.Store(false)
+}
+
+func (se *session) Logout() error {
+	se.s.mu.Lock()
+	delete(se.s.sessions, se)
+	se.s.mu.Unlock()
+	return nil
+}
+
+// slogAdapter lets go-smtp log through slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Printf(format string, v ...any) { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Println(v ...any)               { a.l.Warn(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }

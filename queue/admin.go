@@ -1,0 +1,318 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Message returns a message and its recipients. After the message is done
+// (every recipient final) its tombstone answers for EventRetention.
+func (q *Queue) Message(msgID string) (*MessageInfo, error) {
+	if err := q.enter(); err != nil {
+		return nil, err
+	}
+	defer q.exit()
+	if !validID(msgID) {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, msgID)
+	}
+	mt, ok, err := q.loadMsg(msgID)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		defer mt.abort()
+		info := &MessageInfo{ID: msgID, From: mt.meta.From, Stream: mt.meta.Stream, Campaign: mt.meta.Campaign,
+			Source: mt.meta.Source, Size: mt.meta.Size, Created: time.Unix(0, mt.meta.Created).UTC()}
+		err := mt.eachRcpt(func(idx int, r *rcptRec) error {
+			info.Recipients = append(info.Recipients, r.info(msgID, idx))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return info, nil
+	}
+	info := new(MessageInfo)
+	ok, err = getJSON(q.db, "tombstone", msgKey(pTomb, msgID), info)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, msgID)
+	}
+	return info, nil
+}
+
+// List returns live recipients in message-ID order, at most limit
+// (default 100, at most 1000), starting after cursor after; the returned
+// cursor is "" at the end.
+func (q *Queue) List(ctx context.Context, after string, limit int) ([]RcptInfo, string, error) {
+	if err := q.enter(); err != nil {
+		return nil, "", err
+	}
+	defer q.exit()
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	lower := []byte{pRcpt}
+	if after != "" {
+		id, idxs, ok := strings.Cut(after, ".")
+		idx, err := strconv.ParseUint(idxs, 10, 32)
+		if !ok || err != nil || !validID(id) {
+			return nil, "", fmt.Errorf("queue: malformed list cursor %q", after)
+		}
+		lower = append(rcptKey(id, int(idx)), 0)
+	}
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pRcpt + 1}})
+	if err != nil {
+		return nil, "", fmt.Errorf("queue: iterate recipients: %w", err)
+	}
+	defer it.Close()
+	var out []RcptInfo
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		if n++; n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, "", err
+			}
+		}
+		if len(out) == limit {
+			last := out[len(out)-1]
+			return out, last.MsgID + "." + strconv.Itoa(last.Index), nil
+		}
+		id, idx, err := parseRcptKey(it.Key())
+		if err != nil {
+			return nil, "", err
+		}
+		var r rcptRec
+		if err := decode("recipient", it.Key(), it.Value(), &r); err != nil {
+			return nil, "", err
+		}
+		if !r.State.Final() {
+			out = append(out, r.info(id, idx))
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, "", fmt.Errorf("queue: iterate recipients: %w", err)
+	}
+	return out, "", nil
+}
+
+// change applies fn to every recipient of one message under its stripe
+// lock and commits; it returns how many recipients fn changed.
+func (q *Queue) change(id string, sync bool, fn func(mt *msgTxn, idx int, r *rcptRec) (bool, error)) (int, error) {
+	mu := q.stripe(id)
+	mu.Lock()
+	defer mu.Unlock()
+	mt, ok, err := q.loadMsg(id)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	n := 0
+	if err := mt.eachRcpt(func(idx int, r *rcptRec) error {
+		changed, err := fn(mt, idx, r)
+		if changed {
+			n++
+		}
+		return err
+	}); err != nil {
+		mt.abort()
+		return 0, err
+	}
+	if n == 0 {
+		mt.abort()
+		return 0, nil
+	}
+	return n, mt.finish(sync)
+}
+
+// forEachMessage runs one per live message (oldest first), each
+// committed without sync, then syncs the WAL once.
+func (q *Queue) forEachMessage(ctx context.Context, one func(id string) (int, error)) (int, error) {
+	total := 0
+	lower := []byte{pMeta}
+	for {
+		ids, err := q.idsFrom(lower, 1000)
+		if err != nil {
+			return total, err
+		}
+		for _, id := range ids {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			n, err := one(id)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return total, err
+			}
+			total += n
+		}
+		if len(ids) < 1000 {
+			break
+		}
+		lower = append(msgKey(pMeta, ids[len(ids)-1]), 0)
+	}
+	return total, q.syncWAL()
+}
+
+func (q *Queue) idsFrom(lower []byte, n int) ([]string, error) {
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pMeta + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("queue: iterate messages: %w", err)
+	}
+	defer it.Close()
+	var ids []string
+	for it.First(); it.Valid() && len(ids) < n; it.Next() {
+		ids = append(ids, string(it.Key()[1:]))
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("queue: iterate messages: %w", err)
+	}
+	return ids, nil
+}
+
+func (q *Queue) syncWAL() error {
+	if err := q.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("queue: sync: %w", err)
+	}
+	return nil
+}
+
+// bulk runs fn on one message (synced) or, for msgID "", on all.
+func (q *Queue) bulk(ctx context.Context, msgID string, fn func(mt *msgTxn, idx int, r *rcptRec) (bool, error)) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := q.enter(); err != nil {
+		return 0, err
+	}
+	defer q.exit()
+	if msgID != "" {
+		if !validID(msgID) {
+			return 0, fmt.Errorf("%w: %q", ErrNotFound, msgID)
+		}
+		return q.change(msgID, true, fn)
+	}
+	return q.forEachMessage(ctx, func(id string) (int, error) { return q.change(id, false, fn) })
+}
+
+// Hold stops delivery of a message's live recipients (msgID "" = all).
+// A recipient in flight keeps the result of that attempt; if deferred it
+// stays held.
+func (q *Queue) Hold(ctx context.Context, msgID string) (int, error) {
+	return q.bulk(ctx, msgID, func(mt *msgTxn, idx int, r *rcptRec) (bool, error) {
+		if !r.scheduled() {
+			return false, nil
+		}
+		return true, mt.transition(idx, r, StateHeld, 0, Event{Attempt: r.Attempts})
+	})
+}
+
+// Release makes held recipients due now (msgID "" = all).
+func (q *Queue) Release(ctx context.Context, msgID string) (int, error) {
+	return q.bulk(ctx, msgID, func(mt *msgTxn, idx int, r *rcptRec) (bool, error) {
+		if r.State != StateHeld {
+			return false, nil
+		}
+		to := StateDeferred
+		if r.Attempts == 0 {
+			to = StateQueued
+		}
+		return true, mt.transition(idx, r, to, mt.now.UnixNano(), Event{Type: "released", Attempt: r.Attempts})
+	})
+}
+
+// Delete makes a message's live recipients final (StateDeleted) and
+// removes the body.
+func (q *Queue) Delete(ctx context.Context, msgID string) (int, error) {
+	if msgID == "" {
+		return 0, fmt.Errorf("%w: empty message id", ErrNotFound)
+	}
+	return q.bulk(ctx, msgID, func(mt *msgTxn, idx int, r *rcptRec) (bool, error) {
+		if r.State.Final() {
+			return false, nil
+		}
+		return true, mt.transition(idx, r, StateDeleted, 0, Event{Attempt: r.Attempts})
+	})
+}
+
+// Flush makes every deferred recipient that is not yet due due now.
+func (q *Queue) Flush(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := q.enter(); err != nil {
+		return 0, err
+	}
+	defer q.exit()
+	now := q.now().UnixNano()
+	lower := schedBound(now + 1)
+	total := 0
+	for {
+		ents, err := q.schedFrom(lower, 1000)
+		if err != nil {
+			return total, err
+		}
+		byMsg := make(map[string]map[int]int64)
+		var order []string
+		for _, e := range ents {
+			if byMsg[e.id] == nil {
+				byMsg[e.id] = make(map[int]int64)
+				order = append(order, e.id)
+			}
+			byMsg[e.id][e.idx] = e.due
+		}
+		for _, id := range order {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			want := byMsg[id]
+			n, err := q.change(id, false, func(mt *msgTxn, idx int, r *rcptRec) (bool, error) {
+				due, ok := want[idx]
+				if !ok || r.State != StateDeferred || r.Due != due {
+					return false, nil
+				}
+				return true, mt.transition(idx, r, StateDeferred, now, Event{Type: noEvent})
+			})
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return total, err
+			}
+			total += n
+		}
+		if len(ents) < 1000 {
+			break
+		}
+		last := ents[len(ents)-1]
+		lower = append(schedKey(last.due, last.domain, last.id, last.idx), 0)
+	}
+	return total, q.syncWAL()
+}
+
+func (q *Queue) schedFrom(lower []byte, n int) ([]schedEntry, error) {
+	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pSched + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("queue: iterate schedule: %w", err)
+	}
+	defer it.Close()
+	var out []schedEntry
+	for it.First(); it.Valid() && len(out) < n; it.Next() {
+		e, err := parseSchedKey(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("queue: iterate schedule: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,228 @@
+package queue
+
+// This file is the queue's public contract, shared by ingest, delivery,
+// admin and cmd/petreld. Change signatures only together with their users.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// ErrNotFound is returned for an unknown message ID.
+var ErrNotFound = errors.New("queue: message not found")
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("queue: closed")
+
+// Envelope is what ingest hands the queue with a body.
+type Envelope struct {
+	// From is the envelope sender (MAIL FROM); "" is the null sender <>.
+	From string
+	// Recipients are RCPT TO addresses, in order. Duplicates are allowed
+	// only once (the queue drops exact repeats).
+	Recipients []string
+	// Stream is the sending stream ("transactional", "marketing", ...).
+	Stream   string
+	Tenant   string
+	Campaign string
+	// Source says how the message arrived: "smtp", "http", "dsn", ...
+	Source string
+}
+
+// RcptState is the state of one recipient.
+type RcptState string
+
+// Recipient states. Queued/Deferred/Held are live; the rest are final.
+const (
+	StateQueued    RcptState = "queued"
+	StateDeferred  RcptState = "deferred"
+	StateHeld      RcptState = "held"
+	StateDelivered RcptState = "delivered"
+	StateBounced   RcptState = "bounced"
+	StateExpired   RcptState = "expired"
+	StateDeleted   RcptState = "deleted"
+	// StateSuppressed: the recipient was suppressed before delivery.
+	StateSuppressed RcptState = "suppressed"
+)
+
+// Final reports whether s is a final state.
+func (s RcptState) Final() bool {
+	switch s {
+	case StateQueued, StateDeferred, StateHeld:
+		return false
+	}
+	return true
+}
+
+// Outcome is what one delivery attempt did for one recipient.
+type Outcome int
+
+// Outcomes, as in DESIGN.md "Delivery outcomes".
+const (
+	// Delivered: 2xx.
+	Delivered Outcome = iota + 1
+	// Deferred: 4xx or temporary connection/TLS/DNS failure; retried on the
+	// schedule until max_queue_lifetime, then expired.
+	Deferred
+	// Bounced: 5xx, null MX, NXDOMAIN: final failure now.
+	Bounced
+	// Suppressed: policy refused the recipient before sending.
+	Suppressed
+)
+
+// Result is the outcome of one attempt for one recipient of a Batch.
+type Result struct {
+	// Index is Rcpt.Index from the Batch.
+	Index   int
+	Outcome Outcome
+	// Code is the SMTP reply code (0 when no reply was received).
+	Code int
+	// Enhanced is the enhanced status code ("5.1.1"), if any.
+	Enhanced string
+	// Reply is the full reply text, or the local error ("connect: refused").
+	Reply string
+	// RemoteMX is the host that answered (or that we tried last).
+	RemoteMX string
+	// Reason is the bounce classifier's reason ("userunknown", ...).
+	Reason string
+}
+
+// Rcpt is one recipient inside a Batch.
+type Rcpt struct {
+	// Index is the recipient's position in the message (stable key).
+	Index    int
+	Addr     string
+	Attempts int
+}
+
+// Batch is a set of due recipients of one message that share a destination
+// domain, handed to delivery as one SMTP transaction.
+type Batch struct {
+	MsgID    string
+	Envelope Envelope
+	// Domain is the lower-cased destination domain of every Rcpt.
+	Domain  string
+	Rcpts   []Rcpt
+	Created time.Time
+	// Size of the body in bytes.
+	Size int64
+
+	// meta is the message record read by Next (immutable once written),
+	// reused by Complete.
+	meta *metaRec
+}
+
+// RcptInfo is a recipient as shown by admin APIs.
+type RcptInfo struct {
+	MsgID       string    `json:"id"`
+	Index       int       `json:"index"`
+	Addr        string    `json:"recipient"`
+	State       RcptState `json:"state"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	LastReply   string    `json:"last_reply,omitempty"`
+	LastCode    int       `json:"last_code,omitempty"`
+	Enhanced    string    `json:"enhanced,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	RemoteMX    string    `json:"remote_mx,omitempty"`
+	Updated     time.Time `json:"updated,omitzero"`
+}
+
+// MessageInfo is a message as shown by admin APIs.
+type MessageInfo struct {
+	ID         string     `json:"id"`
+	From       string     `json:"from"`
+	Stream     string     `json:"stream,omitempty"`
+	Campaign   string     `json:"campaign,omitempty"`
+	Source     string     `json:"source,omitempty"`
+	Size       int64      `json:"size"`
+	Created    time.Time  `json:"created"`
+	Recipients []RcptInfo `json:"recipients"`
+}
+
+// Event is one state change, written in the same batch as the change
+// (DESIGN invariant 7).
+type Event struct {
+	// Seq is the event's key order (time-based, unique); use it as cursor.
+	Seq       string    `json:"seq"`
+	Type      string    `json:"type"` // received, delivered, deferred, bounced, expired, suppressed, ...
+	Time      time.Time `json:"time"`
+	MsgID     string    `json:"message_id,omitempty"`
+	Recipient string    `json:"recipient,omitempty"`
+	Stream    string    `json:"stream,omitempty"`
+	Campaign  string    `json:"campaign,omitempty"`
+	RemoteMX  string    `json:"remote_mx,omitempty"`
+	Code      int       `json:"code,omitempty"`
+	Enhanced  string    `json:"enhanced,omitempty"`
+	Reply     string    `json:"reply,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Attempt   int       `json:"attempt,omitempty"`
+}
+
+// EventFilter selects events for Events.
+type EventFilter struct {
+	// After is an exclusive Seq cursor; "" starts at the oldest event.
+	After     string
+	Since     time.Time
+	Type      string
+	Recipient string
+	Campaign  string
+	Limit     int
+}
+
+// Failure describes one recipient that reached a failed final state
+// (bounced or expired); handed to Options.OnFailure.
+type Failure struct {
+	Rcpt     string
+	State    RcptState
+	Code     int
+	Enhanced string
+	Reply    string
+	RemoteMX string
+	Reason   string
+}
+
+// NewMessage is a message the queue enqueues on its own behalf (a DSN).
+type NewMessage struct {
+	Envelope Envelope
+	Body     []byte
+}
+
+// Options configure Open.
+type Options struct {
+	// RetrySchedule is the delay before attempt 2, 3, ...; the last repeats.
+	RetrySchedule []time.Duration
+	// MaxLifetime: a recipient still deferred this long after the message
+	// was created expires.
+	MaxLifetime time.Duration
+	// ReadyLimit bounds the in-memory ready set (DESIGN invariant 4), in
+	// recipients; 0 means DefaultReadyLimit.
+	ReadyLimit int
+	// MaxBatchRcpts caps the recipients of one Batch; 0 means
+	// DefaultMaxBatchRcpts.
+	MaxBatchRcpts int
+	// ScanInterval is how often the scheduler looks for recipients that
+	// became due (deferred retries); 0 means DefaultScanInterval. New and
+	// released recipients do not wait for it.
+	ScanInterval time.Duration
+	// EventRetention: events older than this are deleted in the background.
+	EventRetention time.Duration
+	// OnFailure is called inside Complete when recipients of a message with
+	// a non-null sender fail for good; the returned message (a DSN) is
+	// enqueued in the same synced batch. nil means no DSNs.
+	OnFailure func(msgID string, env Envelope, body []byte, failed []Failure) *NewMessage
+	// OnEvent is called after an event batch is durably committed (fan out
+	// to metrics, webhooks, logs). It must not block.
+	OnEvent func(Event)
+	Logger  *slog.Logger
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Spool is the ingest-side view of the queue.
+type Spool interface {
+	// Enqueue stores the message durably (synced) and returns its ID.
+	Enqueue(ctx context.Context, env Envelope, body []byte) (string, error)
+}
