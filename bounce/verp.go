@@ -30,6 +30,11 @@ var (
 	ErrVERPBadToken = errors.New("bounce: bad VERP token")
 )
 
+// AnyRecipient is the recipient index of a return path that names only the
+// message (a transaction carrying several recipients): the report's own
+// recipient field then says who failed.
+const AnyRecipient = 1<<31 - 1
+
 const (
 	verpPrefix = "bounces+"
 	verpMACLen = 10 // bytes of HMAC-SHA256 kept (80 bits)

@@ -42,6 +42,12 @@ type Options struct {
 	// Classify maps a reply to a bounce reason (bounce.Classify); nil
 	// leaves Reason to delivery's own coarse names.
 	Classify func(code int, enhanced, text string) (reason string, hard bool)
+	// ReturnPath, if set, returns the MAIL FROM address for a transaction
+	// carrying the recipients b.Rcpts[i] for i in idx (VERP:
+	// bounce.VERP.Encode); it is
+	// only asked for messages with a non-null envelope sender, and ""
+	// keeps the envelope sender.
+	ReturnPath func(b *queue.Batch, idx []int) string
 	// MaxIdlePerDest caps idle pooled connections per destination
 	// address; 0 means 16.
 	MaxIdlePerDest int
@@ -453,7 +459,13 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 			return true, failure{}
 		}
 	}
-	mail, err := c.mailParams(b.Envelope.From, addrs, body)
+	from := b.Envelope.From
+	if from != "" && d.o.ReturnPath != nil {
+		if rp := d.o.ReturnPath(b, idx); rp != "" {
+			from = rp
+		}
+	}
+	mail, err := c.mailParams(from, addrs, body)
 	if err != nil {
 		d.pool.put(c)
 		d.fill(res, idx, queue.Bounced, failure{enhanced: "5.6.7", reply: "local: " + err.Error(), mx: host}, "")

@@ -23,7 +23,11 @@ import (
 	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/policy"
+	"github.com/petrel-mta/petrel/policy/shaping"
+	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/queue"
+	"github.com/petrel-mta/petrel/verify"
 )
 
 // daemon holds the running parts; it only wires them together.
@@ -33,6 +37,8 @@ type daemon struct {
 	log     *slog.Logger
 
 	q        *queue.Queue
+	shaper   *shaping.Shaper
+	policy   *policy.Engine
 	smtp     *ingest.SMTPServer
 	httpSrv  *http.Server
 	cancel   context.CancelFunc
@@ -52,7 +58,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		RetrySchedule:  cfg.Delivery.Retries(),
 		MaxLifetime:    cfg.Delivery.MaxQueueLifetime.Duration,
 		EventRetention: cfg.Events.Retention.Duration,
-		OnFailure:      d.makeDSN,
+		OnFailure:      bounce.DSNHook(cfg.Hostname, cfg.Bounce.Domain, nil),
 		Logger:         log.With("component", "queue"),
 	})
 	if err != nil {
@@ -60,6 +66,40 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.q = q
 	d.closers = append(d.closers, q.Close)
+	if err := q.RegisterMetrics(reg); err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("queue metrics: %w", err)
+	}
+
+	sh, err := shaping.New(cfg.Shaping, cfg.Hostname, log.With("component", "shaping"), reg)
+	if err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("shaping: %w", err)
+	}
+	d.shaper = sh
+	pol, err := policy.New(policy.Options{
+		Config:   cfg,
+		Logger:   log,
+		Registry: reg,
+		OnSuppressionChange: func(e suppress.Entry, removed bool) {
+			if removed {
+				return
+			}
+			ev := queue.Event{Type: "suppressed", Recipient: e.Address, Stream: e.Stream, Reason: string(e.Reason)}
+			if err := q.AppendEvents(context.Background(), []queue.Event{ev}); err != nil {
+				log.Warn("record suppression event", "err", err)
+			}
+		},
+	})
+	if err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	d.policy = pol
+	d.closers = append(d.closers, pol.Close)
+	if w := policy.DomainStatusWarning(cfg); w != "" {
+		log.Warn(w)
+	}
 
 	res, err := delivery.NewResolver(cfg.DNS.Resolver, cfg.DNS.Timeout.Duration, log.With("component", "dns"))
 	if err != nil {
@@ -67,26 +107,44 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	dl, err := delivery.New(delivery.Options{
-		Hostname:  cfg.Hostname,
-		Config:    cfg.Delivery,
-		Resolver:  res,
-		Transport: cfg.TransportFor,
-		Classify: func(code int, enhanced, text string) (string, bool) {
-			c := bounce.Classify(code, enhanced, text)
-			return c.Reason, c.Hard
-		},
-		Logger:   log.With("component", "delivery"),
-		Registry: reg,
+		Hostname:   cfg.Hostname,
+		Config:     cfg.Delivery,
+		Resolver:   res,
+		Transport:  cfg.TransportFor,
+		Shaper:     sh,
+		Suppressor: pol,
+		Classify:   bounce.ClassifyReason,
+		ReturnPath: returnPath(cfg.Bounce),
+		Logger:     log.With("component", "delivery"),
+		Registry:   reg,
 	})
 	if err != nil {
 		d.closeAll()
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
+	d.closers = append(d.closers, dl.Close)
+
+	ver, err := verify.New(verify.Options{
+		Config:   cfg.Verify,
+		Resolver: res,
+		SMTPPort: cfg.Delivery.SMTPPort,
+		Hostname: cfg.Hostname,
+		DataDir:  cfg.DataDir,
+		Shaper:   sh,
+		Logger:   log.With("component", "verify"),
+		Registry: reg,
+	})
+	if err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	d.closers = append(d.closers, ver.Close)
 
 	smtpSrv, err := ingest.NewSMTPServer(ingest.Options{
 		Hostname: cfg.Hostname,
 		SMTP:     cfg.SMTP,
 		Spool:    q,
+		Policy:   pol,
 		Logger:   log.With("component", "smtp"),
 		Registry: reg,
 	})
@@ -101,13 +159,26 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	adminH := admin.Handler(admin.Options{Queue: q, Logger: log.With("component", "admin")})
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
-		Spool: q, Messages: q, Logger: log.With("component", "http"), Registry: reg,
+		MaxRecipients: cfg.SMTP.MaxRecipients,
+		Spool:         q, Messages: q, Policy: pol, Logger: log.With("component", "http"), Registry: reg,
 	})
 	mux.Handle("/api/v1/messages", ingestH)
 	mux.Handle("/api/v1/messages/", ingestH)
 	mux.Handle("/api/v1/queue", keys.Require(adminH))
 	mux.Handle("/api/v1/queue/", keys.Require(adminH))
 	mux.Handle("/api/v1/events", keys.Require(adminH))
+	polH := keys.Require(pol.Handler())
+	mux.Handle("/api/v1/suppressions", polH)
+	mux.Handle("/api/v1/suppressions/", polH)
+	mux.Handle("/api/v1/domains", polH)
+	mux.Handle("/api/v1/domains/", polH)
+	mux.Handle("/unsubscribe/", pol.PublicHandler())
+	verH := keys.Require(ver.Handler())
+	mux.Handle("/api/v1/verify", verH)
+	mux.Handle("/api/v1/verify/", verH)
+	mux.Handle("GET /api/v1/policy/status", keys.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, sh.Status())
+	})))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok"})
@@ -156,22 +227,40 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	return d, nil
 }
 
-// makeDSN builds the RFC 3464 report the queue enqueues, in the same
-// batch, when recipients of a message with a non-null sender fail.
-func (d *daemon) makeDSN(msgID string, env queue.Envelope, body []byte, failed []queue.Failure) *queue.NewMessage {
-	dsn, err := bounce.BuildDSN(d.cfg.Hostname, msgID, env, body, failed, time.Now())
+// reload re-reads the config file and swaps in the new shaping rules
+// (SIGHUP). Other sections need a restart; the queue is never touched.
+func (d *daemon) reload() {
+	if d.cfgPath == "" {
+		d.log.Info("SIGHUP: no config file (embedded defaults); nothing to reload")
+		return
+	}
+	cfg, err := config.Load(d.cfgPath)
 	if err != nil {
-		d.log.Error("build DSN", "id", msgID, "err", err)
-		return nil
+		d.log.Error("SIGHUP: config not reloaded", "err", err)
+		return
 	}
-	return &queue.NewMessage{
-		Envelope: queue.Envelope{From: "", Recipients: []string{env.From}, Stream: "transactional", Source: "dsn"},
-		Body:     dsn,
+	if err := d.shaper.Reload(cfg.Shaping); err != nil {
+		d.log.Error("SIGHUP: shaping rules not reloaded", "err", err)
+		return
 	}
+	d.log.Info("SIGHUP: shaping rules reloaded", "config", d.cfgPath)
 }
 
-func (d *daemon) reload() {
-	d.log.Info("SIGHUP: reload")
+// returnPath gives delivery a VERP return path when the bounce domain and
+// secret are configured: per recipient when the transaction carries one
+// recipient, else naming the message only (the report's recipient then
+// identifies who failed).
+func returnPath(bc config.BounceConfig) func(b *queue.Batch, idx []int) string {
+	if bc.Domain == "" || bc.Secret == "" {
+		return nil
+	}
+	v := bounce.VERP{Domain: bc.Domain, Secret: []byte(bc.Secret)}
+	return func(b *queue.Batch, idx []int) string {
+		if len(idx) == 1 {
+			return v.Encode(b.MsgID, b.Rcpts[idx[0]].Index)
+		}
+		return v.Encode(b.MsgID, bounce.AnyRecipient)
+	}
 }
 
 // shutdown stops accepting, lets in-flight work finish up to the
