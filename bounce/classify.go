@@ -41,6 +41,7 @@ type ruleFile struct {
 	Status          map[string]string `toml:"status"`
 	Reason          []reasonSpec      `toml:"reason"`
 	Hint            []hintSpec        `toml:"hint"`
+	Rhost           []rhostSpec       `toml:"rhost"`
 }
 
 // hintSpec decides the reason from a header of the report itself.
@@ -91,6 +92,7 @@ type Rules struct {
 	hardPerm map[string]bool
 	weak     map[string]bool
 	hints    []hintSpec
+	rhosts   []*rhostRule // provider rules; operator ones first
 	nrules   int
 }
 
@@ -182,6 +184,15 @@ func compileRules(base, extra []byte) (*Rules, error) {
 			h.Contains = strings.ToLower(h.Contains)
 			r.hints = append(r.hints, h)
 		}
+		var rhosts []*rhostRule
+		for _, s := range f.Rhost {
+			rh, err := compileRhost(s)
+			if err != nil {
+				return err
+			}
+			rhosts = append(rhosts, rh)
+		}
+		r.rhosts = append(rhosts, r.rhosts...)
 		for k, v := range f.Status {
 			if !knownReasons[v] {
 				return fmt.Errorf("status %s: unknown reason %q", k, v)
@@ -260,6 +271,9 @@ type fact struct {
 	diagType string // DSN diagnostic type (SMTP, X-UNIX, ...)
 	sync     bool   // a reply seen in our own SMTP session
 	hint     string // reason decided from the report's headers
+	rhost    string // remote MTA host name, if known
+	lhost    string // reporting MTA host name, if known
+	domain   string // the recipient's domain, if known
 	memo     [maxRules]int8
 }
 
@@ -485,6 +499,9 @@ func (r *Rules) reason(f *fact) string {
 		if rr.textMatch(f.text) || slices.Contains(rr.ReplyCodes, f.code) {
 			return rr.Name
 		}
+	}
+	if rh := r.rhostReason(f); rh != "" {
+		return rh
 	}
 	statusReason := r.status[f.status]
 	if !strings.HasPrefix(strings.ToUpper(f.diagType), "X-UNIX") {

@@ -123,6 +123,14 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		}
 		f.code = findReply(diag)
 		f.command = commandFor(diag, text, rcpt)
+		if f.command == "" {
+			// The human-readable part often says more than the
+			// Diagnostic-Code ("... (in reply to RCPT TO command)").
+			f.command = findCommand(squash(paragraphFor(text, rcpt, addrs)))
+		}
+		f.rhost = hostOf(rec.remote)
+		f.lhost = hostOf(rep.ReportingMTA)
+		f.domain = domainOf(rcpt)
 		if rec.status == "" {
 			f.status = findStatus(diag)
 		} else if strings.HasSuffix(rec.status, ".0.0") {
@@ -293,6 +301,7 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
 		f.code = findReply(diag)
 		f.command = commandFor(diag, text, a)
 		f.hint = r.hint(h)
+		f.domain = domainOf(a)
 		c := r.finish(f)
 		rep.Bounces = append(rep.Bounces, Bounce{
 			Recipient:  a,
@@ -350,4 +359,22 @@ func commandFor(diag, text, rcpt string) string {
 		return "DATA"
 	}
 	return findCommand("after " + cmd)
+}
+
+// hostOf returns the host name of a Remote-MTA / Reporting-MTA value such
+// as "mx.example.jp [192.0.2.1]" or "mx.example.jp.".
+func hostOf(v string) string {
+	_, v = typedValue(v)
+	if f := strings.Fields(v); len(f) > 0 {
+		v = f[0]
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(v, "[]()<>"), "."))
+}
+
+// domainOf returns the domain part of an address.
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return strings.ToLower(addr[i+1:])
+	}
+	return ""
 }

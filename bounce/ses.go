@@ -75,6 +75,8 @@ func (r *Rules) parseSES(rep *Report, text []byte) bool {
 			}
 			f.code = findReply(diag)
 			f.command = findCommand(diag)
+			f.domain = domainOf(b.EmailAddress)
+			f.lhost = hostOf(n.Bounce.ReportingMTA)
 			c := r.finish(f)
 			rep.Bounces = append(rep.Bounces, Bounce{Recipient: strings.ToLower(b.EmailAddress), Reason: c.Reason,
 				Status: c.Status, ReplyCode: c.Code, Hard: c.Hard, Diagnostic: diag, Action: f.action})
