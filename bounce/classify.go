@@ -213,11 +213,13 @@ func compileRules(base, extra []byte) (*Rules, error) {
 				r.operator = append(r.operator, rr)
 				continue
 			}
-			if s.Pass < 1 || s.Pass > 3 {
-				return fmt.Errorf("reason %s: pass %d not in 1..3", s.Name, s.Pass)
+			if s.Pass < 0 || s.Pass > 3 {
+				return fmt.Errorf("reason %s: pass %d not in 0..3", s.Name, s.Pass)
 			}
 			r.pass[s.Pass] = append(r.pass[s.Pass], rr)
-			r.byName[s.Name] = rr
+			if s.Pass > 0 {
+				r.byName[s.Name] = rr
+			}
 		}
 		return nil
 	}
@@ -360,10 +362,25 @@ func findReply(text string) int {
 	return n
 }
 
-// findCommand names the SMTP command a reply text says it answered.
+// reUpperCommand finds SMTP command words written in upper case, as MTAs
+// quote them ("SMTP:RCPT host ...", "[RCPT_TO]", "In: DATA").
+var reUpperCommand = regexp.MustCompile(`(?:^|[^A-Za-z0-9@.])(HELO|EHLO|STARTTLS|MAIL F|RCPT|DATA)(?:$|[^A-Za-z0-9@.])`)
+
+// findCommand names the SMTP command a reply text says it answered: an
+// explicit "in reply to X command" phrase, else the latest stage named by
+// an upper-case command word.
 func findCommand(text string) string {
 	m := reCommand.FindStringSubmatch(text)
 	if m == nil {
+		best := -1
+		for _, u := range reUpperCommand.FindAllStringSubmatch(text, -1) {
+			if i := slices.Index(upperStages, u[1]); i > best {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return upperNames[best]
+		}
 		return ""
 	}
 	switch strings.ToLower(m[1]) {
@@ -382,6 +399,13 @@ func findCommand(text string) string {
 	}
 	return "CONN"
 }
+
+// upperStages orders upper-case command words by SMTP stage; upperNames
+// are the command names they stand for.
+var (
+	upperStages = []string{"HELO", "EHLO", "STARTTLS", "MAIL F", "RCPT", "DATA"}
+	upperNames  = []string{"HELO", "EHLO", "STARTTLS", "MAIL", "RCPT", "DATA"}
+)
 
 // textMatch reports whether the lower-cased text matches rule rr itself
 // (phrases, patterns), ignoring command constraints.
@@ -502,6 +526,16 @@ func (r *Rules) reason(f *fact) string {
 	}
 	if rh := r.rhostReason(f); rh != "" {
 		return rh
+	}
+	// Pass 0: phrases that decide the reason whatever the status says
+	// (what sisimai's per-MTA decoders set explicitly).
+	for _, rr := range r.pass[0] {
+		if f.command != "" && slices.Contains(rr.NotCommands, f.command) {
+			continue
+		}
+		if r.matches(rr, f) {
+			return rr.Name
+		}
 	}
 	statusReason := r.status[f.status]
 	if !strings.HasPrefix(strings.ToUpper(f.diagType), "X-UNIX") {

@@ -115,9 +115,23 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 				diag = strings.TrimSpace(diag + " " + p)
 			}
 		}
+		ctext := strings.ToLower(squash(diag))
+		para := paragraphFor(text, rcpt, addrs)
+		if i := strings.Index(para, "-----"); i > 0 {
+			para = para[:i] // a section marker ("--- Transcript of session follows ---")
+		}
+		para = squash(para)
+		if lp := strings.ToLower(para); len(ctext) >= 12 && len(lp) > len(ctext) {
+			// The human-readable paragraph often quotes the reply in
+			// full, with what follows it ("... (in reply to RCPT TO
+			// command)"): classify that longer form.
+			if i := strings.Index(lp, ctext); i >= 0 {
+				ctext = lp[i:]
+			}
+		}
 		f := fact{
 			status:   rec.status,
-			text:     strings.ToLower(squash(diag)),
+			text:     ctext,
 			action:   rec.action,
 			diagType: rec.diagType,
 		}
@@ -126,7 +140,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		if f.command == "" {
 			// The human-readable part often says more than the
 			// Diagnostic-Code ("... (in reply to RCPT TO command)").
-			f.command = findCommand(squash(paragraphFor(text, rcpt, addrs)))
+			f.command = findCommand(para)
 		}
 		f.rhost = hostOf(rec.remote)
 		f.lhost = hostOf(rep.ReportingMTA)
