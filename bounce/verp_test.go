@@ -1,10 +1,48 @@
 package bounce
 
 import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
 )
+
+// TestVERPLocalPartLength checks RFC 5321's 64-octet local-part limit for
+// every queue message ID shape and every recipient index width.
+func TestVERPLocalPartLength(t *testing.T) {
+	v := VERP{Domain: "bounce.example.com", Secret: []byte("s3cret")}
+	enc := base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
+	for i := range 200 {
+		var b [16]byte
+		rand.Read(b[:])
+		if i == 0 {
+			for j := range b {
+				b[j] = 0xff
+			}
+		}
+		id := enc.EncodeToString(b[:])
+		for _, idx := range []int{0, 127, 128, 1 << 20, AnyRecipient} {
+			addr := v.Encode(id, idx)
+			local := addr[:strings.LastIndexByte(addr, '@')]
+			if len(local) > 64 {
+				t.Fatalf("Encode(%q,%d): local part %q is %d octets, over 64", id, idx, local, len(local))
+			}
+			gotID, gotIdx, err := v.Decode(addr)
+			if err != nil || gotID != id || gotIdx != idx {
+				t.Fatalf("Decode(Encode(%q,%d)) = %q,%d,%v", id, idx, gotID, gotIdx, err)
+			}
+		}
+	}
+}
+
+// signedToken builds a correctly signed token over an arbitrary payload,
+// to check that Decode still validates what the signature covers.
+func signedToken(v VERP, payload []byte) string {
+	tok := append(append([]byte(nil), payload...), v.mac(payload)...)
+	return verpPrefix + strings.ToLower(verpEnc.EncodeToString(tok)) + "@" + v.Domain
+}
 
 func TestVERPRoundTrip(t *testing.T) {
 	v := VERP{Domain: "bounce.example.com", Secret: []byte("s3cret")}
@@ -17,6 +55,10 @@ func TestVERPRoundTrip(t *testing.T) {
 		{"a-much-longer-message-id-0123456789abcdef", 4095},
 		{"", 7},
 		{"x", 1<<31 - 1},
+		{"0c2l8q1ju4a1e1v7f3k0g5d2hs", 0},
+		{"0c2l8q1ju4a1e1v7f3k0g5d2hs", AnyRecipient},
+		{"0C2L8Q1JU4A1E1V7F3K0G5D2HS", 2}, // not canonical: carried as a string
+		{"0c2l8q1ju4a1e1v7f3k0g5d2ht", 2}, // non-zero trailing bits: a string
 	}
 	for _, tt := range tests {
 		addr := v.Encode(tt.msgID, tt.idx)
@@ -62,6 +104,10 @@ func TestVERPRejects(t *testing.T) {
 		{"other domain", strings.Replace(good, "bounce.example.com", "evil.example", 1), ErrVERPForeign},
 		{"no prefix", "postmaster@bounce.example.com", ErrVERPForeign},
 		{"no at", "bounces+abc", ErrVERPForeign},
+		{"signed unknown flag", signedToken(v, append([]byte{7, 1}, "MSG1"...)), ErrVERPBadToken},
+		{"signed short queue id", signedToken(v, append([]byte{verpIDQueue, 1}, make([]byte, 15)...)), ErrVERPBadToken},
+		{"signed huge index", signedToken(v, binary.AppendUvarint([]byte{verpIDString}, 1<<40)), ErrVERPBadToken},
+		{"signed flag only", signedToken(v, []byte{verpIDString}), ErrVERPBadToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,11 +76,21 @@ type EventsConfig struct {
 	Retention Duration `toml:"retention"`
 }
 
-// Webhook posts events to URL, signed with Secret.
+// Webhook posts events to URL, signed with Secret (validated in
+// sections.go).
 type Webhook struct {
-	URL    string   `toml:"url"`
+	// Name labels the webhook in metrics and stats; empty means its URL's host.
+	Name string `toml:"name"`
+	// URL receives one POST per event.
+	URL string `toml:"url"`
+	// Events are the event types sent; empty means every type.
 	Events []string `toml:"events"`
-	Secret string   `toml:"secret"`
+	// Secret keys the HMAC-SHA256 signature header.
+	Secret string `toml:"secret"`
+	// Timeout bounds one POST (default 10s).
+	Timeout Duration `toml:"timeout"`
+	// MaxBackoff caps the retry delay after failures (default 10m).
+	MaxBackoff Duration `toml:"max_backoff"`
 }
 
 // Duration is a time.Duration written in TOML as a Go duration string
@@ -232,9 +242,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("transport[%d]: relay %q must be host:port: %w", i, t.Relay, err)
 		}
 	}
-	for i, w := range c.Webhooks {
-		if w.URL == "" {
-			return fmt.Errorf("webhooks[%d]: url is required", i)
+	for i := range c.Webhooks {
+		if err := c.Webhooks[i].validate(); err != nil {
+			return fmt.Errorf("webhooks[%d]: %w", i, err)
 		}
 	}
 	if err := c.Bounce.validate(); err != nil {

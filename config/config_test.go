@@ -90,3 +90,71 @@ relay = "127.0.0.1:2700"
 		}
 	}
 }
+
+func TestBounceAndWebhookKeys(t *testing.T) {
+	good := `
+[bounce]
+domain = "Bounce.Example.COM."
+secret = "s"
+listen = "127.0.0.1:2526"
+fbl_addresses = ["fbl@example.com"]
+soft_bounce_limit = 3
+soft_bounce_window = "48h"
+complaint_rate_alarm = 0.001
+bounce_rate_alarm = 0.1
+alarm_window = "1h"
+alarm_min_sample = 10
+pause_marketing_on_alarm = true
+marketing_stream = "bulk"
+
+[[webhooks]]
+url = "https://hooks.example.com/petrel"
+secret = "k"
+events = ["bounced", "complained"]
+`
+	c, err := Parse("t.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Bounce
+	if b.Domain != "bounce.example.com" || b.Listen != "127.0.0.1:2526" || b.SoftBounceLimit != 3 ||
+		b.SoftBounceWindow.Duration != 48*time.Hour || b.ComplaintRateAlarm != 0.001 || b.BounceRateAlarm != 0.1 ||
+		b.AlarmWindow.Duration != time.Hour || b.AlarmMinSample != 10 || !b.PauseMarketingOnAlarm || b.MarketingStream != "bulk" {
+		t.Fatalf("bounce = %+v", b)
+	}
+	if w := c.Webhooks[0]; w.Timeout.Duration != DefaultWebhookTimeout || w.MaxBackoff.Duration != DefaultWebhookMaxBackoff {
+		t.Fatalf("webhook defaults not filled: %+v", w)
+	}
+	d := Default().Bounce
+	if d.SoftBounceLimit != 5 || d.SoftBounceWindow.Duration != 72*time.Hour || d.ComplaintRateAlarm != 0.003 ||
+		d.BounceRateAlarm != 0.05 || d.Listen != "" || d.PauseMarketingOnAlarm || d.MarketingStream != "marketing" {
+		t.Fatalf("bounce defaults = %+v", d)
+	}
+
+	bad := []struct{ name, toml, want string }{
+		{"listen not hostport", "[bounce]\ndomain = \"b.test\"\nsecret = \"s\"\nlisten = \"2526\"\n", "listen"},
+		{"listen without domain", "[bounce]\nlisten = \"127.0.0.1:1\"\n", "needs domain or fbl_addresses"},
+		{"listen without secret", "[bounce]\ndomain = \"b.test\"\nlisten = \"127.0.0.1:1\"\n", "needs secret"},
+		{"bad fbl", "[bounce]\nfbl_addresses = [\"nobody\"]\n", "fbl_addresses[0]"},
+		{"negative soft limit", "[bounce]\nsoft_bounce_limit = -1\n", "soft_bounce_limit"},
+		{"zero soft window", "[bounce]\nsoft_bounce_window = \"0s\"\n", "soft_bounce_window"},
+		{"rate over one", "[bounce]\ncomplaint_rate_alarm = 3.0\n", "complaint_rate_alarm"},
+		{"zero bounce rate", "[bounce]\nbounce_rate_alarm = 0.0\n", "bounce_rate_alarm"},
+		{"tiny alarm window", "[bounce]\nalarm_window = \"10s\"\n", "alarm_window"},
+		{"zero sample", "[bounce]\nalarm_min_sample = 0\n", "alarm_min_sample"},
+		{"empty marketing", "[bounce]\nmarketing_stream = \"\"\n", "marketing_stream"},
+		{"webhook no url", "[[webhooks]]\nsecret = \"k\"\n", "webhooks[0]: url is required"},
+		{"webhook relative url", "[[webhooks]]\nurl = \"/hook\"\nsecret = \"k\"\n", "absolute http(s) URL"},
+		{"webhook no secret", "[[webhooks]]\nurl = \"http://h/x\"\n", "secret is required"},
+		{"webhook bad event", "[[webhooks]]\nurl = \"http://h/x\"\nsecret = \"k\"\nevents = [\"a,b\"]\n", "events[0]"},
+		{"webhook tiny backoff", "[[webhooks]]\nurl = \"http://h/x\"\nsecret = \"k\"\nmax_backoff = \"1ms\"\n", "max_backoff"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tc.toml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
