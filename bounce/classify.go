@@ -491,7 +491,8 @@ func (r *Rules) probe(rr *reasonRule, f *fact, statusReason string) bool {
 	if f.command != "" && slices.Contains(rr.NotCommands, f.command) {
 		return false
 	}
-	if len(rr.TextCommands) > 0 && !slices.Contains(rr.TextCommands, f.command) {
+	// A synchronous reply of unknown stage is most likely one to RCPT.
+	if len(rr.TextCommands) > 0 && !slices.Contains(rr.TextCommands, f.command) && !(f.sync && f.command == "") {
 		return false
 	}
 	if rr.TextWhen == "weak_or_mail" {

@@ -280,8 +280,15 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
 			addrs = append(addrs, a)
 		}
 	}
+	// Lines that name a failed recipient outright ("<rcpt>:" in qmail
+	// and Postfix, "RCPT TO: rcpt" in session summaries) are trusted
+	// even when the address also appears in a header.
+	for _, m := range reRcptLine.FindAllStringSubmatch(text, 32) {
+		delete(skip, strings.ToLower(m[1]+m[2]))
+	}
+	failedHeader := len(addrs) > 0
 	for _, a := range reAddr.FindAllString(text, -1) {
-		if len(addrs) > 0 && h.Get("X-Failed-Recipients") != "" {
+		if failedHeader {
 			break
 		}
 		a = strings.ToLower(strings.TrimRight(a, "."))
@@ -327,6 +334,9 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
 		})
 	}
 }
+
+// reRcptLine matches a line that names a failed recipient by itself.
+var reRcptLine = regexp.MustCompile(`(?mi)^[ \t]*(?:<(` + reAddr.String() + `)>:?|rcpt to:[ \t]*<?(` + reAddr.String() + `)>?)[ \t]*$`)
 
 // asciiLower lower-cases ASCII letters only, keeping byte offsets.
 func asciiLower(s string) string {

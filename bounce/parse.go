@@ -132,7 +132,29 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		}
 	}
 	if textPart == nil {
+		// A multipart part whose boundary could not be found: its raw
+		// body is the best text there is.
+		for _, l := range leaves {
+			if strings.HasPrefix(l.ctype, "multipart/") {
+				textPart = l.body
+				break
+			}
+		}
+	}
+	if textPart == nil {
 		textPart = []byte{}
+	}
+	if dsnPart == nil && arfPart == nil {
+		// A delivery-status part without its MIME header (a broken or
+		// missing boundary): the fields start at a Reporting-MTA or
+		// Final-Recipient line.
+		if loc := reDSNStart.FindIndex(textPart); loc != nil {
+			dsnPart = textPart[loc[0]:]
+			if o := reOriginal.FindIndex(dsnPart); o != nil {
+				dsnPart = dsnPart[:o[0]]
+			}
+			textPart = textPart[:loc[0]]
+		}
 	}
 	// A non-MIME bounce carries the original after a marker line.
 	errText := textPart
@@ -202,31 +224,30 @@ func walk(h textproto.MIMEHeader, body io.Reader, depth int, out *[]leaf) {
 	ct := h.Get("Content-Type")
 	media, params, err := mime.ParseMediaType(ct)
 	if err != nil {
+		// A malformed value ("text/plain charset=x" with no ';'): keep
+		// the media type only.
 		media = ""
-		if i := strings.IndexByte(ct, ';'); i >= 0 {
-			media = strings.ToLower(strings.TrimSpace(ct[:i]))
-		} else {
-			media = strings.ToLower(strings.TrimSpace(ct))
+		if f := strings.FieldsFunc(ct, func(r rune) bool { return r == ';' || r == ' ' || r == '\t' }); len(f) > 0 {
+			media = strings.ToLower(f[0])
 		}
 	}
+	data, _ := io.ReadAll(io.LimitReader(body, maxParseSize))
 	if strings.HasPrefix(media, "multipart/") && depth < maxDepth {
 		boundary := params["boundary"]
 		if boundary == "" {
 			boundary = guessBoundary(ct)
 		}
-		if boundary != "" {
-			mr := multipart.NewReader(body, boundary)
-			for len(*out) < maxParts {
-				p, err := mr.NextRawPart()
-				if err != nil {
-					break
-				}
-				walk(p.Header, p, depth+1, out)
-			}
+		if boundary != "" && walkParts(data, boundary, depth, out) {
 			return
 		}
+		// The declared boundary is absent (mangled or folded away): use
+		// the first boundary-looking line of the body instead.
+		if m := reBodyBoundary.FindSubmatch(data); m != nil && string(m[1]) != boundary {
+			if walkParts(data, string(m[1]), depth, out) {
+				return
+			}
+		}
 	}
-	data, _ := io.ReadAll(io.LimitReader(body, maxParseSize))
 	data = transferDecode(h.Get("Content-Transfer-Encoding"), data)
 	*out = append(*out, leaf{ctype: media, body: data})
 	// A forwarded bounce: look into an attached message that is itself a report.
@@ -238,6 +259,24 @@ func walk(h textproto.MIMEHeader, body io.Reader, depth int, out *[]leaf) {
 		}
 	}
 }
+
+// walkParts walks the parts of a multipart body; it reports whether it
+// found any.
+func walkParts(data []byte, boundary string, depth int, out *[]leaf) bool {
+	mr := multipart.NewReader(bytes.NewReader(data), boundary)
+	n := 0
+	for len(*out) < maxParts {
+		p, err := mr.NextRawPart()
+		if err != nil {
+			break
+		}
+		n++
+		walk(p.Header, p, depth+1, out)
+	}
+	return n > 0
+}
+
+var reBodyBoundary = regexp.MustCompile(`(?m)^--([0-9A-Za-z'()+_,./:=?-]{6,70})[ \t]*$`)
 
 var reBoundary = regexp.MustCompile(`(?i)boundary\s*=\s*"?([^";]+)"?`)
 
@@ -292,6 +331,8 @@ func decodeHeader(s string) string {
 	}
 	return d
 }
+
+var reDSNStart = regexp.MustCompile(`(?mi)^(?:reporting-mta|final-recipient):[ \t]*(?:dns|rfc822|x-local-host|smtp)?;`)
 
 // originalMarkers start the copy of the original message in non-MIME bounces.
 var reOriginal = regexp.MustCompile(`(?im)^[ \t]*(?:` + strings.Join([]string{
