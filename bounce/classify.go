@@ -520,6 +520,7 @@ func (r *Rules) reason(f *fact) string {
 	if f.hint != "" {
 		return f.hint
 	}
+	f.text = joinContinuations(f.text)
 	for _, rr := range r.operator {
 		if rr.textMatch(f.text) || slices.Contains(rr.ReplyCodes, f.code) {
 			return rr.Name
@@ -539,6 +540,11 @@ func (r *Rules) reason(f *fact) string {
 		}
 	}
 	statusReason := r.status[f.status]
+	if strings.HasPrefix(strings.ToUpper(f.diagType), "X-UNIX") && r.textIs("mailboxfull", f) {
+		// A local delivery agent's quota message (sisimai tries
+		// mailboxfull first for non-SMTP diagnostics too).
+		return "mailboxfull"
+	}
 	if !strings.HasPrefix(strings.ToUpper(f.diagType), "X-UNIX") {
 		for _, rr := range r.pass[1] {
 			if r.probe(rr, f, statusReason) {
@@ -601,3 +607,29 @@ func (r *Rules) hint(h interface{ Get(string) string }) string {
 	}
 	return ""
 }
+
+var reContinuation = regexp.MustCompile(`\b([245]\d\d)-(?:[245]\.\d{1,3}\.\d{1,3}\s)?`)
+
+// joinContinuations removes the "550-5.7.1 " prefixes of a multi-line
+// reply that was folded into one line, so phrases split across its lines
+// match again.
+func joinContinuations(text string) string {
+	locs := reContinuation.FindAllStringSubmatchIndex(text, -1)
+	if len(locs) == 0 {
+		return text
+	}
+	code := text[locs[0][2]:locs[0][3]]
+	var b strings.Builder
+	last := 0
+	for _, l := range locs {
+		if text[l[2]:l[3]] != code || (l[0] > 0 && !isSpace(text[l[0]-1])) {
+			continue
+		}
+		b.WriteString(text[last:l[0]])
+		last = l[1]
+	}
+	b.WriteString(text[last:])
+	return strings.TrimSpace(b.String())
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' }

@@ -3,6 +3,7 @@ package bounce
 import (
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -79,6 +80,14 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			} else {
 				cur.original = cleanAddr(f.value)
 			}
+		case "action", "status", "remote-mta", "diagnostic-code":
+			if cur == nil {
+				// Per-recipient fields before Final-Recipient.
+				cur = &dsnRecord{}
+				recs = append(recs, cur)
+			}
+		}
+		switch f.name {
 		case "action":
 			if cur != nil {
 				cur.action = strings.ToLower(strings.Fields(f.value + " x")[0])
@@ -99,6 +108,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			}
 		}
 	}
+	recs = slices.DeleteFunc(recs, func(r *dsnRecord) bool { return r.final == "" && r.original == "" })
 	text := string(errText)
 	addrs := make([]string, 0, len(recs))
 	for _, rec := range recs {
@@ -209,7 +219,7 @@ func paragraphFor(text, rcpt string, others []string) string {
 			}
 			k := from + j
 			ls := strings.LastIndexByte(lower[:k], '\n') + 1
-			if strings.TrimLeft(lower[ls:k], " \t<*-") == "" {
+			if strings.TrimLeft(lower[ls:k], " \t<*-0123456789") == "" {
 				if ls > start && ls < end {
 					end = ls
 				}
