@@ -124,7 +124,12 @@ func freeAddr(t *testing.T) string {
 func (e *env) start() {
 	e.t.Helper()
 	if e.cfgPath == "" {
-		e.smtp, e.http = freeAddr(e.t), freeAddr(e.t)
+		if e.smtp == "" {
+			e.smtp = freeAddr(e.t)
+		}
+		if e.http == "" {
+			e.http = freeAddr(e.t)
+		}
 		cfg := fmt.Sprintf(`data_dir = %q
 hostname = "petrel.test"
 

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/miekg/dns"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
+)
+
+// lookupTXT asks the test DNS server, for go-msgauth's verifier.
+func lookupTXT(dnsAddr string) func(string) ([]string, error) {
+	return func(name string) ([]string, error) {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeTXT)
+		in, err := dns.Exchange(m, dnsAddr)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, rr := range in.Answer {
+			if t, ok := rr.(*dns.TXT); ok {
+				out = append(out, strings.Join(t.Txt, ""))
+			}
+		}
+		return out, nil
+	}
+}
+
+// pyDKIM verifies msg with Debian's python3-dkim (an implementation
+// independent of go-msgauth), fetching the key from the test DNS server.
+// It returns "ok" or "fail".
+func pyDKIM(t *testing.T, dnsAddr string, msg []byte) string {
+	t.Helper()
+	const py = "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import dkim, dns.resolver").Run(); err != nil {
+		t.Skip("independent verifier not installed: apt-get install -y python3-dkim (.ci/run does)")
+	}
+	_, port, _ := strings.Cut(dnsAddr, ":")
+	script := `
+import sys, dkim, dns.resolver
+res = dns.resolver.Resolver(configure=False)
+res.nameservers = ['127.0.0.1']
+res.port = int(sys.argv[1])
+def dnsfunc(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    return b''.join(b''.join(r.strings) for r in res.resolve(name, 'TXT', lifetime=timeout))
+print('ok' if dkim.DKIM(sys.stdin.buffer.read()).verify(dnsfunc=dnsfunc) else 'fail')
+`
+	cmd := exec.Command(py, "-c", script, port)
+	cmd.Stdin = bytes.NewReader(msg)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3-dkim: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestPolicyThroughDaemon runs policy inside the real daemon: a key made
+// by `petrelctl dkim keygen` signs delivered mail (checked by go-msgauth
+// and by python3-dkim against the record published in test DNS); marketing
+// mail gets RFC 8058 one-click unsubscribe headers whose POST suppresses
+// the recipient in that stream only; suppressed recipients are refused at
+// SMTP RCPT and reported as suppressed by HTTP; `policy status` shows the
+// shaping state and SIGHUP reloads shaping rules.
+func TestPolicyThroughDaemon(t *testing.T) {
+	e := newEnv(t)
+	mx := e.mx(2, "dest.test", testnet.MXScript{})
+
+	// Key generated offline into the data dir, record published in DNS.
+	var kg struct {
+		Record  string `json:"record"`
+		KeyFile string `json:"key_file"`
+	}
+	out, err := exec.Command(filepath.Join(binDir, "petrelctl"), "-json", "dkim", "keygen", "sender.test", "s1", "-data-dir", e.dataDir).Output()
+	if err != nil {
+		t.Fatalf("dkim keygen: %v", err)
+	}
+	if err := json.Unmarshal(out, &kg); err != nil || kg.Record == "" {
+		t.Fatalf("keygen output %q: %v", out, err)
+	}
+	txt := regexp.MustCompile(`"([^"]*)"`).FindAllString(kg.Record, -1)
+	if len(txt) == 0 {
+		t.Fatalf("record %q has no TXT strings", kg.Record)
+	}
+	e.dns.Add("s1._domainkey.sender.test. 60 IN TXT " + strings.Join(txt, " "))
+
+	e.http = freeAddr(t)
+	e.extra = fmt.Sprintf("\n[sending]\nunsubscribe_url = \"http://%s\"\nunsubscribe_domain = \"unsub.sender.test\"\n", e.http)
+	e.start()
+
+	tx := "From: Alice <alice@sender.test>\r\nTo: bob@dest.test\r\nSubject: receipt\r\n\r\nyour receipt\r\n"
+	if err := e.sendSMTP("alice@sender.test", []string{"bob@dest.test"}, tx); err != nil {
+		t.Fatal(err)
+	}
+	mk := "From: News <news@sender.test>\r\nTo: bob@dest.test\r\nSubject: offer\r\nX-Petrel-Stream: marketing\r\n\r\nbuy now\r\n"
+	if err := e.sendSMTP("news@sender.test", []string{"bob@dest.test"}, mk); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "two deliveries", func() bool { return mx.Count() >= 2 })
+
+	var txMail, mkMail []byte
+	for _, m := range mx.Mails() {
+		if bytes.Contains(m.Data, []byte("Subject: offer")) {
+			mkMail = m.Data
+		} else {
+			txMail = m.Data
+		}
+	}
+	for name, m := range map[string][]byte{"transactional": txMail, "marketing": mkMail} {
+		if m == nil {
+			t.Fatalf("%s mail not delivered", name)
+		}
+		if !bytes.Contains(m, []byte("DKIM-Signature:")) {
+			t.Fatalf("%s mail not signed:\n%s", name, m)
+		}
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(m), &dkim.VerifyOptions{LookupTXT: lookupTXT(e.dns.Addr)})
+		if err != nil || len(vs) == 0 || vs[0].Err != nil || vs[0].Domain != "sender.test" {
+			t.Fatalf("%s: go-msgauth verify: %v %+v", name, err, vs)
+		}
+		if got := pyDKIM(t, e.dns.Addr, m); got != "ok" {
+			t.Fatalf("%s: python3-dkim says %q", name, got)
+		}
+	}
+	if bytes.Contains(mkMail, []byte("X-Petrel-Stream")) {
+		t.Error("X-Petrel-Stream header was not removed")
+	}
+	if header(t, txMail, "List-Unsubscribe") != "" {
+		t.Error("transactional mail got List-Unsubscribe")
+	}
+	if header(t, mkMail, "List-Unsubscribe-Post") != "List-Unsubscribe=One-Click" {
+		t.Fatalf("marketing mail lacks RFC 8058 header:\n%s", mkMail)
+	}
+	lu := header(t, mkMail, "List-Unsubscribe")
+	url := regexp.MustCompile(`<(http[^>]+)>`).FindStringSubmatch(lu)
+	if url == nil {
+		t.Fatalf("no HTTPS/HTTP unsubscribe URL in %q", lu)
+	}
+	// One-click: the POST a mailbox provider sends.
+	resp, err := http.Post(url[1], "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("one-click POST: %d", resp.StatusCode)
+	}
+	list, err := e.ctl("suppression", "list", "-stream", "marketing")
+	if err != nil || !strings.Contains(list, "bob@dest.test") {
+		t.Fatalf("suppression list after one-click: %v\n%s", err, list)
+	}
+	// Marketing to bob is now refused at ingest; transactional still flows.
+	var acc struct {
+		Recipients []struct{ Address, Status string } `json:"recipients"`
+	}
+	code, err := e.api("POST", "/api/v1/messages", map[string]any{"from": "news@sender.test", "to": []string{"bob@dest.test", "carol@dest.test"},
+		"stream": "marketing", "subject": "again", "text": "hi"}, &acc)
+	if err != nil || code != 202 || len(acc.Recipients) != 2 || acc.Recipients[0].Status != "suppressed" || acc.Recipients[1].Status != "queued" {
+		t.Fatalf("HTTP marketing after unsubscribe: %d %v %+v", code, err, acc)
+	}
+	if err := e.sendSMTP("alice@sender.test", []string{"bob@dest.test"}, tx); err != nil {
+		t.Fatalf("transactional to bob refused after a marketing unsubscribe: %v", err)
+	}
+	waitFor(t, 15*time.Second, "carol and the second receipt", func() bool { return mx.Count() >= 4 })
+	for _, m := range mx.Mails()[2:] {
+		if bytes.Contains(m.Data, []byte("Subject: again")) && strings.Contains(strings.Join(m.Rcpts, ","), "bob@") {
+			t.Fatalf("suppressed marketing recipient reached the MX: %v", m.Rcpts)
+		}
+	}
+
+	// policy status shows the state in use; SIGHUP swaps in a new rule.
+	st, err := e.ctl("policy", "status")
+	if err != nil || !strings.Contains(st, "transactional") || !strings.Contains(st, "marketing") {
+		t.Fatalf("policy status: %v\n%s", err, st)
+	}
+	cfg, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = append(cfg, []byte("\n[shaping]\n[[shaping.rule]]\nname = \"desttest\"\ndomains = [\"dest.test\"]\nconnection_limit = 3\nmax_message_rate = \"77/s\"\n")...)
+	if err := os.WriteFile(e.cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "reload logged", func() bool { return strings.Contains(e.logBuf.String(), "shaping rules reloaded") })
+	if err := e.sendSMTP("alice@sender.test", []string{"dave@dest.test"}, tx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "delivery after reload", func() bool { return mx.Count() >= 5 })
+	var status struct {
+		Limits []struct {
+			Stream, Key    string
+			MaxMessageRate string `json:"max_message_rate"`
+			Limit          int    `json:"connection_limit"`
+		} `json:"limits"`
+	}
+	if _, err := e.api("GET", "/api/v1/policy/status", nil, &status); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range status.Limits {
+		if l.Key == "desttest" && l.Limit == 3 && l.MaxMessageRate == "77/s" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("reloaded rule not in effect: %+v", status.Limits)
+	}
+	// A broken file on SIGHUP keeps the running rules.
+	if err := os.WriteFile(e.cfgPath, append(cfg, []byte("\nbogus_key = 1\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 5*time.Second, "reload refusal logged", func() bool { return strings.Contains(e.logBuf.String(), "config not reloaded") })
+	if _, err := e.api("GET", "/healthz", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
