@@ -629,7 +629,7 @@ func joinContinuations(text string) string {
 		last = l[1]
 	}
 	b.WriteString(text[last:])
-	return strings.TrimSpace(b.String())
+	return squash(b.String())
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' }
