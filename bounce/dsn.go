@@ -155,13 +155,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		f.rhost = hostOf(rec.remote)
 		f.lhost = hostOf(rep.ReportingMTA)
 		f.domain = domainOf(rcpt)
-		if rec.status == "" {
-			f.status = findStatus(diag)
-		} else if strings.HasSuffix(rec.status, ".0.0") {
-			if s := findStatus(diag); s != "" && s[0] == rec.status[0] && !strings.HasSuffix(s, ".0.0") {
-				f.status = s
-			}
-		}
+		f.status = preferStatus(rec.status, findStatus(diag), f.code)
 		c := r.finish(f)
 		rep.Bounces = append(rep.Bounces, Bounce{
 			Recipient:  rcpt,
@@ -411,4 +405,45 @@ func domainOf(addr string) string {
 		return strings.ToLower(addr[i+1:])
 	}
 	return ""
+}
+
+// preferStatus chooses between the Status field and the status code in the
+// diagnostic text (sisimai's status.Prefer): the one whose class agrees
+// with the reply code, else the more specific one; ambiguous field values
+// (x.0.0, x.Y.0, 4.4.7, 4.7.0, 5.3.z, x.5.z) yield to the text.
+func preferStatus(field, inText string, reply int) string {
+	if field == "" {
+		return inText
+	}
+	if inText == "" || field == inText {
+		return field
+	}
+	if reply > 0 && field[0] != inText[0] {
+		switch byte('0' + reply/100) {
+		case field[0]:
+			return field
+		case inText[0]:
+			return inText
+		}
+	}
+	fz, tz := strings.HasSuffix(field, ".0.0"), strings.HasSuffix(inText, ".0.0")
+	switch {
+	case fz && !tz:
+		return inText
+	case fz || tz:
+		return field
+	case strings.Contains(field, ".0") && !strings.Contains(inText, ".0"):
+		return inText
+	case field == "4.4.7", field == "4.7.0", strings.HasPrefix(field, "5.3."),
+		len(field) > 4 && field[1:4] == ".5." && strings.ContainsAny(field[4:5], "1245"):
+		return inText
+	case field == "5.1.1":
+		if strings.Contains(inText, ".0") || strings.HasPrefix(inText, "5.5.") {
+			return field
+		}
+		return inText
+	case field == "5.1.3" && strings.HasPrefix(inText, "5.7."):
+		return inText
+	}
+	return field
 }
