@@ -137,11 +137,11 @@ type subKey struct{ stream, name string }
 
 // windows holds every sliding window; guarded by Service.mu.
 type windows struct {
-	span      time.Duration
-	stream    map[string]*window
-	provider  map[subKey]*window
-	domain    map[subKey]*window
-	alarms    map[subKey]bool // stream, kind (bounce, complaint)
+	span     time.Duration
+	stream   map[string]*window
+	provider map[subKey]*window
+	domain   map[subKey]*window
+	alarms   map[subKey]bool // stream, kind (bounce, complaint)
 }
 
 func newWindows(span time.Duration) *windows {
