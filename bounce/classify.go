@@ -146,7 +146,7 @@ func compileRule(s reasonSpec) (*reasonRule, error) {
 		rr.Phrases[i] = strings.ToLower(p)
 	}
 	for _, p := range s.Patterns {
-		re, err := regexp.Compile(strings.ToLower(p)) // text is lower-cased before matching
+		re, err := regexp.Compile("(?i)" + p) // not ToLower: that would turn \S into \s
 		if err != nil {
 			return nil, fmt.Errorf("reason %s: pattern %q: %w", s.Name, p, err)
 		}

@@ -47,7 +47,7 @@ func compileRhost(s rhostSpec) (*rhostRule, error) {
 		rr.Hosts[i] = strings.ToLower(strings.TrimSpace(h))
 	}
 	if s.CodePattern != "" {
-		re, err := regexp.Compile(strings.ToLower(s.CodePattern))
+		re, err := regexp.Compile("(?i)" + s.CodePattern)
 		if err != nil {
 			return nil, fmt.Errorf("rhost %s: code_pattern: %w", s.Name, err)
 		}
