@@ -11,6 +11,11 @@ type VerifyConfig struct {
 	// SMTPProbe enables stage 4 (RCPT TO probe). Off means verdicts stop
 	// at syntax, domain and MX.
 	SMTPProbe bool `toml:"smtp_probe"`
+	// AtIngest runs the quick check (syntax, domain, MX; no SMTP) on every
+	// recipient at SMTP RCPT and HTTP injection and refuses those that
+	// cannot receive mail (550 5.1.2 / status "rejected"). DNS failures
+	// never refuse.
+	AtIngest bool `toml:"at_ingest"`
 	// ProbeSender is the MAIL FROM of probes; "" means
 	// "verify@<hostname>". "<>" sends the null sender.
 	ProbeSender string `toml:"probe_sender"`

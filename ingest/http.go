@@ -41,9 +41,11 @@ type HTTPOptions struct {
 	// Messages serves GET /api/v1/messages/{id}; nil answers 404.
 	Messages MessageSource
 	// Policy may be nil.
-	Policy   Policy
-	Logger   *slog.Logger
-	Registry *prometheus.Registry
+	Policy Policy
+	// Recipients, if set, vets each recipient (verify at ingest).
+	Recipients RecipientChecker
+	Logger     *slog.Logger
+	Registry   *prometheus.Registry
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -110,7 +112,7 @@ func NewHTTPHandler(opts HTTPOptions) http.Handler {
 	}
 	log := opts.Logger.With("component", "ingest.http")
 	h := &httpHandler{opts: opts, p: &pipeline{hostname: opts.Hostname, spool: opts.Spool,
-		policy: opts.Policy, log: log, now: opts.Now, m: newMetrics(opts.Registry)}}
+		policy: opts.Policy, checker: opts.Recipients, log: log, now: opts.Now, m: newMetrics(opts.Registry)}}
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/messages", opts.Keys.Require(http.HandlerFunc(h.send)))
 	mux.Handle("GET /api/v1/messages/{id}", opts.Keys.Require(http.HandlerFunc(h.get)))
@@ -224,6 +226,8 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 	for _, a := range sub.rcpts {
 		if reason, ok := res.suppressed[a]; ok {
 			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "suppressed", Reason: reason})
+		} else if reason, ok := res.rejected[a]; ok {
+			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "rejected", Reason: reason})
 		} else {
 			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "queued"})
 		}
@@ -241,6 +245,9 @@ func pipelineAPIError(err error, res acceptResult) error {
 	case errors.Is(err, errBadStream):
 		return badRequest("invalid_request", "%v", err)
 	case errors.Is(err, errAllSuppressed):
+		if len(res.rejected) > 0 {
+			return unprocessable("no_valid_recipient", "no recipient can be queued (%d suppressed in stream %s, %d rejected by address verification); nothing was queued", len(res.suppressed), res.stream, len(res.rejected))
+		}
 		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.stream)
 	case errors.As(err, &senderErr):
 		return unprocessable("sender_not_allowed", "%v", senderErr.err)

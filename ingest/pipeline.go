@@ -18,6 +18,7 @@ type pipeline struct {
 	hostname string
 	spool    queue.Spool
 	policy   Policy
+	checker  RecipientChecker
 	log      *slog.Logger
 	now      func() time.Time
 	m        *metrics
@@ -43,6 +44,7 @@ type acceptResult struct {
 	stream     string
 	queued     []string
 	suppressed map[string]string // address -> reason
+	rejected   map[string]string // address -> reason (verify at ingest)
 }
 
 // Rejections pipeline.accept returns; the listeners map them to protocol
@@ -72,6 +74,14 @@ func (p *pipeline) suppressed(stream, addr string) (string, bool) {
 	return p.policy.Suppressed(stream, addr)
 }
 
+// rejected asks the recipient checker (verify at ingest) about addr.
+func (p *pipeline) rejected(ctx context.Context, addr string) (string, bool) {
+	if p.checker == nil {
+		return "", false
+	}
+	return p.checker.RejectRecipient(ctx, addr)
+}
+
 // accept runs a parsed-enough message through the shared steps and queues
 // it. It returns only after Enqueue returned, so a nil error means durable.
 func (p *pipeline) accept(ctx context.Context, s submission) (acceptResult, error) {
@@ -89,11 +99,17 @@ func (p *pipeline) accept(ctx context.Context, s submission) (acceptResult, erro
 	if !validStream(stream) {
 		return acceptResult{}, fmt.Errorf("%w: %q", errBadStream, stream)
 	}
-	res := acceptResult{stream: stream, suppressed: map[string]string{}}
+	res := acceptResult{stream: stream, suppressed: map[string]string{}, rejected: map[string]string{}}
 	for _, r := range s.rcpts {
 		if reason, ok := p.suppressed(stream, r); ok {
 			res.suppressed[r] = reason
 			continue
+		}
+		if s.listener != "smtp" { // SMTP asked at RCPT already
+			if reason, ok := p.rejected(ctx, r); ok {
+				res.rejected[r] = reason
+				continue
+			}
 		}
 		res.queued = append(res.queued, r)
 	}

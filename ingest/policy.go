@@ -20,3 +20,13 @@ type Policy interface {
 	// rcpts are the accepted recipients. It returns the final bytes.
 	Prepare(ctx context.Context, stream string, rcpts []string, msg []byte) ([]byte, error)
 }
+
+// RecipientChecker vets a recipient before it is accepted (verify at
+// ingest: syntax, domain and MX). nil accepts every recipient.
+type RecipientChecker interface {
+	// RejectRecipient returns a reason and true when addr cannot receive
+	// mail (no such domain, null MX, no mail host): SMTP answers RCPT with
+	// 550 5.1.2, HTTP reports the recipient as "rejected". DNS failures
+	// must not reject.
+	RejectRecipient(ctx context.Context, addr string) (reason string, reject bool)
+}

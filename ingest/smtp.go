@@ -32,6 +32,8 @@ type Options struct {
 	Spool queue.Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
+	// Recipients, if set, vets each RCPT (verify at ingest).
+	Recipients RecipientChecker
 	// Logger may be nil (slog.Default()).
 	Logger *slog.Logger
 	// Registry may be nil (no metrics).
@@ -113,7 +115,7 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy,
+	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy, checker: opts.Recipients,
 		log: s.log, now: opts.Now, m: newMetrics(opts.Registry)}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -360,6 +362,10 @@ func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if reason, ok := se.s.p.suppressed(se.stream(), to); ok {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: fmt.Sprintf("<%s>: recipient suppressed (%s)", to, reason)}
+	}
+	if reason, ok := se.s.p.rejected(se.s.base, to); ok {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 2},
+			Message: fmt.Sprintf("<%s>: recipient address rejected: %s", to, reason)}
 	}
 	se.rcpts = append(se.rcpts, to)
 	return nil

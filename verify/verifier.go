@@ -131,6 +131,16 @@ func (v *Verifier) Quick(ctx context.Context, addr string) Result {
 	return v.verifyAll(ctx, []string{addr}, false, nil)[0]
 }
 
+// RejectRecipient implements ingest.RecipientChecker (verify at ingest):
+// it rejects addr only when Quick proves it undeliverable.
+func (v *Verifier) RejectRecipient(ctx context.Context, addr string) (string, bool) {
+	r := v.Quick(ctx, addr)
+	if r.Verdict != Undeliverable {
+		return "", false
+	}
+	return strings.Join(r.Reasons, ", "), true
+}
+
 // VerifyMany verifies addrs concurrently across domains (bulk_domains at
 // once), one SMTP session probing up to rcpt_per_session addresses of the
 // same domain. progress, if set, is called once per finished address

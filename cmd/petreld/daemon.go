@@ -43,6 +43,7 @@ type daemon struct {
 	httpSrv  *http.Server
 	cancel   context.CancelFunc
 	delivery sync.WaitGroup
+	events   eventsPart
 	closers  []func() error
 }
 
@@ -58,6 +59,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		RetrySchedule:  cfg.Delivery.Retries(),
 		MaxLifetime:    cfg.Delivery.MaxQueueLifetime.Duration,
 		EventRetention: cfg.Events.Retention.Duration,
+		OnEvent:        d.events.onEvent,
 		OnFailure:      bounce.DSNHook(cfg.Hostname, cfg.Bounce.Domain, nil),
 		Logger:         log.With("component", "queue"),
 	})
@@ -96,6 +98,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	d.policy = pol
+	if err := d.events.setup(d, q, pol, sh, reg); err != nil {
+		d.closeAll()
+		return nil, err
+	}
 	d.closers = append(d.closers, pol.Close)
 	if w := policy.DomainStatusWarning(cfg); w != "" {
 		log.Warn(w)
@@ -111,7 +117,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Config:     cfg.Delivery,
 		Resolver:   res,
 		Transport:  cfg.TransportFor,
-		Shaper:     sh,
+		Shaper:     d.events.shaper(sh),
 		Suppressor: pol,
 		Classify:   bounce.ClassifyReason,
 		ReturnPath: returnPath(cfg.Bounce),
@@ -139,14 +145,19 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	d.closers = append(d.closers, ver.Close)
+	var rcptCheck ingest.RecipientChecker
+	if cfg.Verify.AtIngest {
+		rcptCheck = ver
+	}
 
 	smtpSrv, err := ingest.NewSMTPServer(ingest.Options{
-		Hostname: cfg.Hostname,
-		SMTP:     cfg.SMTP,
-		Spool:    q,
-		Policy:   pol,
-		Logger:   log.With("component", "smtp"),
-		Registry: reg,
+		Hostname:   cfg.Hostname,
+		SMTP:       cfg.SMTP,
+		Spool:      q,
+		Policy:     pol,
+		Recipients: rcptCheck,
+		Logger:     log.With("component", "smtp"),
+		Registry:   reg,
 	})
 	if err != nil {
 		d.closeAll()
@@ -160,13 +171,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients,
-		Spool:         q, Messages: q, Policy: pol, Logger: log.With("component", "http"), Registry: reg,
+		Spool:         q, Messages: q, Policy: pol, Recipients: rcptCheck,
+		Logger: log.With("component", "http"), Registry: reg,
 	})
 	mux.Handle("/api/v1/messages", ingestH)
 	mux.Handle("/api/v1/messages/", ingestH)
 	mux.Handle("/api/v1/queue", keys.Require(adminH))
 	mux.Handle("/api/v1/queue/", keys.Require(adminH))
 	mux.Handle("/api/v1/events", keys.Require(adminH))
+	d.events.mount(mux, keys)
 	polH := keys.Require(pol.Handler())
 	mux.Handle("/api/v1/suppressions", polH)
 	mux.Handle("/api/v1/suppressions/", polH)
@@ -202,6 +215,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	if err := d.events.run(d); err != nil {
+		smtpLn.Close()
+		httpLn.Close()
+		d.closeAll()
+		return nil, err
+	}
 
 	dctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
@@ -272,6 +291,9 @@ func (d *daemon) shutdown() error {
 	var errs []error
 	if err := d.smtp.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("smtp: %w", err))
+	}
+	if err := d.events.shutdown(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := d.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"net/smtp"
+
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 
@@ -228,5 +230,69 @@ func TestPolicyThroughDaemon(t *testing.T) {
 	waitFor(t, 5*time.Second, "reload refusal logged", func() bool { return strings.Contains(e.logBuf.String(), "config not reloaded") })
 	if _, err := e.api("GET", "/healthz", nil, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVerifyAtIngest: with [verify] at_ingest, recipients whose domain
+// cannot receive mail are refused at SMTP RCPT (550 5.1.2) and reported
+// "rejected" by HTTP; a DNS failure never refuses; `petrelctl verify`
+// answers through the daemon.
+func TestVerifyAtIngest(t *testing.T) {
+	e := newEnv(t)
+	mx := e.mx(2, "good.test", testnet.MXScript{})
+	e.dns.Add("nullmx.test. 60 IN MX 0 .")
+	e.dns.SetRcode("servfail.test", dns.RcodeServerFailure)
+	e.extra = "\n[verify]\nat_ingest = true\nsmtp_probe = false\n"
+	e.start()
+
+	c, err := smtp.Dial(e.smtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("app@sender.test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		rcpt string
+		want string // "" = accepted
+	}{
+		{"bob@good.test", ""},
+		{"bob@nxdomain.test", "550 5.1.2"},
+		{"bob@nullmx.test", "550 5.1.2"},
+		{"bob@servfail.test", ""}, // unknown is not undeliverable
+	} {
+		err := c.Rcpt(tt.rcpt)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("RCPT %s refused: %v", tt.rcpt, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want[4:])):
+			t.Errorf("RCPT %s: got %v, want %s", tt.rcpt, err, tt.want)
+		}
+	}
+	c.Quit()
+
+	var acc struct {
+		Recipients []struct{ Address, Status, Reason string } `json:"recipients"`
+	}
+	code, err := e.api("POST", "/api/v1/messages", map[string]any{"from": "app@sender.test",
+		"to": []string{"carol@good.test", "carol@nullmx.test"}, "subject": "s", "text": "t"}, &acc)
+	if err != nil || code != 202 || len(acc.Recipients) != 2 || acc.Recipients[0].Status != "queued" ||
+		acc.Recipients[1].Status != "rejected" || acc.Recipients[1].Reason == "" {
+		t.Fatalf("HTTP: %d %v %+v", code, err, acc)
+	}
+	var apiErr struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	code, _ = e.api("POST", "/api/v1/messages", map[string]any{"from": "app@sender.test",
+		"to": []string{"dan@nxdomain.test"}, "subject": "s", "text": "t"}, &apiErr)
+	if code != 422 || apiErr.Error.Code != "no_valid_recipient" {
+		t.Fatalf("all rejected: %d %+v", code, apiErr)
+	}
+	waitFor(t, 15*time.Second, "carol delivered", func() bool { return mx.Count() >= 1 })
+
+	out, err := e.ctl("-json", "verify", "erin@nullmx.test")
+	if err != nil || !strings.Contains(out, `"undeliverable"`) {
+		t.Fatalf("petrelctl verify: %v\n%s", err, out)
 	}
 }
