@@ -241,8 +241,10 @@ func walk(h textproto.MIMEHeader, body io.Reader, depth int, out *[]leaf) {
 			return
 		}
 		// The declared boundary is absent (mangled or folded away): use
-		// the first boundary-looking line of the body instead.
-		if m := reBodyBoundary.FindSubmatch(data); m != nil && string(m[1]) != boundary {
+		// the first boundary-looking line of the body instead. Only at
+		// the top level: nested guesses would re-read the same bytes at
+		// every depth.
+		if m := reBodyBoundary.FindSubmatch(data); depth == 0 && m != nil && string(m[1]) != boundary {
 			if walkParts(data, string(m[1]), depth, out) {
 				return
 			}
