@@ -156,6 +156,11 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		f.lhost = hostOf(rep.ReportingMTA)
 		f.domain = domainOf(rcpt)
 		f.status = preferStatus(rec.status, findStatus(diag), f.code)
+		if rec.status == "4.4.7" && f.status != rec.status && (r.status[f.status] == "" || r.weak[r.status[f.status]]) {
+			// The delivery expired; the last reply only says more when
+			// it names a definite cause (4.4.5 system full, ...).
+			f.status = rec.status
+		}
 		c := r.finish(f)
 		rep.Bounces = append(rep.Bounces, Bounce{
 			Recipient:  rcpt,
