@@ -51,6 +51,10 @@ type Petreld struct {
 }
 
 // PetreldConfig renders the TOML config the harness runs petreld with.
+// The shipped "default" shaping rule (10 connections, 100 msgs/s per
+// domain: a polite default for unknown receivers) is replaced by one that
+// matches the private Postfix's default_destination_concurrency_limit of
+// 20 connections and no rate limit, so both relays get the same terms.
 func PetreldConfig(dataDir, smtpAddr, httpAddr, key, relay, extra string) string {
 	return fmt.Sprintf(`data_dir = %q
 hostname = "bench.local"
@@ -69,6 +73,10 @@ smtp_port = 25
 [[transport]]
 domain = "*"
 relay = %q
+[[shaping.rule]]
+name = "default"
+connection_limit = 20
+enable_tls = "opportunistic"
 %s`, dataDir, smtpAddr, httpAddr, key, relay, extra)
 }
 

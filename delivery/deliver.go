@@ -49,7 +49,7 @@ type Options struct {
 	// keeps the envelope sender.
 	ReturnPath func(b *queue.Batch, idx []int) string
 	// MaxIdlePerDest caps idle pooled connections per destination
-	// address; 0 means 16.
+	// address; 0 means Config.Workers (at least 16).
 	MaxIdlePerDest int
 	Logger         *slog.Logger
 	// Registry receives the delivery metrics; nil means no metrics.
@@ -93,9 +93,6 @@ func New(o Options) (*Deliverer, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.MaxIdlePerDest <= 0 {
-		o.MaxIdlePerDest = defaultMaxIdle
-	}
 	cfg := o.Config
 	def := func(d *config.Duration, v time.Duration) {
 		if d.Duration <= 0 {
@@ -118,6 +115,12 @@ func New(o Options) (*Deliverer, error) {
 		cfg: cfg,
 		to:  timeouts{connect: cfg.ConnectTimeout.Duration, command: cfg.CommandTimeout.Duration, data: cfg.DataTimeout.Duration},
 		log: o.Logger,
+	}
+	if o.MaxIdlePerDest <= 0 {
+		// Fewer idle slots than workers makes a busy destination churn
+		// connections: each put beyond the cap closes one that the next
+		// transaction has to open again.
+		o.MaxIdlePerDest = max(defaultMaxIdle, cfg.Workers)
 	}
 	d.pool = newPool(o.MaxIdlePerDest, cfg.IdleTimeout.Duration, d.closeConn)
 	if o.Registry != nil {
@@ -437,12 +440,13 @@ func (d *Deliverer) policyDone(err error, host string, res []queue.Result, idx [
 func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, domain, host string,
 	addr netip.AddrPort, idx []int, addrs []string, res []queue.Result) (done bool, f failure) {
 	dest := Dest{Domain: domain, MXHost: host, Stream: b.Envelope.Stream}
-	key := poolKey{stream: b.Envelope.Stream, domain: domain, mxHost: host, addr: addr.String()}
-	c := d.pool.get(key)
+	key := poolKey{stream: b.Envelope.Stream, mxHost: host, addr: addr.String()}
+	needTLS := d.needTLS(dest)
+	c := d.pool.get(key, needTLS)
 	pooled := c != nil
 	if c == nil {
 		var err error
-		if c, err = d.connect(ctx, dest, key, addr); err != nil {
+		if c, pooled, err = d.connect(ctx, dest, key, addr, needTLS); err != nil {
 			if d.policyDone(err, host, res, idx) {
 				return true, failure{}
 			}
@@ -476,7 +480,7 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 		// The pooled connection had died (or timed out) while idle:
 		// nothing was accepted, so retry once on a fresh connection.
 		d.closeConn(c)
-		if c, err = d.connect(ctx, dest, key, addr); err != nil {
+		if c, err = d.dialNew(ctx, dest, key, addr); err != nil {
 			if d.policyDone(err, host, res, idx) {
 				return true, failure{}
 			}
@@ -570,17 +574,77 @@ func sessionFailure(err error, host string) failure {
 	return f
 }
 
-// connect asks the Shaper for a permit and opens a connection; an
-// opportunistic STARTTLS failure is retried once in clear text.
-func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort) (*smtpConn, error) {
+// needTLS reports whether a transaction to dest must run over TLS.
+func (d *Deliverer) needTLS(dest Dest) bool {
+	if d.cfg.RequireTLS {
+		return true
+	}
+	if tp, ok := d.o.Shaper.(TLSPolicy); ok {
+		return tp.TLSMode(dest) == TLSRequired
+	}
+	return false
+}
+
+// connect returns a connection for key: a new one under a fresh permit,
+// or one put back for key while this transaction waited (reused is then
+// true). One transaction per key at a time waits for a permit; while it
+// waits, the Shaper may close idle pooled connections counted against the
+// same limit (ReclaimIdle).
+func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort, needTLS bool) (c *smtpConn, reused bool, err error) {
+	if d.o.Shaper == nil {
+		c, err = d.dialPermit(ctx, dest, key, addr, ConnPermit{TLS: TLSOpportunistic})
+		return c, false, err
+	}
+	w := &waiter{key: key, needTLS: needTLS, ch: make(chan *smtpConn, 1), promote: make(chan struct{}, 1)}
+	if !d.pool.enter(w) {
+		select {
+		case c := <-w.ch:
+			return c, true, nil
+		case <-w.promote:
+		case <-ctx.Done():
+			if c := d.pool.leave(w); c != nil {
+				return c, true, nil
+			}
+			return nil, false, ctx.Err()
+		}
+	}
+	actx, cancel := context.WithCancel(withReclaimer(ctx, d.pool.reclaim))
+	defer cancel()
+	var p ConnPermit
+	if d.pool.acquiring(w, cancel) {
+		p, err = d.o.Shaper.AcquireConn(actx, dest)
+	} else {
+		err = context.Canceled
+	}
+	if h := d.pool.leave(w); h != nil {
+		if err == nil && p.Release != nil {
+			p.Release()
+		}
+		return h, true, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	c, err = d.dialPermit(ctx, dest, key, addr, p)
+	return c, false, err
+}
+
+// dialNew asks the Shaper for a permit and opens a connection.
+func (d *Deliverer) dialNew(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort) (*smtpConn, error) {
 	permit := ConnPermit{TLS: TLSOpportunistic}
 	if d.o.Shaper != nil {
-		p, err := d.o.Shaper.AcquireConn(ctx, dest)
+		p, err := d.o.Shaper.AcquireConn(withReclaimer(ctx, d.pool.reclaim), dest)
 		if err != nil {
 			return nil, err
 		}
 		permit = p
 	}
+	return d.dialPermit(ctx, dest, key, addr, permit)
+}
+
+// dialPermit opens a connection under permit (released on failure); an
+// opportunistic STARTTLS failure is retried once in clear text.
+func (d *Deliverer) dialPermit(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort, permit ConnPermit) (*smtpConn, error) {
 	if d.cfg.RequireTLS && permit.TLS == TLSOpportunistic {
 		permit.TLS = TLSRequired
 	}
@@ -621,16 +685,17 @@ func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr ne
 	return c, nil
 }
 
-// closeConn closes c once and releases its permit.
+// closeConn closes c once and releases its permit (first, so a
+// transaction waiting for the slot does not wait for the QUIT).
 func (d *Deliverer) closeConn(c *smtpConn) {
 	if c.closed {
 		return
 	}
+	if c.permit.Release != nil {
+		c.permit.Release()
+	}
 	c.quit()
 	if d.m != nil {
 		d.m.open.Dec()
-	}
-	if c.permit.Release != nil {
-		c.permit.Release()
 	}
 }

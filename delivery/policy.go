@@ -53,8 +53,19 @@ type ConnPermit struct {
 	// 0 means delivery's default.
 	IdleTimeout time.Duration
 	TLS         TLSMode
+	// Scope names the connection limit the permit counts against
+	// (connections with equal Scope share one limit); "" means none that
+	// delivery can help with. See ReclaimIdle.
+	Scope string
 	// Release must be called exactly once when the connection closes.
 	Release func()
+}
+
+// TLSPolicy is optionally implemented by a Shaper: the TLS mode its rules
+// ask for d, so that a pooled connection opened for another domain on the
+// same MX is reused for d only if it satisfies d's rule.
+type TLSPolicy interface {
+	TLSMode(d Dest) TLSMode
 }
 
 // Shaper decides when delivery may connect and send.

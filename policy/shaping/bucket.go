@@ -25,7 +25,9 @@ type sem struct {
 var errSemTimeout = errors.New("shaping: connection limit wait exceeded max_wait")
 
 // acquire takes a slot, waiting at most maxWait (0 = until ctx ends).
-func (s *sem) acquire(ctx context.Context, maxWait time.Duration) error {
+// While every slot is taken it first asks reclaim (may be nil) to free
+// one held by an idle connection, and only waits when reclaim cannot.
+func (s *sem) acquire(ctx context.Context, maxWait time.Duration, reclaim func() bool) error {
 	var timeout <-chan time.Time
 	for {
 		s.mu.Lock()
@@ -39,6 +41,9 @@ func (s *sem) acquire(ctx context.Context, maxWait time.Duration) error {
 		}
 		w := s.wake
 		s.mu.Unlock()
+		if reclaim != nil && reclaim() {
+			continue
+		}
 		if timeout == nil && maxWait > 0 {
 			t := time.NewTimer(maxWait)
 			defer t.Stop()

@@ -46,19 +46,7 @@ func TestLimitsHoldThroughDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mx.Close()
-	dns, err := testnet.StartDNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dns.Close()
-	dns.Add("mx1.bigmail.test. 300 IN A 127.0.0.1")
-	for _, d := range []string{"a.test", "b.test", "c.test"} {
-		dns.Add(d + ". 300 IN MX 10 mx1.bigmail.test.")
-	}
-	res, err := delivery.NewResolver(dns.Addr, 2*time.Second, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := bigmailDNS(t, map[string]string{"a.test": "mx1", "b.test": "mx1", "c.test": "mx1"})
 	sh, _ := newShaper(t, "[shaping]\nmax_wait = \"30s\"\n"+bigmailRule(connLim, perConn, msgRate, `idle_timeout = "20ms"`))
 
 	q, err := queue.Open(t.TempDir(), queue.Options{RetrySchedule: []time.Duration{50 * time.Millisecond},
@@ -90,21 +78,8 @@ func TestLimitsHoldThroughDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dc := config.Default().Delivery
-	dc.SMTPPort = port
-	dc.Workers = 8
-	dc.IdleTimeout.Duration = 20 * time.Millisecond
-	dc.ShutdownTimeout.Duration = 2 * time.Second
-	d, err := delivery.New(delivery.Options{Hostname: "petrel.test", Config: dc, Resolver: res, Shaper: sh,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- d.Run(runCtx, q) }()
+	cancel, done := runDelivery(t, port, 8, 20*time.Millisecond, res, sh, q)
 	drained := testnet.Wait(40*time.Second, func() bool { return mx.Count() >= n })
 	elapsed := time.Since(start)
 	cancel()
@@ -155,4 +130,130 @@ func TestLimitsHoldThroughDelivery(t *testing.T) {
 	}
 	t.Logf("delivery.Run: %d msgs in %v over %d connections (max %d busy at once, %d open sockets), busiest %v window %d msgs",
 		mx.Count(), elapsed, total, maxConc, tcpMax, window, worst)
+}
+
+// runDelivery starts delivery.Run with workers workers over q towards
+// port; cancel stops it and done receives Run's error.
+func runDelivery(t *testing.T, port, workers int, idle time.Duration, res *delivery.Resolver, sh *Shaper, q *queue.Queue) (cancel context.CancelFunc, done chan error) {
+	t.Helper()
+	dc := config.Default().Delivery
+	dc.SMTPPort = port
+	dc.Workers = workers
+	dc.IdleTimeout.Duration = idle
+	dc.ShutdownTimeout.Duration = 2 * time.Second
+	d, err := delivery.New(delivery.Options{Hostname: "petrel.test", Config: dc, Resolver: res, Shaper: sh,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan error, 1)
+	go func() { done <- d.Run(ctx, q) }()
+	return cancel, done
+}
+
+// bigmailDNS serves mx1 and mx2.bigmail.test at 127.0.0.1 and an MX
+// record per domain pointing at <host>.bigmail.test, from a test DNS
+// server closed with the test; it returns a Resolver using it.
+func bigmailDNS(t *testing.T, domains map[string]string) *delivery.Resolver {
+	t.Helper()
+	dns, err := testnet.StartDNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dns.Close() })
+	dns.Add("mx1.bigmail.test. 300 IN A 127.0.0.1", "mx2.bigmail.test. 300 IN A 127.0.0.1")
+	for d, h := range domains {
+		dns.Add(d + ". 300 IN MX 10 " + h + ".bigmail.test.")
+	}
+	res, err := delivery.NewResolver(dns.Addr, 2*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestPooledConnectionsUnderConnectionLimit runs delivery.Run with this
+// Shaper against real MX hosts on loopback. Idle pooled connections hold
+// connection permits: the limit must be waited out by reusing them (across
+// recipient domains served by one MX) or by closing an idle one counted
+// against the same limit, never by waiting for max_wait and deferring.
+func TestPooledConnectionsUnderConnectionLimit(t *testing.T) {
+	tests := []struct {
+		name string
+		// domains (round robin) and their MX host in the bigmail rule.
+		domains map[string]string
+		order   []string
+		n       int
+		connLim int
+		workers int
+		// sequential enqueues one message at a time, each after the
+		// previous one was delivered (so connections are idle in the pool
+		// when the next one needs a slot).
+		sequential bool
+		maxConns   int
+	}{
+		{name: "domains on one MX share connections", domains: map[string]string{"a.test": "mx1", "b.test": "mx1", "c.test": "mx1"},
+			order: []string{"a.test", "b.test", "c.test"}, n: 600, connLim: 2, workers: 8, maxConns: 2},
+		{name: "one domain, more workers than the limit", domains: map[string]string{"a.test": "mx1"},
+			order: []string{"a.test"}, n: 400, connLim: 3, workers: 16, maxConns: 3},
+		{name: "idle connection to another MX host is closed for its slot", domains: map[string]string{"a.test": "mx1", "b.test": "mx2"},
+			order: []string{"a.test", "b.test"}, n: 6, connLim: 1, workers: 2, sequential: true, maxConns: 6},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			port, err := testnet.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mx, err := testnet.StartMX(testnet.MXOptions{Addr: "127.0.0.1:" + strconv.Itoa(port), Domain: "mx1.bigmail.test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mx.Close()
+			res := bigmailDNS(t, tc.domains)
+			// max_wait 2s: a transaction left waiting for a slot held by an
+			// idle connection is deferred (retry in an hour) and the
+			// recipient count below never completes.
+			sh, _ := newShaper(t, "[shaping]\nmax_wait = \"2s\"\n"+bigmailRule(tc.connLim, 0, 100000, `idle_timeout = "60s"`))
+			q, err := queue.Open(t.TempDir(), queue.Options{RetrySchedule: []time.Duration{time.Hour},
+				MaxLifetime: 2 * time.Hour, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			ctx := context.Background()
+			cancel, done := runDelivery(t, port, tc.workers, time.Minute, res, sh, q)
+			settled := func(want int) func() bool {
+				return func() bool { s := q.Stats(); return mx.Count() >= want || s.Deferred > 0 }
+			}
+			enqueue := func(i int) {
+				env := queue.Envelope{From: "s@src.test", Recipients: []string{fmt.Sprintf("u%d@%s", i, tc.order[i%len(tc.order)])}}
+				if _, err := q.Enqueue(ctx, env, []byte("Subject: t\r\n\r\nhello\r\n")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range tc.n {
+				enqueue(i)
+				if tc.sequential {
+					testnet.Wait(30*time.Second, settled(i+1))
+				}
+			}
+			testnet.Wait(60*time.Second, settled(tc.n))
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			st := q.Stats()
+			total, _ := mx.Conns()
+			if mx.Count() != tc.n || st.Deferred != 0 {
+				t.Fatalf("MX got %d of %d, %d deferred (policy waits) over %d connections", mx.Count(), tc.n, st.Deferred, total)
+			}
+			if total > tc.maxConns {
+				t.Errorf("%d connections opened for %d messages, want at most %d", total, tc.n, tc.maxConns)
+			}
+			t.Logf("%d messages over %d connections", tc.n, total)
+		})
+	}
 }

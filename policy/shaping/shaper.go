@@ -197,7 +197,9 @@ func (s *Shaper) AcquireConn(ctx context.Context, d delivery.Dest) (delivery.Con
 	if err != nil {
 		return delivery.ConnPermit{}, err
 	}
-	if err := b.sem.acquire(ctx, rs.maxWait); err != nil {
+	scope := b.key.stream + "\x00" + b.key.source + "\x00" + b.key.key
+	reclaim := func() bool { return delivery.ReclaimIdle(ctx, scope) }
+	if err := b.sem.acquire(ctx, rs.maxWait, reclaim); err != nil {
 		if errors.Is(err, errSemTimeout) {
 			return delivery.ConnPermit{}, &delivery.PolicyError{
 				Reason: fmt.Sprintf("connection limit %d to %s from %s busy for %v", r.cfg.ConnectionLimit, key, src.egress.Name, rs.maxWait),
@@ -217,12 +219,20 @@ func (s *Shaper) AcquireConn(ctx context.Context, d delivery.Dest) (delivery.Con
 		MaxMessages: r.cfg.MaxDeliveriesPerConnection,
 		IdleTimeout: r.cfg.IdleTimeout.Duration,
 		TLS:         r.tls,
+		Scope:       scope,
 		Release: func() {
 			if released.CompareAndSwap(false, true) {
 				b.sem.release()
 			}
 		},
 	}, nil
+}
+
+// TLSMode implements delivery.TLSPolicy: the TLS mode of the rule that
+// matches d.
+func (s *Shaper) TLSMode(d delivery.Dest) delivery.TLSMode {
+	r, _ := s.rs.Load().match(d)
+	return r.tls
 }
 
 // pickSource chooses a source of p by smooth weighted round-robin among
