@@ -61,6 +61,9 @@ type Options struct {
 	Client *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// RetryBase is the first webhook retry delay, doubling up to each
+	// webhook's max_backoff; 0 means 1s.
+	RetryBase time.Duration
 }
 
 // Service runs the feedback handler, suppression rules, webhooks, metrics
@@ -106,6 +109,9 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = time.Second
+	}
 	if o.Bounce.MarketingStream == "" {
 		o.Bounce.MarketingStream = "marketing"
 	}
@@ -118,27 +124,28 @@ func New(o Options) (*Service, error) {
 	if o.Bounce.Domain != "" && o.Bounce.Secret != "" {
 		s.verp = &bounce.VERP{Domain: o.Bounce.Domain, Secret: []byte(o.Bounce.Secret)}
 	}
-	for i, w := range o.Webhooks {
-		h, err := newWebhook(s, i, w)
-		if err != nil {
-			return nil, err
-		}
-		s.hooks = append(s.hooks, h)
-	}
-	for _, h := range s.hooks {
-		s.m.collectorList = append(s.m.collectorList, h.lagGauge())
-	}
-	if err := s.m.register(o.Registry); err != nil {
-		return nil, err
-	}
 	st, err := openStore(o.Dir, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	s.st = st
-	if s.paused, err = st.paused(); err != nil {
+	fail := func(err error) (*Service, error) {
 		st.close()
 		return nil, err
+	}
+	for i, w := range o.Webhooks {
+		h, err := newWebhook(s, i, w)
+		if err != nil {
+			return fail(err)
+		}
+		s.hooks = append(s.hooks, h)
+		s.m.collectorList = append(s.m.collectorList, h.lagGauge())
+	}
+	if err := s.m.register(o.Registry); err != nil {
+		return fail(err)
+	}
+	if s.paused, err = st.paused(); err != nil {
+		return fail(err)
 	}
 	for name := range s.paused {
 		s.m.paused.WithLabelValues(name).Set(1)

@@ -18,6 +18,7 @@ import (
 //
 //	's' stream 0 address 0 msgID -> unix nanos of the soft bounce
 //	'p' stream                    -> JSON pauseInfo
+//	'f' name                      -> unix nanos a webhook was first configured
 type store struct {
 	db *pebble.DB
 	mu sync.Mutex // serialises count-then-delete of soft bounces
@@ -161,4 +162,22 @@ func (s *store) paused() (map[string]pauseInfo, error) {
 		return nil, fmt.Errorf("events: iterate pauses: %w", err)
 	}
 	return out, nil
+}
+
+// firstSeen returns the time stored for name, storing now if there is none.
+func (s *store) firstSeen(name string, now time.Time) (time.Time, error) {
+	k := append([]byte{'f'}, name...)
+	v, closer, err := s.db.Get(k)
+	if err == nil {
+		defer closer.Close()
+		if len(v) == 8 {
+			return time.Unix(0, int64(binary.BigEndian.Uint64(v))), nil
+		}
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return time.Time{}, fmt.Errorf("events: read %s: %w", name, err)
+	}
+	if err := s.db.Set(k, binary.BigEndian.AppendUint64(nil, uint64(now.UnixNano())), pebble.Sync); err != nil {
+		return time.Time{}, fmt.Errorf("events: store %s: %w", name, err)
+	}
+	return now, nil
 }

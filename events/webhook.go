@@ -76,10 +76,6 @@ type webhook struct {
 	pending time.Time // time of the oldest event not yet delivered
 }
 
-// webhookInitialBackoff is the first retry delay; it doubles up to
-// MaxBackoff.
-const webhookInitialBackoff = time.Second
-
 func newWebhook(s *Service, i int, c config.Webhook) (*webhook, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Host == "" {
@@ -101,8 +97,13 @@ func newWebhook(s *Service, i int, c config.Webhook) (*webhook, error) {
 		c.MaxBackoff.Duration = config.DefaultWebhookMaxBackoff
 	}
 	sum := sha256.Sum256([]byte(c.URL))
-	h := &webhook{s: s, cfg: c, name: name, cursor: "webhook:" + hex.EncodeToString(sum[:8]),
-		types: map[string]bool{}, wake: make(chan struct{}, 1), since: s.now(),
+	cursor := "webhook:" + hex.EncodeToString(sum[:8])
+	since, err := s.st.firstSeen(cursor, s.now())
+	if err != nil {
+		return nil, err
+	}
+	h := &webhook{s: s, cfg: c, name: name, cursor: cursor,
+		types: map[string]bool{}, wake: make(chan struct{}, 1), since: since,
 		client: s.o.Client}
 	if h.client == nil {
 		h.client = &http.Client{Timeout: c.Timeout.Duration}
@@ -138,8 +139,9 @@ func (h *webhook) stats() WebhookStats {
 	return st
 }
 
-// run dispatches events until ctx ends. A webhook first configured now
-// starts with the events recorded from now on.
+// run dispatches events until ctx ends. A webhook starts with the events
+// recorded from when it was first configured (kept in the store, so a
+// restart before its first delivery loses nothing).
 func (h *webhook) run(ctx context.Context) {
 	h.s.tail(ctx, h.cursor, h.wake, h.since, h.page)
 }
@@ -154,7 +156,7 @@ func (h *webhook) page(ctx context.Context, evs []queue.Event) (int, error) {
 		h.mu.Lock()
 		h.pending = ev.Time
 		h.mu.Unlock()
-		backoff := webhookInitialBackoff
+		backoff := h.s.o.RetryBase
 		saved := false
 		for {
 			err := h.post(ctx, ev)
