@@ -4,6 +4,9 @@
 //	petrelctl [-url http://127.0.0.1:8025] [-key KEY] [-json] COMMAND ...
 //
 // The key may also come from PETREL_API_KEY and the URL from PETREL_URL.
+// Without a key, petrelctl reads the one petreld generates when its config
+// lists no API keys: <data dir>/api.key, the data dir being -data-dir,
+// PETREL_DATA_DIR or ./petrel-data (the embedded default).
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -64,6 +68,7 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&e.URL, "url", envOr("PETREL_URL", "http://127.0.0.1:8025"), "petreld HTTP API base URL")
 	fs.StringVar(&e.Key, "key", os.Getenv("PETREL_API_KEY"), "API key (or PETREL_API_KEY)")
 	fs.BoolVar(&e.JSON, "json", false, "print JSON for scripts")
+	dataDir := fs.String("data-dir", envOr("PETREL_DATA_DIR", "petrel-data"), "petreld's data_dir, for its generated api.key when no -key is given")
 	cmds := commands()
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: petrelctl [-url URL] [-key KEY] [-json] COMMAND [ARGS]\n\ncommands:")
@@ -78,6 +83,11 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(argv); err != nil {
 		return 2
+	}
+	if e.Key == "" {
+		if b, err := os.ReadFile(filepath.Join(*dataDir, "api.key")); err == nil {
+			e.Key = strings.TrimSpace(string(b))
+		}
 	}
 	args := fs.Args()
 	// Allow -json after the command words too.

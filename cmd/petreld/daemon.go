@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,7 +168,17 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.smtp = smtpSrv
 
-	keys := httpapi.NewKeys(cfg.HTTP.APIKeys)
+	apiKeys := cfg.HTTP.APIKeys
+	if len(apiKeys) == 0 {
+		k, path, err := localAPIKey(cfg.DataDir)
+		if err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		apiKeys = []config.APIKey{{Name: "local", Key: k}}
+		log.Info("no [[http.api_keys]] configured: using the local key in "+path+" (petrelctl reads it from its -data-dir)", "path", path)
+	}
+	keys := httpapi.NewKeys(apiKeys)
 	mux := http.NewServeMux()
 	adminH := admin.Handler(admin.Options{Queue: q, Logger: log.With("component", "admin")})
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
@@ -315,4 +328,33 @@ func (d *daemon) closeAll() error {
 	}
 	d.closers = nil
 	return errors.Join(errs...)
+}
+
+// localKeyFile is the API key petreld generates, readable by its owner
+// only, when the config lists no [[http.api_keys]]: the embedded defaults
+// then still give petrelctl (run by the same user) an authenticated API.
+const localKeyFile = "api.key"
+
+// localAPIKey returns the key in <dataDir>/api.key, creating it (32
+// random bytes, hex) on first use.
+func localAPIKey(dataDir string) (key, path string, err error) {
+	path = filepath.Join(dataDir, localKeyFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if k := strings.TrimSpace(string(b)); k != "" {
+			return k, path, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", "", fmt.Errorf("read %s: %w", path, err)
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails (Go 1.24+).
+	key = hex.EncodeToString(raw[:])
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", "", fmt.Errorf("install %s: %w", path, err)
+	}
+	return key, path, nil
 }
