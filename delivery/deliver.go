@@ -587,9 +587,9 @@ func (d *Deliverer) needTLS(dest Dest) bool {
 
 // connect returns a connection for key: a new one under a fresh permit,
 // or one put back for key while this transaction waited (reused is then
-// true). One transaction per key at a time waits for a permit; while it
-// waits, the Shaper may close idle pooled connections counted against the
-// same limit (ReclaimIdle).
+// true). One transaction per key at a time waits for a permit; when the
+// connection limit is full (ConnTrier) it first closes idle pooled
+// connections counted against that limit.
 func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort, needTLS bool) (c *smtpConn, reused bool, err error) {
 	if d.o.Shaper == nil {
 		c, err = d.dialPermit(ctx, dest, key, addr, ConnPermit{TLS: TLSOpportunistic})
@@ -608,11 +608,11 @@ func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr ne
 			return nil, false, ctx.Err()
 		}
 	}
-	actx, cancel := context.WithCancel(withReclaimer(ctx, d.pool.reclaim))
+	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var p ConnPermit
 	if d.pool.acquiring(w, cancel) {
-		p, err = d.o.Shaper.AcquireConn(actx, dest)
+		p, err = d.acquireConn(actx, dest)
 	} else {
 		err = context.Canceled
 	}
@@ -629,11 +629,29 @@ func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr ne
 	return c, false, err
 }
 
+// acquireConn asks the Shaper for a connection permit. While the limit is
+// full and idle pooled connections hold slots of it, those are closed
+// rather than waited for.
+func (d *Deliverer) acquireConn(ctx context.Context, dest Dest) (ConnPermit, error) {
+	if t, ok := d.o.Shaper.(ConnTrier); ok {
+		for {
+			p, scope, ok, err := t.TryAcquireConn(ctx, dest)
+			if err != nil || ok {
+				return p, err
+			}
+			if !d.pool.reclaim(scope) {
+				break
+			}
+		}
+	}
+	return d.o.Shaper.AcquireConn(ctx, dest)
+}
+
 // dialNew asks the Shaper for a permit and opens a connection.
 func (d *Deliverer) dialNew(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort) (*smtpConn, error) {
 	permit := ConnPermit{TLS: TLSOpportunistic}
 	if d.o.Shaper != nil {
-		p, err := d.o.Shaper.AcquireConn(withReclaimer(ctx, d.pool.reclaim), dest)
+		p, err := d.acquireConn(ctx, dest)
 		if err != nil {
 			return nil, err
 		}

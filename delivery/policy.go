@@ -54,11 +54,21 @@ type ConnPermit struct {
 	IdleTimeout time.Duration
 	TLS         TLSMode
 	// Scope names the connection limit the permit counts against
-	// (connections with equal Scope share one limit); "" means none that
-	// delivery can help with. See ReclaimIdle.
+	// (connections with equal Scope share one limit); "" means unknown.
+	// See ConnTrier.
 	Scope string
 	// Release must be called exactly once when the connection closes.
 	Release func()
+}
+
+// ConnTrier is optionally implemented by a Shaper. TryAcquireConn is
+// AcquireConn without the wait for a connection slot: when every slot of
+// the limit d counts against is taken, it returns ok false and that
+// limit's scope (ConnPermit.Scope) at once. Delivery then closes an idle
+// pooled connection counted under scope, whose slot is wasted, and asks
+// again; with none to close it calls AcquireConn and waits.
+type ConnTrier interface {
+	TryAcquireConn(ctx context.Context, d Dest) (p ConnPermit, scope string, ok bool, err error)
 }
 
 // TLSPolicy is optionally implemented by a Shaper: the TLS mode its rules

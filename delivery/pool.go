@@ -271,22 +271,3 @@ func (p *pool) reopen() {
 	p.closed = false
 	p.mu.Unlock()
 }
-
-// reclaimKey is the context key of the idle-connection reclaimer.
-type reclaimKey struct{}
-
-// ReclaimIdle is called by a Shaper from AcquireConn when the connection
-// limit counted under scope (ConnPermit.Scope) is full: if the Deliverer
-// that asked holds an idle pooled connection counted under scope, it
-// closes it, releasing its permit, and ReclaimIdle returns true (the
-// Shaper should try for the slot again before waiting).
-func ReclaimIdle(ctx context.Context, scope string) bool {
-	if f, ok := ctx.Value(reclaimKey{}).(func(string) bool); ok {
-		return f(scope)
-	}
-	return false
-}
-
-func withReclaimer(ctx context.Context, f func(string) bool) context.Context {
-	return context.WithValue(ctx, reclaimKey{}, f)
-}

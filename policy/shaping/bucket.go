@@ -25,9 +25,7 @@ type sem struct {
 var errSemTimeout = errors.New("shaping: connection limit wait exceeded max_wait")
 
 // acquire takes a slot, waiting at most maxWait (0 = until ctx ends).
-// While every slot is taken it first asks reclaim (may be nil) to free
-// one held by an idle connection, and only waits when reclaim cannot.
-func (s *sem) acquire(ctx context.Context, maxWait time.Duration, reclaim func() bool) error {
+func (s *sem) acquire(ctx context.Context, maxWait time.Duration) error {
 	var timeout <-chan time.Time
 	for {
 		s.mu.Lock()
@@ -41,9 +39,6 @@ func (s *sem) acquire(ctx context.Context, maxWait time.Duration, reclaim func()
 		}
 		w := s.wake
 		s.mu.Unlock()
-		if reclaim != nil && reclaim() {
-			continue
-		}
 		if timeout == nil && maxWait > 0 {
 			t := time.NewTimer(maxWait)
 			defer t.Stop()
@@ -57,6 +52,17 @@ func (s *sem) acquire(ctx context.Context, maxWait time.Duration, reclaim func()
 			return ctx.Err()
 		}
 	}
+}
+
+// tryAcquire takes a slot if one is free, without waiting.
+func (s *sem) tryAcquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limit == 0 || s.n < s.limit {
+		s.n++
+		return true
+	}
+	return false
 }
 
 func (s *sem) broadcastLocked() {

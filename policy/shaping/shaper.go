@@ -188,6 +188,18 @@ func (s *Shaper) sweepLocked(now time.Time) {
 // source is suspended or capped, when a bounce action is active, or when
 // the slot or rate wait would exceed max_wait.
 func (s *Shaper) AcquireConn(ctx context.Context, d delivery.Dest) (delivery.ConnPermit, error) {
+	p, _, _, err := s.acquireConn(ctx, d, false)
+	return p, err
+}
+
+// TryAcquireConn implements delivery.ConnTrier: AcquireConn, except that
+// when every connection slot is taken it returns ok false and the scope
+// of that limit at once instead of waiting for a slot.
+func (s *Shaper) TryAcquireConn(ctx context.Context, d delivery.Dest) (p delivery.ConnPermit, scope string, ok bool, err error) {
+	return s.acquireConn(ctx, d, true)
+}
+
+func (s *Shaper) acquireConn(ctx context.Context, d delivery.Dest, try bool) (delivery.ConnPermit, string, bool, error) {
 	start := time.Now()
 	rs := s.rs.Load()
 	r, key := rs.match(d)
@@ -195,22 +207,25 @@ func (s *Shaper) AcquireConn(ctx context.Context, d delivery.Dest) (delivery.Con
 	p := rs.pool(stream)
 	b, src, err := s.pickSource(p, stream, r, key, start)
 	if err != nil {
-		return delivery.ConnPermit{}, err
+		return delivery.ConnPermit{}, "", false, err
 	}
 	scope := b.key.stream + "\x00" + b.key.source + "\x00" + b.key.key
-	reclaim := func() bool { return delivery.ReclaimIdle(ctx, scope) }
-	if err := b.sem.acquire(ctx, rs.maxWait, reclaim); err != nil {
+	if try {
+		if !b.sem.tryAcquire() {
+			return delivery.ConnPermit{}, scope, false, nil
+		}
+	} else if err := b.sem.acquire(ctx, rs.maxWait); err != nil {
 		if errors.Is(err, errSemTimeout) {
-			return delivery.ConnPermit{}, &delivery.PolicyError{
+			return delivery.ConnPermit{}, "", false, &delivery.PolicyError{
 				Reason: fmt.Sprintf("connection limit %d to %s from %s busy for %v", r.cfg.ConnectionLimit, key, src.egress.Name, rs.maxWait),
 				Until:  time.Now().Add(rs.maxWait),
 			}
 		}
-		return delivery.ConnPermit{}, fmt.Errorf("shaping: waiting for a connection slot to %s: %w", key, err)
+		return delivery.ConnPermit{}, "", false, fmt.Errorf("shaping: waiting for a connection slot to %s: %w", key, err)
 	}
 	if err := waitRate(ctx, b.conn, rs.maxWait, "connection rate", b.key); err != nil {
 		b.sem.release()
-		return delivery.ConnPermit{}, err
+		return delivery.ConnPermit{}, "", false, err
 	}
 	s.m.observeWait("conn", time.Since(start))
 	var released atomic.Bool
@@ -225,7 +240,7 @@ func (s *Shaper) AcquireConn(ctx context.Context, d delivery.Dest) (delivery.Con
 				b.sem.release()
 			}
 		},
-	}, nil
+	}, scope, true, nil
 }
 
 // TLSMode implements delivery.TLSPolicy: the TLS mode of the rule that
