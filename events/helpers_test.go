@@ -2,9 +2,9 @@ package events
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -140,93 +140,35 @@ func (w *world) metric(name string, labels ...string) float64 {
 	return sum
 }
 
-func crlf(s string) []byte { return []byte(strings.ReplaceAll(s, "\n", "\r\n")) }
+// report fills testdata/<name>.eml (shared with cmd/petreld's end-to-end
+// tests) and returns it with CRLF line ends. Fields: TO (envelope
+// recipient), RP (original return path), RCPT, ACTION, STATUS, DIAG.
+func report(name string, fields map[string]string) []byte {
+	raw, err := os.ReadFile(filepath.Join("testdata", name+".eml"))
+	if err != nil {
+		panic(err)
+	}
+	var pairs []string
+	for k, v := range fields {
+		pairs = append(pairs, "{{"+k+"}}", v)
+	}
+	s := strings.NewReplacer(pairs...).Replace(string(raw))
+	return []byte(strings.ReplaceAll(s, "\n", "\r\n"))
+}
 
 // dsn is an RFC 3464 report to returnPath about rcpt.
 func dsn(returnPath, rcpt, action, status, diag string) []byte {
-	return crlf(fmt.Sprintf(`From: MAILER-DAEMON@mx.example.test
-To: <%s>
-Subject: Undelivered Mail Returned to Sender
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B0"
-
---B0
-Content-Type: text/plain
-
-This is the mail system at host mx.example.test. Your message could not
-be delivered to one or more recipients.
-
---B0
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.example.test
-
-Final-Recipient: rfc822; %s
-Action: %s
-Status: %s
-Remote-MTA: dns; mx.example.test
-Diagnostic-Code: smtp; %s
-
---B0
-Content-Type: text/rfc822-headers
-
-Return-Path: <%s>
-From: news@sender.test
-To: %s
-Subject: hi
-
---B0--
-`, returnPath, rcpt, action, status, diag, returnPath, rcpt))
+	return report("dsn", map[string]string{"TO": returnPath, "RP": returnPath, "RCPT": rcpt,
+		"ACTION": action, "STATUS": status, "DIAG": diag})
 }
 
 // arf is an RFC 5965 complaint about rcpt for a message sent with
 // returnPath.
 func arf(to, returnPath, rcpt string) []byte {
-	return crlf(fmt.Sprintf(`From: feedback@provider.test
-To: %s
-Subject: Abuse report
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=feedback-report; boundary="A0"
-
---A0
-Content-Type: text/plain
-
-This is an email abuse report for an email message received.
-
---A0
-Content-Type: message/feedback-report
-
-Feedback-Type: abuse
-User-Agent: TestFBL/1.0
-Version: 1
-Original-Mail-From: <%s>
-Original-Rcpt-To: <%s>
-Arrival-Date: Mon, 23 Nov 2026 10:00:00 +0000
-
---A0
-Content-Type: message/rfc822
-
-Return-Path: <%s>
-From: news@sender.test
-To: %s
-Subject: Sale
-Message-ID: <sale-1@sender.test>
-
-Buy now.
---A0--
-`, to, returnPath, rcpt, returnPath, rcpt))
+	return report("arf", map[string]string{"TO": to, "RP": returnPath, "RCPT": rcpt})
 }
 
 // autoReply is an RFC 3834 vacation reply.
 func autoReply(to, from string) []byte {
-	return crlf(fmt.Sprintf(`From: %s
-To: %s
-Subject: Out of office: hi
-Auto-Submitted: auto-replied
-MIME-Version: 1.0
-Content-Type: text/plain
-
-I am on vacation until Monday and will read your message when I return.
-`, from, to))
+	return report("autoreply", map[string]string{"TO": to, "RCPT": from})
 }

@@ -6,12 +6,15 @@ package main
 // loopback.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/smtp"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -94,65 +97,23 @@ func returnPathOf(t *testing.T, mx *testnet.MX, n int) string {
 	return mx.Mails()[n-1].From
 }
 
-func e2eDSN(to, rcpt string) string {
-	return strings.ReplaceAll(fmt.Sprintf(`From: MAILER-DAEMON@mx2.example.test
-To: <%s>
-Subject: Undelivered Mail Returned to Sender
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B0"
-
---B0
-Content-Type: text/plain
-
-Your message could not be delivered.
-
---B0
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx2.example.test
-
-Final-Recipient: rfc822; %s
-Action: failed
-Status: 5.1.1
-Remote-MTA: dns; mailstore.example.test
-Diagnostic-Code: smtp; 550 5.1.1 <%s>: Recipient address rejected: User unknown in local recipient table
-
---B0--
-`, to, rcpt, rcpt), "\n", "\r\n")
+// report fills events/testdata/<name>.eml (the events package's test
+// reports) with fields and returns it with CRLF line ends.
+func report(t *testing.T, name string, fields ...string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "events", "testdata", name+".eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(fields); i += 2 {
+		raw = bytes.ReplaceAll(raw, []byte("{{"+fields[i]+"}}"), []byte(fields[i+1]))
+	}
+	return bytes.ReplaceAll(raw, []byte("\n"), []byte("\r\n"))
 }
 
-func e2eARF(to, returnPath, rcpt string) string {
-	return strings.ReplaceAll(fmt.Sprintf(`From: feedback@provider.test
-To: %s
-Subject: Abuse report
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=feedback-report; boundary="A0"
-
---A0
-Content-Type: text/plain
-
-This is an email abuse report.
-
---A0
-Content-Type: message/feedback-report
-
-Feedback-Type: abuse
-User-Agent: TestFBL/1.0
-Version: 1
-Original-Mail-From: <%s>
-Original-Rcpt-To: <%s>
-
---A0
-Content-Type: message/rfc822
-
-Return-Path: <%s>
-From: news@sender.test
-To: %s
-Subject: Sale
-
-Buy now.
---A0--
-`, to, returnPath, rcpt, returnPath, rcpt), "\n", "\r\n")
+func e2eDSN(t *testing.T, to, rcpt string) []byte {
+	return report(t, "dsn", "TO", to, "RP", to, "RCPT", rcpt, "ACTION", "failed", "STATUS", "5.1.1",
+		"DIAG", "550 5.1.1 <"+rcpt+">: Recipient address rejected: User unknown in local recipient table")
 }
 
 func TestBouncesComplaintsWebhooksE2E(t *testing.T) {
@@ -190,7 +151,7 @@ max_backoff = "1s"
 
 	// 2. An asynchronous DSN over SMTP to the inbound listener suppresses
 	// bob in his stream; the next message to him is not sent.
-	if err := smtp.SendMail(bounceAddr, nil, "", []string{rp}, []byte(e2eDSN(rp, "bob@example.test"))); err != nil {
+	if err := smtp.SendMail(bounceAddr, nil, "", []string{rp}, e2eDSN(t, rp, "bob@example.test")); err != nil {
 		t.Fatalf("send DSN to the inbound listener: %v", err)
 	}
 	waitFor(t, 10*time.Second, "bob suppressed", func() bool { return e.suppressedIn("transactional", "bob@example.test") })
@@ -205,7 +166,7 @@ max_backoff = "1s"
 
 	// 3. A forged token is ignored and counted.
 	forged := "bounces+" + strings.Repeat("a", 52) + "@bounce.petrel.test"
-	if err := smtp.SendMail(bounceAddr, nil, "", []string{forged}, []byte(e2eDSN(forged, "dan@example.test"))); err != nil {
+	if err := smtp.SendMail(bounceAddr, nil, "", []string{forged}, e2eDSN(t, forged, "dan@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "forged counter", func() bool {
@@ -222,7 +183,7 @@ max_backoff = "1s"
 	}
 	rp2 := returnPathOf(t, mx, 2)
 	if err := smtp.SendMail(bounceAddr, nil, "feedback@provider.test", []string{"fbl@petrel.test"},
-		[]byte(e2eARF("fbl@petrel.test", rp2, "carol@example.test"))); err != nil {
+		report(t, "arf", "TO", "fbl@petrel.test", "RP", rp2, "RCPT", "carol@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "carol suppressed in marketing", func() bool { return e.suppressedIn("marketing", "carol@example.test") })
