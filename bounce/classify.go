@@ -69,6 +69,10 @@ type reasonSpec struct {
 	Exclude            []string `toml:"exclude"`
 	Phrases            []string `toml:"phrases"`
 	Patterns           []string `toml:"patterns"`
+	// YieldToStatus makes a pass-0 rule give way to a specific status code
+	// (one without a ".0" part that the [status] table names), as
+	// sisimai's decoders let such a code overrule their own verdict.
+	YieldToStatus bool `toml:"yield_to_status"`
 }
 
 // reasonRule is a compiled reasonSpec.
@@ -330,6 +334,12 @@ func (r *Rules) finish(f fact) Classification {
 	return c
 }
 
+// specificStatus reports whether s is a status code that names a cause
+// (none of its parts after the class is 0, as in 5.1.1 but not 5.7.0).
+func specificStatus(s string) bool {
+	return s != "" && !strings.Contains(s, ".0")
+}
+
 func validStatus(s string) bool {
 	m := reStatus.FindString(s)
 	return m != "" && m == s
@@ -533,6 +543,9 @@ func (r *Rules) reason(f *fact) string {
 	// (what sisimai's per-MTA decoders set explicitly).
 	for _, rr := range r.pass[0] {
 		if f.command != "" && slices.Contains(rr.NotCommands, f.command) {
+			continue
+		}
+		if rr.YieldToStatus && specificStatus(f.status) && r.status[f.status] != "" {
 			continue
 		}
 		if r.matches(rr, f) {
