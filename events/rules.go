@@ -59,8 +59,11 @@ func (s *Service) applyEvent(ev queue.Event) error {
 	}
 	switch ev.Type {
 	case "bounced":
+		if localDecision(ev.Reason) {
+			return nil // our own policy refused: nothing is known about the address
+		}
 		reason, hard := bounce.ClassifyReason(ev.Code, ev.Enhanced, ev.Reply)
-		if ev.Reason != "" && ev.Reason != "policy" && ev.Reason != "local" {
+		if ev.Reason != "" {
 			reason = ev.Reason
 		}
 		return s.applyFailure(ev, reason, hard, false)
@@ -72,6 +75,13 @@ func (s *Service) applyEvent(ev queue.Event) error {
 		return s.applyFailure(ev, reason, false, false)
 	}
 	return nil
+}
+
+// localDecision reports whether a delivery reason names a local refusal
+// (shaping policy, suppression, malformed address, local error) rather
+// than a remote answer.
+func localDecision(reason string) bool {
+	return reason == "policy" || reason == "local" || reason == "badaddress" || strings.HasPrefix(reason, "suppressed")
 }
 
 // applyFailure runs the rules for one failed recipient: hard → suppress in

@@ -50,6 +50,11 @@ func TestSyncBounceRules(t *testing.T) {
 	rec("deferred", "marketing", "full@example.test", "s1", 452, "4.2.2", "452 4.2.2 Mailbox full")
 	rec("deferred", "marketing", "full@example.test", "s1", 452, "4.2.2", "452 4.2.2 Mailbox full")
 	rec("deferred", "marketing", "full@example.test", "s2", 452, "4.2.2", "452 4.2.2 Mailbox full")
+	// Our own policy refusals say nothing about the address.
+	if err := w.q.AppendEvents(ctx, []queue.Event{{Type: "bounced", MsgID: "p1", Recipient: "policy@example.test",
+		Stream: "marketing", Reply: "policy: bounce action for example.test: 550 5.1.1 user unknown", Reason: "policy", Attempt: 1}}); err != nil {
+		t.Fatal(err)
+	}
 	// Connection failures say nothing about the mailbox.
 	for i := range 5 {
 		rec("deferred", "marketing", "net@example.test", fmt.Sprintf("n%d", i), 0, "4.4.2", "local: connection refused")
@@ -64,6 +69,7 @@ func TestSyncBounceRules(t *testing.T) {
 		{"marketing", "rep@example.test", false},
 		{"marketing", "full@example.test", false}, // 2 of 3 so far
 		{"marketing", "net@example.test", false},
+		{"marketing", "policy@example.test", false},
 	}
 	for _, c := range checks {
 		if got := w.suppressed(c.stream, c.rcpt); got != c.want {
