@@ -42,6 +42,9 @@ type ruleFile struct {
 	Reason          []reasonSpec      `toml:"reason"`
 	Hint            []hintSpec        `toml:"hint"`
 	Rhost           []rhostSpec       `toml:"rhost"`
+	// Category maps an MTA's own bounce category field
+	// (X-PowerMTA-BounceCategory) to a reason.
+	Category map[string]string `toml:"category"`
 }
 
 // hintSpec decides the reason from a header of the report itself.
@@ -96,7 +99,8 @@ type Rules struct {
 	hardPerm map[string]bool
 	weak     map[string]bool
 	hints    []hintSpec
-	rhosts   []*rhostRule // provider rules; operator ones first
+	category map[string]string // bounce category -> reason
+	rhosts   []*rhostRule      // provider rules; operator ones first
 	nrules   int
 }
 
@@ -170,6 +174,7 @@ func compileRules(base, extra []byte) (*Rules, error) {
 		hard:     map[string]bool{},
 		hardPerm: map[string]bool{},
 		weak:     map[string]bool{},
+		category: map[string]string{},
 	}
 	apply := func(f *ruleFile, operator bool) error {
 		for _, h := range f.Hard {
@@ -197,6 +202,12 @@ func compileRules(base, extra []byte) (*Rules, error) {
 			rhosts = append(rhosts, rh)
 		}
 		r.rhosts = append(rhosts, r.rhosts...)
+		for k, v := range f.Category {
+			if !knownReasons[v] {
+				return fmt.Errorf("category %s: unknown reason %q", k, v)
+			}
+			r.category[strings.ToLower(k)] = v
+		}
 		for k, v := range f.Status {
 			if !knownReasons[v] {
 				return fmt.Errorf("status %s: unknown reason %q", k, v)
@@ -358,6 +369,37 @@ func findStatus(text string) string {
 		return text[loc[0]:loc[1]]
 	}
 	return ""
+}
+
+// textFailureStatus is findStatus skipping success codes (2.x.x) when the
+// text also has a failure code.
+func textFailureStatus(text string) string {
+	first := findStatus(text)
+	if !strings.HasPrefix(first, "2.") {
+		return first
+	}
+	for _, loc := range reStatus.FindAllStringIndex(text, 64) {
+		st := findStatus(text[max(loc[0]-1, 0):min(loc[1]+2, len(text))])
+		if st != "" && st[0] != '2' {
+			return st
+		}
+	}
+	return first
+}
+
+// textFailureReply is findReply skipping 2xx and 3xx replies when the text
+// also has a 4xx or 5xx one.
+func textFailureReply(text string) int {
+	first := findReply(text)
+	if first == 0 || first >= 400 {
+		return first
+	}
+	for _, m := range reReply.FindAllStringSubmatch(text, 64) {
+		if n, _ := strconv.Atoi(m[1]); n >= 400 {
+			return n
+		}
+	}
+	return first
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }

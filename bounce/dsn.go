@@ -39,6 +39,7 @@ func fields(b []byte) []field {
 // dsnRecord is one per-recipient block of a message/delivery-status part.
 type dsnRecord struct {
 	final, original, action, status, remote, diag, diagType string
+	category                                                string // X-PowerMTA-BounceCategory
 }
 
 var reAddr = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`)
@@ -106,6 +107,10 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			if cur != nil {
 				cur.diagType, cur.diag = typedValue(f.value)
 			}
+		case "x-powermta-bouncecategory":
+			if cur != nil {
+				cur.category = strings.ToLower(strings.TrimSpace(f.value))
+			}
 		}
 	}
 	recs = slices.DeleteFunc(recs, func(r *dsnRecord) bool { return r.final == "" && r.original == "" })
@@ -123,6 +128,11 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		if strings.TrimSpace(diag) == "" || len(recs) == 1 && len(diag) < 12 {
 			if p := paragraphFor(text, rcpt, addrs); p != "" {
 				diag = strings.TrimSpace(diag + " " + p)
+				if len(recs) == 1 && rec.diag == "" {
+					// The sentence that explains the reply often
+					// stands in its own paragraph just before it.
+					diag = strings.TrimSpace(leadParagraph(text, rcpt) + " " + diag)
+				}
 			}
 		}
 		ctext := strings.ToLower(squash(diag))
@@ -144,6 +154,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			text:     ctext,
 			action:   rec.action,
 			diagType: rec.diagType,
+			hint:     r.category[rec.category],
 		}
 		f.code = findReply(diag)
 		f.command = commandFor(diag, text, rcpt)
@@ -204,6 +215,9 @@ func paragraphFor(text, rcpt string, others []string) string {
 		return ""
 	}
 	start := strings.LastIndexByte(lower[:i], '\n') + 1
+	if s, e, ok := sendmailResult(lower, start); ok {
+		return text[s:e]
+	}
 	end := len(lower)
 	// The paragraph ends where a line starts with another recipient.
 	for _, o := range others {
@@ -231,6 +245,58 @@ func paragraphFor(text, rcpt string, others []string) string {
 		end = start + 2000
 	}
 	return text[start:end]
+}
+
+// leadParagraph returns the paragraph just before the one that starts
+// with the line naming rcpt, when it is short (one or two sentences).
+func leadParagraph(text, rcpt string) string {
+	lower := asciiLower(text)
+	i := strings.Index(lower, rcpt)
+	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndexByte(lower[:i], '\n') + 1
+	before := strings.TrimRight(text[:start], " \t\r\n")
+	if len(before) == len(text[:start]) || !strings.Contains(text[len(before):start], "\n\n") {
+		return "" // the line does not start a paragraph
+	}
+	p := before
+	if j := strings.LastIndex(before, "\n\n"); j >= 0 {
+		p = before[j+2:]
+	}
+	if p = strings.TrimSpace(p); len(p) > 200 {
+		return ""
+	}
+	return p
+}
+
+// reSendmailResult matches a sendmail result line for one recipient
+// ("554 <rcpt>... Remote protocol error").
+var reSendmailResult = regexp.MustCompile(`^[ \t]*[245]\d\d[ -]<?[^\s<>]+@[^\s<>]+?>?\.\.\. `)
+
+// sendmailResult reports whether the line of lower starting at start is a
+// sendmail result line; if so, the recipient's text is that line plus the
+// session lines just before it (">>> MAIL From:...", "<<< 501 ..."), which
+// carry the reply it reports. The result lines of other recipients,
+// before or after, are not part of it.
+func sendmailResult(lower string, start int) (s, e int, ok bool) {
+	e = len(lower)
+	if j := strings.IndexByte(lower[start:], '\n'); j >= 0 {
+		e = start + j
+	}
+	if !reSendmailResult.MatchString(lower[start:e]) {
+		return 0, 0, false
+	}
+	s = start
+	for s > 0 {
+		ps := strings.LastIndexByte(lower[:s-1], '\n') + 1
+		line := strings.TrimSpace(lower[ps : s-1])
+		if !strings.HasPrefix(line, "<<<") && !strings.HasPrefix(line, ">>>") {
+			break
+		}
+		s = ps
+	}
+	return s, e, true
 }
 
 // parseARF reads an RFC 5965 feedback report.
@@ -327,8 +393,11 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
 		}
 		diag = squash(diag)
 		f := fact{text: strings.ToLower(diag)}
-		f.status = findStatus(diag)
-		f.code = findReply(diag)
+		// A report without delivery-status fields is about a failure:
+		// success replies in a quoted transcript ("Out: 250 2.1.5 Ok")
+		// are not its status.
+		f.status = textFailureStatus(diag)
+		f.code = textFailureReply(diag)
 		f.command = commandFor(diag, text, a)
 		f.hint = r.hint(h)
 		f.domain = domainOf(a)

@@ -358,6 +358,10 @@ var reOriginal = regexp.MustCompile(`(?im)^[ \t]*(?:` + strings.Join([]string{
 	`-+ ?end of non-delivery report`,
 	`\|-+ ?original message`,
 	`-+ ?forwarded message`,
+	`included is a copy of the message header`, // MXLogic (Exim)
+	`original mail as follows`,                 // fml
+	`below is a copy of the original message`,  // OpenSMTPD
+	`-+ ?this is a copy of your message`,       // Exim
 }, "|") + `).*$`)
 
 // splitOriginal cuts text at the first marker of an included original;
