@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // field is one unfolded "Name: value" line of a report part.
@@ -40,6 +41,7 @@ func fields(b []byte) []field {
 type dsnRecord struct {
 	final, original, action, status, remote, diag, diagType string
 	category                                                string // X-PowerMTA-BounceCategory
+	statusNote                                              string // "(host name lookup failure)" after Status
 }
 
 var reAddr = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`)
@@ -98,6 +100,9 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 				if m := reStatus.FindString(f.value); m != "" {
 					cur.status = m
 				}
+				if i, j := strings.IndexByte(f.value, '('), strings.LastIndexByte(f.value, ')'); i >= 0 && j > i {
+					cur.statusNote = strings.TrimSpace(f.value[i+1 : j])
+				}
 			}
 		case "remote-mta":
 			if cur != nil {
@@ -125,6 +130,11 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			rcpt = firstNonEmpty(rec.original, rcpt)
 		}
 		diag := rec.diag
+		if strings.TrimSpace(diag) == "" {
+			// Without a Diagnostic-Code, the comment after the
+			// status code is the only text about the failure.
+			diag = rec.statusNote
+		}
 		if strings.TrimSpace(diag) == "" || len(recs) == 1 && len(diag) < 12 {
 			if p := paragraphFor(text, rcpt, addrs); p != "" {
 				diag = strings.TrimSpace(diag + " " + p)
@@ -185,7 +195,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		})
 	}
 	if len(recs) == 0 {
-		r.parseText(rep, h, errText)
+		r.parseText(rep, h, errText, true)
 	}
 }
 
@@ -331,7 +341,11 @@ func (r *Rules) parseARF(rep *Report, part []byte) {
 // parseText handles bounces without a delivery-status part: it finds the
 // failed addresses in the human-readable text and classifies the text
 // around each.
-func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
+//
+// fromDSN is set for a delivery-status part without per-recipient fields:
+// then only the text about each recipient counts, as the rest of the
+// notification is the MTA's boilerplate.
+func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bool) {
 	text := string(errText)
 	skip := map[string]bool{}
 	for _, k := range []string{"From", "To", "Reply-To", "Sender", "Return-Path"} {
@@ -390,6 +404,11 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
 		diag := text
 		if len(addrs) > 1 {
 			diag = paragraphFor(text, a, addrs)
+		} else if p := paragraphFor(text, a, addrs); fromDSN && p != "" {
+			diag = p
+			if !hasWords(strings.ReplaceAll(asciiLower(p), a, "")) {
+				diag = "" // the address alone, as in a list of failed recipients
+			}
 		}
 		diag = squash(diag)
 		f := fact{text: strings.ToLower(diag)}
@@ -411,6 +430,21 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte) {
 			Diagnostic: diag,
 		})
 	}
+}
+
+// hasWords reports whether s has a run of two or more letters.
+func hasWords(s string) bool {
+	run := 0
+	for _, c := range s {
+		if unicode.IsLetter(c) {
+			if run++; run >= 2 {
+				return true
+			}
+		} else {
+			run = 0
+		}
+	}
+	return false
 }
 
 // reRcptLine matches a line that names a failed recipient by itself.

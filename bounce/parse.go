@@ -174,7 +174,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		rep.Bounces = []Bounce{{Recipient: from, Reason: "vacation", Diagnostic: firstLines(string(textPart), 5)}}
 	case r.parseSES(rep, textPart):
 	default:
-		r.parseText(rep, msg.Header, errText)
+		r.parseText(rep, msg.Header, errText, false)
 	}
 	return rep, nil
 }
