@@ -98,8 +98,14 @@ func (s *Service) applyFailure(ev queue.Event, reason string, hard, async bool) 
 		s.log.Info("recipient suppressed: hard bounce", "stream", stream, "rcpt", ev.Recipient, "reason", reason, "msg", ev.MsgID, "async", async)
 	case aboutUs[reason]:
 		if async && s.o.Observer != nil {
-			s.o.Observer.Observe(delivery.Dest{Domain: domainOf(ev.Recipient), MXHost: strings.ToLower(ev.RemoteMX), Stream: stream},
-				"", ev.Code, ev.Enhanced, ev.Reply)
+			egresses := []string{"default"}
+			if s.o.Egresses != nil {
+				egresses = s.o.Egresses(stream)
+			}
+			d := delivery.Dest{Domain: domainOf(ev.Recipient), MXHost: strings.ToLower(ev.RemoteMX), Stream: stream}
+			for _, eg := range egresses {
+				s.o.Observer.Observe(d, eg, ev.Code, ev.Enhanced, ev.Reply)
+			}
 		}
 	case recipientSoft[reason]:
 		return s.countSoft(stream, ev.Recipient, ev.MsgID, ev.Time, reason)

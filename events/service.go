@@ -50,6 +50,10 @@ type Options struct {
 	Suppressor Suppressor
 	// Observer receives "about us" asynchronous replies; nil drops them.
 	Observer Observer
+	// Egresses names the egress sources that may have sent mail of a
+	// stream: a report does not say which one did, so each is told. nil
+	// means the single source "default".
+	Egresses func(stream string) []string
 	// Dir is the service's own Pebble store (soft-bounce counts, pauses);
 	// required.
 	Dir string

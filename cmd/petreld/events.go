@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/bounce"
+	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/events"
 	"github.com/petrel-mta/petrel/internal/httpapi"
@@ -44,6 +45,7 @@ func (p *eventsPart) setup(d *daemon, q *queue.Queue, pol *policy.Engine, sh *sh
 		Queue:      q,
 		Suppressor: pol,
 		Observer:   sh,
+		Egresses:   egressesFor(d.cfg.Shaping),
 		Dir:        filepath.Join(d.cfg.DataDir, "feedback"),
 		Registry:   reg,
 		Logger:     d.log.With("component", "events"),
@@ -112,4 +114,32 @@ func (p *eventsPart) shutdown(ctx context.Context) error {
 		return fmt.Errorf("bounce inbound: %w", err)
 	}
 	return nil
+}
+
+// egressesFor returns, per stream, the source names of the egress pool
+// the stream uses (as policy/shaping picks it: [shaping.streams], else
+// the pool "default", else the first pool; no pools means one source
+// "default").
+func egressesFor(sc config.ShapingConfig) func(stream string) []string {
+	return func(stream string) []string {
+		if len(sc.Pools) == 0 {
+			return []string{"default"}
+		}
+		pick := sc.Pools[0]
+		want, ok := sc.Streams[stream]
+		if !ok {
+			want = "default"
+		}
+		for _, p := range sc.Pools {
+			if p.Name == want {
+				pick = p
+				break
+			}
+		}
+		var names []string
+		for _, s := range pick.Sources {
+			names = append(names, s.Name)
+		}
+		return names
+	}
 }
