@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -118,50 +119,124 @@ func (q *Queue) change(id string, sync bool, fn func(mt *msgTxn, idx int, r *rcp
 	if !ok {
 		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	n := 0
-	if err := mt.eachRcpt(func(idx int, r *rcptRec) error {
+	n, err := mt.changeAll(fn)
+	if err != nil || n == 0 {
+		mt.abort()
+		return 0, err
+	}
+	return n, mt.finish(sync)
+}
+
+// changeAll applies fn to every recipient of mt; n counts the changed.
+func (mt *msgTxn) changeAll(fn func(mt *msgTxn, idx int, r *rcptRec) (bool, error)) (n int, err error) {
+	err = mt.eachRcpt(func(idx int, r *rcptRec) error {
 		changed, err := fn(mt, idx, r)
 		if changed {
 			n++
 		}
 		return err
-	}); err != nil {
-		mt.abort()
-		return 0, err
-	}
-	if n == 0 {
-		mt.abort()
-		return 0, nil
-	}
-	return n, mt.finish(sync)
+	})
+	return n, err
 }
 
-// forEachMessage runs one per live message (oldest first), each
-// committed without sync, then syncs the WAL once.
-func (q *Queue) forEachMessage(ctx context.Context, one func(id string) (int, error)) (int, error) {
+// bulkChunk is how many messages a bulk change commits per synced batch.
+const bulkChunk = 1000
+
+// multi is one synced batch of changes to many messages: it holds the
+// stripe of every message it touched until commit.
+type multi struct {
+	q    *Queue
+	t    *txn
+	held map[*sync.Mutex]bool
+}
+
+// newMulti starts a multi-message batch; the caller holds q.bulkMu.
+func (q *Queue) newMulti() *multi {
+	return &multi{q: q, t: q.newTxn(), held: make(map[*sync.Mutex]bool)}
+}
+
+// change applies fn to the recipients of message id inside the batch.
+func (m *multi) change(id string, fn func(mt *msgTxn, idx int, r *rcptRec) (bool, error)) (int, error) {
+	if mu := m.q.stripe(id); !m.held[mu] {
+		mu.Lock()
+		m.held[mu] = true
+	}
+	mt, ok, err := m.q.loadMsgIn(m.t, id, nil)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	n, err := mt.changeAll(fn)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	return n, mt.finishWrites()
+}
+
+// commit commits the batch synced (abort instead if err is not nil) and
+// releases the stripes.
+func (m *multi) commit(err error) error {
+	if err == nil {
+		err = m.t.commit(true)
+	} else {
+		m.t.abort()
+	}
+	for mu := range m.held {
+		mu.Unlock()
+	}
+	return err
+}
+
+// changeMany applies fnFor(id) to the messages ids (skipping vanished
+// ones) in one synced batch; n counts changed recipients if it commits.
+func (q *Queue) changeMany(ctx context.Context, ids []string, fnFor func(id string) func(*msgTxn, int, *rcptRec) (bool, error)) (int, error) {
+	m := q.newMulti()
+	n := 0
+	var err error
+	for _, id := range ids {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		var k int
+		k, err = m.change(id, fnFor(id))
+		if errors.Is(err, ErrNotFound) {
+			err = nil
+		}
+		if err != nil {
+			break
+		}
+		n += k
+	}
+	if err := m.commit(err); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// forEachMessage runs one per live message (oldest first), bulkChunk
+// messages per synced batch.
+func (q *Queue) forEachMessage(ctx context.Context, fn func(mt *msgTxn, idx int, r *rcptRec) (bool, error)) (int, error) {
+	q.bulkMu.Lock()
+	defer q.bulkMu.Unlock()
 	total := 0
 	lower := []byte{pMeta}
 	for {
-		ids, err := q.idsFrom(lower, 1000)
+		ids, err := q.idsFrom(lower, bulkChunk)
 		if err != nil {
 			return total, err
 		}
-		for _, id := range ids {
-			if err := ctx.Err(); err != nil {
-				return total, err
-			}
-			n, err := one(id)
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return total, err
-			}
-			total += n
+		n, err := q.changeMany(ctx, ids, func(string) func(*msgTxn, int, *rcptRec) (bool, error) { return fn })
+		total += n
+		if err != nil {
+			return total, err
 		}
-		if len(ids) < 1000 {
-			break
+		if len(ids) < bulkChunk {
+			return total, nil
 		}
 		lower = append(msgKey(pMeta, ids[len(ids)-1]), 0)
 	}
-	return total, q.syncWAL()
 }
 
 func (q *Queue) idsFrom(lower []byte, n int) ([]string, error) {
@@ -180,13 +255,6 @@ func (q *Queue) idsFrom(lower []byte, n int) ([]string, error) {
 	return ids, nil
 }
 
-func (q *Queue) syncWAL() error {
-	if err := q.db.LogData(nil, pebble.Sync); err != nil {
-		return fmt.Errorf("queue: sync: %w", err)
-	}
-	return nil
-}
-
 // bulk runs fn on one message (synced) or, for msgID "", on all.
 func (q *Queue) bulk(ctx context.Context, msgID string, fn func(mt *msgTxn, idx int, r *rcptRec) (bool, error)) (int, error) {
 	if err := ctx.Err(); err != nil {
@@ -202,7 +270,7 @@ func (q *Queue) bulk(ctx context.Context, msgID string, fn func(mt *msgTxn, idx 
 		}
 		return q.change(msgID, true, fn)
 	}
-	return q.forEachMessage(ctx, func(id string) (int, error) { return q.change(id, false, fn) })
+	return q.forEachMessage(ctx, fn)
 }
 
 // Hold stops delivery of a message's live recipients (msgID "" = all).
@@ -245,7 +313,8 @@ func (q *Queue) Delete(ctx context.Context, msgID string) (int, error) {
 	})
 }
 
-// Flush makes every deferred recipient that is not yet due due now.
+// Flush makes every deferred recipient that is not yet due due now,
+// 1000 schedule entries per synced batch.
 func (q *Queue) Flush(ctx context.Context) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -254,11 +323,13 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer q.exit()
+	q.bulkMu.Lock()
+	defer q.bulkMu.Unlock()
 	now := q.now().UnixNano()
 	lower := schedBound(now + 1)
 	total := 0
 	for {
-		ents, err := q.schedFrom(lower, 1000)
+		ents, err := q.schedFrom(lower, bulkChunk)
 		if err != nil {
 			return total, err
 		}
@@ -271,30 +342,27 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 			}
 			byMsg[e.id][e.idx] = e.due
 		}
-		for _, id := range order {
-			if err := ctx.Err(); err != nil {
-				return total, err
-			}
+		n, err := q.changeMany(ctx, order, func(id string) func(*msgTxn, int, *rcptRec) (bool, error) {
 			want := byMsg[id]
-			n, err := q.change(id, false, func(mt *msgTxn, idx int, r *rcptRec) (bool, error) {
+			return func(mt *msgTxn, idx int, r *rcptRec) (bool, error) {
 				due, ok := want[idx]
 				if !ok || r.State != StateDeferred || r.Due != due {
 					return false, nil
 				}
 				return true, mt.transition(idx, r, StateDeferred, now, Event{Type: noEvent})
-			})
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return total, err
 			}
-			total += n
+		})
+		total += n
+		if err != nil {
+			return total, err
 		}
-		if len(ents) < 1000 {
+		if len(ents) < bulkChunk {
 			break
 		}
 		last := ents[len(ents)-1]
 		lower = append(schedKey(last.due, last.domain, last.id, last.idx), 0)
 	}
-	return total, q.syncWAL()
+	return total, nil
 }
 
 func (q *Queue) schedFrom(lower []byte, n int) ([]schedEntry, error) {

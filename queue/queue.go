@@ -69,6 +69,9 @@ type Queue struct {
 
 	// stripes serialise read-modify-write of one message's keys.
 	stripes [256]sync.Mutex
+	// bulkMu serialises bulk changes, which hold many stripes at once
+	// (two of them locking stripes in different orders could deadlock).
+	bulkMu sync.Mutex
 
 	sched scheduler
 
@@ -141,9 +144,11 @@ func Open(dir string, opts Options) (*Queue, error) {
 // short-lived keys, point reads, bounded memory.
 func pebbleOptions(log *slog.Logger) *pebble.Options {
 	o := &pebble.Options{
-		// Memtables: 16 MiB each, at most 4 queued before writes stall:
-		// bounds memtable memory at 64 MiB.
-		MemTableSize:                16 << 20,
+		// Memtables: 8 MiB each, at most 4 queued before writes stall:
+		// bounds memtable memory at 32 MiB. A message's body usually dies
+		// (delivered) in the memtable it was written to, so larger ones
+		// buy little; every MiB here is resident.
+		MemTableSize:                8 << 20,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		L0StopWritesThreshold:       24,
@@ -164,9 +169,13 @@ func pebbleOptions(log *slog.Logger) *pebble.Options {
 		}
 	}
 	// Pebble reserves memtable memory inside the block cache, so the
-	// cache must be well above the memtables' worst case (4 x 16 MiB) or
-	// nothing gets cached at all. Total: 96 MiB, memtables included.
-	o.Cache = pebble.NewCache(96 << 20)
+	// cache must be well above the memtables' worst case (4 x 8 MiB) or
+	// nothing gets cached at all. Total: 64 MiB, memtables included
+	// (allocated outside the Go heap, so it adds to RSS as is). Blocks
+	// that do not fit are re-read from the OS page cache, which is not
+	// petreld's RSS: with 1M messages queued the hot set is the schedule
+	// and recipient keys, not bodies.
+	o.Cache = pebble.NewCache(64 << 20)
 	return o.EnsureDefaults()
 }
 

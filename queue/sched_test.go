@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -656,4 +658,60 @@ func TestCloseDuringOperations(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged before Close", len(acked))
+}
+
+// TestBulkChangesAcrossBatches runs Hold(""), Release("") and Flush over
+// queues smaller than, equal to and larger than one bulk batch
+// (bulkChunk messages per synced batch): every recipient must change
+// exactly once and the counters must follow.
+func TestBulkChangesAcrossBatches(t *testing.T) {
+	for _, n := range []int{1, bulkChunk, 2*bulkChunk + 345} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			clk := newClock()
+			q := openTest(t, t.TempDir(), Options{Now: clk.Now})
+			ctx := ctxT(t)
+			for i := range n {
+				mustEnqueue(t, q, "s@src.test", []string{fmt.Sprintf("a%d@x.test", i), fmt.Sprintf("b%d@y.test", i)}, "m")
+			}
+			if got, err := q.Hold(ctx, ""); err != nil || got != 2*n {
+				t.Fatalf("Hold all = %d, %v; want %d", got, err, 2*n)
+			}
+			if s := q.Stats(); s.Held != int64(2*n) || s.Queued != 0 {
+				t.Fatalf("after hold: %+v", s)
+			}
+			noNext(t, q)
+			if got, err := q.Release(ctx, ""); err != nil || got != 2*n {
+				t.Fatalf("Release all = %d, %v; want %d", got, err, 2*n)
+			}
+			// Defer every recipient once (one batch per message and
+			// domain), then flush them all due.
+			for range 2 * n {
+				b := mustNext(t, q)
+				if err := q.Complete(ctx, b, results(b, Deferred, 451, "451 later")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if s := q.Stats(); s.Deferred != int64(2*n) || s.Held != 0 || s.Queued != 0 {
+				t.Fatalf("after deferral: %+v", s)
+			}
+			noNext(t, q)
+			if got, err := q.Flush(ctx); err != nil || got != 2*n {
+				t.Fatalf("Flush = %d, %v; want %d", got, err, 2*n)
+			}
+			if got, err := q.Flush(ctx); err != nil || got != 0 {
+				t.Fatalf("second Flush = %d, %v; want 0", got, err)
+			}
+			seen := 0
+			for seen < 2*n {
+				b := mustNext(t, q)
+				seen += len(b.Rcpts)
+				if err := q.Complete(ctx, b, results(b, Delivered, 250, "ok")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if s := q.Stats(); s.Live != 0 || s.Messages != 0 {
+				t.Fatalf("after delivery: %+v", s)
+			}
+		})
+	}
 }

@@ -173,6 +173,17 @@ type msgTxn struct {
 	// rcpts holds recipients read or changed in this txn.
 	rcpts    map[int]*rcptRec
 	failures []Failure
+	// shared: the txn belongs to a caller batching several messages; it
+	// commits or aborts it, so abort and finish leave it alone.
+	shared bool
+}
+
+// abort discards the txn unless it is shared (then the caller, seeing
+// the error, aborts it).
+func (mt *msgTxn) abort() {
+	if !mt.shared {
+		mt.txn.abort()
+	}
 }
 
 // loadMsg reads a message's m and l keys; found is false if it is gone.
@@ -184,7 +195,16 @@ func (q *Queue) loadMsg(id string) (*msgTxn, bool, error) {
 // changes once written); only the l key is read to see the message is
 // still there.
 func (q *Queue) loadMsgWith(id string, meta *metaRec) (*msgTxn, bool, error) {
-	mt := &msgTxn{txn: q.newTxn(), id: id, rcpts: make(map[int]*rcptRec)}
+	return q.loadMsgIn(nil, id, meta)
+}
+
+// loadMsgIn is loadMsgWith writing into t (shared by several messages,
+// committed by the caller) instead of a txn of its own when t is not nil.
+func (q *Queue) loadMsgIn(t *txn, id string, meta *metaRec) (*msgTxn, bool, error) {
+	mt := &msgTxn{txn: t, shared: t != nil, id: id, rcpts: make(map[int]*rcptRec)}
+	if t == nil {
+		mt.txn = q.newTxn()
+	}
 	if meta != nil {
 		mt.meta = *meta
 	} else {
@@ -362,8 +382,20 @@ func (mt *msgTxn) expire(idx int, r *rcptRec) error {
 
 // finish writes the live count, or, when no recipient is live any more,
 // replaces the message by its tombstone; and enqueues the DSN for
-// failures. Then it commits.
+// failures. Then it commits (unless the txn is shared).
 func (mt *msgTxn) finish(sync bool) error {
+	if err := mt.finishWrites(); err != nil {
+		return err
+	}
+	if mt.shared {
+		return nil
+	}
+	return mt.commit(sync)
+}
+
+// finishWrites is finish without the commit; on error the txn is
+// aborted (unless shared).
+func (mt *msgTxn) finishWrites() error {
 	q := mt.q
 	if len(mt.failures) > 0 && mt.meta.From != "" && q.opts.OnFailure != nil {
 		body, ok, err := get(q.db, msgKey(pBody, mt.id))
@@ -387,7 +419,7 @@ func (mt *msgTxn) finish(sync bool) error {
 			mt.abort()
 			return fmt.Errorf("queue: batch: %w", err)
 		}
-		return mt.commit(sync)
+		return nil
 	}
 	info := MessageInfo{ID: mt.id, From: mt.meta.From, Stream: mt.meta.Stream, Campaign: mt.meta.Campaign,
 		Source: mt.meta.Source, Size: mt.meta.Size, Created: time.Unix(0, mt.meta.Created).UTC()}
@@ -427,5 +459,5 @@ func (mt *msgTxn) finish(sync bool) error {
 		}
 	}
 	mt.deltas[cntMessages]--
-	return mt.commit(sync)
+	return nil
 }
