@@ -39,6 +39,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(vacationSeed))
 	f.Add([]byte("Content-Type: multipart/report; boundary=x\r\n\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822;a@b\r\nStatus: 5.1.1\r\n--x--\r\n"))
 	f.Add([]byte(""))
+	for _, m := range shapeMessages {
+		f.Add([]byte(m.raw))
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		rep, err := Parse(raw)
 		if err == nil && rep == nil {
@@ -80,6 +83,7 @@ func FuzzClassify(f *testing.F) {
 	f.Add(550, "5.1.1", "5.1.1 user unknown")
 	f.Add(421, "", "4.7.0 try again later")
 	f.Add(0, "9.9.9", strings.Repeat("x", 300))
+	f.Add(554, "5.7.0", "554 554 5.7.0 Header error (state 18).")
 	f.Fuzz(func(t *testing.T, code int, enhanced, text string) {
 		c := Classify(code, enhanced, text)
 		if !knownReasons[c.Reason] {
