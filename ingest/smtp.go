@@ -278,6 +278,48 @@ type session struct {
 	from     string
 	mailOpts smtp.MailOptions
 	rcpts    []string
+	// data is the DATA buffer, reused by the session's next message (the
+	// pipeline copies the message before it returns) unless it grew past
+	// maxKeptData.
+	data []byte
+}
+
+// DATA buffer sizing: the first allocation of a session, and the largest
+// buffer kept for its next message.
+const (
+	initialData = 16 << 10
+	maxKeptData = 1 << 20
+)
+
+// readData reads the DATA stream into the session's buffer, sized up
+// front from the SIZE parameter when the client gave one, so the common
+// message is read without regrowing and copying its buffer.
+func (se *session) readData(r io.Reader) ([]byte, error) {
+	buf := se.data[:0]
+	want := initialData
+	if n := se.mailOpts.Size; n > 0 && n+1024 <= se.s.opts.SMTP.MaxMessageSize {
+		want = max(want, int(n)+1024)
+	}
+	if cap(buf) < want {
+		buf = make([]byte, 0, want)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cap(buf) <= maxKeptData {
+		se.data = buf
+	}
+	return buf, nil
 }
 
 // SMTP replies ingest chooses (go-smtp produces the rest).
@@ -372,7 +414,7 @@ func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (se *session) Data(r io.Reader) error {
-	msg, err := io.ReadAll(r)
+	msg, err := se.readData(r)
 	if err != nil {
 		if errors.Is(err, smtp.ErrDataTooLarge) {
 			se.s.p.m.message("smtp", resultRejected)
