@@ -168,6 +168,13 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		r.parseARF(rep, arfPart)
 	case dsnPart != nil:
 		r.parseDSN(rep, msg.Header, dsnPart, errText)
+	case strings.EqualFold(strings.TrimSpace(msg.Header.Get("X-Apple-Unsubscribe")), "true"):
+		// Apple Mail's one-click unsubscribe: a mail to the List-Unsubscribe
+		// mailto address, marked auto-replied. It is an opt-out, not a
+		// vacation notice.
+		rep.Kind = KindARF
+		rep.FeedbackType = "opt-out"
+		rep.Bounces = []Bounce{{Recipient: addrOf(msg.Header.Get("From")), Reason: "feedback", Diagnostic: "opt-out"}}
 	case isAutoReply(msg.Header, rep.Subject):
 		rep.Kind = KindAutoReply
 		from := addrOf(msg.Header.Get("From"))

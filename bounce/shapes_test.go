@@ -78,6 +78,12 @@ var shapeMessages = []struct {
 			"Final-Recipient: rfc822; hal@example.jp\nAction: failed\nStatus: 5.0.0\n\n--b--\n",
 		want: map[string]string{"hal@example.jp": "suspend"},
 	},
+	{
+		name: "Apple Mail unsubscribe is an opt-out, not a vacation notice",
+		raw: "From: ivy@icloud.example\nTo: opt-out-1@example.org\nSubject: unsubscribe\nAuto-Submitted: auto-replied\n" +
+			"X-Apple-Unsubscribe: true\n\nApple Mail sent this email to unsubscribe from the message.\n",
+		want: map[string]string{"ivy@icloud.example": "feedback"},
+	},
 }
 
 // TestParseShapes parses the hand-written reports of shapeMessages.
