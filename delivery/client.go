@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -370,12 +369,7 @@ func (c *smtpConn) transaction(ctx context.Context, mail string, rcpts []string,
 	}
 	c.nc.SetDeadline(time.Now().Add(c.to.data))
 	res.dataSent = true
-	dw := textproto.NewWriter(c.bw).DotWriter()
-	if _, err := dw.Write(body); err != nil {
-		res.err = fmt.Errorf("write data: %w", err)
-		return res
-	}
-	if err := dw.Close(); err != nil {
+	if err := writeDotStuffed(c.bw, body); err != nil {
 		res.err = fmt.Errorf("write data: %w", err)
 		return res
 	}

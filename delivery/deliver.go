@@ -286,10 +286,13 @@ func (d *Deliverer) Deliver(ctx context.Context, b *queue.Batch, body []byte) []
 		}
 	}
 	dur := time.Since(start)
+	logged := d.log.Enabled(ctx, slog.LevelInfo) // skip boxing 11 attributes per recipient
 	for i, r := range res {
-		d.log.Info("delivery attempt", "msg_id", b.MsgID, "rcpt", b.Rcpts[i].Addr, "attempt", b.Rcpts[i].Attempts+1,
-			"remote", r.RemoteMX, "code", r.Code, "enhanced", r.Enhanced, "reply", r.Reply,
-			"outcome", outcomeName(r.Outcome), "reason", r.Reason, "duration", dur)
+		if logged {
+			d.log.Info("delivery attempt", "msg_id", b.MsgID, "rcpt", b.Rcpts[i].Addr, "attempt", b.Rcpts[i].Attempts+1,
+				"remote", r.RemoteMX, "code", r.Code, "enhanced", r.Enhanced, "reply", r.Reply,
+				"outcome", outcomeName(r.Outcome), "reason", r.Reason, "duration", dur)
+		}
 		if d.m != nil {
 			d.m.attempts.WithLabelValues(outcomeName(r.Outcome)).Inc()
 		}
