@@ -69,6 +69,14 @@ func (s *Service) Handle(ctx context.Context, rcpt string, raw []byte) error {
 	if rep.Kind == bounce.KindARF {
 		for _, ev := range evs {
 			src := "fbl:" + msgID
+			if ev.Type == "unsubscribed" {
+				stream := firstNonEmpty(ev.Stream, s.o.Bounce.MarketingStream)
+				if err := s.o.Suppressor.Suppress(stream, ev.Recipient, suppress.ReasonUnsubscribe, src); err != nil {
+					return fmt.Errorf("events: suppress unsubscriber: %w", err)
+				}
+				s.log.Info("recipient suppressed: unsubscribe feedback", "stream", stream, "rcpt", ev.Recipient, "msg", msgID)
+				continue
+			}
 			if err := s.o.Suppressor.Suppress(s.o.Bounce.MarketingStream, ev.Recipient, suppress.ReasonComplaint, src); err != nil {
 				return fmt.Errorf("events: suppress complainer: %w", err)
 			}
@@ -164,9 +172,19 @@ func (s *Service) reportEvents(rep *bounce.Report, info *queue.MessageInfo, idx 
 				ev.Reason = "vacation"
 			}
 		case bounce.KindARF:
-			ev.Type = "complained"
-			ev.Reason = "feedback"
 			ev.Reply = firstNonEmpty(rep.FeedbackType, "abuse")
+			switch strings.ToLower(rep.FeedbackType) {
+			case "opt-out", "unsubscribe":
+				// A provider's unsubscribe (Apple Mail, FBL opt-out):
+				// the recipient leaves the list; not a spam complaint.
+				ev.Type = "unsubscribed"
+				ev.Reason = "unsubscribe"
+			case "not-spam":
+				continue // a reversal of an earlier verdict: nothing to act on
+			default:
+				ev.Type = "complained"
+				ev.Reason = "feedback"
+			}
 		default:
 			action := strings.ToLower(b.Action)
 			switch {

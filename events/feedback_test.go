@@ -73,6 +73,15 @@ func TestFeedbackReports(t *testing.T) {
 				suppressedIn: []string{"marketing"}, notSuppressedIn: []string{"transactional"}, forged: 1},
 		},
 		{
+			name: "ARF opt-out unsubscribes in the message's stream, no complaint", stream: "marketing",
+			rcpts: []string{"jill@example.test"},
+			report: func(id string) (string, []byte) {
+				return "fbl@petrel.test", arfType("opt-out", "fbl@petrel.test", w.verp.Encode(id, 0), "jill@example.test")
+			},
+			want: want{event: "unsubscribed", rcpt: "jill@example.test", reason: "unsubscribe",
+				suppressedIn: []string{"marketing"}, notSuppressedIn: []string{"transactional"}, forged: 1},
+		},
+		{
 			name: "auto-reply is recorded, not a bounce", stream: "marketing",
 			rcpts: []string{"hank@example.test"},
 			report: func(id string) (string, []byte) {
@@ -100,7 +109,7 @@ func TestFeedbackReports(t *testing.T) {
 				t.Fatalf("Handle: %v", err)
 			}
 			var got []string
-			for _, typ := range []string{"bounced", "deferred", "complained", "autoreply"} {
+			for _, typ := range []string{"bounced", "deferred", "complained", "unsubscribed", "autoreply"} {
 				for _, ev := range w.events(typ) {
 					if ev.MsgID != id {
 						continue

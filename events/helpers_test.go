@@ -165,7 +165,12 @@ func dsn(returnPath, rcpt, action, status, diag string) []byte {
 // arf is an RFC 5965 complaint about rcpt for a message sent with
 // returnPath.
 func arf(to, returnPath, rcpt string) []byte {
-	return report("arf", map[string]string{"TO": to, "RP": returnPath, "RCPT": rcpt})
+	return arfType("abuse", to, returnPath, rcpt)
+}
+
+// arfType is an RFC 5965 report of the given Feedback-Type.
+func arfType(feedbackType, to, returnPath, rcpt string) []byte {
+	return report("arf", map[string]string{"TO": to, "RP": returnPath, "RCPT": rcpt, "FT": feedbackType})
 }
 
 // autoReply is an RFC 3834 vacation reply.
