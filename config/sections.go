@@ -21,6 +21,10 @@ type BounceConfig struct {
 	Domain string `toml:"domain"`
 	// Secret signs VERP tokens (HMAC-SHA256).
 	Secret string `toml:"secret"`
+	// RulesFile is an operator classification rules file (the format of
+	// bounce/rules.toml) merged over the shipped rules: its entries are
+	// tried first. "" uses the shipped rules only.
+	RulesFile string `toml:"rules_file"`
 	// Listen is the "host:port" of the SMTP listener that receives
 	// asynchronous bounces and feedback reports for Domain and
 	// FBLAddresses. Empty (the default) starts no inbound listener.

@@ -18,7 +18,7 @@ import (
 // (the sender gets 451 and retries); reports that cannot be used (forged,
 // unparsable, unmatched) are accepted and dropped, and counted.
 func (s *Service) Handle(ctx context.Context, rcpt string, raw []byte) error {
-	rep, err := bounce.Parse(raw)
+	rep, err := s.rules().Parse(raw)
 	if err != nil || rep == nil {
 		s.m.feedback.WithLabelValues("unknown", "ignored").Inc()
 		s.log.Info("inbound report ignored: not a message", "rcpt", rcpt, "err", err)

@@ -62,7 +62,8 @@ func (s *Service) applyEvent(ev queue.Event) error {
 		if localDecision(ev.Reason) {
 			return nil // our own policy refused: nothing is known about the address
 		}
-		reason, hard := bounce.ClassifyReason(ev.Code, ev.Enhanced, ev.Reply)
+		c := s.rules().Classify(ev.Code, ev.Enhanced, ev.Reply)
+		reason, hard := c.Reason, c.Hard
 		if ev.Reason != "" {
 			reason = ev.Reason
 		}
@@ -71,10 +72,18 @@ func (s *Service) applyEvent(ev queue.Event) error {
 		if ev.Code == 0 {
 			return nil // local or connection failure: says nothing about the mailbox
 		}
-		reason, _ := bounce.ClassifyReason(ev.Code, ev.Enhanced, ev.Reply)
+		reason := s.rules().Classify(ev.Code, ev.Enhanced, ev.Reply).Reason
 		return s.applyFailure(ev, reason, false, false)
 	}
 	return nil
+}
+
+// rules returns the configured classifier rules.
+func (s *Service) rules() *bounce.Rules {
+	if s.o.Rules != nil {
+		return s.o.Rules
+	}
+	return bounce.DefaultRules()
 }
 
 // localDecision reports whether a delivery reason names a local refusal

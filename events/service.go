@@ -48,6 +48,9 @@ type Options struct {
 	Queue Queue
 	// Suppressor receives suppressions; required.
 	Suppressor Suppressor
+	// Rules classify replies and parse reports; nil means
+	// bounce.DefaultRules() (the embedded rules.toml).
+	Rules *bounce.Rules
 	// Observer receives "about us" asynchronous replies; nil drops them.
 	Observer Observer
 	// Egresses names the egress sources that may have sent mail of a

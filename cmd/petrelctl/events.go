@@ -111,15 +111,22 @@ func bounceClassify(_ context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("bounce classify", flag.ContinueOnError)
 	fs.SetOutput(e.Err)
 	reply := fs.String("reply", "", `classify this SMTP reply text instead of a file ("550 5.1.1 user unknown")`)
+	rulesFile := fs.String("rules", "", "operator rules file merged over the shipped rules (as [bounce] rules_file)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
+	}
+	rules := bounce.DefaultRules()
+	if *rulesFile != "" {
+		if rules, err = bounce.LoadRules(*rulesFile); err != nil {
+			return err
+		}
 	}
 	if *reply != "" {
 		if len(pos) > 0 {
 			return errUsage
 		}
-		c := bounce.Classify(0, "", *reply)
+		c := rules.Classify(0, "", *reply)
 		if e.JSON {
 			return e.printJSON(c)
 		}
@@ -138,7 +145,7 @@ func bounceClassify(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read message: %w", err)
 	}
-	rep, err := bounce.Parse(raw)
+	rep, err := rules.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("parse: %w", err)
 	}

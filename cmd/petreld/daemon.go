@@ -40,6 +40,7 @@ type daemon struct {
 	log     *slog.Logger
 
 	q        *queue.Queue
+	rules    *bounce.Rules
 	shaper   *shaping.Shaper
 	policy   *policy.Engine
 	smtp     *ingest.SMTPServer
@@ -57,6 +58,16 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	rules := bounce.DefaultRules()
+	if cfg.Bounce.RulesFile != "" {
+		r, err := bounce.LoadRules(cfg.Bounce.RulesFile)
+		if err != nil {
+			return nil, fmt.Errorf("[bounce] rules_file: %w", err)
+		}
+		rules = r
+	}
+	d.rules = rules
 
 	q, err := queue.Open(filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		RetrySchedule:  cfg.Delivery.Retries(),
@@ -122,7 +133,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Transport:  cfg.TransportFor,
 		Shaper:     d.events.shaper(sh),
 		Suppressor: pol,
-		Classify:   bounce.ClassifyReason,
+		Classify: func(code int, enhanced, text string) (string, bool) {
+			c := rules.Classify(code, enhanced, text)
+			return c.Reason, c.Hard
+		},
 		ReturnPath: returnPath(cfg.Bounce),
 		Logger:     log.With("component", "delivery"),
 		Registry:   reg,

@@ -43,6 +43,7 @@ func (p *eventsPart) setup(d *daemon, q *queue.Queue, pol *policy.Engine, sh *sh
 		Bounce:     d.cfg.Bounce,
 		Webhooks:   d.cfg.Webhooks,
 		Queue:      q,
+		Rules:      d.rules,
 		Suppressor: pol,
 		Observer:   sh,
 		Egresses:   egressesFor(d.cfg.Shaping),

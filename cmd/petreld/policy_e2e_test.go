@@ -296,3 +296,46 @@ func TestVerifyAtIngest(t *testing.T) {
 		t.Fatalf("petrelctl verify: %v\n%s", err, out)
 	}
 }
+
+// TestBounceRulesFile: an operator rules file ([bounce] rules_file) is
+// used by the running daemon to classify a synchronous reply the shipped
+// rules would call a hard user error: the operator says the provider's
+// code ACME-ERR-42 is about our reputation, so the recipient is not
+// suppressed. `petrelctl bounce classify -rules` gives the same answer.
+func TestBounceRulesFile(t *testing.T) {
+	e := newEnv(t)
+	e.mx(2, "acme.test", testnet.MXScript{OnRcpt: func(string, int) error {
+		return testnet.Reply(550, "5.1.1", "ACME-ERR-42 mailbox unavailable")
+	}})
+	rules := filepath.Join(t.TempDir(), "rules.toml")
+	if err := os.WriteFile(rules, []byte("[[reason]]\nname = \"badreputation\"\nphrases = [\"acme-err-42\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.extra = fmt.Sprintf("\n[bounce]\nrules_file = %q\n", rules)
+	e.start()
+
+	var acc struct{ ID string }
+	if code, err := e.api("POST", "/api/v1/messages", map[string]any{"from": "app@sender.test",
+		"to": []string{"zed@acme.test"}, "subject": "s", "text": "t"}, &acc); err != nil || code != 202 {
+		t.Fatalf("inject: %d %v", code, err)
+	}
+	waitFor(t, 15*time.Second, "bounced", func() bool {
+		m := e.message(acc.ID)
+		return len(m.Recipients) == 1 && m.Recipients[0].State == "bounced"
+	})
+	if r := e.message(acc.ID).Recipients[0]; r.Reason != "badreputation" {
+		t.Fatalf("reason %q, want the rules file's badreputation (reply %q)", r.Reason, r.LastReply)
+	}
+	time.Sleep(500 * time.Millisecond) // give the rules loop its chance to (wrongly) suppress
+	if list, err := e.ctl("suppression", "list"); err != nil || strings.Contains(list, "zed@acme.test") {
+		t.Fatalf("recipient suppressed for a reply about us: %v\n%s", err, list)
+	}
+	out, err := e.ctl("bounce", "classify", "-rules", rules, "-reply", "550 5.1.1 ACME-ERR-42 mailbox unavailable")
+	if err != nil || !strings.Contains(out, "badreputation") {
+		t.Fatalf("petrelctl bounce classify -rules: %v\n%s", err, out)
+	}
+	out, err = e.ctl("bounce", "classify", "-reply", "550 5.1.1 ACME-ERR-42 mailbox unavailable")
+	if err != nil || strings.Contains(out, "badreputation") {
+		t.Fatalf("shipped rules alone should not say badreputation: %v\n%s", err, out)
+	}
+}
