@@ -169,13 +169,14 @@ func pebbleOptions(log *slog.Logger) *pebble.Options {
 		}
 	}
 	// Pebble reserves memtable memory inside the block cache, so the
-	// cache must be well above the memtables' worst case (4 x 8 MiB) or
-	// nothing gets cached at all. Total: 64 MiB, memtables included
+	// cache must be above the memtables' worst case (4 x 8 MiB; one or
+	// two are in use normally) or nothing gets cached at all. Total:
+	// 48 MiB, memtables included
 	// (allocated outside the Go heap, so it adds to RSS as is). Blocks
 	// that do not fit are re-read from the OS page cache, which is not
 	// petreld's RSS: with 1M messages queued the hot set is the schedule
 	// and recipient keys, not bodies.
-	o.Cache = pebble.NewCache(64 << 20)
+	o.Cache = pebble.NewCache(48 << 20)
 	return o.EnsureDefaults()
 }
 
