@@ -601,7 +601,7 @@ func (r *Runner) dkim(ctx context.Context) *Line {
 		return l.Set("skipped", "not_every_message_signed_and_verified")
 	}
 	if len(r.postfixRates) > 0 {
-		l.Set("ratio_postfix", res.rate/Median(r.postfixRates))
+		l.Set("ratio_petrel_postfix_dkim", res.rate/Median(r.postfixRates))
 	}
 	return l
 }
@@ -718,8 +718,8 @@ func (r *Runner) summary() *Line {
 	for _, ln := range r.lines {
 		switch ln.Scenario {
 		case ScenarioDKIM:
-			v, ok := ln.Get("ratio_postfix")
-			check("ratio_petrel_dkim_postfix", ok, atof(v), 4, true)
+			v, ok := ln.Get("ratio_petrel_postfix_dkim")
+			check("ratio_petrel_postfix_dkim", ok, atof(v), 4, true)
 		case ScenarioQueue1M:
 			v, ok := ln.Get("peak_rss_mb")
 			check("queue_peak_rss_mb", ok, atof(v), 300, false)
