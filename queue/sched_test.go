@@ -669,7 +669,10 @@ func TestBulkChangesAcrossBatches(t *testing.T) {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			clk := newClock()
 			q := openTest(t, t.TempDir(), Options{Now: clk.Now})
-			ctx := ctxT(t)
+			// Thousands of synced commits: bound hangs, not speed (a
+			// loaded CI machine needs more than ctxT's 10 s).
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
 			for i := range n {
 				mustEnqueue(t, q, "s@src.test", []string{fmt.Sprintf("a%d@x.test", i), fmt.Sprintf("b%d@y.test", i)}, "m")
 			}
