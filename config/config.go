@@ -124,7 +124,7 @@ func Default() *Config {
 		RequireDomainStatus: "none",
 		Log:                 LogConfig{Level: "info", Format: "text"},
 		SMTP:                defaultSMTP(),
-		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025"},
+		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing"},
 		DNS:                 DNSConfig{Timeout: Duration{5 * time.Second}},
 		Delivery:            defaultDelivery(),
 		Bounce:              defaultBounce(),

@@ -111,6 +111,10 @@ func (s *SMTPConfig) Networks() ([]netip.Prefix, error) {
 type HTTPConfig struct {
 	Listen  string   `toml:"listen"`
 	APIKeys []APIKey `toml:"api_keys"`
+	// CampaignStream is the stream of injected mail that names a campaign
+	// and no stream of its own (request field or X-Petrel-Stream); ""
+	// keeps the API key's stream. Default "marketing".
+	CampaignStream string `toml:"campaign_stream"`
 }
 
 // APIKey is one [[http.api_keys]] entry: a bearer token.

@@ -36,6 +36,9 @@ type HTTPOptions struct {
 	MaxMessageSize int64
 	// MaxRecipients per request; 0 means 1000.
 	MaxRecipients int
+	// CampaignStream is the stream of a request that names a campaign
+	// but no stream (http.campaign_stream); "" keeps the key's stream.
+	CampaignStream string
 	// Spool is where accepted messages go (required).
 	Spool queue.Spool
 	// Messages serves GET /api/v1/messages/{id}; nil answers 404.
@@ -295,6 +298,9 @@ func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (submission, err
 	}
 	sub := submission{listener: "http", from: from.Address, stream: key.Stream,
 		allowHeaderStream: req.Stream == "", campaign: req.Campaign}
+	if req.Campaign != "" && h.opts.CampaignStream != "" {
+		sub.stream = h.opts.CampaignStream // the X-Petrel-Stream header may still override
+	}
 	if req.Stream != "" {
 		sub.stream = strings.ToLower(req.Stream)
 	}

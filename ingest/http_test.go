@@ -150,7 +150,7 @@ func TestHTTPErrors(t *testing.T) {
 // TestHTTPRaw: a raw message is stored byte-identical apart from the
 // headers Petrel adds on top.
 func TestHTTPRaw(t *testing.T) {
-	e := startHTTP(t, nil)
+	e := startHTTP(t, func(o *HTTPOptions) { o.CampaignStream = "marketing" })
 	tests := []struct {
 		name     string
 		key      string
@@ -172,6 +172,10 @@ func TestHTTPRaw(t *testing.T) {
 		{"key stream", "news-key", SendRequest{From: "a@example.org", To: []string{"gone@example.com", "unsub@example.com", "b@example.com"},
 			Raw: "From: a@example.org\r\n\r\nbody\r\n"}, "From: a@example.org\r\n\r\nbody\r\n", "marketing", []string{"queued", "suppressed", "queued"}, true},
 		{"request stream beats key", "news-key", SendRequest{From: "a@example.org", To: []string{"gone@example.com", "unsub@example.com"}, Stream: "transactional",
+			Raw: "From: a@example.org\r\n\r\nbody\r\n"}, "From: a@example.org\r\n\r\nbody\r\n", "transactional", []string{"suppressed", "queued"}, true},
+		{"campaign goes to the campaign stream", "app-key", SendRequest{From: "a@example.org", To: []string{"gone@example.com", "unsub@example.com"}, Campaign: "spring",
+			Raw: "From: a@example.org\r\n\r\nbody\r\n"}, "From: a@example.org\r\n\r\nbody\r\n", "marketing", []string{"queued", "suppressed"}, true},
+		{"request stream beats campaign", "app-key", SendRequest{From: "a@example.org", To: []string{"gone@example.com", "unsub@example.com"}, Campaign: "spring", Stream: "transactional",
 			Raw: "From: a@example.org\r\n\r\nbody\r\n"}, "From: a@example.org\r\n\r\nbody\r\n", "transactional", []string{"suppressed", "queued"}, true},
 	}
 	for _, tt := range tests {

@@ -197,8 +197,8 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	adminH := admin.Handler(admin.Options{Queue: q, Logger: log.With("component", "admin")})
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
-		MaxRecipients: cfg.SMTP.MaxRecipients,
-		Spool:         q, Messages: q, Policy: pol, Recipients: rcptCheck,
+		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
+		Spool: q, Messages: q, Policy: pol, Recipients: rcptCheck,
 		Logger: log.With("component", "http"), Registry: reg,
 	})
 	mux.Handle("/api/v1/messages", ingestH)
