@@ -313,13 +313,23 @@ func (s *Service) sendingDomain(msgID string) string {
 	if info, err := s.o.Queue.Message(msgID); err == nil {
 		d = domainOf(info.From)
 	}
+	s.rememberDomain(msgID, d)
+	return d
+}
+
+// maxDomainCache bounds the msgID → sending domain cache: a message's
+// "received" event fills it, its "delivered" event reads it, so it must
+// span the messages in flight between the two (~5 MB at the bound).
+const maxDomainCache = 1 << 16
+
+// rememberDomain caches the sending domain of msgID.
+func (s *Service) rememberDomain(msgID, dom string) {
 	s.mu.Lock()
-	if len(s.domains) > 4096 {
+	if len(s.domains) >= maxDomainCache {
 		clear(s.domains)
 	}
-	s.domains[msgID] = d
+	s.domains[msgID] = dom
 	s.mu.Unlock()
-	return d
 }
 
 // count feeds one event into the counters (live) and the windows (win),
@@ -330,7 +340,12 @@ func (s *Service) count(ev queue.Event, live, win bool) {
 	}
 	prov := Provider(ev.RemoteMX, ev.Recipient)
 	var dom string
-	if ev.Type == "delivered" || ev.Type == "complained" {
+	switch ev.Type {
+	case "received":
+		if ev.Sender != "" {
+			s.rememberDomain(ev.MsgID, domainOf(ev.Sender))
+		}
+	case "delivered", "complained":
 		dom = s.sendingDomain(ev.MsgID)
 	}
 	if live {

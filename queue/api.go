@@ -159,6 +159,9 @@ type Event struct {
 	Reply     string    `json:"reply,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 	Attempt   int       `json:"attempt,omitempty"`
+	// Sender is the envelope sender of the message; set on "received"
+	// events only (so consumers need not read the message back).
+	Sender string `json:"sender,omitempty"`
 }
 
 // EventFilter selects events for Events.

@@ -76,7 +76,7 @@ func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
 		}
 		rb.ents = append(rb.ents, rent{idx: i, due: now})
 		t.events = append(t.events, Event{Type: "received", Time: t.now, MsgID: id, Recipient: addr,
-			Stream: env.Stream, Campaign: env.Campaign})
+			Stream: env.Stream, Campaign: env.Campaign, Sender: env.From})
 	}
 	t.dues = append(t.dues, now)
 	t.deltas[cntQueued] += int64(len(rcpts))
