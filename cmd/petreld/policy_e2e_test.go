@@ -41,35 +41,6 @@ func lookupTXT(dnsAddr string) func(string) ([]string, error) {
 	}
 }
 
-// pyDKIM verifies msg with Debian's python3-dkim (an implementation
-// independent of go-msgauth), fetching the key from the test DNS server.
-// It returns "ok" or "fail".
-func pyDKIM(t *testing.T, dnsAddr string, msg []byte) string {
-	t.Helper()
-	const py = "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import dkim, dns.resolver").Run(); err != nil {
-		t.Skip("independent verifier not installed: apt-get install -y python3-dkim (.ci/run does)")
-	}
-	_, port, _ := strings.Cut(dnsAddr, ":")
-	script := `
-import sys, dkim, dns.resolver
-res = dns.resolver.Resolver(configure=False)
-res.nameservers = ['127.0.0.1']
-res.port = int(sys.argv[1])
-def dnsfunc(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    return b''.join(b''.join(r.strings) for r in res.resolve(name, 'TXT', lifetime=timeout))
-print('ok' if dkim.DKIM(sys.stdin.buffer.read()).verify(dnsfunc=dnsfunc) else 'fail')
-`
-	cmd := exec.Command(py, "-c", script, port)
-	cmd.Stdin = bytes.NewReader(msg)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("python3-dkim: %v\n%s", err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // TestPolicyThroughDaemon runs policy inside the real daemon: a key made
 // by `petrelctl dkim keygen` signs delivered mail (checked by go-msgauth
 // and by python3-dkim against the record published in test DNS); marketing
@@ -78,6 +49,7 @@ print('ok' if dkim.DKIM(sys.stdin.buffer.read()).verify(dnsfunc=dnsfunc) else 'f
 // SMTP RCPT and reported as suppressed by HTTP; `policy status` shows the
 // shaping state and SIGHUP reloads shaping rules.
 func TestPolicyThroughDaemon(t *testing.T) {
+	pyv := testnet.PythonDKIM(t)
 	e := newEnv(t)
 	mx := e.mx(2, "dest.test", testnet.MXScript{})
 
@@ -132,7 +104,7 @@ func TestPolicyThroughDaemon(t *testing.T) {
 		if err != nil || len(vs) == 0 || vs[0].Err != nil || vs[0].Domain != "sender.test" {
 			t.Fatalf("%s: go-msgauth verify: %v %+v", name, err, vs)
 		}
-		if got := pyDKIM(t, e.dns.Addr, m); got != "ok" {
+		if got := pyv(t, e.dns.Addr, [][]byte{m})[0]; got != "ok" {
 			t.Fatalf("%s: python3-dkim says %q", name, got)
 		}
 	}
