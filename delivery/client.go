@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // sessionError is a failure before a transaction started (connect,
@@ -51,7 +53,7 @@ type smtpConn struct {
 	// Pool bookkeeping.
 	key      poolKey
 	mxHost   string
-	permit   ConnPermit
+	permit   mta.ConnPermit
 	msgs     int
 	lastUsed time.Time
 	closed   bool
@@ -65,7 +67,7 @@ type dialSpec struct {
 	serverTLS string // name for SNI / verification
 	localIP   string
 	ehlo      string
-	tlsMode   TLSMode
+	tlsMode   mta.TLSMode
 	verify    bool
 	to        timeouts
 }
@@ -115,15 +117,15 @@ func (c *smtpConn) handshake(s dialSpec) error {
 	}
 	_, offered := c.ext["STARTTLS"]
 	switch {
-	case s.tlsMode == TLSDisabled:
+	case s.tlsMode == mta.TLSDisabled:
 		return nil
-	case !offered && s.tlsMode == TLSRequired:
+	case !offered && s.tlsMode == mta.TLSRequired:
 		return &sessionError{stage: "starttls", err: errors.New("TLS required but STARTTLS not offered")}
 	case !offered:
 		return nil
 	}
 	fail := func(r *Reply, err error) error {
-		return &sessionError{stage: "starttls", reply: r, err: err, tlsFailed: s.tlsMode == TLSOpportunistic}
+		return &sessionError{stage: "starttls", reply: r, err: err, tlsFailed: s.tlsMode == mta.TLSOpportunistic}
 	}
 	r, err = c.cmd("STARTTLS")
 	if err != nil {

@@ -12,9 +12,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/queue"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/dns"
+	"github.com/petrel-mta/petrel/mta"
+	"github.com/petrel-mta/petrel/queue"
 )
 
 // Defaults for zero values in Options.Config.
@@ -30,15 +33,15 @@ type Options struct {
 	Hostname string
 	// Config is the [delivery] section.
 	Config config.DeliveryConfig
-	// Resolver looks up MX and address records (required).
-	Resolver *Resolver
+	// dns.Resolver looks up MX and address records (required).
+	Resolver *dns.Resolver
 	// Transport returns a fixed relay "host:port" for a domain
 	// (config.Config.TransportFor); nil means always MX.
 	Transport func(domain string) (relay string, ok bool)
-	// Shaper grants connections and messages; nil means unlimited.
-	Shaper Shaper
-	// Suppressor is asked per recipient; nil means nothing is suppressed.
-	Suppressor Suppressor
+	// mta.Shaper grants connections and messages; nil means unlimited.
+	Shaper mta.Shaper
+	// mta.Suppressor is asked per recipient; nil means nothing is suppressed.
+	Suppressor mta.Suppressor
 	// Classify maps a reply to a bounce reason (bounce.Classify); nil
 	// leaves Reason to delivery's own coarse names.
 	Classify func(code int, enhanced, text string) (reason string, hard bool)
@@ -375,10 +378,10 @@ func (d *Deliverer) send(ctx context.Context, b *queue.Batch, body []byte, idx [
 		if err != nil {
 			f := failure{reply: "dns: " + err.Error(), mx: domain}
 			switch {
-			case errors.Is(err, ErrNullMX):
+			case errors.Is(err, dns.ErrNullMX):
 				f.enhanced = "5.1.10"
 				d.fill(res, idx, queue.Bounced, f, "notaccept")
-			case errors.Is(err, ErrNoSuchDomain), errors.Is(err, ErrNoMailHost):
+			case errors.Is(err, dns.ErrNoSuchDomain), errors.Is(err, dns.ErrNoMailHost):
 				f.enhanced = "5.1.2"
 				d.fill(res, idx, queue.Bounced, f, "hostunknown")
 			default:
@@ -418,10 +421,10 @@ func (d *Deliverer) send(ctx context.Context, b *queue.Batch, body []byte, idx [
 	d.fill(res, idx, o, last, "")
 }
 
-// policyDone fills the batch from a Shaper refusal or a context end;
+// policyDone fills the batch from an mta.Shaper refusal or a context end;
 // false when err is neither.
 func (d *Deliverer) policyDone(err error, host string, res []queue.Result, idx []int) bool {
-	var pe *PolicyError
+	var pe *mta.PolicyError
 	if errors.As(err, &pe) {
 		o := queue.Deferred
 		if pe.Bounce {
@@ -442,7 +445,7 @@ func (d *Deliverer) policyDone(err error, host string, res []queue.Result, idx [
 // otherwise f says why this address failed and the next is tried.
 func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, domain, host string,
 	addr netip.AddrPort, idx []int, addrs []string, res []queue.Result) (done bool, f failure) {
-	dest := Dest{Domain: domain, MXHost: host, Stream: b.Envelope.Stream}
+	dest := mta.Dest{Domain: domain, MXHost: host, Stream: b.Envelope.Stream}
 	key := poolKey{stream: b.Envelope.Stream, mxHost: host, addr: addr.String()}
 	needTLS := d.needTLS(dest)
 	c := d.pool.get(key, needTLS)
@@ -523,8 +526,8 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 }
 
 // record turns a transaction into per-recipient results and reports
-// every reply to the Shaper.
-func (d *Deliverer) record(c *smtpConn, dest Dest, tx txResult, idx []int, res []queue.Result, host string) {
+// every reply to the mta.Shaper.
+func (d *Deliverer) record(c *smtpConn, dest mta.Dest, tx txResult, idx []int, res []queue.Result, host string) {
 	egress := c.permit.Egress.Name
 	observe := func(r Reply) {
 		if d.o.Shaper != nil && r.Code != 0 {
@@ -578,12 +581,12 @@ func sessionFailure(err error, host string) failure {
 }
 
 // needTLS reports whether a transaction to dest must run over TLS.
-func (d *Deliverer) needTLS(dest Dest) bool {
+func (d *Deliverer) needTLS(dest mta.Dest) bool {
 	if d.cfg.RequireTLS {
 		return true
 	}
-	if tp, ok := d.o.Shaper.(TLSPolicy); ok {
-		return tp.TLSMode(dest) == TLSRequired
+	if tp, ok := d.o.Shaper.(mta.TLSPolicy); ok {
+		return tp.TLSMode(dest) == mta.TLSRequired
 	}
 	return false
 }
@@ -591,11 +594,11 @@ func (d *Deliverer) needTLS(dest Dest) bool {
 // connect returns a connection for key: a new one under a fresh permit,
 // or one put back for key while this transaction waited (reused is then
 // true). One transaction per key at a time waits for a permit; when the
-// connection limit is full (ConnTrier) it first closes idle pooled
+// connection limit is full (mta.ConnTrier) it first closes idle pooled
 // connections counted against that limit.
-func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort, needTLS bool) (c *smtpConn, reused bool, err error) {
+func (d *Deliverer) connect(ctx context.Context, dest mta.Dest, key poolKey, addr netip.AddrPort, needTLS bool) (c *smtpConn, reused bool, err error) {
 	if d.o.Shaper == nil {
-		c, err = d.dialPermit(ctx, dest, key, addr, ConnPermit{TLS: TLSOpportunistic})
+		c, err = d.dialPermit(ctx, dest, key, addr, mta.ConnPermit{TLS: mta.TLSOpportunistic})
 		return c, false, err
 	}
 	w := &waiter{key: key, needTLS: needTLS, ch: make(chan *smtpConn, 1), promote: make(chan struct{}, 1)}
@@ -613,7 +616,7 @@ func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr ne
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var p ConnPermit
+	var p mta.ConnPermit
 	if d.pool.acquiring(w, cancel) {
 		p, err = d.acquireConn(actx, dest)
 	} else {
@@ -632,11 +635,11 @@ func (d *Deliverer) connect(ctx context.Context, dest Dest, key poolKey, addr ne
 	return c, false, err
 }
 
-// acquireConn asks the Shaper for a connection permit. While the limit is
+// acquireConn asks the mta.Shaper for a connection permit. While the limit is
 // full and idle pooled connections hold slots of it, those are closed
 // rather than waited for.
-func (d *Deliverer) acquireConn(ctx context.Context, dest Dest) (ConnPermit, error) {
-	if t, ok := d.o.Shaper.(ConnTrier); ok {
+func (d *Deliverer) acquireConn(ctx context.Context, dest mta.Dest) (mta.ConnPermit, error) {
+	if t, ok := d.o.Shaper.(mta.ConnTrier); ok {
 		for {
 			p, scope, ok, err := t.TryAcquireConn(ctx, dest)
 			if err != nil || ok {
@@ -650,9 +653,9 @@ func (d *Deliverer) acquireConn(ctx context.Context, dest Dest) (ConnPermit, err
 	return d.o.Shaper.AcquireConn(ctx, dest)
 }
 
-// dialNew asks the Shaper for a permit and opens a connection.
-func (d *Deliverer) dialNew(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort) (*smtpConn, error) {
-	permit := ConnPermit{TLS: TLSOpportunistic}
+// dialNew asks the mta.Shaper for a permit and opens a connection.
+func (d *Deliverer) dialNew(ctx context.Context, dest mta.Dest, key poolKey, addr netip.AddrPort) (*smtpConn, error) {
+	permit := mta.ConnPermit{TLS: mta.TLSOpportunistic}
 	if d.o.Shaper != nil {
 		p, err := d.acquireConn(ctx, dest)
 		if err != nil {
@@ -665,9 +668,9 @@ func (d *Deliverer) dialNew(ctx context.Context, dest Dest, key poolKey, addr ne
 
 // dialPermit opens a connection under permit (released on failure); an
 // opportunistic STARTTLS failure is retried once in clear text.
-func (d *Deliverer) dialPermit(ctx context.Context, dest Dest, key poolKey, addr netip.AddrPort, permit ConnPermit) (*smtpConn, error) {
-	if d.cfg.RequireTLS && permit.TLS == TLSOpportunistic {
-		permit.TLS = TLSRequired
+func (d *Deliverer) dialPermit(ctx context.Context, dest mta.Dest, key poolKey, addr netip.AddrPort, permit mta.ConnPermit) (*smtpConn, error) {
+	if d.cfg.RequireTLS && permit.TLS == mta.TLSOpportunistic {
+		permit.TLS = mta.TLSRequired
 	}
 	ehlo := permit.Egress.EHLO
 	if ehlo == "" {
@@ -682,7 +685,7 @@ func (d *Deliverer) dialPermit(ctx context.Context, dest Dest, key poolKey, addr
 	var se *sessionError
 	if err != nil && errors.As(err, &se) && se.tlsFailed {
 		d.log.Warn("STARTTLS failed, retrying in clear text", "mx", dest.MXHost, "addr", addr.String(), "err", err)
-		spec.tlsMode = TLSDisabled
+		spec.tlsMode = mta.TLSDisabled
 		c, err = dial(ctx, spec)
 	}
 	if err != nil {

@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/internal/testnet"
-	"github.com/petrel-mta/petrel/queue"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/dns"
+	"github.com/petrel-mta/petrel/internal/testnet"
+	"github.com/petrel-mta/petrel/mta"
+	"github.com/petrel-mta/petrel/queue"
 )
 
 // fixture is a loopback world: a DNS server and MX hosts on 127.0.0.N
@@ -22,17 +25,25 @@ import (
 type fixture struct {
 	dns  *testnet.DNS
 	port int
-	res  *Resolver
+	res  *dns.Resolver
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	d := startDNS(t)
+	d, err := testnet.StartDNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	res, err := dns.NewResolver(d.Addr, 500*time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	port, err := testnet.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{dns: d, port: port, res: newTestResolver(t, d)}
+	return &fixture{dns: d, port: port, res: res}
 }
 
 func (f *fixture) addr(ip string) string { return net.JoinHostPort(ip, strconv.Itoa(f.port)) }
@@ -513,11 +524,11 @@ func TestConnectionReuseAndDNSCache(t *testing.T) {
 	}
 }
 
-// countShaper is a Shaper that counts grants and can refuse.
+// countShaper is an mta.Shaper that counts grants and can refuse.
 type countShaper struct {
 	conns, msgs, released, observed chan struct{}
-	refuse                          *PolicyError
-	egress                          Egress
+	refuse                          *mta.PolicyError
+	egress                          mta.Egress
 	maxMessages                     int
 }
 
@@ -526,35 +537,35 @@ func newCountShaper() *countShaper {
 		released: make(chan struct{}, 100), observed: make(chan struct{}, 1000)}
 }
 
-func (s *countShaper) AcquireConn(ctx context.Context, d Dest) (ConnPermit, error) {
+func (s *countShaper) AcquireConn(ctx context.Context, d mta.Dest) (mta.ConnPermit, error) {
 	if s.refuse != nil {
-		return ConnPermit{}, s.refuse
+		return mta.ConnPermit{}, s.refuse
 	}
 	s.conns <- struct{}{}
-	return ConnPermit{Egress: s.egress, MaxMessages: s.maxMessages, Release: func() { s.released <- struct{}{} }}, nil
+	return mta.ConnPermit{Egress: s.egress, MaxMessages: s.maxMessages, Release: func() { s.released <- struct{}{} }}, nil
 }
 
-func (s *countShaper) AcquireMessage(ctx context.Context, d Dest, egress string) error {
+func (s *countShaper) AcquireMessage(ctx context.Context, d mta.Dest, egress string) error {
 	s.msgs <- struct{}{}
 	return nil
 }
 
-func (s *countShaper) Observe(d Dest, egress string, code int, enhanced, text string) {
+func (s *countShaper) Observe(d mta.Dest, egress string, code int, enhanced, text string) {
 	s.observed <- struct{}{}
 }
 
 func TestShaper(t *testing.T) {
 	tests := []struct {
 		name        string
-		refuse      *PolicyError
+		refuse      *mta.PolicyError
 		maxMessages int
 		want        queue.Outcome
 		conns, msgs int
 		released    int
 	}{
 		{name: "permits counted, max messages closes", maxMessages: 2, want: delivered, conns: 2, msgs: 3, released: 1},
-		{name: "refusal defers", refuse: &PolicyError{Reason: "suspended"}, want: deferred},
-		{name: "refusal bounces", refuse: &PolicyError{Reason: "blocked", Bounce: true}, want: bounced},
+		{name: "refusal defers", refuse: &mta.PolicyError{Reason: "suspended"}, want: deferred},
+		{name: "refusal bounces", refuse: &mta.PolicyError{Reason: "blocked", Bounce: true}, want: bounced},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -563,7 +574,7 @@ func TestShaper(t *testing.T) {
 			mx := f.startMX(t, "127.0.0.3", testnet.MXOptions{})
 			s := newCountShaper()
 			s.refuse, s.maxMessages = tc.refuse, tc.maxMessages
-			s.egress = Egress{Name: "e1", LocalIP: "127.0.0.1", EHLO: "egress1.petrel.test"}
+			s.egress = mta.Egress{Name: "e1", LocalIP: "127.0.0.1", EHLO: "egress1.petrel.test"}
 			d := f.deliverer(t, func(o *Options) { o.Shaper = s })
 			for i := range 3 {
 				res := d.Deliver(context.Background(), batch("sh.test", fmt.Sprintf("r%d@sh.test", i)), []byte(testBody))

@@ -16,7 +16,7 @@ type poolKey struct {
 }
 
 // waiter is a transaction that needs a connection for key. At most one
-// waiter per key asks the Shaper for a permit at a time (the acquirer:
+// waiter per key asks the mta.Shaper for a permit at a time (the acquirer:
 // many concurrent permit waits would pile up rate-limiter reservations);
 // the others wait for a connection put back for key, or to be promoted
 // to acquirer when the current one is done.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/queue"
 )
 
@@ -227,7 +228,7 @@ func TestRawServers(t *testing.T) {
 			d := f.deliverer(t, func(o *Options) {
 				if tc.shaper {
 					s := newCountShaper()
-					s.egress = Egress{Name: "e1", LocalIP: "127.0.0.9", EHLO: "egress1.petrel.test"}
+					s.egress = mta.Egress{Name: "e1", LocalIP: "127.0.0.9", EHLO: "egress1.petrel.test"}
 					o.Shaper = s
 				}
 			})

@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/policy/shaping"
 )
 
@@ -33,19 +33,19 @@ func TestAsyncAboutUsFeedsAutomation(t *testing.T) {
 	w.svc.o.Observer = sh
 	w.svc.o.Egresses = func(string) []string { return []string{"default"} }
 	ctx := context.Background()
-	dest := delivery.Dest{Domain: "example.test", MXHost: "mx.example.test", Stream: "marketing"}
+	dest := mta.Dest{Domain: "example.test", MXHost: "mx.example.test", Stream: "marketing"}
 	permit, err := sh.AcquireConn(ctx, dest)
 	if err != nil {
 		t.Fatalf("AcquireConn before the report: %v", err)
 	}
 	permit.Release()
 	// The wrapper keeps the shaper's optional interfaces.
-	var ps delivery.Shaper = w.svc.Shaper(sh)
-	if _, ok := ps.(delivery.ConnTrier); !ok {
-		t.Error("PauseShaper hides delivery.ConnTrier")
+	var ps mta.Shaper = w.svc.Shaper(sh)
+	if _, ok := ps.(mta.ConnTrier); !ok {
+		t.Error("PauseShaper hides mta.ConnTrier")
 	}
-	if tp, ok := ps.(delivery.TLSPolicy); !ok || tp.TLSMode(dest) != sh.TLSMode(dest) {
-		t.Error("PauseShaper hides delivery.TLSPolicy")
+	if tp, ok := ps.(mta.TLSPolicy); !ok || tp.TLSMode(dest) != sh.TLSMode(dest) {
+		t.Error("PauseShaper hides mta.TLSPolicy")
 	}
 
 	id := w.enqueue("marketing", "zoe@example.test")
@@ -61,7 +61,7 @@ func TestAsyncAboutUsFeedsAutomation(t *testing.T) {
 		t.Fatal("a bounce about our reputation suppressed the recipient")
 	}
 	_, err = sh.AcquireConn(ctx, dest)
-	var pe *delivery.PolicyError
+	var pe *mta.PolicyError
 	if !errors.As(err, &pe) {
 		t.Fatalf("AcquireConn after the report = %v, want the automation's suspension", err)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/bounce"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/queue"
 )
@@ -111,7 +111,7 @@ func (s *Service) applyFailure(ev queue.Event, reason string, hard, async bool) 
 			if s.o.Egresses != nil {
 				egresses = s.o.Egresses(stream)
 			}
-			d := delivery.Dest{Domain: domainOf(ev.Recipient), MXHost: strings.ToLower(ev.RemoteMX), Stream: stream}
+			d := mta.Dest{Domain: domainOf(ev.Recipient), MXHost: strings.ToLower(ev.RemoteMX), Stream: stream}
 			for _, eg := range egresses {
 				s.o.Observer.Observe(d, eg, ev.Code, ev.Enhanced, ev.Reply)
 			}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/queue"
 )
 
@@ -150,15 +150,15 @@ func TestAlarmPausesMarketing(t *testing.T) {
 
 	sh := w.svc.Shaper(nil)
 	ctx := context.Background()
-	_, err := sh.AcquireConn(ctx, delivery.Dest{Domain: "gmail.com", Stream: "marketing"})
-	var pe *delivery.PolicyError
+	_, err := sh.AcquireConn(ctx, mta.Dest{Domain: "gmail.com", Stream: "marketing"})
+	var pe *mta.PolicyError
 	if !errors.As(err, &pe) || pe.Bounce {
-		t.Fatalf("AcquireConn(marketing) = %v, want a deferring *delivery.PolicyError", err)
+		t.Fatalf("AcquireConn(marketing) = %v, want a deferring *mta.PolicyError", err)
 	}
-	if err := sh.AcquireMessage(ctx, delivery.Dest{Stream: "marketing"}, ""); !errors.As(err, &pe) || pe.Bounce {
-		t.Fatalf("AcquireMessage(marketing) = %v, want a deferring *delivery.PolicyError", err)
+	if err := sh.AcquireMessage(ctx, mta.Dest{Stream: "marketing"}, ""); !errors.As(err, &pe) || pe.Bounce {
+		t.Fatalf("AcquireMessage(marketing) = %v, want a deferring *mta.PolicyError", err)
 	}
-	if _, err := sh.AcquireConn(ctx, delivery.Dest{Domain: "gmail.com", Stream: "transactional"}); err != nil {
+	if _, err := sh.AcquireConn(ctx, mta.Dest{Domain: "gmail.com", Stream: "transactional"}); err != nil {
 		t.Fatalf("AcquireConn(transactional) = %v", err)
 	}
 
@@ -191,7 +191,7 @@ func TestAlarmPausesMarketing(t *testing.T) {
 	if _, paused := w.svc.Paused("marketing"); paused {
 		t.Fatal("still paused after resume")
 	}
-	if _, err := w.svc.Shaper(nil).AcquireConn(ctx, delivery.Dest{Stream: "marketing"}); err != nil {
+	if _, err := w.svc.Shaper(nil).AcquireConn(ctx, mta.Dest{Stream: "marketing"}); err != nil {
 		t.Fatalf("AcquireConn after resume = %v", err)
 	}
 }

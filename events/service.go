@@ -13,7 +13,7 @@ import (
 
 	"github.com/petrel-mta/petrel/bounce"
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/queue"
 )
@@ -35,7 +35,7 @@ type Suppressor interface {
 // Observer receives asynchronous replies that are about us rather than
 // the recipient, for policy's automation (*shaping.Shaper).
 type Observer interface {
-	Observe(d delivery.Dest, egress string, code int, enhanced, text string)
+	Observe(d mta.Dest, egress string, code int, enhanced, text string)
 }
 
 // Options configure New.

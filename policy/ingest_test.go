@@ -20,6 +20,9 @@ import (
 	"github.com/petrel-mta/petrel/queue"
 )
 
+// Engine is what ingest asks.
+var _ ingest.Policy = (*Engine)(nil)
+
 // TestThroughIngest runs the real SMTP submission server with Engine as
 // its Policy and a real queue: suppressed recipients never reach the
 // queue, an unregistered sender domain is refused at DATA, and the queued message carries

@@ -23,19 +23,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
-	"github.com/petrel-mta/petrel/ingest"
+	"github.com/petrel-mta/petrel/dns"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/policy/dkim"
 	"github.com/petrel-mta/petrel/policy/domains"
 	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/policy/unsub"
 )
 
-// Compile-time checks that Engine is what ingest and delivery ask.
-var (
-	_ ingest.Policy       = (*Engine)(nil)
-	_ delivery.Suppressor = (*Engine)(nil)
-)
+// Compile-time check that Engine is what delivery asks; the check that it
+// is an ingest.Policy lives in ingest_test.go, so that policy does not
+// import a later stage.
+var _ mta.Suppressor = (*Engine)(nil)
 
 // Options configure New.
 type Options struct {
@@ -46,7 +45,7 @@ type Options struct {
 	// Registry receives the policy metrics; nil means unregistered.
 	Registry *prometheus.Registry
 	// Resolver answers the sending-domain checks. Leave it nil: each
-	// check run then gets a fresh delivery.Resolver on Config.DNS, so a
+	// check run then gets a fresh dns.Resolver on Config.DNS, so a
 	// record the operator just published is not hidden by a cached
 	// negative answer.
 	Resolver domains.Resolver
@@ -160,7 +159,7 @@ func (e *Engine) Suppress(stream, addr string, reason suppress.Reason, source st
 // Keyring is the DKIM keyring.
 func (e *Engine) Keyring() *dkim.Keyring { return e.keys }
 
-// Suppressed implements ingest.Policy and delivery.Suppressor: addr is
+// Suppressed implements ingest.Policy and mta.Suppressor: addr is
 // suppressed in stream or globally.
 func (e *Engine) Suppressed(stream, addr string) (string, bool) {
 	r, ok := e.store.Suppressed(stream, addr)
@@ -349,7 +348,7 @@ func (e *Engine) newResolver() (domains.Resolver, error) {
 	if e.resolver != nil {
 		return e.resolver, nil
 	}
-	r, err := delivery.NewResolver(e.cfg.DNS.Resolver, e.cfg.DNS.Timeout.Duration, e.log)
+	r, err := dns.NewResolver(e.cfg.DNS.Resolver, e.cfg.DNS.Timeout.Duration, e.log)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/policy/domains"
 	"github.com/petrel-mta/petrel/policy/suppress"
@@ -267,7 +267,7 @@ func TestCheckSender(t *testing.T) {
 // lookupTXT asks the test DNS server through delivery's resolver, the
 // way a receiver would.
 func lookupTXT(t testing.TB, addr string) func(string) ([]string, error) {
-	r, err := delivery.NewResolver(addr, 2*time.Second, nil)
+	r, err := dns.NewResolver(addr, 2*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

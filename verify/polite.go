@@ -9,7 +9,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 	"golang.org/x/time/rate"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // probeStream is the stream name probes use when asking a Shaper.
@@ -19,14 +19,14 @@ const probeStream = "verify"
 // (provider_rate, provider_burst) and a cap on concurrent sessions
 // (provider_conns). A provider is the registered domain of the MX host
 // (aspmx.l.google.com -> google.com), so every domain hosted by one
-// provider shares its budget. When a delivery.Shaper (policy's shaping) is
+// provider shares its budget. When a mta.Shaper (policy's shaping) is
 // given it is asked as well, so probes count against the same per-MX
 // budgets as real mail.
 type politeness struct {
 	rate   rate.Limit
 	burst  int
 	conns  int
-	shaper delivery.Shaper
+	shaper mta.Shaper
 
 	mu        sync.Mutex
 	providers map[string]*provider
@@ -37,7 +37,7 @@ type provider struct {
 	sem chan struct{}
 }
 
-func newPoliteness(r float64, burst, conns int, shaper delivery.Shaper) *politeness {
+func newPoliteness(r float64, burst, conns int, shaper mta.Shaper) *politeness {
 	return &politeness{rate: rate.Limit(r), burst: burst, conns: conns, shaper: shaper, providers: map[string]*provider{}}
 }
 
@@ -53,7 +53,7 @@ func providerOf(host string) string {
 // acquire waits until a session to host (serving domain) may start and
 // returns the function that ends it, and the egress (source IP, EHLO
 // name) policy chose, if any.
-func (p *politeness) acquire(ctx context.Context, domain, host string) (func(), delivery.Egress, error) {
+func (p *politeness) acquire(ctx context.Context, domain, host string) (func(), mta.Egress, error) {
 	key := providerOf(host)
 	p.mu.Lock()
 	pv := p.providers[key]
@@ -65,19 +65,19 @@ func (p *politeness) acquire(ctx context.Context, domain, host string) (func(), 
 	select {
 	case pv.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, delivery.Egress{}, fmt.Errorf("waiting for a session slot at %s: %w", key, ctx.Err())
+		return nil, mta.Egress{}, fmt.Errorf("waiting for a session slot at %s: %w", key, ctx.Err())
 	}
 	if err := pv.lim.Wait(ctx); err != nil {
 		<-pv.sem
-		return nil, delivery.Egress{}, fmt.Errorf("rate limit at %s: %w", key, err)
+		return nil, mta.Egress{}, fmt.Errorf("rate limit at %s: %w", key, err)
 	}
 	release := func() { <-pv.sem }
-	var egress delivery.Egress
+	var egress mta.Egress
 	if p.shaper != nil {
-		permit, err := p.shaper.AcquireConn(ctx, delivery.Dest{Domain: domain, MXHost: strings.TrimSuffix(strings.ToLower(host), "."), Stream: probeStream})
+		permit, err := p.shaper.AcquireConn(ctx, mta.Dest{Domain: domain, MXHost: strings.TrimSuffix(strings.ToLower(host), "."), Stream: probeStream})
 		if err != nil {
 			release()
-			return nil, delivery.Egress{}, fmt.Errorf("shaping: %w", err)
+			return nil, mta.Egress{}, fmt.Errorf("shaping: %w", err)
 		}
 		egress = permit.Egress
 		release = func() {
@@ -96,5 +96,5 @@ func (p *politeness) observe(domain, host string, r reply) {
 	if p.shaper == nil || r.Code == 0 {
 		return
 	}
-	p.shaper.Observe(delivery.Dest{Domain: domain, MXHost: strings.TrimSuffix(strings.ToLower(host), "."), Stream: probeStream}, "", r.Code, r.Enhanced, r.Text)
+	p.shaper.Observe(mta.Dest{Domain: domain, MXHost: strings.TrimSuffix(strings.ToLower(host), "."), Stream: probeStream}, "", r.Code, r.Enhanced, r.Text)
 }

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 )
 
 // domainInfo is the cached outcome of stages 2 and 3 for one domain.
@@ -31,15 +31,15 @@ func (v *Verifier) lookupDomain(ctx context.Context, domain string) domainInfo {
 	var di domainInfo
 	mxs, err := v.res.LookupMX(ctx, domain)
 	switch {
-	case errors.Is(err, delivery.ErrNoSuchDomain):
+	case errors.Is(err, dns.ErrNoSuchDomain):
 		di.domain = DomainStage{Status: StatusNotFound, Detail: err.Error()}
 		di.mx.Status = StatusSkipped
 		return di
-	case errors.Is(err, delivery.ErrNullMX):
+	case errors.Is(err, dns.ErrNullMX):
 		di.domain.Status = StatusExists
 		di.mx = MXStage{Status: StatusNullMX, Detail: "domain publishes a null MX (RFC 7505): it accepts no mail"}
 		return di
-	case errors.Is(err, delivery.ErrNoMailHost):
+	case errors.Is(err, dns.ErrNoMailHost):
 		di.domain.Status = StatusExists
 		di.mx = MXStage{Status: StatusNoMailHost, Detail: err.Error()}
 		return di
@@ -62,7 +62,7 @@ func (v *Verifier) lookupDomain(ctx context.Context, domain string) domainInfo {
 			ips, err := v.res.LookupIP(ctx, host)
 			if err != nil {
 				lastErr = err
-				temporary = temporary || !errors.Is(err, delivery.ErrNoSuchDomain) && !errors.Is(err, delivery.ErrNoMailHost)
+				temporary = temporary || !errors.Is(err, dns.ErrNoSuchDomain) && !errors.Is(err, dns.ErrNoMailHost)
 			}
 			h.IPs = ips
 		}

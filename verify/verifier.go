@@ -12,14 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // Options configure New.
 type Options struct {
 	Config config.VerifyConfig
 	// Resolver answers MX/A/AAAA (delivery's resolver and its TTL cache).
-	Resolver *delivery.Resolver
+	Resolver *dns.Resolver
 	// SMTPPort is the port of MX hosts (delivery.smtp_port; 25 if 0).
 	SMTPPort int
 	// Hostname is the EHLO name and probe sender domain unless the
@@ -30,7 +31,7 @@ type Options struct {
 	DataDir string
 	// Shaper, if set, is asked before each probe session (policy's
 	// shaping), in addition to verify's own per-provider limits.
-	Shaper delivery.Shaper
+	Shaper mta.Shaper
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Registry receives verify's metrics; nil registers none.
@@ -40,7 +41,7 @@ type Options struct {
 // Verifier checks addresses. It is safe for concurrent use.
 type Verifier struct {
 	cfg      config.VerifyConfig
-	res      *delivery.Resolver
+	res      *dns.Resolver
 	smtpPort int
 	helo     string
 	sender   string

@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/petrel-mta/petrel/dns"
+
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/policy/shaping"
 )
@@ -146,7 +147,7 @@ func newFixture(t testing.TB) *fixture {
 		"gmail.com. 300 IN MX 10 mx.main.test.",
 		"hotmial.com. 300 IN MX 10 mx.main.test.",
 	)
-	d.SetRcode("servfail.test.", dns.RcodeServerFailure)
+	d.SetRcode("servfail.test.", mdns.RcodeServerFailure)
 	d.Drop("slowdns.test.", true)
 	return f
 }
@@ -175,7 +176,7 @@ func (f *fixture) verifier(t testing.TB, c config.VerifyConfig, dataDir string) 
 func (f *fixture) verifierDNS(t testing.TB, c config.VerifyConfig, dataDir string, dnsTimeout time.Duration) *Verifier {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res, err := delivery.NewResolver(f.dns.Addr, dnsTimeout, log)
+	res, err := dns.NewResolver(f.dns.Addr, dnsTimeout, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +499,7 @@ func TestWithPolicyShaper(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	res, err := delivery.NewResolver(f.dns.Addr, time.Second, log)
+	res, err := dns.NewResolver(f.dns.Addr, time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,7 +533,7 @@ func TestMetrics(t *testing.T) {
 	f := newFixture(t)
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.DiscardHandler)
-	res, err := delivery.NewResolver(f.dns.Addr, time.Second, log)
+	res, err := dns.NewResolver(f.dns.Addr, time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/verify"
 )
@@ -44,7 +44,7 @@ func verifyServer(t *testing.T) string {
 	log := slog.New(slog.DiscardHandler)
 	c := config.Default().Verify
 	c.ProviderRate, c.ProviderBurst = 1000, 100
-	res, err := delivery.NewResolver(d.Addr, time.Second, log)
+	res, err := dns.NewResolver(d.Addr, time.Second, log)
 	if err != nil {
 		t.Fatal(err)
 	}

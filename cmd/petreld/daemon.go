@@ -24,6 +24,7 @@ import (
 	"github.com/petrel-mta/petrel/bounce"
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/internal/httpapi"
 	"github.com/petrel-mta/petrel/policy"
@@ -121,7 +122,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		log.Warn(w)
 	}
 
-	res, err := delivery.NewResolver(cfg.DNS.Resolver, cfg.DNS.Timeout.Duration, log.With("component", "dns"))
+	res, err := dns.NewResolver(cfg.DNS.Resolver, cfg.DNS.Timeout.Duration, log.With("component", "dns"))
 	if err != nil {
 		d.closeAll()
 		return nil, fmt.Errorf("resolver: %w", err)

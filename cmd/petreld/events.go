@@ -14,9 +14,9 @@ import (
 
 	"github.com/petrel-mta/petrel/bounce"
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/events"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
@@ -60,7 +60,7 @@ func (p *eventsPart) setup(d *daemon, q *queue.Queue, pol *policy.Engine, sh *sh
 }
 
 // shaper wraps the delivery shaper so paused streams are deferred.
-func (p *eventsPart) shaper(sh delivery.Shaper) delivery.Shaper {
+func (p *eventsPart) shaper(sh mta.Shaper) mta.Shaper {
 	return p.svc.Load().Shaper(sh)
 }
 

@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
+
 	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
@@ -30,7 +31,7 @@ const testMsg = "From: Alice <alice@example.test>\r\n" +
 // lookupTXT asks the test DNS server through delivery's resolver, the
 // way a receiver would.
 func lookupTXT(t testing.TB, addr string) func(string) ([]string, error) {
-	r, err := delivery.NewResolver(addr, 2*time.Second, nil)
+	r, err := dns.NewResolver(addr, 2*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,11 +247,11 @@ func TestKeygen(t *testing.T) {
 			t.Errorf("record %q, want prefix %q", rec, tc.prefix)
 		}
 		// Every quoted string at most 255 bytes, and the record parses.
-		rr, err := dns.NewRR(rec)
+		rr, err := mdns.NewRR(rec)
 		if err != nil {
 			t.Fatalf("record does not parse: %v", err)
 		}
-		for _, s := range rr.(*dns.TXT).Txt {
+		for _, s := range rr.(*mdns.TXT).Txt {
 			if len(s) > 255 {
 				t.Errorf("TXT string of %d bytes", len(s))
 			}

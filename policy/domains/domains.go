@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/policy/dkim"
 )
 
@@ -119,10 +119,10 @@ type Expect struct {
 	MXHost string
 }
 
-// Resolver is the DNS lookup the checks need; *delivery.Resolver is one.
+// Resolver is the DNS lookup the checks need; *dns.Resolver is one.
 type Resolver interface {
 	LookupTXT(ctx context.Context, name string) ([]string, error)
-	LookupMX(ctx context.Context, domain string) ([]delivery.MXHost, error)
+	LookupMX(ctx context.Context, domain string) ([]dns.MXHost, error)
 }
 
 func fq(s string) string { return strings.TrimSuffix(strings.ToLower(s), ".") + "." }
@@ -228,7 +228,7 @@ func grade(cs []Check) Status {
 // lookupErr turns a lookup error into a state: NXDOMAIN is missing,
 // anything else an error.
 func lookupErr(c Check, err error) Check {
-	if errors.Is(err, delivery.ErrNoSuchDomain) || errors.Is(err, delivery.ErrNoMailHost) || errors.Is(err, delivery.ErrNullMX) {
+	if errors.Is(err, dns.ErrNoSuchDomain) || errors.Is(err, dns.ErrNoMailHost) || errors.Is(err, dns.ErrNullMX) {
 		c.State = Missing
 		return c
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/policy/dkim"
 )
@@ -19,7 +19,7 @@ func TestCheckDomainStatuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	res, err := delivery.NewResolver(d.Addr, 2*time.Second, nil)
+	res, err := dns.NewResolver(d.Addr, 2*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestCheckTemporaryFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	res, err := delivery.NewResolver(d.Addr, 300*time.Millisecond, nil)
+	res, err := dns.NewResolver(d.Addr, 300*time.Millisecond, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

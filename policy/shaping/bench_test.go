@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // These measure the cost of policy checks on delivery's hot path with the
@@ -22,7 +22,7 @@ func benchShaper(b *testing.B) *Shaper {
 	return s
 }
 
-var gmailDest = delivery.Dest{Domain: "workspace.example", MXHost: "alt1.aspmx.l.google.com", Stream: "marketing"}
+var gmailDest = mta.Dest{Domain: "workspace.example", MXHost: "alt1.aspmx.l.google.com", Stream: "marketing"}
 
 func BenchmarkAcquireConnRelease(b *testing.B) {
 	s := benchShaper(b)
@@ -30,7 +30,7 @@ func BenchmarkAcquireConnRelease(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			p, err := s.AcquireConn(ctx, delivery.Dest{Domain: "fast.test", Stream: "marketing"})
+			p, err := s.AcquireConn(ctx, mta.Dest{Domain: "fast.test", Stream: "marketing"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -45,10 +45,10 @@ func BenchmarkAcquireConnRelease(b *testing.B) {
 func BenchmarkAcquireMessage(b *testing.B) {
 	cases := []struct {
 		name string
-		dest delivery.Dest
+		dest mta.Dest
 	}{
-		{"unlimited-domain-rule", delivery.Dest{Domain: "fast.test", Stream: "marketing"}},
-		{"default-rule-per-domain", delivery.Dest{Domain: "some.example", MXHost: "mx.some.example", Stream: "marketing"}},
+		{"unlimited-domain-rule", mta.Dest{Domain: "fast.test", Stream: "marketing"}},
+		{"default-rule-per-domain", mta.Dest{Domain: "some.example", MXHost: "mx.some.example", Stream: "marketing"}},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -80,7 +80,7 @@ func BenchmarkAcquireMessageLimited(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	d := delivery.Dest{Domain: "fast.test", Stream: "marketing"}
+	d := mta.Dest{Domain: "fast.test", Stream: "marketing"}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := s.AcquireMessage(ctx, d, "default"); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/queue"
 )
@@ -134,7 +135,7 @@ func TestLimitsHoldThroughDelivery(t *testing.T) {
 
 // runDelivery starts delivery.Run with workers workers over q towards
 // port; cancel stops it and done receives Run's error.
-func runDelivery(t *testing.T, port, workers int, idle time.Duration, res *delivery.Resolver, sh *Shaper, q *queue.Queue) (cancel context.CancelFunc, done chan error) {
+func runDelivery(t *testing.T, port, workers int, idle time.Duration, res *dns.Resolver, sh *Shaper, q *queue.Queue) (cancel context.CancelFunc, done chan error) {
 	t.Helper()
 	dc := config.Default().Delivery
 	dc.SMTPPort = port
@@ -156,18 +157,18 @@ func runDelivery(t *testing.T, port, workers int, idle time.Duration, res *deliv
 // bigmailDNS serves mx1 and mx2.bigmail.test at 127.0.0.1 and an MX
 // record per domain pointing at <host>.bigmail.test, from a test DNS
 // server closed with the test; it returns a Resolver using it.
-func bigmailDNS(t *testing.T, domains map[string]string) *delivery.Resolver {
+func bigmailDNS(t *testing.T, domains map[string]string) *dns.Resolver {
 	t.Helper()
-	dns, err := testnet.StartDNS()
+	srv, err := testnet.StartDNS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { dns.Close() })
-	dns.Add("mx1.bigmail.test. 300 IN A 127.0.0.1", "mx2.bigmail.test. 300 IN A 127.0.0.1")
+	t.Cleanup(func() { srv.Close() })
+	srv.Add("mx1.bigmail.test. 300 IN A 127.0.0.1", "mx2.bigmail.test. 300 IN A 127.0.0.1")
 	for d, h := range domains {
-		dns.Add(d + ". 300 IN MX 10 " + h + ".bigmail.test.")
+		srv.Add(d + ". 300 IN MX 10 " + h + ".bigmail.test.")
 	}
-	res, err := delivery.NewResolver(dns.Addr, 2*time.Second, nil)
+	res, err := dns.NewResolver(srv.Addr, 2*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // defaultsTOML is policy/shaping/defaults.toml, read-only.
@@ -39,7 +39,7 @@ func Defaults() (config.ShapingConfig, error) {
 // rule is a compiled ShapingRule.
 type rule struct {
 	cfg   config.ShapingRule
-	tls   delivery.TLSMode
+	tls   mta.TLSMode
 	autos []*automation
 	// perDomain keeps state per destination domain (the default rule).
 	perDomain bool
@@ -68,7 +68,7 @@ type suffixRule struct {
 
 // source is one compiled egress source.
 type source struct {
-	egress delivery.Egress
+	egress mta.Egress
 	weight int
 	warm   map[string][]int // rule name (or "*") -> daily caps; nil = none
 	start  time.Time        // warm-up day 1 (UTC midnight)
@@ -185,7 +185,7 @@ func compile(user config.ShapingConfig, hostname string) (*ruleset, error) {
 		p := &pool{name: pc.Name}
 		for _, sc := range pc.Sources {
 			s := &source{
-				egress: delivery.Egress{Name: sc.Name, LocalIP: sc.BindAddress, EHLO: sc.EHLO},
+				egress: mta.Egress{Name: sc.Name, LocalIP: sc.BindAddress, EHLO: sc.EHLO},
 				weight: max(sc.Weight, 1),
 			}
 			if s.egress.EHLO == "" {
@@ -212,20 +212,20 @@ func compile(user config.ShapingConfig, hostname string) (*ruleset, error) {
 	return rs, nil
 }
 
-func tlsMode(s string) delivery.TLSMode {
+func tlsMode(s string) mta.TLSMode {
 	switch s {
 	case config.TLSRequired:
-		return delivery.TLSRequired
+		return mta.TLSRequired
 	case config.TLSDisabled:
-		return delivery.TLSDisabled
+		return mta.TLSDisabled
 	}
-	return delivery.TLSOpportunistic
+	return mta.TLSOpportunistic
 }
 
 // match finds the rule for d: an exact domain rule, else the longest MX
 // suffix, else the default rule. key is the shaping-state key: the rule
 // name, or "default:<domain>" for the per-domain default rule.
-func (rs *ruleset) match(d delivery.Dest) (r *rule, key string) {
+func (rs *ruleset) match(d mta.Dest) (r *rule, key string) {
 	if r, ok := rs.byDomain[d.Domain]; ok {
 		return r, r.cfg.Name
 	}

@@ -13,8 +13,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/internal/testnet"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // This file is a small in-test sender standing in for delivery: it looks
@@ -33,10 +34,10 @@ func (j job) domain() string { return j.rcpt[strings.LastIndexByte(j.rcpt, '@')+
 type result struct {
 	mu        sync.Mutex
 	delivered int
-	deferred  int // *delivery.PolicyError without Bounce
-	bounced   int // *delivery.PolicyError with Bounce
+	deferred  int // *mta.PolicyError without Bounce
+	bounced   int // *mta.PolicyError with Bounce
 	rejected  int // remote 4xx/5xx
-	permits   []delivery.ConnPermit
+	permits   []mta.ConnPermit
 	firstErr  error
 }
 
@@ -50,7 +51,7 @@ func (r *result) add(f func(r *result)) {
 type testWorld struct {
 	t   *testing.T
 	dns *testnet.DNS
-	res *delivery.Resolver
+	res *dns.Resolver
 	mx  map[string]*testnet.MX // MX host name -> server
 }
 
@@ -61,7 +62,7 @@ func newWorld(t *testing.T) *testWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	res, err := delivery.NewResolver(d.Addr, 2*time.Second, nil)
+	res, err := dns.NewResolver(d.Addr, 2*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func (w *testWorld) send(ctx context.Context, sh *Shaper, workers int, jobs []jo
 
 // classify counts a policy refusal; it returns false for other errors.
 func classify(err error, res *result) bool {
-	var pe *delivery.PolicyError
+	var pe *mta.PolicyError
 	if !errors.As(err, &pe) {
 		return false
 	}
@@ -158,8 +159,8 @@ func (w *testWorld) connection(ctx context.Context, sh *Shaper, first job, more 
 	if m == nil {
 		return fmt.Errorf("no test MX for %s", host)
 	}
-	dest := func(j job) delivery.Dest {
-		return delivery.Dest{Domain: j.domain(), MXHost: host, Stream: j.stream}
+	dest := func(j job) mta.Dest {
+		return mta.Dest{Domain: j.domain(), MXHost: host, Stream: j.stream}
 	}
 	permit, err := sh.AcquireConn(ctx, dest(first))
 	if err != nil {

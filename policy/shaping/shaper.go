@@ -5,7 +5,7 @@
 // replies say so, streams mapped to weighted egress pools, and warm-up
 // caps for new sources.
 //
-// It implements delivery.Shaper: delivery asks before each connection and
+// It implements mta.Shaper: delivery asks before each connection and
 // each message and reports every reply (DESIGN invariant 6); shaping never
 // calls back. State is kept per (stream, egress source, rule key), where
 // the rule key is the rule name, or "default:<domain>" for the catch-all
@@ -31,10 +31,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
+	"github.com/petrel-mta/petrel/mta"
 )
 
-// Shaper implements delivery.Shaper. It is safe for concurrent use.
+// Shaper implements mta.Shaper. It is safe for concurrent use.
 type Shaper struct {
 	hostname string
 	log      *slog.Logger
@@ -62,7 +62,7 @@ type Shaper struct {
 	warm   map[warmKey]*dayCount
 }
 
-var _ delivery.Shaper = (*Shaper)(nil)
+var _ mta.Shaper = (*Shaper)(nil)
 
 type pickKey struct{ pool, key string }
 
@@ -130,7 +130,7 @@ func (s *Shaper) Reload(cfg config.ShapingConfig) error {
 	return nil
 }
 
-func streamOf(d delivery.Dest) string {
+func streamOf(d mta.Dest) string {
 	if d.Stream == "" {
 		return "default"
 	}
@@ -181,25 +181,25 @@ func (s *Shaper) sweepLocked(now time.Time) {
 	s.nextSweep = max(s.sweepMin, 2*len(s.buckets))
 }
 
-// AcquireConn implements delivery.Shaper: it picks an egress source of the
+// AcquireConn implements mta.Shaper: it picks an egress source of the
 // stream's pool by weight (skipping sources suspended for this destination
 // or at today's warm-up cap), then waits for a connection slot and the
-// connection rate. It refuses with *delivery.PolicyError when every
+// connection rate. It refuses with *mta.PolicyError when every
 // source is suspended or capped, when a bounce action is active, or when
 // the slot or rate wait would exceed max_wait.
-func (s *Shaper) AcquireConn(ctx context.Context, d delivery.Dest) (delivery.ConnPermit, error) {
+func (s *Shaper) AcquireConn(ctx context.Context, d mta.Dest) (mta.ConnPermit, error) {
 	p, _, _, err := s.acquireConn(ctx, d, false)
 	return p, err
 }
 
-// TryAcquireConn implements delivery.ConnTrier: AcquireConn, except that
+// TryAcquireConn implements mta.ConnTrier: AcquireConn, except that
 // when every connection slot is taken it returns ok false and the scope
 // of that limit at once instead of waiting for a slot.
-func (s *Shaper) TryAcquireConn(ctx context.Context, d delivery.Dest) (p delivery.ConnPermit, scope string, ok bool, err error) {
+func (s *Shaper) TryAcquireConn(ctx context.Context, d mta.Dest) (p mta.ConnPermit, scope string, ok bool, err error) {
 	return s.acquireConn(ctx, d, true)
 }
 
-func (s *Shaper) acquireConn(ctx context.Context, d delivery.Dest, try bool) (delivery.ConnPermit, string, bool, error) {
+func (s *Shaper) acquireConn(ctx context.Context, d mta.Dest, try bool) (mta.ConnPermit, string, bool, error) {
 	start := time.Now()
 	rs := s.rs.Load()
 	r, key := rs.match(d)
@@ -207,29 +207,29 @@ func (s *Shaper) acquireConn(ctx context.Context, d delivery.Dest, try bool) (de
 	p := rs.pool(stream)
 	b, src, err := s.pickSource(p, stream, r, key, start)
 	if err != nil {
-		return delivery.ConnPermit{}, "", false, err
+		return mta.ConnPermit{}, "", false, err
 	}
 	scope := b.key.stream + "\x00" + b.key.source + "\x00" + b.key.key
 	if try {
 		if !b.sem.tryAcquire() {
-			return delivery.ConnPermit{}, scope, false, nil
+			return mta.ConnPermit{}, scope, false, nil
 		}
 	} else if err := b.sem.acquire(ctx, rs.maxWait); err != nil {
 		if errors.Is(err, errSemTimeout) {
-			return delivery.ConnPermit{}, "", false, &delivery.PolicyError{
+			return mta.ConnPermit{}, "", false, &mta.PolicyError{
 				Reason: fmt.Sprintf("connection limit %d to %s from %s busy for %v", r.cfg.ConnectionLimit, key, src.egress.Name, rs.maxWait),
 				Until:  time.Now().Add(rs.maxWait),
 			}
 		}
-		return delivery.ConnPermit{}, "", false, fmt.Errorf("shaping: waiting for a connection slot to %s: %w", key, err)
+		return mta.ConnPermit{}, "", false, fmt.Errorf("shaping: waiting for a connection slot to %s: %w", key, err)
 	}
 	if err := waitRate(ctx, b.conn, rs.maxWait, "connection rate", b.key); err != nil {
 		b.sem.release()
-		return delivery.ConnPermit{}, "", false, err
+		return mta.ConnPermit{}, "", false, err
 	}
 	s.m.observeWait("conn", time.Since(start))
 	var released atomic.Bool
-	return delivery.ConnPermit{
+	return mta.ConnPermit{
 		Egress:      src.egress,
 		MaxMessages: r.cfg.MaxDeliveriesPerConnection,
 		IdleTimeout: r.cfg.IdleTimeout.Duration,
@@ -243,9 +243,9 @@ func (s *Shaper) acquireConn(ctx context.Context, d delivery.Dest, try bool) (de
 	}, scope, true, nil
 }
 
-// TLSMode implements delivery.TLSPolicy: the TLS mode of the rule that
+// TLSMode implements mta.TLSPolicy: the TLS mode of the rule that
 // matches d.
-func (s *Shaper) TLSMode(d delivery.Dest) delivery.TLSMode {
+func (s *Shaper) TLSMode(d mta.Dest) mta.TLSMode {
 	r, _ := s.rs.Load().match(d)
 	return r.tls
 }
@@ -264,10 +264,10 @@ func (s *Shaper) pickSource(p *pool, stream string, r *rule, key string, now tim
 		b := s.bucket(bucketKey{stream: stream, source: src.egress.Name, key: key}, r, now)
 		if until, bounce, refused := b.refusal(now); refused {
 			if bounce {
-				return nil, nil, &delivery.PolicyError{Bounce: true, Reason: "bounce action for " + key + ": " + b.reasonOf(true), Until: until}
+				return nil, nil, &mta.PolicyError{Bounce: true, Reason: "bounce action for " + key + ": " + b.reasonOf(true), Until: until}
 			}
 			if firstErr == nil {
-				firstErr = &delivery.PolicyError{Reason: "suspended for " + key + ": " + b.reasonOf(false), Until: until}
+				firstErr = &mta.PolicyError{Reason: "suspended for " + key + ": " + b.reasonOf(false), Until: until}
 			}
 			continue
 		}
@@ -306,20 +306,20 @@ func (s *Shaper) pickSource(p *pool, stream string, r *rule, key string, now tim
 	return bkts[best], p.sources[elig[best]], nil
 }
 
-// AcquireMessage implements delivery.Shaper: it refuses while a suspend
+// AcquireMessage implements mta.Shaper: it refuses while a suspend
 // or bounce action is active for (stream, egress, rule) or the source's
 // warm-up cap for the rule is reached today (deferred until the next UTC
 // day), and otherwise waits for the message rate.
-func (s *Shaper) AcquireMessage(ctx context.Context, d delivery.Dest, egress string) error {
+func (s *Shaper) AcquireMessage(ctx context.Context, d mta.Dest, egress string) error {
 	start := time.Now()
 	rs := s.rs.Load()
 	r, key := rs.match(d)
 	b := s.bucket(bucketKey{stream: streamOf(d), source: egress, key: key}, r, start)
 	if until, bounce, refused := b.refusal(start); refused {
 		if bounce {
-			return &delivery.PolicyError{Bounce: true, Reason: "bounce action for " + key + ": " + b.reasonOf(true), Until: until}
+			return &mta.PolicyError{Bounce: true, Reason: "bounce action for " + key + ": " + b.reasonOf(true), Until: until}
 		}
-		return &delivery.PolicyError{Reason: "suspended for " + key + ": " + b.reasonOf(false), Until: until}
+		return &mta.PolicyError{Reason: "suspended for " + key + ": " + b.reasonOf(false), Until: until}
 	}
 	src := rs.sources[egress]
 	if err := s.warmCheck(src, r, start, false); err != nil {
@@ -355,7 +355,7 @@ func (s *Shaper) warmCheck(src *source, r *rule, now time.Time, count bool) erro
 		c.day, c.n = day, 0
 	}
 	if c.n >= limit {
-		return &delivery.PolicyError{
+		return &mta.PolicyError{
 			Reason: fmt.Sprintf("warm-up cap of %d messages today from %s to %s reached", limit, src.egress.Name, r.cfg.Name),
 			Until:  dayEnd,
 		}
@@ -372,7 +372,7 @@ func waitRate(ctx context.Context, lim *rate.Limiter, maxWait time.Duration, wha
 	now := time.Now()
 	res := lim.ReserveN(now, 1)
 	if !res.OK() {
-		return &delivery.PolicyError{Reason: what + " is zero for " + k.key}
+		return &mta.PolicyError{Reason: what + " is zero for " + k.key}
 	}
 	delay := res.DelayFrom(now)
 	if delay == 0 {
@@ -380,7 +380,7 @@ func waitRate(ctx context.Context, lim *rate.Limiter, maxWait time.Duration, wha
 	}
 	if delay > maxWait {
 		res.CancelAt(now)
-		return &delivery.PolicyError{Reason: fmt.Sprintf("%s limit for %s from %s", what, k.key, k.source), Until: now.Add(delay)}
+		return &mta.PolicyError{Reason: fmt.Sprintf("%s limit for %s from %s", what, k.key, k.source), Until: now.Add(delay)}
 	}
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -393,10 +393,10 @@ func waitRate(ctx context.Context, lim *rate.Limiter, maxWait time.Duration, wha
 	}
 }
 
-// Observe implements delivery.Shaper: it runs the automation rules of the
+// Observe implements mta.Shaper: it runs the automation rules of the
 // destination's rule against the reply and applies matching actions to
 // (stream, egress, rule key). Replies 200-399 are not examined.
-func (s *Shaper) Observe(d delivery.Dest, egress string, code int, enhanced, text string) {
+func (s *Shaper) Observe(d mta.Dest, egress string, code int, enhanced, text string) {
 	if code >= 200 && code < 400 {
 		return
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/internal/testnet"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // parseShaping decodes a [shaping] section body (without the prefix) the
@@ -69,11 +69,11 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 	return 0
 }
 
-func policyErr(t *testing.T, err error) *delivery.PolicyError {
+func policyErr(t *testing.T, err error) *mta.PolicyError {
 	t.Helper()
-	var pe *delivery.PolicyError
+	var pe *mta.PolicyError
 	if !errors.As(err, &pe) {
-		t.Fatalf("want *delivery.PolicyError, got %v", err)
+		t.Fatalf("want *mta.PolicyError, got %v", err)
 	}
 	return pe
 }
@@ -130,7 +130,7 @@ domains = ["Gmail.com"]
 	}
 	for _, tt := range tests {
 		t.Run(tt.domain+"/"+tt.mx, func(t *testing.T) {
-			r, key := s.rs.Load().match(delivery.Dest{Domain: tt.domain, MXHost: tt.mx})
+			r, key := s.rs.Load().match(mta.Dest{Domain: tt.domain, MXHost: tt.mx})
 			if r.cfg.Name != tt.wantRule || key != tt.wantKey {
 				t.Fatalf("match = %s/%s, want %s/%s", r.cfg.Name, key, tt.wantRule, tt.wantKey)
 			}
@@ -141,15 +141,15 @@ domains = ["Gmail.com"]
 func TestConnPermitCarriesRule(t *testing.T) {
 	s, _ := newShaper(t, ``)
 	tests := []struct {
-		dest     delivery.Dest
+		dest     mta.Dest
 		maxMsgs  int
 		idle     time.Duration
-		tls      delivery.TLSMode
+		tls      mta.TLSMode
 		wantEHLO string
 	}{
-		{delivery.Dest{Domain: "comcast.net", MXHost: "mx1.comcast.net"}, 1000, 30 * time.Second, delivery.TLSRequired, "petrel.test"},
-		{delivery.Dest{Domain: "x.example", MXHost: "aspmx.l.google.com"}, 50, 60 * time.Second, delivery.TLSOpportunistic, "petrel.test"},
-		{delivery.Dest{Domain: "icloud.com"}, 5, 0, delivery.TLSOpportunistic, "petrel.test"},
+		{mta.Dest{Domain: "comcast.net", MXHost: "mx1.comcast.net"}, 1000, 30 * time.Second, mta.TLSRequired, "petrel.test"},
+		{mta.Dest{Domain: "x.example", MXHost: "aspmx.l.google.com"}, 50, 60 * time.Second, mta.TLSOpportunistic, "petrel.test"},
+		{mta.Dest{Domain: "icloud.com"}, 5, 0, mta.TLSOpportunistic, "petrel.test"},
 	}
 	for _, tt := range tests {
 		p, err := s.AcquireConn(context.Background(), tt.dest)
@@ -355,8 +355,8 @@ action = "bounce"
 duration = "300ms"
 `)
 	ctx := context.Background()
-	d := delivery.Dest{Domain: "y.test", MXHost: "mta5.am0.yahoodns.test", Stream: "marketing"}
-	other := delivery.Dest{Domain: "z.test", MXHost: "mx.other.test", Stream: "marketing"}
+	d := mta.Dest{Domain: "y.test", MXHost: "mta5.am0.yahoodns.test", Stream: "marketing"}
+	other := mta.Dest{Domain: "z.test", MXHost: "mx.other.test", Stream: "marketing"}
 	// Non-matching replies do nothing.
 	s.Observe(d, "default", 421, "4.7.0", "[TS01] something else")
 	s.Observe(d, "default", 550, "5.1.1", "domain gone") // code 550 != 554
@@ -458,7 +458,7 @@ func TestStreamsIsolated(t *testing.T) {
 	mx := w.addMX("mx.bigmail.test", testnet.MXScript{}, "a.test")
 	s, _ := newShaper(t, streamsConfig)
 	ctx := context.Background()
-	mkt := delivery.Dest{Domain: "a.test", MXHost: "mx.bigmail.test", Stream: "marketing"}
+	mkt := mta.Dest{Domain: "a.test", MXHost: "mx.bigmail.test", Stream: "marketing"}
 	// Weighted choice among marketing sources: exactly 1:3.
 	count := map[string]int{}
 	for range 400 {
@@ -541,7 +541,7 @@ func TestStreamsIsolated(t *testing.T) {
 	if pe := policyErr(t, err); pe.Bounce {
 		t.Fatalf("%+v", pe)
 	}
-	tx := delivery.Dest{Domain: "a.test", MXHost: "mx.bigmail.test", Stream: "transactional"}
+	tx := mta.Dest{Domain: "a.test", MXHost: "mx.bigmail.test", Stream: "transactional"}
 	if p, err := s.AcquireConn(ctx, tx); err != nil {
 		t.Fatalf("transactional refused: %v", err)
 	} else {
@@ -588,16 +588,16 @@ caps = { bigmail = [4, 7, 1000], "*" = [2] }
 		t.Fatalf("warm-up: %+v, MX %d; want 11 delivered, 9 deferred", res, mx.Count())
 	}
 	midnight := today.Truncate(24 * time.Hour).Add(24 * time.Hour)
-	_, err := s.AcquireConn(context.Background(), delivery.Dest{Domain: "b.test", MXHost: "mx.bigmail.test"})
+	_, err := s.AcquireConn(context.Background(), mta.Dest{Domain: "b.test", MXHost: "mx.bigmail.test"})
 	if pe := policyErr(t, err); pe.Bounce || !pe.Until.Equal(midnight) {
 		t.Fatalf("capped AcquireConn: %+v, want deferral until %v", pe, midnight)
 	}
-	pe := policyErr(t, s.AcquireMessage(context.Background(), delivery.Dest{Domain: "b.test", MXHost: "mx.bigmail.test"}, "new-ip"))
+	pe := policyErr(t, s.AcquireMessage(context.Background(), mta.Dest{Domain: "b.test", MXHost: "mx.bigmail.test"}, "new-ip"))
 	if pe.Bounce || !pe.Until.Equal(midnight) || !strings.Contains(pe.Reason, "warm-up") {
 		t.Fatalf("capped AcquireMessage: %+v", pe)
 	}
 	// Other rules use the "*" caps, counted separately.
-	other := delivery.Dest{Domain: "elsewhere.test"}
+	other := mta.Dest{Domain: "elsewhere.test"}
 	for i := range 2 {
 		if err := s.AcquireMessage(context.Background(), other, "new-ip"); err != nil {
 			t.Fatalf("message %d to default rule: %v", i, err)
@@ -625,7 +625,7 @@ connection_limit = %d
 max_message_rate = "%s"
 `
 	s, _ := newShaper(t, fmt.Sprintf(base, 2, "100/s"))
-	d := delivery.Dest{Domain: "a.test", MXHost: "mx.bigmail.test"}
+	d := mta.Dest{Domain: "a.test", MXHost: "mx.bigmail.test"}
 	ctx := context.Background()
 	p1, err := s.AcquireConn(ctx, d)
 	if err != nil {
@@ -681,7 +681,7 @@ name = "slow"
 domains = ["slow.test"]
 max_message_rate = "1/min"
 `)
-	d := delivery.Dest{Domain: "slow.test"}
+	d := mta.Dest{Domain: "slow.test"}
 	ctx := context.Background()
 	if err := s.AcquireMessage(ctx, d, "default"); err != nil {
 		t.Fatal(err)
@@ -693,11 +693,11 @@ max_message_rate = "1/min"
 	// A full connection limit defers after max_wait instead of pinning
 	// the worker.
 	s3, _ := newShaper(t, "[shaping]\nmax_wait = \"50ms\"\n[[shaping.rule]]\nname = \"one\"\ndomains = [\"one.test\"]\nconnection_limit = 1\n")
-	p, err := s3.AcquireConn(ctx, delivery.Dest{Domain: "one.test"})
+	p, err := s3.AcquireConn(ctx, mta.Dest{Domain: "one.test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s3.AcquireConn(ctx, delivery.Dest{Domain: "one.test"})
+	_, err = s3.AcquireConn(ctx, mta.Dest{Domain: "one.test"})
 	if pe := policyErr(t, err); pe.Bounce || !strings.Contains(pe.Reason, "connection limit 1") {
 		t.Fatalf("full connection limit: %+v", pe)
 	}
@@ -705,8 +705,8 @@ max_message_rate = "1/min"
 	c, cancel := context.WithCancel(ctx)
 	cancel()
 	s2, _ := newShaper(t, "[[shaping.rule]]\nname = \"r\"\ndomains = [\"r.test\"]\nmax_message_rate = \"2/s\"\n")
-	_ = s2.AcquireMessage(ctx, delivery.Dest{Domain: "r.test"}, "default")
-	if err := s2.AcquireMessage(c, delivery.Dest{Domain: "r.test"}, "default"); !errors.Is(err, context.Canceled) {
+	_ = s2.AcquireMessage(ctx, mta.Dest{Domain: "r.test"}, "default")
+	if err := s2.AcquireMessage(c, mta.Dest{Domain: "r.test"}, "default"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled wait: %v", err)
 	}
 }
@@ -724,7 +724,7 @@ func FuzzObserve(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, code int, enhanced, text string) {
-		for _, d := range []delivery.Dest{{Domain: "gmail.com"}, {Domain: "x.test", MXHost: "mx.yahoodns.net"}, {Domain: "hotmail.com", Stream: "marketing"}} {
+		for _, d := range []mta.Dest{{Domain: "gmail.com"}, {Domain: "x.test", MXHost: "mx.yahoodns.net"}, {Domain: "hotmail.com", Stream: "marketing"}} {
 			s.Observe(d, "default", code, enhanced, text)
 		}
 		_ = s.Status()
@@ -744,15 +744,15 @@ duration = "1m"
 	s.sweepMin, s.nextSweep, s.evictAfter = 8, 8, time.Millisecond
 	s.mu.Unlock()
 	ctx := context.Background()
-	held, err := s.AcquireConn(ctx, delivery.Dest{Domain: "held.test"})
+	held, err := s.AcquireConn(ctx, mta.Dest{Domain: "held.test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Release()
-	s.Observe(delivery.Dest{Domain: "suspended.test"}, "default", 421, "", "go away")
+	s.Observe(mta.Dest{Domain: "suspended.test"}, "default", 421, "", "go away")
 	for round := range 5 {
 		for i := range 20 {
-			if err := s.AcquireMessage(ctx, delivery.Dest{Domain: fmt.Sprintf("d%d-%d.test", round, i)}, "default"); err != nil {
+			if err := s.AcquireMessage(ctx, mta.Dest{Domain: fmt.Sprintf("d%d-%d.test", round, i)}, "default"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -768,7 +768,7 @@ duration = "1m"
 	if !keys["default:held.test"] || !keys["default:suspended.test"] {
 		t.Fatalf("state in use was evicted: %v", keys)
 	}
-	if pe := policyErr(t, s.AcquireMessage(ctx, delivery.Dest{Domain: "suspended.test"}, "default")); pe.Bounce {
+	if pe := policyErr(t, s.AcquireMessage(ctx, mta.Dest{Domain: "suspended.test"}, "default")); pe.Bounce {
 		t.Fatal(pe)
 	}
 }
@@ -794,7 +794,7 @@ duration = "1m"
 threshold = 3
 window = "200ms"
 `)
-			d := delivery.Dest{Domain: "busy.test", Stream: "marketing"}
+			d := mta.Dest{Domain: "busy.test", Stream: "marketing"}
 			for _, g := range tt.gaps {
 				time.Sleep(g)
 				s.Observe(d, "default", 421, "4.3.2", "Server busy. Please try again later")

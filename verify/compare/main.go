@@ -24,10 +24,11 @@ import (
 	"time"
 
 	emailverifier "github.com/AfterShip/email-verifier"
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
+
+	"github.com/petrel-mta/petrel/dns"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/verify"
 )
@@ -134,7 +135,7 @@ func run() error {
 		"mailinator.com. 300 IN MX 10 mx.main.test.", "gmail.com. 300 IN MX 10 mx.main.test.",
 		"hotmial.com. 300 IN MX 10 mx.main.test.",
 	)
-	d.SetRcode("servfail.test.", dns.RcodeServerFailure)
+	d.SetRcode("servfail.test.", mdns.RcodeServerFailure)
 	bulk := bulkFixture(d, 40)
 
 	// AfterShip uses the net package's resolver.
@@ -144,7 +145,7 @@ func run() error {
 	}}
 
 	log := slog.New(slog.DiscardHandler)
-	res, err := delivery.NewResolver(d.Addr, time.Second, log)
+	res, err := dns.NewResolver(d.Addr, time.Second, log)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package delivery
+package dns
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
+	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/idna"
 )
@@ -55,8 +55,8 @@ type MXHost struct {
 // answers. It is safe for concurrent use.
 type Resolver struct {
 	addr    string
-	udp     *dns.Client
-	tcp     *dns.Client
+	udp     *mdns.Client
+	tcp     *mdns.Client
 	log     *slog.Logger
 	now     func() time.Time
 	maxSize int
@@ -73,7 +73,7 @@ type cacheKey struct {
 
 type cacheEntry struct {
 	rcode   int
-	answer  []dns.RR
+	answer  []mdns.RR
 	expires time.Time
 }
 
@@ -82,12 +82,12 @@ type cacheEntry struct {
 // /etc/resolv.conf). timeout bounds one exchange (0 means 5s).
 func NewResolver(addr string, timeout time.Duration, log *slog.Logger) (*Resolver, error) {
 	if addr == "" {
-		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		cc, err := mdns.ClientConfigFromFile("/etc/resolv.conf")
 		if err != nil {
-			return nil, fmt.Errorf("delivery: read resolv.conf: %w", err)
+			return nil, fmt.Errorf("dns: read resolv.conf: %w", err)
 		}
 		if len(cc.Servers) == 0 {
-			return nil, errors.New("delivery: no nameserver in /etc/resolv.conf")
+			return nil, errors.New("dns: no nameserver in /etc/resolv.conf")
 		}
 		addr = net.JoinHostPort(cc.Servers[0], cc.Port)
 	} else if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -101,8 +101,8 @@ func NewResolver(addr string, timeout time.Duration, log *slog.Logger) (*Resolve
 	}
 	return &Resolver{
 		addr:    addr,
-		udp:     &dns.Client{Net: "udp", Timeout: timeout, UDPSize: 1232},
-		tcp:     &dns.Client{Net: "tcp", Timeout: timeout},
+		udp:     &mdns.Client{Net: "udp", Timeout: timeout, UDPSize: 1232},
+		tcp:     &mdns.Client{Net: "tcp", Timeout: timeout},
 		log:     log,
 		now:     time.Now,
 		maxSize: defaultCacheSize,
@@ -123,7 +123,7 @@ func (r *Resolver) Register(reg *prometheus.Registry) error {
 	if err := reg.Register(r.lookups); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {
-			return fmt.Errorf("delivery: register dns metrics: %w", err)
+			return fmt.Errorf("dns: register dns metrics: %w", err)
 		}
 	}
 	return nil
@@ -145,7 +145,7 @@ func toASCII(name string) (string, error) {
 			return a, nil
 		}
 	}
-	if _, ok := dns.IsDomainName(name); !ok {
+	if _, ok := mdns.IsDomainName(name); !ok {
 		return "", fmt.Errorf("bad domain %q: %w", name, ErrNoSuchDomain)
 	}
 	return name, nil
@@ -154,8 +154,8 @@ func toASCII(name string) (string, error) {
 // query returns the answer records of type qtype (CNAMEs followed by the
 // recursive resolver are skipped) or an error wrapping ErrNoSuchDomain or
 // ErrTemporary. An empty answer with a nil error is NODATA.
-func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
-	fq := dns.Fqdn(name)
+func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]mdns.RR, error) {
+	fq := mdns.Fqdn(name)
 	key := cacheKey{fq, qtype}
 	now := r.now()
 	r.mu.Lock()
@@ -170,7 +170,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 		return r.result(fq, qtype, e)
 	}
 
-	m := new(dns.Msg)
+	m := new(mdns.Msg)
 	m.SetQuestion(fq, qtype)
 	m.RecursionDesired = true
 	m.SetEdns0(1232, false)
@@ -181,13 +181,13 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	}
 	if err != nil {
 		r.lookups.WithLabelValues("temporary").Inc()
-		r.log.Debug("dns exchange failed", "name", fq, "type", dns.TypeToString[qtype], "err", err,
+		r.log.Debug("dns exchange failed", "name", fq, "type", mdns.TypeToString[qtype], "err", err,
 			"duration", time.Since(start))
-		return nil, fmt.Errorf("dns %s %s: %w: %w", dns.TypeToString[qtype], name, ErrTemporary, err)
+		return nil, fmt.Errorf("dns %s %s: %w: %w", mdns.TypeToString[qtype], name, ErrTemporary, err)
 	}
 	e = cacheEntry{rcode: resp.Rcode}
 	switch resp.Rcode {
-	case dns.RcodeSuccess:
+	case mdns.RcodeSuccess:
 		var ttl uint32 = uint32(maxCacheTTL / time.Second)
 		for _, rr := range resp.Answer {
 			if rr.Header().Rrtype == qtype {
@@ -200,7 +200,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 		} else {
 			e.expires = now.Add(negativeTTL(resp))
 		}
-	case dns.RcodeNameError:
+	case mdns.RcodeNameError:
 		e.expires = now.Add(negativeTTL(resp))
 	default:
 		// SERVFAIL, REFUSED, ...: not cached.
@@ -209,7 +209,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	}
 	r.store(key, e)
 	switch {
-	case e.rcode == dns.RcodeNameError:
+	case e.rcode == mdns.RcodeNameError:
 		r.lookups.WithLabelValues("nxdomain").Inc()
 	case len(e.answer) == 0:
 		r.lookups.WithLabelValues("nodata").Inc()
@@ -219,23 +219,23 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	return r.result(fq, qtype, e)
 }
 
-func (r *Resolver) result(fq string, qtype uint16, e cacheEntry) ([]dns.RR, error) {
+func (r *Resolver) result(fq string, qtype uint16, e cacheEntry) ([]mdns.RR, error) {
 	switch e.rcode {
-	case dns.RcodeSuccess:
+	case mdns.RcodeSuccess:
 		return e.answer, nil
-	case dns.RcodeNameError:
-		return nil, fmt.Errorf("dns %s %s: %w", dns.TypeToString[qtype], strings.TrimSuffix(fq, "."), ErrNoSuchDomain)
+	case mdns.RcodeNameError:
+		return nil, fmt.Errorf("dns %s %s: %w", mdns.TypeToString[qtype], strings.TrimSuffix(fq, "."), ErrNoSuchDomain)
 	default:
-		return nil, fmt.Errorf("dns %s %s: %s: %w", dns.TypeToString[qtype], strings.TrimSuffix(fq, "."),
-			dns.RcodeToString[e.rcode], ErrTemporary)
+		return nil, fmt.Errorf("dns %s %s: %s: %w", mdns.TypeToString[qtype], strings.TrimSuffix(fq, "."),
+			mdns.RcodeToString[e.rcode], ErrTemporary)
 	}
 }
 
 // negativeTTL is the RFC 2308 negative caching time: min(SOA TTL,
 // SOA MINIMUM), capped.
-func negativeTTL(resp *dns.Msg) time.Duration {
+func negativeTTL(resp *mdns.Msg) time.Duration {
 	for _, rr := range resp.Ns {
-		if soa, ok := rr.(*dns.SOA); ok {
+		if soa, ok := rr.(*mdns.SOA); ok {
 			d := time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
 			return min(d, maxNegativeTTL)
 		}
@@ -276,14 +276,14 @@ func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MXHost, error
 	if err != nil {
 		return nil, err
 	}
-	rrs, err := r.query(ctx, name, dns.TypeMX)
+	rrs, err := r.query(ctx, name, mdns.TypeMX)
 	if err != nil {
 		return nil, err
 	}
 	hosts := make([]MXHost, 0, len(rrs))
 	null := false
 	for _, rr := range rrs {
-		mx := rr.(*dns.MX)
+		mx := rr.(*mdns.MX)
 		h := strings.TrimSuffix(strings.ToLower(mx.Mx), ".")
 		if h == "" {
 			null = true
@@ -323,24 +323,24 @@ func (r *Resolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, err
 	}
 	var (
 		wg        sync.WaitGroup
-		a4, a6    []dns.RR
+		a4, a6    []mdns.RR
 		err4, e6r error
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		a6, e6r = r.query(ctx, name, dns.TypeAAAA)
+		a6, e6r = r.query(ctx, name, mdns.TypeAAAA)
 	}()
-	a4, err4 = r.query(ctx, name, dns.TypeA)
+	a4, err4 = r.query(ctx, name, mdns.TypeA)
 	wg.Wait()
 	ips := make([]netip.Addr, 0, len(a4)+len(a6))
 	for _, rr := range a4 {
-		if a, ok := netip.AddrFromSlice(rr.(*dns.A).A.To4()); ok {
+		if a, ok := netip.AddrFromSlice(rr.(*mdns.A).A.To4()); ok {
 			ips = append(ips, a)
 		}
 	}
 	for _, rr := range a6 {
-		if a, ok := netip.AddrFromSlice(rr.(*dns.AAAA).AAAA.To16()); ok {
+		if a, ok := netip.AddrFromSlice(rr.(*mdns.AAAA).AAAA.To16()); ok {
 			ips = append(ips, a)
 		}
 	}
@@ -368,13 +368,33 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	rrs, err := r.query(ctx, n, dns.TypeTXT)
+	rrs, err := r.query(ctx, n, mdns.TypeTXT)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+		out = append(out, strings.Join(rr.(*mdns.TXT).Txt, ""))
 	}
 	return out, nil
+}
+
+// LookupCNAME returns the target of name's CNAME record, lower-cased and
+// without trailing dot, or "" when name has no CNAME (it may still have
+// other records). NXDOMAIN wraps ErrNoSuchDomain.
+func (r *Resolver) LookupCNAME(ctx context.Context, name string) (string, error) {
+	n, err := toASCII(name)
+	if err != nil {
+		return "", err
+	}
+	rrs, err := r.query(ctx, n, mdns.TypeCNAME)
+	if err != nil {
+		return "", err
+	}
+	for _, rr := range rrs {
+		if c, ok := rr.(*mdns.CNAME); ok {
+			return strings.TrimSuffix(strings.ToLower(c.Target), "."), nil
+		}
+	}
+	return "", nil
 }

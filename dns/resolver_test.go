@@ -1,4 +1,4 @@
-package delivery
+package dns
 
 import (
 	"context"
@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-	"github.com/petrel-mta/petrel/internal/testnet"
+	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 func startDNS(t testing.TB) *testnet.DNS {
@@ -44,7 +45,7 @@ func TestLookupMX(t *testing.T) {
 		"nohost.test. 300 IN TXT \"v=spf1 -all\"",
 		"xn--bcher-kva.test. 300 IN MX 5 mx.bucher.test.",
 	)
-	d.SetRcode("servfail.test", dns.RcodeServerFailure)
+	d.SetRcode("servfail.test", mdns.RcodeServerFailure)
 	d.Drop("timeout.test", true)
 	r := newTestResolver(t, d)
 	tests := []struct {
@@ -190,7 +191,7 @@ func TestResolverCacheTTL(t *testing.T) {
 		t.Fatalf("negative answer outlived its TTL: %d queries", q)
 	}
 	// SERVFAIL is not cached.
-	d.SetRcode("sf.test", dns.RcodeServerFailure)
+	d.SetRcode("sf.test", mdns.RcodeServerFailure)
 	r.LookupMX(ctx, "sf.test")
 	r.LookupMX(ctx, "sf.test")
 	if q := d.Queries("sf.test", "MX"); q != 2 {
@@ -235,5 +236,25 @@ func TestResolverTCPFallback(t *testing.T) {
 	}
 	if q := d.Queries("big.test", "TXT"); q != 2 {
 		t.Fatalf("%d queries, want UDP then TCP", q)
+	}
+}
+
+func TestLookupCNAME(t *testing.T) {
+	d := startDNS(t)
+	d.Add("track.shop.test. 300 IN CNAME Track.Petrel.TEST.", "plain.shop.test. 300 IN A 127.0.0.1")
+	r := newTestResolver(t, d)
+	tests := []struct {
+		name, want string
+		err        error
+	}{
+		{"track.shop.test", "track.petrel.test", nil},
+		{"plain.shop.test", "", nil},
+		{"missing.shop.test", "", ErrNoSuchDomain},
+	}
+	for _, tc := range tests {
+		got, err := r.LookupCNAME(context.Background(), tc.name)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("LookupCNAME(%s) = %q, %v; want %q, %v", tc.name, got, err, tc.want, tc.err)
+		}
 	}
 }

@@ -1,8 +1,15 @@
-package delivery
-
-// This file is delivery's contract with policy: delivery asks, policy
-// answers (DESIGN invariant 6). policy implements Shaper and Suppressor;
-// nil means unlimited / nothing suppressed.
+// Package mta owns the vocabulary that several stages of the MTA speak:
+// where a connection goes (Dest), where it leaves from (Egress), how it
+// uses TLS (TLSMode), policy's permission to connect (ConnPermit) and its
+// refusal (PolicyError), and the interfaces delivery asks policy through
+// (Shaper and its optional extensions, Suppressor).
+//
+// It is the bottom of the import graph (ARCHITECTURE.md): it imports no
+// other Petrel package, so policy, delivery, verify and events can share
+// these types without importing each other. Delivery asks, policy answers
+// (invariant 6); nil Shaper or Suppressor means unlimited / nothing
+// suppressed.
+package mta
 
 import (
 	"context"
