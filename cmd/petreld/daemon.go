@@ -25,11 +25,11 @@ import (
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/dns"
+	"github.com/petrel-mta/petrel/events"
 	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/internal/httpapi"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
-	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/queue"
 	"github.com/petrel-mta/petrel/verify"
 )
@@ -98,21 +98,19 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Config:   cfg,
 		Logger:   log,
 		Registry: reg,
-		OnSuppressionChange: func(e suppress.Entry, removed bool) {
-			if removed {
-				return
-			}
-			ev := queue.Event{Type: "suppressed", Recipient: e.Address, Stream: e.Stream, Reason: string(e.Reason)}
-			if err := q.AppendEvents(context.Background(), []queue.Event{ev}); err != nil {
-				log.Warn("record suppression event", "err", err)
-			}
-		},
 	})
 	if err != nil {
 		d.closeAll()
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	d.policy = pol
+	// Suppression changes committed before a crash get their events
+	// before anything new is accepted (ARCHITECTURE.md invariant 9).
+	if _, err := events.DrainSuppressions(ctx, pol.Suppressions(), q); err != nil {
+		pol.Close()
+		d.closeAll()
+		return nil, fmt.Errorf("suppression events: %w", err)
+	}
 	if err := d.events.setup(d, q, pol, sh, reg); err != nil {
 		d.closeAll()
 		return nil, err
@@ -252,6 +250,11 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 
 	dctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		events.ForwardSuppressions(dctx, pol.Suppressions(), q, log.With("component", "events"))
+	}()
 	d.delivery.Add(1)
 	go func() {
 		defer d.delivery.Done()

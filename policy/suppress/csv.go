@@ -47,6 +47,7 @@ func (s *Store) Import(r io.Reader, defaultSource string) (int, error) {
 		}
 		b.Close()
 		b = s.db.NewBatch()
+		s.signalOutbox()
 		if s.OnChange != nil {
 			for _, e := range pending {
 				s.OnChange(e, false)
@@ -100,6 +101,9 @@ func (s *Store) Import(r io.Reader, defaultSource string) (int, error) {
 			break
 		}
 		if err := b.Set(key(e.Stream, strings.ToLower(e.Address)), encodeValue(e), nil); err != nil {
+			return n, fmt.Errorf("suppress: import: %w", err)
+		}
+		if err := s.setWithOutbox(b, e, false); err != nil {
 			return n, fmt.Errorf("suppress: import: %w", err)
 		}
 		if s.OnChange != nil {

@@ -13,6 +13,8 @@
 //
 //	key   "u" stream 0x00 lower(address)
 //	value reason(1) unix-nanos(8, big-endian) len(source)(1) source address
+//	key   "o" seq(8, big-endian): the outbox of changes whose events are not
+//	      yet acknowledged (outbox.go; ARCHITECTURE.md invariant 9)
 package suppress
 
 import (
@@ -23,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -82,8 +85,12 @@ var ErrNotFound = errors.New("suppress: not found")
 
 // Store is the suppression list. It is safe for concurrent use.
 type Store struct {
-	db  *pebble.DB
-	log *slog.Logger
+	db    *pebble.DB
+	log   *slog.Logger
+	ready chan struct{} // OutboxReady
+
+	seqMu   sync.Mutex
+	lastSeq uint64 // last outbox seq handed out
 	// OnChange, if set before use, is called after every committed Add,
 	// Remove and imported entry. It must not block for long.
 	OnChange func(e Entry, removed bool)
@@ -112,7 +119,12 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("suppress: open %s: %w", dir, err)
 	}
-	return &Store{db: db, log: log}, nil
+	s := &Store{db: db, log: log, ready: make(chan struct{}, 1)}
+	if err := s.loadLastSeq(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Close closes the store.
@@ -215,9 +227,18 @@ func (s *Store) Add(e Entry) (Entry, error) {
 	if err := prepare(&e); err != nil {
 		return Entry{}, err
 	}
-	if err := s.db.Set(key(e.Stream, strings.ToLower(e.Address)), encodeValue(e), pebble.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(key(e.Stream, strings.ToLower(e.Address)), encodeValue(e), nil); err != nil {
 		return Entry{}, fmt.Errorf("suppress: add: %w", err)
 	}
+	if err := s.setWithOutbox(b, e, false); err != nil {
+		return Entry{}, fmt.Errorf("suppress: add: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return Entry{}, fmt.Errorf("suppress: add: %w", err)
+	}
+	s.signalOutbox()
 	if s.OnChange != nil {
 		s.OnChange(e, false)
 	}
@@ -230,9 +251,18 @@ func (s *Store) Remove(stream, addr string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	if err := s.db.Delete(key(e.Stream, strings.ToLower(e.Address)), pebble.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(key(e.Stream, strings.ToLower(e.Address)), nil); err != nil {
 		return Entry{}, fmt.Errorf("suppress: remove: %w", err)
 	}
+	if err := s.setWithOutbox(b, e, true); err != nil {
+		return Entry{}, fmt.Errorf("suppress: remove: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return Entry{}, fmt.Errorf("suppress: remove: %w", err)
+	}
+	s.signalOutbox()
 	if s.OnChange != nil {
 		s.OnChange(e, true)
 	}

@@ -1,0 +1,89 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/petrel-mta/petrel/policy/suppress"
+	"github.com/petrel-mta/petrel/queue"
+)
+
+// SuppressionOutbox is the suppression store's outbox (*suppress.Store):
+// suppression changes committed with the change itself, waiting for their
+// event (ARCHITECTURE.md invariant 9).
+type SuppressionOutbox interface {
+	Outbox(limit int) ([]suppress.Change, error)
+	AckOutbox(seq uint64) error
+	OutboxReady() <-chan struct{}
+}
+
+// EventAppender appends events to the event log (*queue.Queue).
+type EventAppender interface {
+	AppendEvents(ctx context.Context, evs []queue.Event) error
+}
+
+// outboxPage is how many changes one forwarding pass handles per commit.
+const outboxPage = 1000
+
+// DrainSuppressions forwards every change in ob to the event log and
+// acknowledges it, page by page, until the outbox is empty: an added
+// suppression becomes a "suppressed" event carrying the entry's address,
+// stream, reason and time (so a duplicate after a crash is identical);
+// a removal has no event. It returns how many events it appended.
+func DrainSuppressions(ctx context.Context, ob SuppressionOutbox, log EventAppender) (int, error) {
+	n := 0
+	for {
+		changes, err := ob.Outbox(outboxPage)
+		if err != nil {
+			return n, err
+		}
+		if len(changes) == 0 {
+			return n, nil
+		}
+		evs := make([]queue.Event, 0, len(changes))
+		for _, c := range changes {
+			if c.Removed {
+				continue
+			}
+			evs = append(evs, queue.Event{Type: "suppressed", Time: c.Entry.Time, Recipient: c.Entry.Address,
+				Stream: c.Entry.Stream, Reason: string(c.Entry.Reason)})
+		}
+		if err := log.AppendEvents(ctx, evs); err != nil {
+			return n, fmt.Errorf("events: append suppression events: %w", err)
+		}
+		if err := ob.AckOutbox(changes[len(changes)-1].Seq); err != nil {
+			return n, err
+		}
+		n += len(evs)
+	}
+}
+
+// ForwardSuppressions runs DrainSuppressions whenever the outbox signals
+// new changes (and every retry interval after a failure) until ctx ends.
+// Call DrainSuppressions once before accepting mail so changes committed
+// before a crash get their events first.
+func ForwardSuppressions(ctx context.Context, ob SuppressionOutbox, log EventAppender, logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	const retry = 5 * time.Second
+	for {
+		if _, err := DrainSuppressions(ctx, ob, log); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, queue.ErrClosed) {
+			logger.Warn("forward suppression events (will retry)", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ob.OutboxReady():
+		}
+	}
+}
