@@ -18,6 +18,7 @@ var pixelGIF = []byte{
 // Engagement is one open or click as the tracker saw it.
 type Engagement struct {
 	Kind      Kind
+	Campaign  string
 	Message   string
 	Recipient string
 	Link      int
@@ -96,7 +97,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.now()
 	if h.Recorder != nil {
-		e := Engagement{Kind: tok.Kind, Message: tok.Message, Recipient: tok.Recipient, Link: tok.Link, URL: tok.URL,
+		e := Engagement{Kind: tok.Kind, Campaign: tok.Campaign, Message: tok.Message, Recipient: tok.Recipient, Link: tok.Link, URL: tok.URL,
 			Time: now, IP: clientIP(r), UserAgent: r.UserAgent()}
 		Classify(&e, r.Method, tok.Sent)
 		h.Recorder.Record(r.Context(), e)

@@ -26,7 +26,10 @@ const (
 // address. URL is the original link target (Click only): the redirect
 // goes exactly there and nowhere else.
 type Token struct {
-	Kind      Kind
+	Kind Kind
+	// Campaign groups messages in the stats (a campaign id, or the call
+	// name of a transactional template); "" is counted under "".
+	Campaign  string
 	Message   string
 	Recipient string
 	// Link is the link's position in the message (0-based, Click only).
@@ -81,11 +84,11 @@ func (s *Signer) mac(payload []byte) []byte {
 }
 
 // Encode returns t as a URL-safe string (base64url, no padding):
-// version, kind, link and sent (uvarints), three length-prefixed fields, then the
+// version, kind, link and sent (uvarints), four length-prefixed fields, then the
 // MAC over everything before it.
 func (s *Signer) Encode(t Token) (string, error) {
-	if len(t.Message) > maxTokenField || len(t.Recipient) > maxTokenField {
-		return "", fmt.Errorf("tracking: token message/recipient id longer than %d bytes", maxTokenField)
+	if len(t.Campaign) > maxTokenField || len(t.Message) > maxTokenField || len(t.Recipient) > maxTokenField {
+		return "", fmt.Errorf("tracking: token campaign/message/recipient id longer than %d bytes", maxTokenField)
 	}
 	if len(t.URL) > maxURL {
 		return "", fmt.Errorf("tracking: link longer than %d bytes", maxURL)
@@ -100,7 +103,7 @@ func (s *Signer) Encode(t Token) (string, error) {
 	p = append(p, tokenVersion, byte(t.Kind))
 	p = binary.AppendUvarint(p, uint64(t.Link))
 	p = binary.AppendUvarint(p, uint64(max(t.Sent, 0)))
-	for _, f := range []string{t.Message, t.Recipient, t.URL} {
+	for _, f := range []string{t.Campaign, t.Message, t.Recipient, t.URL} {
 		p = binary.AppendUvarint(p, uint64(len(f)))
 		p = append(p, f...)
 	}
@@ -111,7 +114,7 @@ func (s *Signer) Encode(t Token) (string, error) {
 // Decode verifies and parses a token. Any change to any byte, a
 // truncation or an extension gives ErrBadToken.
 func (s *Signer) Decode(str string) (Token, error) {
-	if len(str) > base64.RawURLEncoding.EncodedLen(2+2*maxTokenField+maxURL+5*binary.MaxVarintLen64+macSize) {
+	if len(str) > base64.RawURLEncoding.EncodedLen(2+3*maxTokenField+maxURL+6*binary.MaxVarintLen64+macSize) {
 		return Token{}, ErrBadToken
 	}
 	p, err := base64.RawURLEncoding.DecodeString(str)
@@ -137,7 +140,7 @@ func (s *Signer) Decode(str string) (Token, error) {
 		return Token{}, ErrBadToken
 	}
 	t.Sent, rest = int64(sent), rest[n:]
-	var fields [3]string
+	var fields [4]string
 	for i := range fields {
 		l, n := binary.Uvarint(rest)
 		if n <= 0 || l > uint64(len(rest)-n) {
@@ -148,6 +151,6 @@ func (s *Signer) Decode(str string) (Token, error) {
 	if len(rest) != 0 {
 		return Token{}, ErrBadToken
 	}
-	t.Message, t.Recipient, t.URL = fields[0], fields[1], fields[2]
+	t.Campaign, t.Message, t.Recipient, t.URL = fields[0], fields[1], fields[2], fields[3]
 	return t, nil
 }

@@ -28,7 +28,7 @@ func newSigner(t testing.TB, secret []byte) *Signer {
 
 func TestTokenRoundTripAndTamper(t *testing.T) {
 	s := newSigner(t, testSecret)
-	want := Token{Kind: Click, Message: "camp7:k42", Recipient: "contact-42", Link: 3, URL: "https://shop.test/p?a=1&b=2", Sent: 1764580000}
+	want := Token{Kind: Click, Campaign: "camp7", Message: "camp7:k42", Recipient: "contact-42", Link: 3, URL: "https://shop.test/p?a=1&b=2", Sent: 1764580000}
 	enc, err := s.Encode(want)
 	if err != nil {
 		t.Fatal(err)
