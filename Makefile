@@ -20,13 +20,13 @@ dev:
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-# completion and man pages for petrelctl, generated from its command table
-# (installed by packagers from dist/; see dist/README.md).
-.PHONY: dist-docs
-dist-docs:
-	$(GO) run ./cmd/petrelctl completion bash > dist/petrelctl.bash
-	$(GO) run ./cmd/petrelctl completion zsh > dist/_petrelctl
-	$(GO) run ./cmd/petrelctl man > dist/petrelctl.1
+# completion scripts and the man page of petrelctl, generated from its
+# command table into bin/ (dist/README.md says where to install them).
+.PHONY: completions
+completions: build
+	bin/petrelctl completion bash > bin/petrelctl.bash
+	bin/petrelctl completion zsh > bin/_petrelctl
+	bin/petrelctl man > bin/petrelctl.1
 
 vet:
 	$(GO) vet ./...
