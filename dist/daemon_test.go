@@ -123,6 +123,13 @@ type daemon struct {
 // recipient MX hosts at mxPort; extra is appended to the config.
 func startDaemon(t *testing.T, extra string) *daemon {
 	t.Helper()
+	return startDaemonSMTP(t, "", extra)
+}
+
+// startDaemonSMTP is startDaemon with smtpExtra added to the [smtp]
+// section.
+func startDaemonSMTP(t *testing.T, smtpExtra, extra string) *daemon {
+	t.Helper()
 	d, err := testnet.StartDNS()
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +146,7 @@ hostname = "petrel.test"
 
 [smtp]
 listen = %q
-
+%s
 [http]
 listen = %q
 
@@ -156,7 +163,7 @@ smtp_port = %d
 retry_schedule = ["1s", "2s"]
 connect_timeout = "2s"
 shutdown_timeout = "5s"
-%s`, filepath.Join(dir, "data"), dm.smtp, dm.http, dm.key, d.Addr, port, extra)
+%s`, filepath.Join(dir, "data"), dm.smtp, smtpExtra, dm.http, dm.key, d.Addr, port, extra)
 	path := filepath.Join(dir, "petrel.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
@@ -119,5 +121,59 @@ func TestSendmail(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSendmailAuth: with relay for no network, petrel-sendmail submits
+// as an [[smtp.users]] user given in the URL or the environment (AUTH
+// PLAIN; petreld allows it without TLS on loopback), and without
+// credentials or with a wrong password petreld refuses (exit 69).
+func TestSendmailAuth(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dm := startDaemonSMTP(t, "mynetworks = []\n\n[[smtp.users]]\nname = \"cron\"\npassword_hash = \""+string(hash)+"\"\n", "")
+	mx := dm.mx(t, 1, "dest.test")
+	tests := []struct {
+		name   string
+		server string
+		env    []string
+		code   int
+	}{
+		{"no credentials: relay refused", "smtp://" + dm.smtp, nil, 69},
+		{"wrong password", "smtp://cron:nope@" + dm.smtp, nil, 69},
+		{"credentials in the URL", "smtp://cron:s3cret@" + dm.smtp, nil, 0},
+		{"credentials in the environment", "smtp://" + dm.smtp, []string{"PETREL_SENDMAIL_USER=cron", "PETREL_SENDMAIL_PASSWORD=s3cret"}, 0},
+	}
+	delivered := 0
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(binDir, "petrel-sendmail"), "--server", tc.server, "-f", "cron@sender.test", "a@dest.test")
+			cmd.Env = append(os.Environ(), tc.env...)
+			cmd.Stdin = strings.NewReader("Subject: " + tc.name + "\n\nbody\n")
+			out, err := cmd.CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d: %s", code, tc.code, out)
+			}
+			if code == 0 {
+				delivered++
+				if !testnet.Wait(20*time.Second, func() bool { return mx.Count() >= delivered }) {
+					t.Fatalf("not delivered:\n%s", dm.log.String())
+				}
+				if m := mx.Mails()[delivered-1]; !bytes.Contains(m.Data, []byte("Subject: "+tc.name)) || m.From != "cron@sender.test" {
+					t.Fatalf("delivered %s:\n%s", m.From, m.Data)
+				}
+			}
+		})
+	}
+	if mx.Count() != 2 {
+		t.Fatalf("%d messages delivered, want 2", mx.Count())
 	}
 }

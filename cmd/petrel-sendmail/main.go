@@ -17,8 +17,12 @@
 //	-oX, -odX, -v, -N ..., -R ..., -V ...   accepted and ignored
 //
 // The daemon is --server URL or PETREL_SENDMAIL (default
-// smtp://127.0.0.1:2525): smtp://HOST:PORT submits over SMTP (relay from
-// loopback or a configured network, no AUTH); http://HOST:PORT injects
+// smtp://127.0.0.1:2525): smtp://HOST:PORT submits over SMTP, relayed
+// as from a configured network ([smtp] mynetworks) or, with
+// smtp://USER:PASSWORD@HOST:PORT or PETREL_SENDMAIL_USER and
+// PETREL_SENDMAIL_PASSWORD, as an [[smtp.users]] user (AUTH PLAIN). A
+// server off this machine must offer STARTTLS with a certificate valid
+// for its name (nothing crosses the network in clear); http://HOST:PORT injects
 // through the HTTP API with PETREL_API_KEY or, for a petreld on this
 // machine, the key petreld generated into <PETREL_DATA_DIR or
 // ./petrel-data>/api.key.
@@ -32,6 +36,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +53,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -332,7 +338,7 @@ func submit(ctx context.Context, o opts, stdin io.Reader) error {
 	defer cancel()
 	switch u.Scheme {
 	case "smtp":
-		return submitSMTP(ctx, u.Host, sender, rcpts, msg)
+		return submitSMTP(ctx, u, sender, rcpts, msg)
 	case "http", "https":
 		return submitHTTP(ctx, u, sender, rcpts, msg)
 	}
@@ -351,7 +357,25 @@ func smtpExit(step string, err error) error {
 	return fail(exTempFail, "%s: %w", step, err)
 }
 
-func submitSMTP(ctx context.Context, addr, sender string, rcpts []string, msg []byte) error {
+// loopbackHost reports whether h is "localhost" or a loopback address.
+func loopbackHost(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// smtpCredentials returns the AUTH user and password: the URL's userinfo,
+// else PETREL_SENDMAIL_USER / PETREL_SENDMAIL_PASSWORD (which keep the
+// password out of the process list); "" for no AUTH.
+func smtpCredentials(u *url.URL) (user, pass string) {
+	if u.User != nil {
+		p, _ := u.User.Password()
+		return u.User.Username(), p
+	}
+	return os.Getenv("PETREL_SENDMAIL_USER"), os.Getenv("PETREL_SENDMAIL_PASSWORD")
+}
+
+func submitSMTP(ctx context.Context, u *url.URL, sender string, rcpts []string, msg []byte) error {
+	addr := u.Host
 	conn, err := (&net.Dialer{Timeout: 30 * time.Second}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fail(exTempFail, "petreld at %s unreachable: %w", addr, err)
@@ -359,14 +383,32 @@ func submitSMTP(ctx context.Context, addr, sender string, rcpts []string, msg []
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
-	c := smtp.NewClient(conn)
-	defer c.Close()
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "localhost"
+	// Off this machine the session must use STARTTLS (the certificate
+	// must verify for the server's name): neither the password nor the
+	// message crosses the network in clear text.
+	var c *smtp.Client
+	if loopbackHost(u.Hostname()) {
+		c = smtp.NewClient(conn)
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "localhost"
+		}
+		if err := c.Hello(host); err != nil {
+			c.Close()
+			return smtpExit("EHLO", err)
+		}
+	} else {
+		c, err = smtp.NewClientStartTLS(conn, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12})
+		if err != nil {
+			conn.Close()
+			return fail(exTempFail, "STARTTLS with %s (required off this machine): %w", addr, err)
+		}
 	}
-	if err := c.Hello(host); err != nil {
-		return smtpExit("EHLO", err)
+	defer c.Close()
+	if user, pass := smtpCredentials(u); user != "" {
+		if err := c.Auth(sasl.NewPlainClient("", user, pass)); err != nil {
+			return smtpExit("AUTH", err)
+		}
 	}
 	if err := c.Mail(sender, nil); err != nil {
 		return smtpExit("MAIL FROM", err)
@@ -396,9 +438,7 @@ func submitSMTP(ctx context.Context, addr, sender string, rcpts []string, msg []
 func submitHTTP(ctx context.Context, u *url.URL, sender string, rcpts []string, msg []byte) error {
 	key := os.Getenv("PETREL_API_KEY")
 	if key == "" {
-		h := u.Hostname()
-		ip := net.ParseIP(h)
-		if h != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !loopbackHost(u.Hostname()) {
 			return fail(exUsage, "no API key for %s: set PETREL_API_KEY (the local api.key is only sent to a petreld on this machine)", u.Redacted())
 		}
 		dir := os.Getenv("PETREL_DATA_DIR")
