@@ -60,6 +60,7 @@ func run(argv []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
+	notifySystemd(ctx, log)
 	for {
 		select {
 		case <-hup:
