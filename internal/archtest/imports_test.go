@@ -51,6 +51,8 @@ var allowed = map[string][]string{
 	"cmd": {"*"},
 	// bench drives petreld as a process: no production package.
 	"bench": {},
+	// dist holds deployment files; its tests drive the binaries.
+	"dist": {},
 }
 
 // component names the layer table's entry for a package import path:
