@@ -242,6 +242,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("transport[%d]: relay %q must be host:port: %w", i, t.Relay, err)
 		}
 	}
+	if err := c.checkTransportLoops(); err != nil {
+		return err
+	}
 	for i := range c.Webhooks {
 		if err := c.Webhooks[i].validate(); err != nil {
 			return fmt.Errorf("webhooks[%d]: %w", i, err)
