@@ -36,6 +36,7 @@ type Config struct {
 	HTTP      HTTPConfig     `toml:"http"`
 	DNS       DNSConfig      `toml:"dns"`
 	Delivery  DeliveryConfig `toml:"delivery"`
+	Queue     QueueConfig    `toml:"queue"`
 	Transport []Transport    `toml:"transport"`
 	Bounce    BounceConfig   `toml:"bounce"`
 	Webhooks  []Webhook      `toml:"webhooks"`
@@ -127,6 +128,7 @@ func Default() *Config {
 		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing"},
 		DNS:                 DNSConfig{Timeout: Duration{5 * time.Second}},
 		Delivery:            defaultDelivery(),
+		Queue:               defaultQueue(),
 		Bounce:              defaultBounce(),
 		Events:              EventsConfig{Retention: Duration{7 * 24 * time.Hour}},
 		Shaping:             defaultShaping(),

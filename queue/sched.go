@@ -279,6 +279,17 @@ func (q *Queue) Next(ctx context.Context) (*Batch, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if q.space.paused() {
+			// The disk is nearly full: a result could not be recorded.
+			select {
+			case <-time.After(spaceInterval):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-q.closedCh:
+				return nil, ErrClosed
+			}
+			continue
+		}
 		rb, wait := q.sched.pop()
 		if rb == nil {
 			select {

@@ -89,6 +89,10 @@ func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
 func (t *txn) commit(sync bool) error {
 	q := t.q
 	defer t.b.Close()
+	// Pebble cannot survive a failed WAL write: refuse before it.
+	if err := q.space.commitOK(); err != nil {
+		return err
+	}
 	var first uint64
 	if len(t.events) > 0 {
 		first = q.allocSeq(len(t.events))
