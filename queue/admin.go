@@ -295,6 +295,7 @@ func (q *Queue) Release(ctx context.Context, msgID string) (int, error) {
 		if r.Attempts == 0 {
 			to = StateQueued
 		}
+		r.Forced = true
 		return true, mt.transition(idx, r, to, mt.now.UnixNano(), Event{Type: "released", Attempt: r.Attempts})
 	})
 }
@@ -349,6 +350,7 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 				if !ok || r.State != StateDeferred || r.Due != due {
 					return false, nil
 				}
+				r.Forced = true
 				return true, mt.transition(idx, r, StateDeferred, now, Event{Type: noEvent})
 			}
 		})

@@ -108,6 +108,9 @@ type Batch struct {
 	Created time.Time
 	// Size of the body in bytes.
 	Size int64
+	// Forced: an operator made some of these recipients due (flush,
+	// release), so delivery tries hosts its dead-host cache marked down.
+	Forced bool
 
 	// meta is the message record read by Next (immutable once written),
 	// reused by Complete.

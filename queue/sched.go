@@ -360,6 +360,7 @@ func (q *Queue) handOut(rb *rbatch) (*Batch, error) {
 			continue
 		}
 		b.Rcpts = append(b.Rcpts, Rcpt{Index: e.idx, Addr: r.Addr, Attempts: r.Attempts})
+		b.Forced = b.Forced || r.Forced
 	}
 	if len(stale) > 0 {
 		q.sched.forget(rb.id, stale, rescan)

@@ -342,6 +342,7 @@ const noEvent = "-"
 
 // apply records the outcome of one delivery attempt.
 func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
+	r.Forced = false
 	r.Code, r.Enhanced, r.Reply, r.RemoteMX, r.Reason = res.Code, res.Enhanced, res.Reply, res.RemoteMX, res.Reason
 	ev := Event{RemoteMX: res.RemoteMX, Code: res.Code, Enhanced: res.Enhanced, Reply: res.Reply, Reason: res.Reason}
 	var to RcptState
