@@ -80,6 +80,7 @@ type Queue struct {
 
 	sched scheduler
 	space *space
+	wake  wakeups
 
 	counters [numCounters]atomic.Int64
 
@@ -143,12 +144,14 @@ func Open(dir string, opts Options) (*Queue, error) {
 	q := &Queue{dir: dir, db: db, opts: opts, log: opts.Logger, closedCh: make(chan struct{}),
 		pending: make(map[uint64]struct{}), space: sp}
 	q.sched.init(q)
+	q.wake.init()
 	if err := q.load(); err != nil {
 		db.Close()
 		return nil, err
 	}
-	q.wg.Add(1)
+	q.wg.Add(2)
 	go q.scanLoop()
+	go q.wakeLoop()
 	if sp.enabled {
 		q.wg.Add(1)
 		go q.spaceLoop()

@@ -21,6 +21,8 @@ type txn struct {
 	// fresh are batches of newly enqueued messages, offered to the ready
 	// set right after the commit (fast path).
 	fresh []*rbatch
+	// outs are delivered and deferred attempts (early retry, wake.go).
+	outs []outcome
 }
 
 func (q *Queue) newTxn() *txn {
@@ -125,6 +127,7 @@ func (t *txn) commit(sync bool) error {
 		}
 	}
 	q.sched.committed(t.dues, t.fresh)
+	q.wake.committed(t.outs, t.now)
 	if q.opts.OnEvent != nil {
 		for _, ev := range t.events {
 			q.opts.OnEvent(ev)
@@ -351,6 +354,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 	case Delivered:
 		r.Attempts++
 		to = StateDelivered
+		mt.outs = append(mt.outs, outcome{domain: domainOf(r.Addr), delivered: true, retried: r.Attempts > 1})
 	case Bounced:
 		r.Attempts++
 		to = StateBounced
@@ -371,6 +375,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 			break
 		}
 		to, due = StateDeferred, next.UnixNano()
+		mt.outs = append(mt.outs, outcome{domain: domainOf(r.Addr)})
 	default:
 		return fmt.Errorf("queue: recipient %d of %s: unknown outcome %d", idx, mt.id, res.Outcome)
 	}
