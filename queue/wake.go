@@ -11,13 +11,17 @@ import (
 // deferred itself, or the domain got a deferral since Open), the domain's
 // deferred recipients are made due now instead of waiting for their
 // retry step. A background loop does it with one schedule scan for every
-// domain woken meanwhile, and each domain at most once per wakeCooldown.
+// domain woken meanwhile (at most one scan per wakeSpacing), and each
+// domain at most once per wakeCooldown.
 // Due now is not sent at once: the ready set is bounded (ReadyLimit) and
 // delivery still asks shaping for every connection and message.
 const (
 	wakeCooldown = time.Minute
 	// maxWakeDomains bounds the memory of domains seen deferred.
 	maxWakeDomains = 10000
+	// wakeSpacing separates schedule scans: domains woken meanwhile share
+	// the next one.
+	wakeSpacing = time.Second
 )
 
 type wakeups struct {
@@ -113,6 +117,11 @@ func (q *Queue) wakeLoop() {
 			q.log.Error("queue: early retry", "domains", len(doms), "err", err)
 		case n > 0:
 			q.log.Info("queue: domain delivered again, retrying its deferred mail now", "domains", len(doms), "recipients", n)
+		}
+		select {
+		case <-q.closedCh:
+			return
+		case <-time.After(wakeSpacing):
 		}
 	}
 }
