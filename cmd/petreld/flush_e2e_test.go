@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -77,4 +79,39 @@ func TestFlushDomainAndFlushOnStart(t *testing.T) {
 	waitFor(t, 10*time.Second, "b.test's deferred mail delivered after -flush-on-start", func() bool { return mxB.Count() == 3 })
 	waitFor(t, 5*time.Second, "an empty queue", func() bool { return e.queueStats().Live == 0 })
 	e.stop()
+}
+
+// TestDeadHostVisible: while a destination's only MX refuses
+// connections, `petrelctl queue list` says until when it is marked down
+// and the metrics count it.
+func TestDeadHostVisible(t *testing.T) {
+	e := newEnv(t)
+	e.dns.Add("down.test. 60 IN MX 10 mx.down.test.", "mx.down.test. 60 IN A 127.0.0.3") // nothing listens
+	e.start()
+	for i := range 3 {
+		if err := e.sendSMTP("s@sender.test", []string{fmt.Sprintf("r%d@down.test", i)}, "Subject: d\r\n\r\nhi\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "3 deferred", func() bool { return e.queueStats().Deferred == 3 })
+	out, err := e.ctl("queue", "list")
+	if err != nil {
+		t.Fatalf("queue list: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, "marked down until 20"); n < 2 {
+		t.Fatalf("queue list shows %d recipients deferred as marked down, want at least 2:\n%s", n, out)
+	}
+	req, _ := http.NewRequest("GET", "http://"+e.http+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"\npetrel_delivery_hosts_down 1\n", "\npetrel_delivery_host_down_deferrals_total "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(want))
+		}
+	}
 }
