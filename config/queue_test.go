@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMinFreeSpace(t *testing.T) {
@@ -45,5 +46,30 @@ func TestMinFreeSpace(t *testing.T) {
 				t.Fatalf("%q: got %+v", tc.in, got)
 			}
 		})
+	}
+}
+
+func TestDeadHostKeys(t *testing.T) {
+	d := Default().Delivery
+	if d.DeadHostTime.Duration != time.Minute || d.DeadHostMaxTime.Duration != time.Hour {
+		t.Fatalf("dead-host defaults %v / %v, want 1m / 1h", d.DeadHostTime, d.DeadHostMaxTime)
+	}
+	cases := []struct {
+		toml string
+		ok   bool
+	}{
+		{"dead_host_time = \"30s\"\ndead_host_max_time = \"10m\"\n", true},
+		{"dead_host_time = \"0s\"\n", true},
+		{"dead_host_time = \"-1m\"\n", false},
+		{"dead_host_time = \"2h\"\n", false}, // above the default 1h maximum
+	}
+	for _, tc := range cases {
+		_, err := Parse("t.toml", []byte("[delivery]\n"+tc.toml))
+		if tc.ok != (err == nil) {
+			t.Errorf("%q: err = %v, want ok=%v", tc.toml, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "dead_host") {
+			t.Errorf("%q: error %v does not name the key", tc.toml, err)
+		}
 	}
 }

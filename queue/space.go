@@ -38,17 +38,22 @@ type SpaceChecker interface {
 //   - below R: Enqueue refuses new mail with ErrInsufficientStorage;
 //     state changes (deliveries, bounces, holds) still commit: they are
 //     small and they make room;
-//   - a ballast file of B = min(R/2, 64 MiB) in the spool directory (as
-//     CockroachDB's emergency ballast), created while free space is at
-//     least R+B and deleted when free space falls below C = B/2 (someone
-//     else filled the disk): it gives Pebble room for WAL segments,
-//     flushes and the MANIFEST while delivery drains the queue, and lets
-//     the daemon open the spool on a full disk;
+//   - a ballast file of B = R/2, within [24 MiB, 64 MiB], in the spool
+//     directory (as CockroachDB's emergency ballast), created while free
+//     space is at least R+B and deleted when free space falls below
+//     C = min(B/2, R) (someone else filled the disk): it gives Pebble
+//     room for WAL segments, flushes and the MANIFEST while delivery
+//     drains the queue, and lets the daemon open the spool on a full
+//     disk;
 //   - below C with no ballast left: Next hands out nothing (a delivery
 //     whose result could not be recorded would be repeated);
 //   - below F = min(C/4, 1 MiB): every commit is refused.
 const (
-	ballastName    = "PETREL-RESERVE"
+	ballastName = "PETREL-RESERVE"
+	// minBallast covers what Pebble writes at open on a full disk: the
+	// replayed WAL flushed to an sstable (a memtable, 8 MiB) and a new
+	// preallocated WAL segment (8.8 MiB).
+	minBallast     = 24 << 20
 	maxBallast     = 64 << 20
 	maxFloor       = 1 << 20
 	spaceInterval  = 250 * time.Millisecond
@@ -86,8 +91,8 @@ func newSpace(dir string, opts Options) (*space, error) {
 		}
 		s.reserve = int64(float64(du.TotalBytes) * opts.MinFreePercent / 100)
 	}
-	s.ballast = min(s.reserve/2, maxBallast)
-	s.critical = s.ballast / 2
+	s.ballast = min(max(s.reserve/2, minBallast), maxBallast)
+	s.critical = min(s.ballast/2, s.reserve)
 	s.floor = min(s.critical/4, maxFloor)
 	if fi, err := os.Stat(s.ballastPath()); err == nil {
 		s.hasBallast = true

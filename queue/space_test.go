@@ -33,9 +33,9 @@ func TestFullDisk(t *testing.T) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
-	waitFor("the 20 MiB reserve file", func() bool {
+	waitFor("the 24 MiB reserve file", func() bool {
 		fi, err := os.Stat(ballast)
-		return err == nil && fi.Size() == 20<<20
+		return err == nil && fi.Size() == 24<<20
 	})
 	body := strings.Repeat("x", 10<<10)
 	var acked []string
