@@ -26,6 +26,7 @@ import (
 type Queue interface {
 	List(ctx context.Context, after string, limit int) ([]queue.RcptInfo, string, error)
 	Flush(ctx context.Context) (int, error)
+	FlushDomain(ctx context.Context, domain string) (int, error)
 	Hold(ctx context.Context, msgID string) (int, error)
 	Release(ctx context.Context, msgID string) (int, error)
 	Delete(ctx context.Context, msgID string) (int, error)
@@ -43,7 +44,7 @@ type Options struct {
 //
 //	GET  /api/v1/queue?after=&limit=      live recipients, paged
 //	GET  /api/v1/queue/stats              counts by state
-//	POST /api/v1/queue/flush              retry deferred now
+//	POST /api/v1/queue/flush   {}|{"domain"}  retry deferred now (of one domain)
 //	POST /api/v1/queue/hold    {"id"}|{"all":true}
 //	POST /api/v1/queue/release {"id"}|{"all":true}
 //	POST /api/v1/queue/delete  {"id"}
@@ -100,8 +101,9 @@ func (a *api) stats(w http.ResponseWriter, r *http.Request) {
 }
 
 type actionRequest struct {
-	ID  string `json:"id"`
-	All bool   `json:"all"`
+	ID     string `json:"id"`
+	All    bool   `json:"all"`
+	Domain string `json:"domain"`
 }
 
 func (a *api) action(w http.ResponseWriter, r *http.Request) {
@@ -122,7 +124,15 @@ func (a *api) action(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch action {
 	case "flush":
-		n, err = a.q.Flush(ctx)
+		if req.ID != "" || req.All {
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", `flush takes {} or {"domain": "..."}`)
+			return
+		}
+		if req.Domain != "" {
+			n, err = a.q.FlushDomain(ctx, req.Domain)
+		} else {
+			n, err = a.q.Flush(ctx)
+		}
 	case "hold", "release":
 		if req.ID == "" && !req.All {
 			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", `"id" or "all": true is required`)
@@ -147,7 +157,7 @@ func (a *api) action(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	a.log.Info("queue action", "action", action, "id", req.ID, "all", req.All, "affected", n)
+	a.log.Info("queue action", "action", action, "id", req.ID, "all", req.All, "domain", req.Domain, "affected", n)
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"affected": n})
 }
 

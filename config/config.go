@@ -36,6 +36,7 @@ type Config struct {
 	HTTP      HTTPConfig     `toml:"http"`
 	DNS       DNSConfig      `toml:"dns"`
 	Delivery  DeliveryConfig `toml:"delivery"`
+	Queue     QueueConfig    `toml:"queue"`
 	Transport []Transport    `toml:"transport"`
 	Bounce    BounceConfig   `toml:"bounce"`
 	Webhooks  []Webhook      `toml:"webhooks"`
@@ -127,6 +128,7 @@ func Default() *Config {
 		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing"},
 		DNS:                 DNSConfig{Timeout: Duration{5 * time.Second}},
 		Delivery:            defaultDelivery(),
+		Queue:               defaultQueue(),
 		Bounce:              defaultBounce(),
 		Events:              EventsConfig{Retention: Duration{7 * 24 * time.Hour}},
 		Shaping:             defaultShaping(),
@@ -241,6 +243,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(t.Relay); err != nil {
 			return fmt.Errorf("transport[%d]: relay %q must be host:port: %w", i, t.Relay, err)
 		}
+	}
+	if err := c.checkTransportLoops(); err != nil {
+		return err
 	}
 	for i := range c.Webhooks {
 		if err := c.Webhooks[i].validate(); err != nil {

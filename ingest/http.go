@@ -200,6 +200,11 @@ func DecodeSendRequest(r io.Reader) (SendRequest, error) {
 }
 
 func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendResponse, error) {
+	if sc, ok := h.opts.Spool.(queue.SpaceChecker); ok {
+		if err := sc.CheckSpace(); err != nil {
+			return nil, pipelineAPIError(err, acceptResult{})
+		}
+	}
 	req, err := DecodeSendRequest(http.MaxBytesReader(nil, r.Body, h.bodyLimit()))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -254,6 +259,8 @@ func pipelineAPIError(err error, res acceptResult) error {
 		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.stream)
 	case errors.As(err, &senderErr):
 		return unprocessable("sender_not_allowed", "%v", senderErr.err)
+	case errors.Is(err, queue.ErrInsufficientStorage):
+		return &apiError{http.StatusInsufficientStorage, "insufficient_storage", "insufficient system storage: message not queued, try again later"}
 	case errors.As(err, &temp):
 		return &apiError{http.StatusServiceUnavailable, "temporary_failure", "message not queued, try again later"}
 	}

@@ -331,6 +331,8 @@ var (
 		Message: "Malformed message header section (RFC 5322)"}
 	errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Temporary failure, message not queued; try again later"}
+	errNoSpace = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage"}
 )
 
 func (se *session) stream() string {
@@ -375,6 +377,9 @@ func (se *session) Mail(from string, opts *smtp.MailOptions) error {
 		if _, err := ParseMailbox(from, opts != nil && opts.UTF8); err != nil {
 			return addrError("sender", from, err)
 		}
+	}
+	if sc, ok := se.s.opts.Spool.(queue.SpaceChecker); ok && sc.CheckSpace() != nil {
+		return errNoSpace
 	}
 	se.busy.Store(true)
 	se.mail, se.from, se.rcpts = true, from, nil
@@ -479,6 +484,8 @@ func (se *session) dataError(err error, res acceptResult) error {
 			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.stream)}
 	case errors.As(err, &senderErr):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
+	case errors.Is(err, queue.ErrInsufficientStorage):
+		result, reply = resultError, errNoSpace
 	case errors.As(err, &temp):
 		result = resultError
 		reply = errTemp

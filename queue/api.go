@@ -108,6 +108,9 @@ type Batch struct {
 	Created time.Time
 	// Size of the body in bytes.
 	Size int64
+	// Forced: an operator made some of these recipients due (flush,
+	// release), so delivery tries hosts its dead-host cache marked down.
+	Forced bool
 
 	// meta is the message record read by Next (immutable once written),
 	// reused by Complete.
@@ -220,6 +223,13 @@ type Options struct {
 	// to metrics, webhooks, logs). It must not block.
 	OnEvent func(Event)
 	Logger  *slog.Logger
+	// MinFreeSpace is the free space (bytes) the spool's file system must
+	// keep: below it Enqueue fails with ErrInsufficientStorage while
+	// deliveries still commit (see space.go). MinFreePercent, if set,
+	// gives it as a percentage of the file system's size instead. Both
+	// zero disables the guard.
+	MinFreeSpace   int64
+	MinFreePercent float64
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }

@@ -8,7 +8,7 @@
 //	m      msgID                                       JSON metaRec: envelope, stream, tenant, campaign, size, created
 //	b      msgID                                       raw RFC 5322 bytes, stored once per message
 //	l      msgID                                       uvarint: recipients not yet final
-//	r      msgID, rcpt# (uint32 BE)                    JSON rcptRec: address, state, attempts, due, last reply
+//	r      msgID, rcpt# (uint32 BE)                    JSON rcptRec: address, state, attempts, due, last reply, forced
 //	s      due (uint64 BE, unix ns, sign-flipped),     empty; the recipient is due at that time
 //	       domain, 0x00, msgID, rcpt# (uint32 BE)
 //	e      seq (16 hex digits)                         JSON Event
@@ -46,4 +46,9 @@
 //     count, so Open reads them instead of scanning.
 //  8. Events and tombstones older than EventRetention are range-deleted in
 //     the background.
+//  9. With a free-space reserve (Options.MinFreeSpace), no batch reaches
+//     Pebble when the file system could not take it (space.go): Pebble v1
+//     makes a failed WAL write fatal. New mail is refused first, state
+//     changes last; a ballast file (PETREL-RESERVE) in the spool directory
+//     is given up to keep deliveries recordable on a disk filled by others.
 package queue

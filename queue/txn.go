@@ -21,6 +21,8 @@ type txn struct {
 	// fresh are batches of newly enqueued messages, offered to the ready
 	// set right after the commit (fast path).
 	fresh []*rbatch
+	// outs are delivered and deferred attempts (early retry, wake.go).
+	outs []outcome
 }
 
 func (q *Queue) newTxn() *txn {
@@ -89,6 +91,10 @@ func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
 func (t *txn) commit(sync bool) error {
 	q := t.q
 	defer t.b.Close()
+	// Pebble cannot survive a failed WAL write: refuse before it.
+	if err := q.space.commitOK(); err != nil {
+		return err
+	}
 	var first uint64
 	if len(t.events) > 0 {
 		first = q.allocSeq(len(t.events))
@@ -121,6 +127,7 @@ func (t *txn) commit(sync bool) error {
 		}
 	}
 	q.sched.committed(t.dues, t.fresh)
+	q.wake.committed(t.outs, t.now)
 	if q.opts.OnEvent != nil {
 		for _, ev := range t.events {
 			q.opts.OnEvent(ev)
@@ -338,6 +345,7 @@ const noEvent = "-"
 
 // apply records the outcome of one delivery attempt.
 func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
+	r.Forced = false
 	r.Code, r.Enhanced, r.Reply, r.RemoteMX, r.Reason = res.Code, res.Enhanced, res.Reply, res.RemoteMX, res.Reason
 	ev := Event{RemoteMX: res.RemoteMX, Code: res.Code, Enhanced: res.Enhanced, Reply: res.Reply, Reason: res.Reason}
 	var to RcptState
@@ -346,6 +354,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 	case Delivered:
 		r.Attempts++
 		to = StateDelivered
+		mt.outs = append(mt.outs, outcome{domain: domainOf(r.Addr), delivered: true, retried: r.Attempts > 1})
 	case Bounced:
 		r.Attempts++
 		to = StateBounced
@@ -366,6 +375,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 			break
 		}
 		to, due = StateDeferred, next.UnixNano()
+		mt.outs = append(mt.outs, outcome{domain: domainOf(r.Addr)})
 	default:
 		return fmt.Errorf("queue: recipient %d of %s: unknown outcome %d", idx, mt.id, res.Outcome)
 	}

@@ -74,6 +74,8 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		RetrySchedule:  cfg.Delivery.Retries(),
 		MaxLifetime:    cfg.Delivery.MaxQueueLifetime.Duration,
 		EventRetention: cfg.Events.Retention.Duration,
+		MinFreeSpace:   cfg.Queue.MinFreeSpace.Bytes,
+		MinFreePercent: cfg.Queue.MinFreeSpace.Percent,
 		OnEvent:        d.events.onEvent,
 		OnFailure:      bounce.DSNHook(cfg.Hostname, cfg.Bounce.Domain, nil),
 		Logger:         log.With("component", "queue"),

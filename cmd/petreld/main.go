@@ -1,11 +1,13 @@
 // Command petreld is the Petrel mail transfer agent daemon.
 //
-//	petreld [-config petrel.toml]
+//	petreld [-config petrel.toml] [-check-config] [-flush-on-start]
 //
 // Without -config it runs on embedded defaults: data in ./petrel-data,
 // SMTP submission on 127.0.0.1:2525, HTTP API on 127.0.0.1:8025, relay
 // allowed from loopback. SIGTERM/SIGINT shut down gracefully; SIGHUP
-// reloads the shaping rules.
+// reloads the shaping rules. -flush-on-start makes every deferred
+// recipient due at once (after an outage, instead of waiting up to a
+// retry step); delivery's shaping still paces them.
 package main
 
 import (
@@ -31,6 +33,7 @@ func run(argv []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "TOML config file (default: embedded defaults)")
 	check := fs.Bool("check-config", false, "validate the config and exit")
+	flushOnStart := fs.Bool("flush-on-start", false, "retry every deferred recipient now instead of at its scheduled time")
 	if err := fs.Parse(argv); err != nil {
 		return 2
 	}
@@ -59,6 +62,14 @@ func run(argv []string, stderr io.Writer) int {
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return 1
+	}
+	if *flushOnStart {
+		n, err := d.q.Flush(ctx)
+		if err != nil {
+			log.Error("flush on start", "err", err)
+		} else {
+			log.Info("flush on start: deferred recipients due now", "recipients", n)
+		}
 	}
 	notifySystemd(ctx, log)
 	for {
