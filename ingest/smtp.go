@@ -325,9 +325,7 @@ func (se *session) readData(r io.Reader) ([]byte, error) {
 // SMTP replies ingest chooses (go-smtp produces the rest).
 var (
 	errTooLarge = smtp.ErrDataTooLarge // 552 5.3.4
-	err8bit     = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-		Message: "Message contains 8-bit data but MAIL FROM declared neither BODY=8BITMIME nor SMTPUTF8"}
-	errHeader = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+	errHeader   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Malformed message header section (RFC 5322)"}
 	errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Temporary failure, message not queued; try again later"}
@@ -430,10 +428,9 @@ func (se *session) Data(r io.Reader) error {
 		return fmt.Errorf("reading DATA: %w", err)
 	}
 	start := time.Now()
-	if se.mailOpts.Body != smtp.Body8BitMIME && se.mailOpts.Body != smtp.BodyBinaryMIME && !se.mailOpts.UTF8 && has8bit(msg) {
-		se.s.p.m.message("smtp", resultRejected)
-		return err8bit
-	}
+	// 8-bit data without BODY=8BITMIME is accepted as Postfix does (Python's
+	// smtplib and swaks send it); delivery declares BODY=8BITMIME or
+	// converts it to 7-bit per next hop (delivery/eightbit.go).
 	with := "ESMTP"
 	if _, ok := se.conn.TLSConnectionState(); ok {
 		with += "S"

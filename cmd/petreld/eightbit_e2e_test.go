@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-message"
+
+	"github.com/petrel-mta/petrel/internal/eightbit"
+	"github.com/petrel-mta/petrel/internal/testnet"
+)
+
+// TestEightBitClients submits UTF-8 mail the way real clients do, without
+// BODY=8BITMIME (Python's smtplib.send_message, swaks --data), to the real
+// daemon. Each message goes to an MX that offers 8BITMIME, which gets the
+// 8-bit bytes with BODY=8BITMIME, and to a strict 7-bit MX (no 8BITMIME,
+// refuses 8-bit octets), which gets quoted-printable that decodes to the
+// same text.
+func TestEightBitClients(t *testing.T) {
+	const text = "Grüße aus Köln – 10 €"
+	swaks, _ := exec.LookPath("swaks")
+	clients := []struct {
+		name string
+		run  func(e *env, id string) ([]byte, error)
+	}{
+		{"python smtplib.send_message", func(e *env, id string) ([]byte, error) {
+			host, port, _ := strings.Cut(e.smtp, ":")
+			script := fmt.Sprintf(`import smtplib
+from email.message import EmailMessage
+m = EmailMessage()
+m["From"] = "a@src.test"
+m["To"] = "r@eight.test, r@seven.test"
+m["Subject"] = "Grüße %s"
+m.set_content(%q + "\n")
+with smtplib.SMTP(%q, %s) as s:
+    s.send_message(m)
+`, id, text, host, port)
+			return exec.Command("/usr/bin/python3", "-c", script).CombinedOutput()
+		}},
+		{"swaks --data", func(e *env, id string) ([]byte, error) {
+			if swaks == "" {
+				t.Skip("swaks not installed: apt-get install -y swaks")
+			}
+			cmd := exec.Command(swaks, "--server", e.smtp, "--from", "a@src.test", "--to", "r@eight.test,r@seven.test",
+				"--data", "-", "--hide-all")
+			cmd.Stdin = strings.NewReader("From: a@src.test\r\nTo: r@eight.test\r\nSubject: swaks " + id + "\r\n\r\n" + text + "\r\n.\r\n")
+			return cmd.CombinedOutput()
+		}},
+	}
+	e := newEnv(t)
+	eight := e.mx(2, "eight.test", testnet.MXScript{})
+	seven, err := testnet.StartMX(testnet.MXOptions{Addr: fmt.Sprintf("127.0.0.3:%d", e.mxPort), Domain: "mx3.seven.test", No8BitMIME: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seven.Close() })
+	e.dns.Add("seven.test. 60 IN MX 10 mx3.seven.test.", "mx3.seven.test. 60 IN A 127.0.0.3")
+	e.start()
+	for i, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			id := fmt.Sprintf("c%d", i)
+			if out, err := c.run(e, id); err != nil {
+				t.Fatalf("client: %v\n%s", err, out)
+			}
+			find := func(mx *testnet.MX) (testnet.Mail, bool) {
+				for _, m := range mx.Mails() {
+					if bytes.Contains(m.Data, []byte(id)) {
+						return m, true
+					}
+				}
+				return testnet.Mail{}, false
+			}
+			var m8, m7 testnet.Mail
+			if !testnet.Wait(15*time.Second, func() bool {
+				var ok8, ok7 bool
+				m8, ok8 = find(eight)
+				m7, ok7 = find(seven)
+				return ok8 && ok7
+			}) {
+				t.Fatalf("not delivered to both MX hosts (8BITMIME host %d mails, 7-bit host %d mails)", eight.Count(), seven.Count())
+			}
+			if m8.Body != "8BITMIME" || !bytes.Contains(m8.Data, []byte(text)) {
+				t.Errorf("8BITMIME host: BODY=%q, raw UTF-8 text present: %v\n%s", m8.Body, bytes.Contains(m8.Data, []byte(text)), m8.Data)
+			}
+			if m7.Body != "" || eightbit.Has8bit(m7.Data) {
+				t.Errorf("7-bit host: BODY=%q, 8-bit octets: %v", m7.Body, eightbit.Has8bit(m7.Data))
+			}
+			if !bytes.Contains(m7.Data, []byte("Content-Transfer-Encoding: quoted-printable\r\n")) {
+				t.Errorf("7-bit host got no quoted-printable:\n%s", m7.Data)
+			}
+			ent, err := message.Read(bytes.NewReader(m7.Data))
+			if err != nil {
+				t.Fatalf("7-bit message does not parse: %v\n%s", err, m7.Data)
+			}
+			dec, err := io.ReadAll(ent.Body)
+			if err != nil || strings.TrimRight(string(dec), "\r\n") != text {
+				t.Errorf("7-bit body decodes to %q (%v), want %q", dec, err, text)
+			}
+		})
+	}
+}
