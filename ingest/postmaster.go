@@ -100,7 +100,7 @@ type postmasterConn struct {
 }
 
 func newPostmasterConn(c net.Conn) *postmasterConn {
-	return &postmasterConn{Conn: c, br: bufio.NewReaderSize(c, 8192)}
+	return &postmasterConn{Conn: c, br: bufio.NewReaderSize(c, 4096)}
 }
 
 func (c *postmasterConn) Read(p []byte) (int, error) {
@@ -163,6 +163,16 @@ func (c *postmasterConn) readData(p []byte) (int, error) {
 	c.mu.Lock()
 	n := 0
 	for n < len(buf) {
+		if c.dstate == dData { // only a CR can change the state: skip to it
+			i := bytes.IndexByte(buf[n:], '\r')
+			if i < 0 {
+				n = len(buf)
+				break
+			}
+			n += i + 1
+			c.dstate = dCR
+			continue
+		}
 		b := buf[n]
 		n++
 		switch c.dstate {
