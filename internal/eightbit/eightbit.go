@@ -12,8 +12,10 @@
 // A message without MIME headers is treated as text/plain (RFC 2045
 // section 5.2) and gets MIME-Version, Content-Type (charset utf-8 when
 // the body is valid UTF-8, else unknown-8bit, RFC 1428) and
-// Content-Transfer-Encoding fields. Multipart preambles and epilogues are
-// dropped (RFC 2046 says they carry nothing).
+// Content-Transfer-Encoding fields. Once a message needs converting, its
+// multipart bodies are written again part by part: preambles and epilogues
+// are dropped (RFC 2046 says they carry nothing), everything else keeps
+// its bytes.
 package eightbit
 
 import (
@@ -75,37 +77,31 @@ func BodyHas8bit(msg []byte) bool { return Has8bit(msg[BodyStart(msg):]) }
 
 // To7bit returns msg with every 8-bit body part re-encoded to 7-bit (see
 // the package comment). A message whose body is already 7-bit is returned
-// unchanged (the same slice).
+// unchanged (the same slice). Composite parts are streamed and only leaf
+// parts are buffered, so memory stays about the message's size at any
+// nesting depth.
 func To7bit(msg []byte) ([]byte, error) {
 	if !BodyHas8bit(msg) {
 		return msg, nil
 	}
-	h, body, err := readEntity(msg)
-	if err != nil {
-		return nil, err
-	}
-	hdr, out, err := convert(h, body, "text/plain", true, 0)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.HasSuffix(out, []byte("\n")) {
-		out = append(out, '\r', '\n')
-	}
-	return append(hdr, out...), nil
-}
-
-// readEntity splits raw into its parsed header and its body.
-func readEntity(raw []byte) (textproto.Header, []byte, error) {
-	br := bufio.NewReader(bytes.NewReader(raw))
+	var out bytes.Buffer
+	out.Grow(len(msg) + len(msg)/8)
+	br := bufio.NewReader(bytes.NewReader(msg))
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
-		return h, nil, fmt.Errorf("%w: header: %v", ErrCannotConvert, err)
+		return nil, fmt.Errorf("%w: header: %v", ErrCannotConvert, err)
 	}
-	body, err := io.ReadAll(br)
-	if err != nil {
-		return h, nil, fmt.Errorf("%w: %v", ErrCannotConvert, err)
+	start := func(hdr []byte) (io.Writer, error) {
+		out.Write(hdr)
+		return &out, nil
 	}
-	return h, body, nil
+	if err := convert(start, h, br, "text/plain", true, 0); err != nil {
+		return nil, err
+	}
+	if !bytes.HasSuffix(out.Bytes(), []byte("\n")) {
+		out.WriteString("\r\n")
+	}
+	return out.Bytes(), nil
 }
 
 func firstValue(h textproto.Header, key string) (string, bool) {
@@ -115,19 +111,20 @@ func firstValue(h textproto.Header, key string) (string, bool) {
 	return h.Get(key), true
 }
 
-// convert returns the (possibly rewritten) header section and body of one
-// entity. defType is the content type an entity without Content-Type has
+// starter writes an entity's header section and returns where its body
+// goes.
+type starter func(hdr []byte) (io.Writer, error)
+
+// convert writes one entity, header h and body read from body, through
+// start. defType is the content type an entity without Content-Type has
 // (text/plain; message/rfc822 inside multipart/digest); top marks the
 // message itself (or one inside message/rfc822), which gets a
-// MIME-Version field when it lacks one and is rewritten. The body returned
-// ends in a line break only if body did, so a part's body goes back before
-// its boundary unchanged.
-func convert(h textproto.Header, body []byte, defType string, top bool, depth int) (hdr, out []byte, err error) {
-	if !Has8bit(body) {
-		return header(h, "", nil), body, nil
-	}
+// MIME-Version field when it lacks one and is rewritten. A leaf's body is
+// written ending in a line break only if it did, so a part's body goes
+// back before its boundary unchanged.
+func convert(start starter, h textproto.Header, body io.Reader, defType string, top bool, depth int) error {
 	if depth > maxDepth {
-		return nil, nil, fmt.Errorf("%w: MIME nesting deeper than %d", ErrCannotConvert, maxDepth)
+		return fmt.Errorf("%w: MIME nesting deeper than %d", ErrCannotConvert, maxDepth)
 	}
 	ctype, hasCT := firstValue(h, "Content-Type")
 	mt, params := defType, map[string]string(nil)
@@ -148,25 +145,40 @@ func convert(h textproto.Header, body []byte, defType string, top bool, depth in
 		if mt == "multipart/digest" {
 			child = "message/rfc822"
 		}
-		out, err := convertMultipart(params["boundary"], body, child, depth)
+		w, err := start(header(h, identityCTE(cte), extra))
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		return header(h, identityCTE(cte), extra), out, nil
+		return convertMultipart(w, params["boundary"], body, child, depth)
 	case mt == "message/rfc822":
-		eh, ebody, err := readEntity(body)
+		w, err := start(header(h, identityCTE(cte), extra))
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		ehdr, eout, err := convert(eh, ebody, "text/plain", true, depth+1)
+		br := bufio.NewReader(body)
+		eh, err := textproto.ReadHeader(br)
 		if err != nil {
-			return nil, nil, err
+			return fmt.Errorf("%w: message/rfc822 header: %v", ErrCannotConvert, err)
 		}
-		return header(h, identityCTE(cte), extra), append(ehdr, eout...), nil
+		inner := func(hdr []byte) (io.Writer, error) {
+			_, err := w.Write(hdr)
+			return w, err
+		}
+		return convert(inner, eh, br, "text/plain", true, depth+1)
 	}
-	raw, err := decode(cte, body)
+	raw, err := io.ReadAll(body)
 	if err != nil {
-		return nil, nil, err
+		return fmt.Errorf("%w: %v", ErrCannotConvert, err)
+	}
+	if !Has8bit(raw) {
+		w, err := start(header(h, "", nil))
+		if err == nil {
+			_, err = w.Write(raw)
+		}
+		return err
+	}
+	if raw, err = decode(cte, raw); err != nil {
+		return err
 	}
 	if !hasCT && mt == "text/plain" {
 		charset := "unknown-8bit"
@@ -176,13 +188,21 @@ func convert(h textproto.Header, body []byte, defType string, top bool, depth in
 		extra = append(extra, "Content-Type: "+mime.FormatMediaType("text/plain", map[string]string{"charset": charset}))
 	}
 	if strings.HasPrefix(mt, "text/") {
-		var b bytes.Buffer
-		qw := quotedprintable.NewWriter(&b)
-		qw.Write(raw)
-		qw.Close()
-		return header(h, "quoted-printable", extra), b.Bytes(), nil
+		w, err := start(header(h, "quoted-printable", extra))
+		if err != nil {
+			return err
+		}
+		qw := quotedprintable.NewWriter(w)
+		if _, err := qw.Write(raw); err != nil {
+			return err
+		}
+		return qw.Close()
 	}
-	return header(h, "base64", extra), base64Lines(raw), nil
+	w, err := start(header(h, "base64", extra))
+	if err == nil {
+		_, err = w.Write(base64Lines(raw))
+	}
+	return err
 }
 
 // identityCTE is the encoding of a composite entity (multipart/*,
@@ -225,49 +245,41 @@ func base64Lines(b []byte) []byte {
 }
 
 // convertMultipart converts each part of a multipart body and writes them
-// again with the same boundary.
-func convertMultipart(boundary string, body []byte, child string, depth int) ([]byte, error) {
+// to w again with the same boundary.
+func convertMultipart(w io.Writer, boundary string, body io.Reader, child string, depth int) error {
 	if boundary == "" {
-		return nil, fmt.Errorf("%w: multipart without boundary", ErrCannotConvert)
+		return fmt.Errorf("%w: multipart without boundary", ErrCannotConvert)
 	}
-	var out bytes.Buffer
-	mw := textproto.NewMultipartWriter(&out)
+	mw := textproto.NewMultipartWriter(w)
 	if err := mw.SetBoundary(boundary); err != nil {
-		return nil, fmt.Errorf("%w: boundary %q: %v", ErrCannotConvert, boundary, err)
+		return fmt.Errorf("%w: boundary %q: %v", ErrCannotConvert, boundary, err)
 	}
-	mr := textproto.NewMultipartReader(bytes.NewReader(body), boundary)
+	mr := textproto.NewMultipartReader(body, boundary)
+	start := func(hdr []byte) (io.Writer, error) {
+		// Parse the rewritten header back so MultipartWriter writes it
+		// byte for byte (textproto keeps raw fields).
+		ph, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(hdr)))
+		if err != nil {
+			return nil, fmt.Errorf("%w: part header: %v", ErrCannotConvert, err)
+		}
+		return mw.CreatePart(ph)
+	}
 	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCannotConvert, err)
+			return fmt.Errorf("%w: %v", ErrCannotConvert, err)
 		}
-		pbody, err := io.ReadAll(p)
-		if err != nil {
-			return nil, fmt.Errorf("%w: part: %v", ErrCannotConvert, err)
+		if err := convert(start, p.Header, p, child, false, depth+1); err != nil {
+			return err
 		}
-		phdr, pout, err := convert(p.Header, pbody, child, false, depth+1)
-		if err != nil {
-			return nil, err
-		}
-		// Parse the rewritten header back so MultipartWriter writes it
-		// byte for byte (textproto keeps raw fields).
-		ph, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(phdr)))
-		if err != nil {
-			return nil, fmt.Errorf("%w: part header: %v", ErrCannotConvert, err)
-		}
-		w, err := mw.CreatePart(ph)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCannotConvert, err)
-		}
-		w.Write(pout)
 	}
 	if err := mw.Close(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCannotConvert, err)
+		return fmt.Errorf("%w: %v", ErrCannotConvert, err)
 	}
-	return out.Bytes(), nil
+	return nil
 }
 
 // header writes h's fields in order, raw. When cte is set, the first

@@ -3,7 +3,9 @@ package eightbit
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -212,4 +214,43 @@ func FuzzTo7bit(f *testing.F) {
 			t.Fatalf("converted output does not convert again: %v", err)
 		}
 	})
+}
+
+// nested returns a message with depth levels of multipart/mixed around a
+// text/plain leaf.
+func nested(depth int, leaf string) []byte {
+	var b strings.Builder
+	b.WriteString("MIME-Version: 1.0\r\n")
+	for i := range depth {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n", i, i)
+	}
+	b.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + leaf + "\r\n")
+	for i := depth - 1; i >= 0; i-- {
+		fmt.Fprintf(&b, "--b%d--\r\n", i)
+	}
+	return []byte(b.String())
+}
+
+// TestTo7bitNesting: deep nesting is refused past maxDepth, and memory
+// does not grow with depth (composite parts are streamed, not copied per
+// level).
+func TestTo7bitNesting(t *testing.T) {
+	if _, err := To7bit(nested(maxDepth+2, "caf\xc3\xa9")); !errors.Is(err, ErrCannotConvert) {
+		t.Fatalf("nesting %d: err %v, want ErrCannotConvert", maxDepth+2, err)
+	}
+	leaf := strings.Repeat("Lorem ipsum dolor sit amet, caf\xc3\xa9 consectetur adipiscing elit.\r\n", 16<<10) // ~1 MiB
+	msg := nested(20, leaf)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out, err := To7bit(msg)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := leaves(t, out); len(l) != 1 || l[0].body != strings.ReplaceAll(leaf, "\r\n", "\n") {
+		t.Fatal("nested leaf changed")
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 6*uint64(len(msg)) {
+		t.Errorf("converting a %d-byte message nested 20 deep allocated %d bytes", len(msg), alloc)
+	}
 }
