@@ -57,13 +57,11 @@ func leaves(t *testing.T, msg []byte) []leaf {
 	return out
 }
 
-// leafBodies7bit checks that every leaf body of msg, as sent, is 7-bit.
+// leafBodies7bit checks that no line after the top header section has
+// 8-bit octets, except the part header fields the cases put 8-bit octets
+// in (header fields are not converted).
 func leafBodies7bit(t *testing.T, msg []byte) {
 	t.Helper()
-	// Headers may keep 8-bit octets; bodies (after each header section)
-	// may not. Strip header sections by walking raw parts is what To7bit
-	// does; here: no line outside a header section has 8-bit, checked by
-	// removing the known 8-bit header lines the cases use.
 	for _, line := range strings.Split(string(msg[BodyStart(msg):]), "\n") {
 		if Has8bit([]byte(line)) && !strings.HasPrefix(line, "Content-Disposition:") && !strings.HasPrefix(line, "Subject:") {
 			t.Errorf("8-bit line left in the body: %q", line)
