@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-message"
+	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/petrel-mta/petrel/internal/eightbit"
 	"github.com/petrel-mta/petrel/internal/testnet"
@@ -106,5 +110,61 @@ with smtplib.SMTP(%q, %s) as s:
 				t.Errorf("7-bit body decodes to %q (%v), want %q", dec, err, text)
 			}
 		})
+	}
+}
+
+// TestEightBitSigned: a DKIM-signed 8-bit message is converted to 7-bit
+// before it is signed, so both next hops, with and without 8BITMIME, get
+// the same 7-bit bytes and the signature verifies at both (go-msgauth and
+// python3-dkim).
+func TestEightBitSigned(t *testing.T) {
+	pyv := testnet.PythonDKIM(t)
+	e := newEnv(t)
+	eight := e.mx(2, "eight.test", testnet.MXScript{})
+	seven, err := testnet.StartMX(testnet.MXOptions{Addr: fmt.Sprintf("127.0.0.3:%d", e.mxPort), Domain: "mx3.seven.test", No8BitMIME: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seven.Close() })
+	e.dns.Add("seven.test. 60 IN MX 10 mx3.seven.test.", "mx3.seven.test. 60 IN A 127.0.0.3")
+	var kg struct {
+		Record string `json:"record"`
+	}
+	out, err := exec.Command(filepath.Join(binDir, "petrelctl"), "-json", "dkim", "keygen", "signed.test", "s1", "-algo", "ed25519", "-data-dir", e.dataDir).Output()
+	if err != nil || json.Unmarshal(out, &kg) != nil {
+		t.Fatalf("dkim keygen: %v %s", err, out)
+	}
+	e.dns.Add("s1._domainkey.signed.test. 60 IN TXT " + strings.Join(regexp.MustCompile(`"([^"]*)"`).FindAllString(kg.Record, -1), " "))
+	e.start()
+
+	const text = "Grüße aus Köln – 10 €\r\n"
+	msg := "From: Alice <alice@signed.test>\r\nTo: r@eight.test, r@seven.test\r\nSubject: signed\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text
+	if err := e.sendSMTP("alice@signed.test", []string{"r@eight.test", "r@seven.test"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "delivery to both hosts", func() bool { return eight.Count() == 1 && seven.Count() == 1 })
+	m8, m7 := eight.Mails()[0], seven.Mails()[0]
+	if m8.Body != "" || eightbit.Has8bit(m8.Data) || !bytes.Contains(m8.Data, []byte("Content-Transfer-Encoding: quoted-printable\r\n")) {
+		t.Errorf("8BITMIME host: BODY=%q, want the signed 7-bit form:\n%s", m8.Body, m8.Data)
+	}
+	if !bytes.Equal(m8.Data[bytes.Index(m8.Data, []byte("DKIM-Signature:")):], m7.Data[bytes.Index(m7.Data, []byte("DKIM-Signature:")):]) {
+		t.Errorf("the two hosts got different signed messages:\n%s\n---\n%s", m8.Data, m7.Data)
+	}
+	for name, m := range map[string][]byte{"8BITMIME host": m8.Data, "7-bit host": m7.Data} {
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(m), &dkim.VerifyOptions{LookupTXT: lookupTXT(e.dns.Addr)})
+		if err != nil || len(vs) != 1 || vs[0].Err != nil {
+			t.Errorf("%s: go-msgauth: %v %+v", name, err, vs)
+		}
+		if got := pyv(t, e.dns.Addr, [][]byte{m})[0]; got != "ok" {
+			t.Errorf("%s: python3-dkim says %q", name, got)
+		}
+		ent, err := message.Read(bytes.NewReader(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dec, _ := io.ReadAll(ent.Body); string(dec) != text {
+			t.Errorf("%s: decodes to %q, want %q", name, dec, text)
+		}
 	}
 }
