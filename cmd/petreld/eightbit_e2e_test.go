@@ -61,13 +61,7 @@ with smtplib.SMTP(%q, %s) as s:
 		}},
 	}
 	e := newEnv(t)
-	eight := e.mx(2, "eight.test", testnet.MXScript{})
-	seven, err := testnet.StartMX(testnet.MXOptions{Addr: fmt.Sprintf("127.0.0.3:%d", e.mxPort), Domain: "mx3.seven.test", No8BitMIME: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { seven.Close() })
-	e.dns.Add("seven.test. 60 IN MX 10 mx3.seven.test.", "mx3.seven.test. 60 IN A 127.0.0.3")
+	eight, seven := eightAndSevenBitMX(t, e)
 	e.start()
 	for i, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
@@ -113,6 +107,20 @@ with smtplib.SMTP(%q, %s) as s:
 	}
 }
 
+// eightAndSevenBitMX starts the MX of eight.test (offers 8BITMIME) and of
+// seven.test (a strict 7-bit host).
+func eightAndSevenBitMX(t *testing.T, e *env) (eight, seven *testnet.MX) {
+	t.Helper()
+	eight = e.mx(2, "eight.test", testnet.MXScript{})
+	seven, err := testnet.StartMX(testnet.MXOptions{Addr: fmt.Sprintf("127.0.0.3:%d", e.mxPort), Domain: "mx3.seven.test", No8BitMIME: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seven.Close() })
+	e.dns.Add("seven.test. 60 IN MX 10 mx3.seven.test.", "mx3.seven.test. 60 IN A 127.0.0.3")
+	return eight, seven
+}
+
 // TestEightBitSigned: a DKIM-signed 8-bit message is converted to 7-bit
 // before it is signed, so both next hops, with and without 8BITMIME, get
 // the same 7-bit bytes and the signature verifies at both (go-msgauth and
@@ -120,13 +128,7 @@ with smtplib.SMTP(%q, %s) as s:
 func TestEightBitSigned(t *testing.T) {
 	pyv := testnet.PythonDKIM(t)
 	e := newEnv(t)
-	eight := e.mx(2, "eight.test", testnet.MXScript{})
-	seven, err := testnet.StartMX(testnet.MXOptions{Addr: fmt.Sprintf("127.0.0.3:%d", e.mxPort), Domain: "mx3.seven.test", No8BitMIME: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { seven.Close() })
-	e.dns.Add("seven.test. 60 IN MX 10 mx3.seven.test.", "mx3.seven.test. 60 IN A 127.0.0.3")
+	eight, seven := eightAndSevenBitMX(t, e)
 	var kg struct {
 		Record string `json:"record"`
 	}
