@@ -515,13 +515,18 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 			from = rp
 		}
 	}
-	mail, err := c.mailParams(from, addrs, body)
+	sent, bf := d.bodyFor(c, b.MsgID, body)
+	if bf != nil {
+		d.pool.put(c)
+		return false, *bf
+	}
+	mail, err := c.mailParams(from, addrs, sent)
 	if err != nil {
 		d.pool.put(c)
 		d.fill(res, idx, queue.Bounced, failure{enhanced: "5.6.7", reply: "local: " + err.Error(), mx: host}, "")
 		return true, failure{}
 	}
-	tx := c.transaction(ctx, mail, addrs, body)
+	tx := c.transaction(ctx, mail, addrs, sent)
 	if pooled && (tx.err != nil && !tx.firstReplyRead || tx.mail.Code == 421) {
 		// The pooled connection had died (or timed out) while idle:
 		// nothing was accepted, so retry once on a fresh connection.
@@ -532,7 +537,7 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 			}
 			return false, sessionFailure(err, host)
 		}
-		tx = c.transaction(ctx, mail, addrs, body)
+		tx = c.transaction(ctx, mail, addrs, sent) // same address: same extensions
 	}
 	c.msgs++
 	if !tx.anyPermanent() && ((tx.err != nil && !tx.dataSent) || tx.mail.Code == 421) {

@@ -11,9 +11,15 @@
 //
 // Decisions worth knowing:
 //   - 8-bit bytes in DATA without BODY=8BITMIME or SMTPUTF8 on MAIL FROM
-//     are refused with 550 5.6.0 (stricter than Postfix, which accepts
-//     them): Petrel would otherwise relay a message it cannot represent
-//     correctly to 7-bit-only hosts.
+//     are accepted, as Postfix does (Python's smtplib and swaks send them);
+//     delivery sends them with BODY=8BITMIME or converts them to 7-bit per
+//     next hop.
+//   - Errors are limited per session (smtp.hard_error_limit, growing
+//     delays beyond smtp.soft_error_limit and for every failed AUTH) and
+//     failed AUTH per client address across sessions (limits.go).
+//   - RCPT TO:<postmaster> without a domain goes to smtp.postmaster
+//     (postmaster.go: a clear-text command filter in front of go-smtp,
+//     whose parser requires a domain).
 //   - RCPT suppression is checked in the stream known at RCPT time (the
 //     SMTP user's stream, else "transactional"). If an X-Petrel-Stream
 //     header then moves the message to another stream, recipients

@@ -59,6 +59,10 @@ type SMTPServer struct {
 	users map[string]config.SMTPUser
 	tls   *tls.Config
 	log   *slog.Logger
+	// limits are the error and failed-AUTH limits (limits.go).
+	limits *limits
+	// postmaster receives RCPT TO:<postmaster> (postmaster.go).
+	postmaster string
 
 	// base is cancelled when Shutdown gives up waiting, aborting in-flight
 	// Policy/Enqueue calls.
@@ -117,6 +121,10 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 	}
 	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy, checker: opts.Recipients,
 		log: s.log, now: opts.Now, m: newMetrics(opts.Registry)}
+	s.limits = newLimits(opts.SMTP, opts.Registry)
+	if s.postmaster = opts.SMTP.Postmaster; s.postmaster == "" {
+		s.postmaster = "postmaster@" + opts.Hostname
+	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -153,7 +161,7 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
 	s.log.Info("smtp listening", "addr", ln.Addr().String(), "auth_without_tls", srv.AllowInsecureAuth, "starttls", s.tls != nil)
-	return srv.Serve(ln)
+	return srv.Serve(postmasterListener{ln})
 }
 
 // Shutdown stops accepting connections, closes sessions that are between
@@ -239,8 +247,7 @@ func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, 
 		return nil, smtp.ErrAuthFailed
 	}
 	if err := checkPassword(u.PasswordHash, password); err != nil {
-		s.log.Info("smtp auth failed", "user", username, "err", err)
-		return nil, smtp.ErrAuthFailed
+		return nil, smtp.ErrAuthFailed // logged and counted by limitedSASL
 	}
 	return &u, nil
 }
@@ -273,6 +280,11 @@ type session struct {
 	ip      netip.Addr
 	trusted bool // in mynetworks
 	user    *config.SMTPUser
+	// errs counts errors (failed AUTH included) and authFails failed AUTH
+	// attempts, for the limits in limits.go; authUser is the user name of
+	// the AUTH exchange in progress.
+	errs, authFails int
+	authUser        string
 
 	mail     bool
 	from     string
@@ -325,9 +337,7 @@ func (se *session) readData(r io.Reader) ([]byte, error) {
 // SMTP replies ingest chooses (go-smtp produces the rest).
 var (
 	errTooLarge = smtp.ErrDataTooLarge // 552 5.3.4
-	err8bit     = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-		Message: "Message contains 8-bit data but MAIL FROM declared neither BODY=8BITMIME nor SMTPUTF8"}
-	errHeader = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+	errHeader   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Malformed message header section (RFC 5322)"}
 	errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Temporary failure, message not queued; try again later"}
@@ -349,8 +359,10 @@ func (se *session) AuthMechanisms() []string {
 	return []string{sasl.Plain, sasl.Login}
 }
 
-func (se *session) Auth(mech string) (sasl.Server, error) {
+// auth starts the SASL exchange for mech (Auth in limits.go wraps it).
+func (se *session) auth(mech string) (sasl.Server, error) {
 	login := func(username, password string) error {
+		se.authUser = username
 		u, err := se.s.authenticate(username, password)
 		if err != nil {
 			return err
@@ -362,7 +374,8 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
-				return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authorization identity must match the user"}
+				se.authUser = username
+				return errAuthzMismatch
 			}
 			return login(username, password)
 		}), nil
@@ -372,7 +385,13 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
 }
 
+// Mail implements smtp.Session; refusals count against the session's
+// error limit.
 func (se *session) Mail(from string, opts *smtp.MailOptions) error {
+	return se.countError(se.mailFrom(from, opts))
+}
+
+func (se *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	if from != "" {
 		if _, err := ParseMailbox(from, opts != nil && opts.UTF8); err != nil {
 			return addrError("sender", from, err)
@@ -396,7 +415,16 @@ func addrError(role, addr string, err error) error {
 		Message: fmt.Sprintf("Bad %s address syntax: %s", role, err)}
 }
 
-func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+// Rcpt implements smtp.Session; refusals count against the session's
+// error limit.
+func (se *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return se.countError(se.rcptTo(to, opts))
+}
+
+func (se *session) rcptTo(to string, _ *smtp.RcptOptions) error {
+	if isLocalPostmaster(to) {
+		return se.rcptPostmaster()
+	}
 	m, err := ParseMailbox(to, se.mailOpts.UTF8)
 	if err != nil {
 		return addrError("recipient", to, err)
@@ -435,10 +463,9 @@ func (se *session) Data(r io.Reader) error {
 		return fmt.Errorf("reading DATA: %w", err)
 	}
 	start := time.Now()
-	if se.mailOpts.Body != smtp.Body8BitMIME && se.mailOpts.Body != smtp.BodyBinaryMIME && !se.mailOpts.UTF8 && has8bit(msg) {
-		se.s.p.m.message("smtp", resultRejected)
-		return err8bit
-	}
+	// 8-bit data without BODY=8BITMIME is accepted as Postfix does (Python's
+	// smtplib and swaks send it); delivery declares BODY=8BITMIME or
+	// converts it to 7-bit per next hop (delivery/eightbit.go).
 	with := "ESMTP"
 	if _, ok := se.conn.TLSConnectionState(); ok {
 		with += "S"
@@ -465,6 +492,7 @@ func (se *session) Data(r io.Reader) error {
 		return se.dataError(err, res)
 	}
 	se.s.p.m.queued("smtp", len(res.queued), start)
+	se.accepted()
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.id}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/eightbit"
 )
 
 // Key is one loaded signing key.
@@ -162,7 +163,10 @@ func HeaderKeys(h mail.Header) []string {
 }
 
 // Sign returns msg with a DKIM-Signature prepended for every key of its
-// signing domain (see KeysFor), relaxed/relaxed, SHA-256. A message whose
+// signing domain (see KeysFor), relaxed/relaxed, SHA-256. A message it
+// signs whose body has 8-bit octets is first converted to 7-bit
+// (eightbit.To7bit: quoted-printable/base64), so the signature survives
+// any next hop without 8BITMIME. A message whose
 // From cannot be parsed, or whose domain has no key, is returned unchanged
 // with signed == false.
 func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
@@ -184,6 +188,17 @@ func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
 	keys := k.KeysFor(from.Address[at+1:])
 	if len(keys) == 0 {
 		return msg, false, nil
+	}
+	if eightbit.BodyHas8bit(msg) {
+		// RFC 6376 section 5.3: sign a 7-bit form, so that no later
+		// conversion (delivery's for a next hop without 8BITMIME, or a
+		// relay's after it) breaks the signature. An unconvertible message
+		// is signed as it is.
+		if c, err := eightbit.To7bit(msg); err == nil {
+			if cm, err := mail.ReadMessage(bytes.NewReader(c)); err == nil {
+				msg, m = c, cm
+			}
+		}
 	}
 	hk := HeaderKeys(m.Header)
 	signers := make([]*dkim.Signer, 0, len(keys))
