@@ -23,6 +23,7 @@ import (
 	"github.com/petrel-mta/petrel/events"
 	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/netx"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
@@ -111,11 +112,13 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	d.policy = pol
+	// Closed after the events service, whose rules loop writes
+	// suppressions into it.
+	d.closers = append(d.closers, pol.Close)
 	if err := d.events.setup(d, q, pol, sh, reg); err != nil {
 		d.closeAll()
 		return nil, err
 	}
-	d.closers = append(d.closers, pol.Close)
 	if w := policy.DomainStatusWarning(cfg); w != "" {
 		log.Warn(w)
 	}
@@ -220,6 +223,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		d.closeAll()
 		return nil, fmt.Errorf("smtp listen: %w", err)
 	}
+	smtpLn = netx.StickyTimeouts(smtpLn) // smtp.read_timeout ends a trickling client
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		smtpLn.Close()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/petrel-mta/petrel/bounce"
 	"github.com/petrel-mta/petrel/events"
+	"github.com/petrel-mta/petrel/internal/netx"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
@@ -75,6 +76,7 @@ func (p *eventsPart) run(d *daemon) error {
 		if err != nil {
 			return fmt.Errorf("bounce listen: %w", err)
 		}
+		ln = netx.StickyTimeouts(ln)
 		p.inbound = in
 		go func() {
 			if err := in.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
