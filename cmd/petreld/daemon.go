@@ -52,8 +52,17 @@ type daemon struct {
 	closers  []func() error
 }
 
-func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) (*daemon, error) {
+func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, cfgPath: cfgPath, log: log}
+	var listeners []net.Listener
+	defer func() {
+		if err != nil { // undo what was opened, newest first
+			for _, ln := range listeners {
+				ln.Close()
+			}
+			d.closeAll()
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
@@ -69,7 +78,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if cfg.Bounce.RulesFile != "" {
 		r, err := bounce.LoadRules(cfg.Bounce.RulesFile)
 		if err != nil {
-			d.closeAll()
 			return nil, fmt.Errorf("[bounce] rules_file: %w", err)
 		}
 		rules = r
@@ -85,19 +93,16 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Logger:         log.With("component", "queue"),
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("open queue: %w", err)
 	}
 	d.q = q
 	d.closers = append(d.closers, q.Close)
 	if err := q.RegisterMetrics(reg); err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("queue metrics: %w", err)
 	}
 
 	sh, err := shaping.New(cfg.Shaping, cfg.Hostname, log.With("component", "shaping"), reg)
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("shaping: %w", err)
 	}
 	d.shaper = sh
@@ -108,7 +113,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		OnSuppressionChange: events.SuppressionEvents(q, log.With("component", "events")),
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	d.policy = pol
@@ -116,7 +120,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	// suppressions into it.
 	d.closers = append(d.closers, pol.Close)
 	if err := d.events.setup(d, q, pol, sh, reg); err != nil {
-		d.closeAll()
 		return nil, err
 	}
 	if w := policy.DomainStatusWarning(cfg); w != "" {
@@ -125,7 +128,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 
 	res, err := dns.NewResolver(cfg.DNS.Resolver, cfg.DNS.Timeout.Duration, log.With("component", "dns"))
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	dl, err := delivery.New(delivery.Options{
@@ -141,7 +143,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Registry:   reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	d.closers = append(d.closers, dl.Close)
@@ -157,7 +158,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Registry: reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	d.closers = append(d.closers, ver.Close)
@@ -176,14 +176,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Registry:   reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("smtp: %w", err)
 	}
 	d.smtp = smtpSrv
 
 	keys, keyPath, err := httpapi.KeysFor(cfg.HTTP.APIKeys, cfg.DataDir)
 	if err != nil {
-		d.closeAll()
 		return nil, err
 	}
 	if keyPath != "" {
@@ -220,35 +218,26 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	// Listeners first, so a port clash fails start instead of a goroutine.
 	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("smtp listen: %w", err)
 	}
+	listeners = append(listeners, smtpLn)
 	smtpLn = netx.StickyTimeouts(smtpLn) // smtp.read_timeout ends a trickling client
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		smtpLn.Close()
-		d.closeAll()
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
+	listeners = append(listeners, httpLn)
 	d.httpSrv = admin.ServerTimeouts(d.router, cfg.HTTP.HTTPLimits)
 	var metricsLn net.Listener
 	if cfg.Metrics.Listen != "" {
 		if metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
-			smtpLn.Close()
-			httpLn.Close()
-			d.closeAll()
 			return nil, fmt.Errorf("metrics listen: %w", err)
 		}
+		listeners = append(listeners, metricsLn)
 		d.metricsSrv = admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Metrics: metricsH, MetricsAccess: cfg.Metrics.Access,
 			PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
 	}
 	if err := d.events.run(d); err != nil {
-		smtpLn.Close()
-		httpLn.Close()
-		if metricsLn != nil {
-			metricsLn.Close()
-		}
-		d.closeAll()
 		return nil, err
 	}
 

@@ -535,3 +535,33 @@ func TestCheckConfigStdout(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedStartReleasesEverything: a start that fails late (its HTTP
+// port is taken) closes what it opened: the SMTP listener, the queue and
+// the data_dir lock, so a retry on the same directory and ports starts.
+func TestFailedStartReleasesEverything(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.SMTP.Listen = freeAddr(t)
+	cfg.HTTP.Listen = taken.Addr().String()
+	cfg.HTTP.APIKeys = []config.APIKey{{Name: "test", Key: testKey}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	log := newLogger(config.LogConfig{Level: "error"}, io.Discard)
+	if _, err := start(t.Context(), cfg, "", log); err == nil || !strings.Contains(err.Error(), "http listen") {
+		t.Fatalf("start with the HTTP port taken = %v, want an http listen error", err)
+	}
+	taken.Close()
+	d, err := start(t.Context(), cfg, "", log)
+	if err != nil {
+		t.Fatalf("start after the failed one: %v", err)
+	}
+	if err := d.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+}
