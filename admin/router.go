@@ -87,38 +87,44 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.mux.Ser
 // Routes returns every mounted route, in mounting order.
 func (r *Router) Routes() []Route { return append([]Route(nil), r.routes...) }
 
-// private mounts h behind the API-key check. maxBody 0 means
+// private mounts h behind the API-key check (which comes first: a client
+// without a key is refused before its body counts). maxBody 0 means
 // DefaultMaxBody.
 func (r *Router) private(pattern string, maxBody int64, h http.Handler) {
-	r.mount(Route{Pattern: pattern, Access: Private, MaxBody: maxBody}, r.keys.Require(h))
+	r.mount(Route{Pattern: pattern, Access: Private, MaxBody: maxBody}, h, r.keys.Require)
 }
 
-// public mounts h without a key, under the public routes' body deadline
-// and per-IP cap. Keep this list short: every caller is named in README.
+// public mounts h without a key, under the public routes' per-IP cap and
+// body deadline. Keep this list short: every caller is named in README.
 func (r *Router) public(pattern string, maxBody int64, h http.Handler) {
-	r.mount(Route{Pattern: pattern, Access: Public, MaxBody: maxBody}, r.publicGuard(h))
+	r.mount(Route{Pattern: pattern, Access: Public, MaxBody: maxBody}, h, r.publicGuard)
 }
 
 // loopback mounts h for loopback clients only, like public otherwise.
 func (r *Router) loopback(pattern string, maxBody int64, h http.Handler) {
-	inner := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if !isLoopback(req.RemoteAddr) {
-			httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only loopback clients may read this endpoint without a key")
-			return
-		}
-		h.ServeHTTP(w, req)
-	})
-	r.mount(Route{Pattern: pattern, Access: Loopback, MaxBody: maxBody}, r.publicGuard(inner))
+	guard := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if !isLoopback(req.RemoteAddr) {
+				httpapi.CloseAfterReply(w)
+				httpapi.WriteError(w, http.StatusForbidden, "forbidden", "only loopback clients may read this endpoint without a key")
+				return
+			}
+			r.publicGuard(next).ServeHTTP(w, req)
+		})
+	}
+	r.mount(Route{Pattern: pattern, Access: Loopback, MaxBody: maxBody}, h, guard)
 }
 
-func (r *Router) mount(rt Route, h http.Handler) {
+// mount registers h under rt, inside its body limit, inside guard (the
+// access check, which runs first).
+func (r *Router) mount(rt Route, h http.Handler, guard func(http.Handler) http.Handler) {
 	if rt.MaxBody == 0 {
 		rt.MaxBody = DefaultMaxBody
 	}
 	if rt.MaxBody > 0 {
 		h = maxBody(rt.MaxBody, h)
 	}
-	r.mux.Handle(rt.Pattern, h)
+	r.mux.Handle(rt.Pattern, guard(h))
 	r.routes = append(r.routes, rt)
 }
 
@@ -127,7 +133,7 @@ func (r *Router) mount(rt Route, h http.Handler) {
 func maxBody(n int64, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.ContentLength > n {
-			w.Header().Set("Connection", "close")
+			httpapi.CloseAfterReply(w)
 			httpapi.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", n))
 			return
 		}
@@ -141,19 +147,25 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		ip := clientIP(req.RemoteAddr)
 		if !r.perIP.acquire(ip) {
-			w.Header().Set("Connection", "close")
+			httpapi.CloseAfterReply(w)
 			w.Header().Set("Retry-After", "1")
 			httpapi.WriteError(w, http.StatusTooManyRequests, "too_many_connections",
 				fmt.Sprintf("more than %d requests in progress from %s", r.perIP.max, ip))
 			return
 		}
 		defer r.perIP.release(ip)
+		rc := http.NewResponseController(w)
 		if r.publicRead > 0 {
 			// The server's ReadTimeout is sized for injections; a public
 			// body gets much less.
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(r.publicRead))
+			_ = rc.SetReadDeadline(time.Now().Add(r.publicRead))
 		}
 		h.ServeHTTP(w, req)
+		// Whatever of the body the handler left unread is not read
+		// after it at the client's pace (outside the per-IP count): the
+		// connection closes instead. A fully read request keeps its
+		// keep-alive (the server sets fresh deadlines per request).
+		_ = rc.SetReadDeadline(time.Now())
 	})
 }
 
