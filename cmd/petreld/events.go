@@ -67,6 +67,9 @@ func (p *eventsPart) run(d *daemon) error {
 			FBLAddresses: bc.FBLAddresses,
 			Hostname:     d.cfg.Hostname,
 			Handler:      svc.Handle,
+			// smtp.read_timeout / write_timeout hold for every SMTP listener.
+			ReadTimeout:  d.cfg.SMTP.ReadTimeout.Duration,
+			WriteTimeout: d.cfg.SMTP.WriteTimeout.Duration,
 			Logger:       d.log,
 		})
 		if err != nil {

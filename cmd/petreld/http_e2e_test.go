@@ -281,6 +281,8 @@ func TestSlowClientsAreCut(t *testing.T) {
 		c.HTTP.IdleTimeout.Duration = timeout
 		c.SMTP.ReadTimeout.Duration = timeout
 		c.Sending.UnsubscribeSecret = "unsubscribe-secret-for-tests-0123456789"
+		c.Bounce.Listen = freeAddr(t)
+		c.Bounce.Domain, c.Bounce.Secret = "bounce.petrel.test", "verp-secret"
 	})
 	toks, err := unsub.New([]byte(d.cfg.Sending.UnsubscribeSecret))
 	if err != nil {
@@ -334,20 +336,22 @@ func TestSlowClientsAreCut(t *testing.T) {
 			t.Fatalf("idle connection closed after %v", after)
 		}
 	})
-	t.Run("SMTP one byte at a time", func(t *testing.T) {
-		c, r := dial(t, d.cfg.SMTP.Listen)
-		banner, err := r.ReadString('\n')
-		if err != nil || !strings.HasPrefix(banner, "220 ") {
-			t.Fatalf("banner %q: %v", banner, err)
-		}
-		after, got := trickle(t, c, r, "EHLO slow.example.test\r\n", 400*time.Millisecond, timeout+bound)
-		if after > timeout+bound {
-			t.Fatalf("SMTP trickler disconnected after %v, want within %v", after, timeout+bound)
-		}
-		if !strings.Contains(got, "421 4.4.2") {
-			t.Fatalf("server sent %q before closing, want 421 4.4.2", got)
-		}
-	})
+	for _, l := range []struct{ name, addr string }{{"submission", d.cfg.SMTP.Listen}, {"bounce inbound", d.cfg.Bounce.Listen}} {
+		t.Run("SMTP "+l.name+" one byte at a time", func(t *testing.T) {
+			c, r := dial(t, l.addr)
+			banner, err := r.ReadString('\n')
+			if err != nil || !strings.HasPrefix(banner, "220 ") {
+				t.Fatalf("banner %q: %v", banner, err)
+			}
+			after, got := trickle(t, c, r, "EHLO slow.example.test\r\n", 400*time.Millisecond, timeout+bound)
+			if after > timeout+bound {
+				t.Fatalf("SMTP trickler disconnected after %v, want within %v", after, timeout+bound)
+			}
+			if !strings.Contains(got, "421 4.4.2") {
+				t.Fatalf("server sent %q before closing, want 421 4.4.2", got)
+			}
+		})
+	}
 }
 
 // TestPublicPerIPCap: one client IP may have public_max_conns_per_ip
