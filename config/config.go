@@ -34,6 +34,7 @@ type Config struct {
 	Log       LogConfig      `toml:"log"`
 	SMTP      SMTPConfig     `toml:"smtp"`
 	HTTP      HTTPConfig     `toml:"http"`
+	Metrics   MetricsConfig  `toml:"metrics"`
 	DNS       DNSConfig      `toml:"dns"`
 	Delivery  DeliveryConfig `toml:"delivery"`
 	Queue     QueueConfig    `toml:"queue"`
@@ -125,7 +126,8 @@ func Default() *Config {
 		RequireDomainStatus: "none",
 		Log:                 LogConfig{Level: "info", Format: "text"},
 		SMTP:                defaultSMTP(),
-		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing"},
+		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing", HTTPLimits: defaultHTTPLimits()},
+		Metrics:             MetricsConfig{Access: MetricsLoopback},
 		DNS:                 DNSConfig{Timeout: Duration{5 * time.Second}},
 		Delivery:            defaultDelivery(),
 		Queue:               defaultQueue(),
@@ -232,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.HTTP.validate(); err != nil {
 		return fmt.Errorf("http: %w", err)
+	}
+	if err := c.Metrics.validate(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
 	}
 	if err := c.Delivery.validate(); err != nil {
 		return fmt.Errorf("delivery: %w", err)

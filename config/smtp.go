@@ -160,6 +160,7 @@ type HTTPConfig struct {
 	// and no stream of its own (request field or X-Petrel-Stream); ""
 	// keeps the API key's stream. Default "marketing".
 	CampaignStream string `toml:"campaign_stream"`
+	HTTPLimits
 }
 
 // APIKey is one [[http.api_keys]] entry: a bearer token.
@@ -175,6 +176,9 @@ func (h *HTTPConfig) validate() error {
 		if _, _, err := net.SplitHostPort(h.Listen); err != nil {
 			return fmt.Errorf("listen %q: %w", h.Listen, err)
 		}
+	}
+	if err := h.HTTPLimits.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, k := range h.APIKeys {

@@ -25,10 +25,12 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(argv []string, stderr io.Writer) int {
+// run is petreld: -check-config reports on stdout (its result is the
+// command's output); errors and the log go to stderr.
+func run(argv []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("petreld", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "TOML config file (default: embedded defaults)")
@@ -47,7 +49,11 @@ func run(argv []string, stderr io.Writer) int {
 		cfg = c
 	}
 	if *check {
-		fmt.Fprintln(stderr, "petreld: config ok")
+		name := *cfgPath
+		if name == "" {
+			name = "embedded defaults"
+		}
+		fmt.Fprintf(stdout, "petreld: config ok (%s)\n", name)
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
@@ -96,8 +102,9 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(&componentHandler{inner: h})
 }
