@@ -30,6 +30,10 @@ type SMTPConfig struct {
 	WriteTimeout Duration `toml:"write_timeout"`
 	// MaxLineLength of a command or data line (RFC 5321 says 1000 incl. CRLF).
 	MaxLineLength int `toml:"max_line_length"`
+	// HopCountLimit is the most Received plus Delivered-To header fields
+	// a message may have when it enters (SMTP, HTTP, DSNs); more are a
+	// mail loop: 554 5.4.6 / HTTP 422 (Postfix's hopcount_limit).
+	HopCountLimit int `toml:"hop_count_limit"`
 	// Users may AUTH PLAIN/LOGIN; AUTH is refused before STARTTLS unless the
 	// listener is on loopback.
 	Users []SMTPUser `toml:"users"`
@@ -54,6 +58,7 @@ func defaultSMTP() SMTPConfig {
 		ReadTimeout:    Duration{5 * 60e9},
 		WriteTimeout:   Duration{5 * 60e9},
 		MaxLineLength:  2000,
+		HopCountLimit:  50,
 	}
 }
 
@@ -71,6 +76,9 @@ func (s *SMTPConfig) validate() error {
 	}
 	if s.MaxRecipients <= 0 {
 		return errors.New("max_recipients must be positive")
+	}
+	if s.HopCountLimit <= 0 {
+		return errors.New("hop_count_limit must be positive")
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return errors.New("tls_cert and tls_key must be set together")

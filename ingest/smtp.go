@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/queue"
 )
 
 // Options configure NewSMTPServer.
@@ -28,8 +27,12 @@ type Options struct {
 	Hostname string
 	// SMTP is the [smtp] section.
 	SMTP config.SMTPConfig
-	// Spool is where accepted messages go (required).
-	Spool queue.Spool
+	// Submitter is the entry point messages go through; when nil,
+	// NewSMTPServer builds one from Spool, Policy, Recipients and
+	// SMTP.HopCountLimit.
+	Submitter *Submitter
+	// Spool is where accepted messages go (required without Submitter).
+	Spool Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
 	// Recipients, if set, vets each RCPT (verify at ingest).
@@ -53,7 +56,7 @@ type Options struct {
 // AUTH-before-TLS decision can differ per listener.
 type SMTPServer struct {
 	opts  Options
-	p     *pipeline
+	p     *Submitter
 	nets  []netip.Prefix
 	local map[string]bool
 	users map[string]config.SMTPUser
@@ -76,8 +79,8 @@ var ErrServerClosed = smtp.ErrServerClosed
 
 // NewSMTPServer checks opts and builds a server; it does not listen yet.
 func NewSMTPServer(opts Options) (*SMTPServer, error) {
-	if opts.Spool == nil {
-		return nil, errors.New("ingest: Options.Spool is required")
+	if opts.Spool == nil && opts.Submitter == nil {
+		return nil, errors.New("ingest: Options.Spool or Options.Submitter is required")
 	}
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
@@ -115,8 +118,12 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy, checker: opts.Recipients,
-		log: s.log, now: opts.Now, m: newMetrics(opts.Registry)}
+	s.p = opts.Submitter
+	if s.p == nil {
+		s.p = NewSubmitter(SubmitOptions{Hostname: opts.Hostname, Spool: opts.Spool, Policy: opts.Policy,
+			Recipients: opts.Recipients, HopCountLimit: opts.SMTP.HopCountLimit, Logger: opts.Logger,
+			Registry: opts.Registry, Now: opts.Now})
+	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -331,6 +338,10 @@ var (
 		Message: "Malformed message header section (RFC 5322)"}
 	errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Temporary failure, message not queued; try again later"}
+	errNUL = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message contains a NUL byte; it is refused, not altered"}
+	errLoop = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+		Message: "Routing loop detected: too many Received headers"}
 )
 
 func (se *session) stream() string {
@@ -451,32 +462,36 @@ func (se *session) Data(r io.Reader) error {
 	}
 	ctx, cancel := context.WithTimeout(se.s.base, timeout)
 	defer cancel()
-	res, err := se.s.p.accept(ctx, submission{
-		listener: "smtp", from: se.from, rcpts: se.rcpts,
-		stream: se.stream(), allowHeaderStream: true, msg: msg,
-		trace: traceInfo{helo: se.conn.Hostname(), ip: ip, with: with, id: newID(6)},
-	})
+	res, err := se.s.p.Submit(ctx, Envelope{
+		From: se.from, Rcpts: se.rcpts, Stream: se.stream(), HeaderStream: true, Source: "smtp",
+		Trace:         Trace{Helo: se.conn.Hostname(), IP: ip, With: with},
+		CheckedStream: se.stream(), Verified: true,
+	}, msg)
 	if err != nil {
 		return se.dataError(err, res)
 	}
-	se.s.p.m.queued("smtp", len(res.queued), start)
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.id}
+	se.s.p.m.queued("smtp", len(res.Queued), start)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.ID}
 }
 
-// dataError maps a pipeline error to the DATA reply.
-func (se *session) dataError(err error, res acceptResult) error {
-	var senderErr *senderError
-	var temp *tempError
+// dataError maps a Submit error to the DATA reply.
+func (se *session) dataError(err error, res Receipt) error {
+	var senderErr *SenderError
+	var temp *TemporaryError
 	result := resultRejected
 	var reply error
 	switch {
-	case errors.Is(err, errBadHeader):
+	case errors.Is(err, ErrNUL):
+		reply = errNUL
+	case errors.Is(err, ErrLoop):
+		reply = errLoop
+	case errors.Is(err, ErrBadHeader):
 		reply = errHeader
-	case errors.Is(err, errBadStream):
+	case errors.Is(err, ErrBadStream):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Invalid " + StreamHeader + " value"}
-	case errors.Is(err, errAllSuppressed):
+	case errors.Is(err, ErrAllSuppressed):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.stream)}
+			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.Stream)}
 	case errors.As(err, &senderErr):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
 	case errors.As(err, &temp):
