@@ -54,7 +54,11 @@ func (t traceInfo) received() string {
 	if t.helo != "" || t.ip != "" {
 		fmt.Fprintf(&b, "from %s ([%s])\r\n\t", safeToken(t.helo), t.ip)
 	}
-	fmt.Fprintf(&b, "by %s (Petrel) with %s id %s", safeToken(t.by), t.with, t.id)
+	fmt.Fprintf(&b, "by %s (Petrel)", safeToken(t.by))
+	if t.with != "" {
+		fmt.Fprintf(&b, " with %s", t.with)
+	}
+	fmt.Fprintf(&b, " id %s", t.id)
 	if t.rcpt != "" {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", t.rcpt)
 	}

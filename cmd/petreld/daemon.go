@@ -70,12 +70,13 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.rules = rules
 
+	dsn := bounce.NewDSNHook(cfg.Hostname, cfg.Bounce.Domain, nil, log)
 	q, err := queue.Open(filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		RetrySchedule:  cfg.Delivery.Retries(),
 		MaxLifetime:    cfg.Delivery.MaxQueueLifetime.Duration,
 		EventRetention: cfg.Events.Retention.Duration,
 		OnEvent:        d.events.onEvent,
-		OnFailure:      bounce.DSNHook(cfg.Hostname, cfg.Bounce.Domain, nil),
+		OnFailure:      dsn.OnFailure,
 		Logger:         log.With("component", "queue"),
 	})
 	if err != nil {
@@ -168,14 +169,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		rcptCheck = ver
 	}
 
+	sub := ingest.NewSubmitter(ingest.SubmitOptions{Hostname: cfg.Hostname, Spool: q, Policy: pol,
+		Recipients: rcptCheck, HopCountLimit: cfg.SMTP.HopCountLimit, Logger: log, Registry: reg})
+	dsn.Use(sub)
 	smtpSrv, err := ingest.NewSMTPServer(ingest.Options{
-		Hostname:   cfg.Hostname,
-		SMTP:       cfg.SMTP,
-		Spool:      q,
-		Policy:     pol,
-		Recipients: rcptCheck,
-		Logger:     log.With("component", "smtp"),
-		Registry:   reg,
+		Hostname:  cfg.Hostname,
+		SMTP:      cfg.SMTP,
+		Submitter: sub,
+		Logger:    log.With("component", "smtp"),
+		Registry:  reg,
 	})
 	if err != nil {
 		d.closeAll()
@@ -199,7 +201,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Spool: q, Messages: q, Policy: pol, Recipients: rcptCheck,
+		Submitter: sub, Messages: q,
 		Logger: log.With("component", "http"), Registry: reg,
 	})
 	mux.Handle("/api/v1/messages", ingestH)
