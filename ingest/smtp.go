@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/smtpserver"
 )
 
 // Options configure NewSMTPServer.
@@ -62,20 +62,15 @@ type SMTPServer struct {
 	users map[string]config.SMTPUser
 	tls   *tls.Config
 	log   *slog.Logger
-
+	// srv runs the go-smtp servers (one per listener) and Shutdown.
+	srv *smtpserver.Server
 	// base is cancelled when Shutdown gives up waiting, aborting in-flight
 	// Policy/Enqueue calls.
-	base   context.Context
-	cancel context.CancelFunc
-
-	mu       sync.Mutex
-	servers  []*smtp.Server
-	sessions map[*session]struct{}
-	closed   bool
+	base context.Context
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
-var ErrServerClosed = smtp.ErrServerClosed
+var ErrServerClosed = smtpserver.ErrServerClosed
 
 // NewSMTPServer checks opts and builds a server; it does not listen yet.
 func NewSMTPServer(opts Options) (*SMTPServer, error) {
@@ -102,8 +97,6 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		users: map[string]config.SMTPUser{},
 		tls:   opts.TLSConfig,
 		log:   opts.Logger.With("component", "ingest.smtp"),
-
-		sessions: map[*session]struct{}{},
 	}
 	for _, d := range opts.SMTP.LocalDomains {
 		s.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
@@ -124,23 +117,25 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 			Recipients: opts.Recipients, HopCountLimit: opts.SMTP.HopCountLimit, Logger: opts.Logger,
 			Registry: opts.Registry, Now: opts.Now})
 	}
-	s.base, s.cancel = context.WithCancel(context.Background())
+	s.srv = smtpserver.New(&backend{s: s}, s.configure, s.log)
+	s.base = s.srv.Context()
 	return s, nil
 }
 
 // ListenAndServe listens on SMTP.Listen and serves until Shutdown.
 func (s *SMTPServer) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.opts.SMTP.Listen)
-	if err != nil {
-		return fmt.Errorf("ingest: smtp listen: %w", err)
+	if err := s.srv.ListenAndServe(s.opts.SMTP.Listen); err != nil {
+		return fmt.Errorf("ingest: %w", err)
 	}
-	return s.Serve(ln)
+	return nil
 }
 
 // Serve accepts SMTP connections on ln until Shutdown; it then returns
 // ErrServerClosed.
-func (s *SMTPServer) Serve(ln net.Listener) error {
-	srv := smtp.NewServer(&backend{s: s})
+func (s *SMTPServer) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// configure sets up the go-smtp server of one listener.
+func (s *SMTPServer) configure(srv *smtp.Server, ln net.Listener) {
 	srv.Domain = s.opts.Hostname
 	srv.MaxMessageBytes = s.opts.SMTP.MaxMessageSize
 	srv.MaxRecipients = s.opts.SMTP.MaxRecipients
@@ -150,70 +145,14 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	srv.EnableSMTPUTF8 = true
 	srv.TLSConfig = s.tls
 	srv.AllowInsecureAuth = allowAuthWithoutTLS(ln.Addr(), s.opts.RequireTLSForAuth)
-	srv.ErrorLog = slogAdapter{s.log}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
-		return ErrServerClosed
-	}
-	s.servers = append(s.servers, srv)
-	s.mu.Unlock()
 	s.log.Info("smtp listening", "addr", ln.Addr().String(), "auth_without_tls", srv.AllowInsecureAuth, "starttls", s.tls != nil)
-	return srv.Serve(ln)
 }
 
 // Shutdown stops accepting connections, closes sessions that are between
 // transactions, and waits for the sessions in a transaction to finish it
 // until ctx is done; then it closes the remaining connections, aborting
 // unacknowledged transactions (their clients never got a 250).
-func (s *SMTPServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	servers := s.servers
-	s.mu.Unlock()
-	errs := make(chan error, len(servers))
-	for _, srv := range servers {
-		go func() { errs <- srv.Shutdown(ctx) }()
-	}
-	var first error
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	s.closeIdle()
-	for pending := len(servers); pending > 0; {
-		select {
-		case err := <-errs:
-			pending--
-			if err != nil && first == nil && !errors.Is(err, smtp.ErrServerClosed) {
-				first = err
-			}
-		case <-tick.C:
-			s.closeIdle() // sessions that finished their transaction since
-		}
-	}
-	if ctx.Err() != nil {
-		s.cancel()
-		for _, srv := range servers {
-			srv.Close()
-		}
-	}
-	return first
-}
-
-// closeIdle closes the connections of sessions not inside a transaction
-// (no MAIL FROM accepted, or its DATA answered). It closes the socket, not
-// the go-smtp Conn, so go-smtp's read loop ends the session itself. A
-// client that starts a transaction concurrently loses it before any 250,
-// which it will retry.
-func (s *SMTPServer) closeIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for se := range s.sessions {
-		if !se.busy.Load() {
-			se.netConn.Close()
-		}
-	}
-}
+func (s *SMTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 // allowAuthWithoutTLS decides per listener whether AUTH is offered before
 // STARTTLS: only on a loopback listener, and not when TLS is required.
@@ -255,14 +194,8 @@ func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, 
 type backend struct{ s *SMTPServer }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	sess := &session{s: b.s, conn: c, netConn: c.Conn()}
-	b.s.mu.Lock()
-	b.s.sessions[sess] = struct{}{}
-	closed := b.s.closed
-	b.s.mu.Unlock()
-	if closed {
-		sess.netConn.Close()
-	}
+	sess := &session{s: b.s, conn: c}
+	sess.untrack = b.s.srv.Track(c.Conn(), &sess.busy)
 	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
 		sess.ip = ap.Addr().Unmap()
 		sess.trusted = b.s.inNetworks(sess.ip)
@@ -272,9 +205,10 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // session is one SMTP connection's state.
 type session struct {
-	s       *SMTPServer
-	conn    *smtp.Conn
-	netConn net.Conn
+	s    *SMTPServer
+	conn *smtp.Conn
+	// untrack ends the session's registration for Shutdown.
+	untrack func()
 	// busy is set from MAIL FROM until the transaction ends.
 	busy    atomic.Bool
 	ip      netip.Addr
@@ -518,14 +452,6 @@ func (se *session) Reset() {
 }
 
 func (se *session) Logout() error {
-	se.s.mu.Lock()
-	delete(se.s.sessions, se)
-	se.s.mu.Unlock()
+	se.untrack()
 	return nil
 }
-
-// slogAdapter lets go-smtp log through slog.
-type slogAdapter struct{ l *slog.Logger }
-
-func (a slogAdapter) Printf(format string, v ...any) { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Println(v ...any)               { a.l.Warn(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }
