@@ -75,7 +75,7 @@ func ParseMessage(raw []byte) (*Message, error) {
 				return nil, ErrBadHeader
 			}
 			m.fields[len(m.fields)-1].End = next
-			if trace {
+			if trace && raw[next-1] == '\n' {
 				m.traceEnd = next
 			}
 			pos = next
@@ -95,7 +95,8 @@ func ParseMessage(raw []byte) (*Message, error) {
 		m.fields = append(m.fields, f)
 		key := strings.ToLower(f.Name)
 		m.counts[key]++
-		if trace && (key == "received" || key == "return-path") {
+		if trace && (key == "received" || key == "return-path") && raw[next-1] == '\n' {
+			// (an unterminated last field stays below inserted ones)
 			m.traceEnd = next
 		} else {
 			trace = false
