@@ -50,14 +50,15 @@ type Message struct {
 	sigs     []byte
 	trace    []byte
 	added    []byte
-	counts   map[string]int // lower-case name -> fields in the final header
+	// extra are the names of the fields Prepend and Insert added.
+	extra []string
 }
 
 // ParseMessage indexes the header section of raw (bare LF line ends are
 // accepted). raw is not copied and must not change while the Message is
 // in use.
 func ParseMessage(raw []byte) (*Message, error) {
-	m := &Message{raw: raw, counts: make(map[string]int, 16)}
+	m := &Message{raw: raw}
 	pos, trace := 0, true
 	m.bodyAt = len(raw)
 	for pos < len(raw) {
@@ -92,16 +93,17 @@ func ParseMessage(raw []byte) (*Message, error) {
 			}
 		}
 		f := Field{Name: string(name), Start: pos, End: next}
+		if m.fields == nil {
+			m.fields = make([]Field, 0, 16)
+		}
 		m.fields = append(m.fields, f)
-		key := strings.ToLower(f.Name)
-		m.counts[key]++
-		if trace && (key == "received" || key == "return-path") && raw[next-1] == '\n' {
+		if trace && (strings.EqualFold(f.Name, "received") || strings.EqualFold(f.Name, "return-path")) && raw[next-1] == '\n' {
 			// (an unterminated last field stays below inserted ones)
 			m.traceEnd = next
 		} else {
 			trace = false
 		}
-		if key == "from" && m.From == "" {
+		if m.From == "" && strings.EqualFold(f.Name, "from") {
 			if l, err := mail.ParseAddressList(m.Value(f)); err == nil && len(l) > 0 {
 				m.From = l[0].Address
 			}
@@ -155,27 +157,39 @@ func (m *Message) Values(name string) []string {
 
 // Count returns how many fields named name (any case) the final header
 // has, signatures excluded.
-func (m *Message) Count(name string) int { return m.counts[strings.ToLower(name)] }
+func (m *Message) Count(name string) int {
+	n := 0
+	for i, f := range m.fields {
+		if !m.removed[i] && strings.EqualFold(f.Name, name) {
+			n++
+		}
+	}
+	for _, e := range m.extra {
+		if strings.EqualFold(e, name) {
+			n++
+		}
+	}
+	return n
+}
 
 // Remove drops every client field named name from the final message.
 func (m *Message) Remove(name string) {
 	for i, f := range m.fields {
 		if !m.removed[i] && strings.EqualFold(f.Name, name) {
 			m.removed[i] = true
-			m.counts[strings.ToLower(name)]--
 		}
 	}
 }
 
-// count adds the fields of text (rendered "Name: value\r\n" fields) to
-// the name counts.
+// count records the names of the fields of text (rendered
+// "Name: value\r\n" fields) for Count.
 func (m *Message) count(text string) {
 	for line := range strings.Lines(text) {
 		if line[0] == ' ' || line[0] == '\t' {
 			continue
 		}
 		if name, _, ok := strings.Cut(line, ":"); ok {
-			m.counts[strings.ToLower(strings.TrimSpace(name))]++
+			m.extra = append(m.extra, strings.TrimSpace(name))
 		}
 	}
 }
