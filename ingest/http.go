@@ -45,7 +45,7 @@ type HTTPOptions struct {
 	// HopCountLimit.
 	Submitter *Submitter
 	// Spool is where accepted messages go (required without Submitter).
-	Spool Spool
+	Spool queue.Spool
 	// HopCountLimit is SubmitOptions.HopCountLimit.
 	HopCountLimit int
 	// Messages serves GET /api/v1/messages/{id}; nil answers 404.
@@ -68,11 +68,14 @@ type SendRequest struct {
 	From string `json:"from"`
 	// To are the recipients, in the same two forms.
 	To []string `json:"to"`
-	// Raw is a complete RFC 5322 message; bare LF line ends become CRLF.
-	Raw     string            `json:"raw,omitempty"`
-	Subject string            `json:"subject,omitempty"`
-	Text    string            `json:"text,omitempty"`
-	HTML    string            `json:"html,omitempty"`
+	// Raw is a complete RFC 5322 message; bare LF line ends become CRLF
+	// and its Bcc fields are removed (the envelope is To only).
+	Raw     string `json:"raw,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Text    string `json:"text,omitempty"`
+	HTML    string `json:"html,omitempty"`
+	// Headers are extra header fields of a built message. A "Bcc" entry
+	// adds its addresses to the envelope and is never written.
 	Headers map[string]string `json:"headers,omitempty"`
 	// Stream overrides the API key's stream (and any X-Petrel-Stream).
 	Stream   string `json:"stream,omitempty"`

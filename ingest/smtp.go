@@ -19,6 +19,7 @@ import (
 
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/internal/smtpserver"
+	"github.com/petrel-mta/petrel/queue"
 )
 
 // Options configure NewSMTPServer.
@@ -32,7 +33,7 @@ type Options struct {
 	// SMTP.HopCountLimit.
 	Submitter *Submitter
 	// Spool is where accepted messages go (required without Submitter).
-	Spool Spool
+	Spool queue.Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
 	// Recipients, if set, vets each RCPT (verify at ingest).

@@ -118,14 +118,6 @@ type TemporaryError struct{ Err error }
 func (e *TemporaryError) Error() string { return e.Err.Error() }
 func (e *TemporaryError) Unwrap() error { return e.Err }
 
-// Spool is where Submit commits: *queue.Queue.
-type Spool interface {
-	queue.Spool
-	// EnqueueBatch commits several messages in one synced batch: all or
-	// none.
-	EnqueueBatch(ctx context.Context, msgs []queue.NewMessage) ([]string, error)
-}
-
 // SubmitOptions configure NewSubmitter.
 type SubmitOptions struct {
 	// Hostname is the "by" of Received fields and the domain of
@@ -133,7 +125,7 @@ type SubmitOptions struct {
 	Hostname string
 	// Spool is where messages are committed (required for Submit and
 	// SubmitBatch; Prepare needs none).
-	Spool Spool
+	Spool queue.Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
 	// Recipients, if set, vets each recipient (verify at ingest).
@@ -156,7 +148,7 @@ type SubmitOptions struct {
 // Prepare. Its methods are safe for concurrent use.
 type Submitter struct {
 	hostname string
-	spool    Spool
+	spool    queue.Spool
 	policy   Policy
 	checker  RecipientChecker
 	hops     int

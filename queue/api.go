@@ -246,4 +246,7 @@ type Options struct {
 type Spool interface {
 	// Enqueue stores the message durably (synced) and returns its ID.
 	Enqueue(ctx context.Context, env Envelope, body []byte) (string, error)
+	// EnqueueBatch stores several messages in ONE synced batch (all or
+	// none) and returns their IDs in order.
+	EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, error)
 }
