@@ -45,6 +45,7 @@ type Message struct {
 	raw      []byte
 	fields   []Field
 	bodyAt   int
+	ended    bool // an empty line ends the header section
 	traceEnd int // offset in raw just past the leading trace fields
 	removed  []bool
 	sigs     []byte
@@ -68,7 +69,10 @@ func ParseMessage(raw []byte) (*Message, error) {
 		}
 		line := bytes.TrimRight(raw[pos:next], "\r\n")
 		if len(line) == 0 {
-			m.bodyAt = next // the empty line ends the header
+			// The empty line ends the header; "ended" only for a real
+			// line break (what DKIM and net/mail look for).
+			eol := string(raw[pos:next])
+			m.bodyAt, m.ended = next, eol == "\r\n" || eol == "\n"
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
@@ -123,6 +127,10 @@ func (m *Message) Fields() []Field { return m.fields }
 // BodyOffset is the offset in Raw of the body (just past the empty line;
 // len(Raw()) when the message has no body).
 func (m *Message) BodyOffset() int { return m.bodyAt }
+
+// HeaderEnded reports whether an empty line ends the header section (a
+// message may lack it when it has no body).
+func (m *Message) HeaderEnded() bool { return m.ended }
 
 // Value returns the unfolded, trimmed value of f.
 func (m *Message) Value(f Field) string {

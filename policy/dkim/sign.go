@@ -193,11 +193,11 @@ func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
 // m.From's signing domain (see KeysFor), relaxed/relaxed, SHA-256,
 // computed over m as it will be queued; it reuses m's header index
 // instead of parsing the message again. It reports false when m.From is
-// empty or its domain has no key.
+// empty, its domain has no key, or no empty line ends the header.
 func (k *Keyring) SignMessage(m *mta.Message) (signed bool, err error) {
 	at := strings.LastIndexByte(m.From, '@')
-	if at < 0 {
-		return false, nil
+	if at < 0 || !m.HeaderEnded() {
+		return false, nil // no end of header: nothing well-formed to sign
 	}
 	keys := k.KeysFor(m.From[at+1:])
 	if len(keys) == 0 {
