@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -305,5 +306,50 @@ func TestOneParsePerMessage(t *testing.T) {
 		if bytes.Contains(stored, []byte(StreamHeader)) {
 			t.Errorf("%s still in the queued message", StreamHeader)
 		}
+	}
+}
+
+// countingPolicy counts suppression checks per address.
+type countingPolicy struct {
+	*testPolicy
+	mu     sync.Mutex
+	checks map[string]int
+}
+
+func (p *countingPolicy) Suppressed(stream, addr string) (string, bool) {
+	p.mu.Lock()
+	p.checks[strings.ToLower(addr)]++
+	p.mu.Unlock()
+	return p.testPolicy.Suppressed(stream, addr)
+}
+
+// TestSuppressionCheckedOnce: over real SMTP a recipient is checked for
+// suppression once (at RCPT, which answers early), not again when the
+// message is accepted; only a stream change by X-Petrel-Stream makes a
+// second check in the new stream. Over HTTP each recipient is checked
+// once.
+func TestSuppressionCheckedOnce(t *testing.T) {
+	pol := &countingPolicy{testPolicy: &testPolicy{suppressed: map[string]string{"marketing carol@example.com": "unsubscribe"}}, checks: map[string]int{}}
+	e := startSMTP(t, testSMTPConfig(), func(o *Options) { o.Policy = pol })
+	v := dial(t, e.addr)
+	v.cmd("EHLO client.test", 250, "")
+	v.cmd("MAIL FROM:<alice@example.org>", 250, "")
+	v.cmd("RCPT TO:<bob@example.com>", 250, "")
+	v.data(simpleMsg, 250, "queued as")
+	v.cmd("MAIL FROM:<alice@example.org>", 250, "")
+	v.cmd("RCPT TO:<carol@example.com>", 250, "")
+	v.cmd("RCPT TO:<dave@example.com>", 250, "")
+	v.data(StreamHeader+": marketing\r\n"+simpleMsg, 250, "queued as")
+	want := map[string]int{"bob@example.com": 1, "carol@example.com": 2, "dave@example.com": 2}
+	for a, n := range want {
+		if pol.checks[a] != n {
+			t.Errorf("%s checked %d times, want %d (%v)", a, pol.checks[a], n, pol.checks)
+		}
+	}
+
+	h := startHTTP(t, func(o *HTTPOptions) { o.Policy = pol })
+	status, body := h.do(t, "POST", "/api/v1/messages", "app-key", mustJSON(SendRequest{From: "a@example.org", To: []string{"erin@example.com"}, Text: "hi"}))
+	if status != 202 || pol.checks["erin@example.com"] != 1 {
+		t.Errorf("HTTP: %d %s, %d checks", status, body, pol.checks["erin@example.com"])
 	}
 }
