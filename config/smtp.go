@@ -32,6 +32,10 @@ type SMTPConfig struct {
 	WriteTimeout Duration `toml:"write_timeout"`
 	// MaxLineLength of a command or data line (RFC 5321 says 1000 incl. CRLF).
 	MaxLineLength int `toml:"max_line_length"`
+	// HopCountLimit is the most Received plus Delivered-To header fields
+	// a message may have when it enters (SMTP, HTTP, DSNs); more are a
+	// mail loop: 554 5.4.6 / HTTP 422 (Postfix's hopcount_limit).
+	HopCountLimit int `toml:"hop_count_limit"`
 	// Users may AUTH PLAIN/LOGIN; AUTH is refused before STARTTLS unless the
 	// listener is on loopback.
 	Users []SMTPUser `toml:"users"`
@@ -85,6 +89,7 @@ func defaultSMTP() SMTPConfig {
 		ErrorSleep:          Duration{time.Second},
 		AuthFailureBurst:    10,
 		AuthFailureInterval: Duration{time.Minute},
+		HopCountLimit:  50,
 	}
 }
 
@@ -102,6 +107,9 @@ func (s *SMTPConfig) validate() error {
 	}
 	if s.MaxRecipients <= 0 {
 		return errors.New("max_recipients must be positive")
+	}
+	if s.HopCountLimit <= 0 {
+		return errors.New("hop_count_limit must be positive")
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return errors.New("tls_cert and tls_key must be set together")

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/smtpserver"
 	"github.com/petrel-mta/petrel/queue"
 )
 
@@ -28,7 +28,11 @@ type Options struct {
 	Hostname string
 	// SMTP is the [smtp] section.
 	SMTP config.SMTPConfig
-	// Spool is where accepted messages go (required).
+	// Submitter is the entry point messages go through; when nil,
+	// NewSMTPServer builds one from Spool, Policy, Recipients and
+	// SMTP.HopCountLimit.
+	Submitter *Submitter
+	// Spool is where accepted messages go (required without Submitter).
 	Spool queue.Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
@@ -53,7 +57,7 @@ type Options struct {
 // AUTH-before-TLS decision can differ per listener.
 type SMTPServer struct {
 	opts  Options
-	p     *pipeline
+	p     *Submitter
 	nets  []netip.Prefix
 	local map[string]bool
 	users map[string]config.SMTPUser
@@ -64,24 +68,20 @@ type SMTPServer struct {
 	// postmaster receives RCPT TO:<postmaster> (postmaster.go).
 	postmaster string
 
+	// srv runs the go-smtp servers (one per listener) and Shutdown.
+	srv *smtpserver.Server
 	// base is cancelled when Shutdown gives up waiting, aborting in-flight
 	// Policy/Enqueue calls.
-	base   context.Context
-	cancel context.CancelFunc
-
-	mu       sync.Mutex
-	servers  []*smtp.Server
-	sessions map[*session]struct{}
-	closed   bool
+	base context.Context
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
-var ErrServerClosed = smtp.ErrServerClosed
+var ErrServerClosed = smtpserver.ErrServerClosed
 
 // NewSMTPServer checks opts and builds a server; it does not listen yet.
 func NewSMTPServer(opts Options) (*SMTPServer, error) {
-	if opts.Spool == nil {
-		return nil, errors.New("ingest: Options.Spool is required")
+	if opts.Spool == nil && opts.Submitter == nil {
+		return nil, errors.New("ingest: Options.Spool or Options.Submitter is required")
 	}
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
@@ -103,8 +103,6 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		users: map[string]config.SMTPUser{},
 		tls:   opts.TLSConfig,
 		log:   opts.Logger.With("component", "ingest.smtp"),
-
-		sessions: map[*session]struct{}{},
 	}
 	for _, d := range opts.SMTP.LocalDomains {
 		s.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
@@ -119,29 +117,37 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy, checker: opts.Recipients,
-		log: s.log, now: opts.Now, m: newMetrics(opts.Registry)}
+	s.p = opts.Submitter
+	if s.p == nil {
+		s.p = NewSubmitter(SubmitOptions{Hostname: opts.Hostname, Spool: opts.Spool, Policy: opts.Policy,
+			Recipients: opts.Recipients, HopCountLimit: opts.SMTP.HopCountLimit, Logger: opts.Logger,
+			Registry: opts.Registry, Now: opts.Now})
+	}
 	s.limits = newLimits(opts.SMTP, opts.Registry)
 	if s.postmaster = opts.SMTP.Postmaster; s.postmaster == "" {
 		s.postmaster = "postmaster@" + opts.Hostname
 	}
-	s.base, s.cancel = context.WithCancel(context.Background())
+	s.srv = smtpserver.New(&backend{s: s}, s.configure, s.log)
+	s.base = s.srv.Context()
 	return s, nil
 }
 
 // ListenAndServe listens on SMTP.Listen and serves until Shutdown.
 func (s *SMTPServer) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.opts.SMTP.Listen)
-	if err != nil {
-		return fmt.Errorf("ingest: smtp listen: %w", err)
+	if err := s.srv.ListenAndServe(s.opts.SMTP.Listen); err != nil {
+		return fmt.Errorf("ingest: %w", err)
 	}
-	return s.Serve(ln)
+	return nil
 }
 
 // Serve accepts SMTP connections on ln until Shutdown; it then returns
 // ErrServerClosed.
-func (s *SMTPServer) Serve(ln net.Listener) error {
-	srv := smtp.NewServer(&backend{s: s})
+// The listener is wrapped by the RCPT TO:<postmaster> filter
+// (postmaster.go).
+func (s *SMTPServer) Serve(ln net.Listener) error { return s.srv.Serve(postmasterListener{ln}) }
+
+// configure sets up the go-smtp server of one listener.
+func (s *SMTPServer) configure(srv *smtp.Server, ln net.Listener) {
 	srv.Domain = s.opts.Hostname
 	srv.MaxMessageBytes = s.opts.SMTP.MaxMessageSize
 	srv.MaxRecipients = s.opts.SMTP.MaxRecipients
@@ -151,70 +157,14 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	srv.EnableSMTPUTF8 = true
 	srv.TLSConfig = s.tls
 	srv.AllowInsecureAuth = allowAuthWithoutTLS(ln.Addr(), s.opts.RequireTLSForAuth)
-	srv.ErrorLog = slogAdapter{s.log}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
-		return ErrServerClosed
-	}
-	s.servers = append(s.servers, srv)
-	s.mu.Unlock()
 	s.log.Info("smtp listening", "addr", ln.Addr().String(), "auth_without_tls", srv.AllowInsecureAuth, "starttls", s.tls != nil)
-	return srv.Serve(postmasterListener{ln})
 }
 
 // Shutdown stops accepting connections, closes sessions that are between
 // transactions, and waits for the sessions in a transaction to finish it
 // until ctx is done; then it closes the remaining connections, aborting
 // unacknowledged transactions (their clients never got a 250).
-func (s *SMTPServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	servers := s.servers
-	s.mu.Unlock()
-	errs := make(chan error, len(servers))
-	for _, srv := range servers {
-		go func() { errs <- srv.Shutdown(ctx) }()
-	}
-	var first error
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	s.closeIdle()
-	for pending := len(servers); pending > 0; {
-		select {
-		case err := <-errs:
-			pending--
-			if err != nil && first == nil && !errors.Is(err, smtp.ErrServerClosed) {
-				first = err
-			}
-		case <-tick.C:
-			s.closeIdle() // sessions that finished their transaction since
-		}
-	}
-	if ctx.Err() != nil {
-		s.cancel()
-		for _, srv := range servers {
-			srv.Close()
-		}
-	}
-	return first
-}
-
-// closeIdle closes the connections of sessions not inside a transaction
-// (no MAIL FROM accepted, or its DATA answered). It closes the socket, not
-// the go-smtp Conn, so go-smtp's read loop ends the session itself. A
-// client that starts a transaction concurrently loses it before any 250,
-// which it will retry.
-func (s *SMTPServer) closeIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for se := range s.sessions {
-		if !se.busy.Load() {
-			se.netConn.Close()
-		}
-	}
-}
+func (s *SMTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 // allowAuthWithoutTLS decides per listener whether AUTH is offered before
 // STARTTLS: only on a loopback listener, and not when TLS is required.
@@ -255,14 +205,8 @@ func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, 
 type backend struct{ s *SMTPServer }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	sess := &session{s: b.s, conn: c, netConn: c.Conn()}
-	b.s.mu.Lock()
-	b.s.sessions[sess] = struct{}{}
-	closed := b.s.closed
-	b.s.mu.Unlock()
-	if closed {
-		sess.netConn.Close()
-	}
+	sess := &session{s: b.s, conn: c}
+	sess.untrack = b.s.srv.Track(c.Conn(), &sess.busy)
 	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
 		sess.ip = ap.Addr().Unmap()
 		sess.trusted = b.s.inNetworks(sess.ip)
@@ -272,9 +216,10 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // session is one SMTP connection's state.
 type session struct {
-	s       *SMTPServer
-	conn    *smtp.Conn
-	netConn net.Conn
+	s    *SMTPServer
+	conn *smtp.Conn
+	// untrack ends the session's registration for Shutdown.
+	untrack func()
 	// busy is set from MAIL FROM until the transaction ends.
 	busy    atomic.Bool
 	ip      netip.Addr
@@ -343,6 +288,10 @@ var (
 		Message: "Temporary failure, message not queued; try again later"}
 	errNoSpace = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 		Message: "Insufficient system storage"}
+	errNUL = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message contains a NUL byte; it is refused, not altered"}
+	errLoop = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+		Message: "Routing loop detected: too many Received headers"}
 )
 
 func (se *session) stream() string {
@@ -397,7 +346,7 @@ func (se *session) mailFrom(from string, opts *smtp.MailOptions) error {
 			return addrError("sender", from, err)
 		}
 	}
-	if sc, ok := se.s.opts.Spool.(queue.SpaceChecker); ok && sc.CheckSpace() != nil {
+	if se.s.p.CheckSpace() != nil {
 		return errNoSpace
 	}
 	se.busy.Store(true)
@@ -483,33 +432,37 @@ func (se *session) Data(r io.Reader) error {
 	}
 	ctx, cancel := context.WithTimeout(se.s.base, timeout)
 	defer cancel()
-	res, err := se.s.p.accept(ctx, submission{
-		listener: "smtp", from: se.from, rcpts: se.rcpts,
-		stream: se.stream(), allowHeaderStream: true, msg: msg,
-		trace: traceInfo{helo: se.conn.Hostname(), ip: ip, with: with, id: newID(6)},
-	})
+	res, err := se.s.p.Submit(ctx, Envelope{
+		From: se.from, Rcpts: se.rcpts, Stream: se.stream(), HeaderStream: true, Source: "smtp",
+		Trace:         Trace{Helo: se.conn.Hostname(), IP: ip, With: with},
+		CheckedStream: se.stream(), Verified: true,
+	}, msg)
 	if err != nil {
 		return se.dataError(err, res)
 	}
-	se.s.p.m.queued("smtp", len(res.queued), start)
+	se.s.p.m.queued("smtp", len(res.Queued), start)
 	se.accepted()
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.id}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.ID}
 }
 
-// dataError maps a pipeline error to the DATA reply.
-func (se *session) dataError(err error, res acceptResult) error {
-	var senderErr *senderError
-	var temp *tempError
+// dataError maps a Submit error to the DATA reply.
+func (se *session) dataError(err error, res Receipt) error {
+	var senderErr *SenderError
+	var temp *TemporaryError
 	result := resultRejected
 	var reply error
 	switch {
-	case errors.Is(err, errBadHeader):
+	case errors.Is(err, ErrNUL):
+		reply = errNUL
+	case errors.Is(err, ErrLoop):
+		reply = errLoop
+	case errors.Is(err, ErrBadHeader):
 		reply = errHeader
-	case errors.Is(err, errBadStream):
+	case errors.Is(err, ErrBadStream):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Invalid " + StreamHeader + " value"}
-	case errors.Is(err, errAllSuppressed):
+	case errors.Is(err, ErrAllSuppressed):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.stream)}
+			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.Stream)}
 	case errors.As(err, &senderErr):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
 	case errors.Is(err, queue.ErrInsufficientStorage):
@@ -538,14 +491,6 @@ func (se *session) Reset() {
 }
 
 func (se *session) Logout() error {
-	se.s.mu.Lock()
-	delete(se.s.sessions, se)
-	se.s.mu.Unlock()
+	se.untrack()
 	return nil
 }
-
-// slogAdapter lets go-smtp log through slog.
-type slogAdapter struct{ l *slog.Logger }
-
-func (a slogAdapter) Printf(format string, v ...any) { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Println(v ...any)               { a.l.Warn(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/internal/testnet"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/queue"
 )
 
@@ -51,8 +52,9 @@ func (p *testPolicy) CheckSender(_ context.Context, dom string) error {
 	return nil
 }
 
-func (p *testPolicy) Prepare(_ context.Context, stream string, _ []string, msg []byte) ([]byte, error) {
-	return append([]byte("X-Test-Prepared: "+stream+"\r\n"), msg...), nil
+func (p *testPolicy) PrepareMessage(_ context.Context, m *mta.Message) error {
+	m.AddSignature("X-Test-Prepared: " + m.Stream + "\r\n")
+	return nil
 }
 
 type smtpEnv struct {
@@ -687,6 +689,10 @@ type failingSpool struct{}
 
 func (failingSpool) Enqueue(context.Context, queue.Envelope, []byte) (string, error) {
 	return "", errors.New("pebble: disk full")
+}
+
+func (failingSpool) EnqueueBatch(context.Context, []queue.NewMessage) ([]string, error) {
+	return nil, errors.New("pebble: disk full")
 }
 
 func TestEnqueueFailureIsTemporary(t *testing.T) {

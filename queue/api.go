@@ -190,10 +190,28 @@ type Failure struct {
 	Reason   string
 }
 
-// NewMessage is a message the queue enqueues on its own behalf (a DSN).
+// NewMessage is a message for EnqueueBatch, or one the queue enqueues on
+// its own behalf (a DSN from OnFailure).
 type NewMessage struct {
 	Envelope Envelope
 	Body     []byte
+	// Parts, when Body is nil, are the body in pieces: they are copied
+	// straight into the commit batch, so a caller that holds a message
+	// in pieces (ingest: new fields + the client's bytes) needs no
+	// intermediate copy.
+	Parts [][]byte
+}
+
+// Len is the body's length in bytes.
+func (m NewMessage) Len() int {
+	if m.Body != nil {
+		return len(m.Body)
+	}
+	n := 0
+	for _, p := range m.Parts {
+		n += len(p)
+	}
+	return n
 }
 
 // Options configure Open.
@@ -238,4 +256,7 @@ type Options struct {
 type Spool interface {
 	// Enqueue stores the message durably (synced) and returns its ID.
 	Enqueue(ctx context.Context, env Envelope, body []byte) (string, error)
+	// EnqueueBatch stores several messages in ONE synced batch (all or
+	// none) and returns their IDs in order.
+	EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, error)
 }

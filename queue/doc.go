@@ -24,7 +24,9 @@
 //
 //  1. Acknowledged means durable: Enqueue returns after its batch (m, b, l,
 //     r, s, e, c keys) is committed with pebble.Sync. Concurrent commits
-//     share fsyncs through Pebble's commit pipeline.
+//     share fsyncs through Pebble's commit pipeline. EnqueueBatch commits
+//     many messages in one such batch (all or none); a body given as
+//     NewMessage.Parts is copied piece by piece straight into the batch.
 //  2. A recipient is queued or deferred if and only if it has exactly one s
 //     key, whose due time equals its r record's Due. Held and final
 //     recipients have none. Every state change writes r, s, e and c keys

@@ -390,4 +390,31 @@ func (q *Queue) Enqueue(ctx context.Context, env Envelope, body []byte) (string,
 	return id, nil
 }
 
+// EnqueueBatch stores several messages and their recipients in ONE synced
+// batch (all or none) and returns their IDs in order: the campaign
+// engine's path, through ingest.
+func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := q.enter(); err != nil {
+		return nil, err
+	}
+	defer q.exit()
+	t := q.newTxn()
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		id, err := t.addNew(m)
+		if err != nil {
+			t.abort()
+			return nil, fmt.Errorf("queue: message %d of the batch: %w", i, err)
+		}
+		ids[i] = id
+	}
+	if err := t.commit(true); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
 var errNoRecipients = errors.New("queue: message has no recipients")

@@ -34,6 +34,13 @@ func (t *txn) abort() { t.b.Close() }
 // addMessage writes m, b, l and one r and s key per distinct recipient,
 // plus a received event per recipient.
 func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
+	return t.addNew(NewMessage{Envelope: env, Body: body})
+}
+
+// addNew is addMessage for a NewMessage: a body in Parts is copied
+// piece by piece into the batch.
+func (t *txn) addNew(nm NewMessage) (string, error) {
+	env := nm.Envelope
 	rcpts := make([]string, 0, len(env.Recipients))
 	seen := make(map[string]struct{}, len(env.Recipients))
 	for _, r := range env.Recipients {
@@ -49,12 +56,23 @@ func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
 	id := newID(t.now)
 	now := t.now.UnixNano()
 	m := metaRec{From: env.From, Rcpts: rcpts, Stream: env.Stream, Tenant: env.Tenant,
-		Campaign: env.Campaign, Source: env.Source, Size: int64(len(body)), Created: now}
+		Campaign: env.Campaign, Source: env.Source, Size: int64(nm.Len()), Created: now}
 	b := t.b
 	if err := b.Set(msgKey(pMeta, id), mustJSON(&m), nil); err != nil {
 		return "", fmt.Errorf("queue: batch: %w", err)
 	}
-	if err := b.Set(msgKey(pBody, id), body, nil); err != nil {
+	bk := msgKey(pBody, id)
+	op := b.SetDeferred(len(bk), nm.Len())
+	copy(op.Key, bk)
+	if nm.Body != nil {
+		copy(op.Value, nm.Body)
+	} else {
+		v := op.Value[:0]
+		for _, p := range nm.Parts {
+			v = append(v, p...)
+		}
+	}
+	if err := op.Finish(); err != nil {
 		return "", fmt.Errorf("queue: batch: %w", err)
 	}
 	if err := b.Set(msgKey(pLive, id), binary.AppendUvarint(nil, uint64(len(rcpts))), nil); err != nil {
@@ -418,7 +436,7 @@ func (mt *msgTxn) finishWrites() error {
 			return fmt.Errorf("queue: message %s has no body", mt.id)
 		}
 		if nm := q.opts.OnFailure(mt.id, mt.meta.envelope(), body, mt.failures); nm != nil {
-			if _, err := mt.addMessage(nm.Envelope, nm.Body); err != nil {
+			if _, err := mt.addNew(*nm); err != nil {
 				mt.abort()
 				return fmt.Errorf("queue: enqueue DSN for %s: %w", mt.id, err)
 			}

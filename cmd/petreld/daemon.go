@@ -84,6 +84,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.rules = rules
 
+	dsn := bounce.NewDSNHook(cfg.Hostname, cfg.Bounce.Domain, nil, log)
 	q, err := queue.Open(filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		RetrySchedule:  cfg.Delivery.Retries(),
 		MaxLifetime:    cfg.Delivery.MaxQueueLifetime.Duration,
@@ -91,7 +92,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		MinFreeSpace:   cfg.Queue.MinFreeSpace.Bytes,
 		MinFreePercent: cfg.Queue.MinFreeSpace.Percent,
 		OnEvent:        d.events.onEvent,
-		OnFailure:      bounce.DSNHook(cfg.Hostname, cfg.Bounce.Domain, nil),
+		OnFailure:      dsn.OnFailure,
 		Logger:         log.With("component", "queue"),
 	})
 	if err != nil {
@@ -172,14 +173,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		rcptCheck = ver
 	}
 
+	sub := ingest.NewSubmitter(ingest.SubmitOptions{Hostname: cfg.Hostname, Spool: q, Policy: pol,
+		Recipients: rcptCheck, HopCountLimit: cfg.SMTP.HopCountLimit, Logger: log, Registry: reg})
+	dsn.Use(sub)
 	smtpSrv, err := ingest.NewSMTPServer(ingest.Options{
-		Hostname:   cfg.Hostname,
-		SMTP:       cfg.SMTP,
-		Spool:      q,
-		Policy:     pol,
-		Recipients: rcptCheck,
-		Logger:     log, // ingest names its component
-		Registry:   reg,
+		Hostname:  cfg.Hostname,
+		SMTP:      cfg.SMTP,
+		Submitter: sub,
+		Logger:    log, // ingest names its component
+		Registry:  reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("smtp: %w", err)
@@ -196,7 +198,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Spool: q, Messages: q, Policy: pol, Recipients: rcptCheck,
+		Submitter: sub, Messages: q,
 		Logger: log, Registry: reg,
 	})
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
