@@ -89,7 +89,7 @@ func defaultSMTP() SMTPConfig {
 		ErrorSleep:          Duration{time.Second},
 		AuthFailureBurst:    10,
 		AuthFailureInterval: Duration{time.Minute},
-		HopCountLimit:  50,
+		HopCountLimit:       50,
 	}
 }
 

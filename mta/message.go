@@ -46,7 +46,7 @@ type Message struct {
 	fields   []Field
 	bodyAt   int
 	ended    bool // an empty line ends the header section
-	traceEnd int // offset in raw just past the leading trace fields
+	traceEnd int  // offset in raw just past the leading trace fields
 	removed  []bool
 	sigs     []byte
 	trace    []byte
