@@ -266,3 +266,19 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageLookup: GET /api/v1/messages/{id} answers a queued message's
+// recipients from the real queue, 404 for an unknown id.
+func TestMessageLookup(t *testing.T) {
+	f := newFixture(t)
+	id := f.enqueue("a@x.test", "b@y.test")
+	var mi queue.MessageInfo
+	if code := f.do("GET", "/api/v1/messages/"+id, "", &mi); code != 200 || mi.ID != id || len(mi.Recipients) != 2 ||
+		mi.Recipients[0].Addr != "a@x.test" || mi.Recipients[1].State != queue.StateQueued {
+		t.Fatalf("GET message: %d %+v", code, mi)
+	}
+	var e httpapi.ErrorBody
+	if code := f.do("GET", "/api/v1/messages/nope", "", &e); code != 404 || e.Error.Code != "not_found" {
+		t.Fatalf("unknown id: %d %+v", code, e)
+	}
+}

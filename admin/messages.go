@@ -1,9 +1,9 @@
 package admin
 
-// mountMessages mounts ingest's injection API:
+// mountMessages mounts ingest's injection API (GET /api/v1/messages/{id}
+// is the queue's, in queue.go):
 //
 //	POST /api/v1/messages       queue a message (202 once durable)
-//	GET  /api/v1/messages/{id}  the message's recipients and states
 func (r *Router) mountMessages(o Options) {
 	if o.Messages == nil {
 		return
@@ -13,5 +13,4 @@ func (r *Router) mountMessages(o Options) {
 		limit = 2*(25<<20) + 64<<10
 	}
 	r.private("POST /api/v1/messages", limit, o.Messages)
-	r.private("GET /api/v1/messages/{id}", 0, o.Messages)
 }

@@ -24,6 +24,7 @@ type Queue interface {
 	Delete(ctx context.Context, msgID string) (int, error)
 	Events(ctx context.Context, f queue.EventFilter) ([]queue.Event, error)
 	Stats() queue.Stats
+	Message(msgID string) (*queue.MessageInfo, error)
 }
 
 // mountQueue mounts the operator's queue API and the event log:
@@ -35,6 +36,7 @@ type Queue interface {
 //	POST /api/v1/queue/release {"id"}|{"all":true}
 //	POST /api/v1/queue/delete  {"id"}
 //	GET  /api/v1/events?after=&since=&type=&recipient=&campaign=&limit=
+//	GET  /api/v1/messages/{id}            a message's recipients and states
 func (r *Router) mountQueue(o Options) {
 	if o.Queue == nil {
 		return
@@ -44,6 +46,22 @@ func (r *Router) mountQueue(o Options) {
 	r.private("GET /api/v1/queue/stats", 0, http.HandlerFunc(a.stats))
 	r.private("POST /api/v1/queue/{action}", 4096, http.HandlerFunc(a.action))
 	r.private("GET /api/v1/events", 0, http.HandlerFunc(a.events))
+	r.private("GET /api/v1/messages/{id}", 0, http.HandlerFunc(a.message))
+}
+
+// message answers a message's recipients, states and last replies (a
+// tombstone answers for the event retention after the message is done).
+func (a *api) message(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	mi, err := a.q.Message(id)
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+	case err != nil:
+		a.fail(w, err)
+	default:
+		httpapi.WriteJSON(w, http.StatusOK, mi)
+	}
 }
 
 type api struct {

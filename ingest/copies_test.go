@@ -93,7 +93,7 @@ func BenchmarkCopiesHTTP(b *testing.B) {
 	pol := realPolicy(b)
 	q := openQueue(b)
 	h := NewHTTPHandler(HTTPOptions{Hostname: "api.petrel.test", Keys: httpapi.NewKeys(testKeys),
-		MaxMessageSize: 1 << 20, Spool: q, Messages: q, Policy: pol,
+		MaxMessageSize: 1 << 20, Spool: q, Policy: pol,
 		Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
 	body, err := json.Marshal(SendRequest{From: "news@shop.test", To: []string{"bob@example.com"}, Raw: string(copiesMsg())})
 	if err != nil {

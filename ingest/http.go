@@ -17,13 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/internal/httpapi"
-	"github.com/petrel-mta/petrel/queue"
+	"github.com/petrel-mta/petrel/mta"
 )
-
-// MessageSource looks up queued messages (*queue.Queue implements it).
-type MessageSource interface {
-	Message(id string) (*queue.MessageInfo, error)
-}
 
 // HTTPOptions configure NewHTTPHandler.
 type HTTPOptions struct {
@@ -45,11 +40,9 @@ type HTTPOptions struct {
 	// HopCountLimit.
 	Submitter *Submitter
 	// Spool is where accepted messages go (required without Submitter).
-	Spool queue.Spool
+	Spool Spool
 	// HopCountLimit is SubmitOptions.HopCountLimit.
 	HopCountLimit int
-	// Messages serves GET /api/v1/messages/{id}; nil answers 404.
-	Messages MessageSource
 	// Policy may be nil.
 	Policy Policy
 	// Recipients, if set, vets each recipient (verify at ingest).
@@ -133,7 +126,6 @@ func NewHTTPHandler(opts HTTPOptions) http.Handler {
 	h := &httpHandler{opts: opts, p: p, log: log}
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/messages", opts.Keys.Require(http.HandlerFunc(h.send)))
-	mux.Handle("GET /api/v1/messages/{id}", opts.Keys.Require(http.HandlerFunc(h.get)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
@@ -277,7 +269,7 @@ func submitAPIError(err error, res Receipt) error {
 		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.Stream)
 	case errors.As(err, &senderErr):
 		return unprocessable("sender_not_allowed", "%v", senderErr.Err)
-	case errors.Is(err, queue.ErrInsufficientStorage):
+	case errors.Is(err, mta.ErrInsufficientStorage):
 		return &apiError{http.StatusInsufficientStorage, "insufficient_storage", "insufficient system storage: message not queued, try again later"}
 	case errors.As(err, &temp):
 		return &apiError{http.StatusServiceUnavailable, "temporary_failure", "message not queued, try again later"}
@@ -417,22 +409,4 @@ func remoteIP(r *http.Request) string {
 		return "unknown"
 	}
 	return host
-}
-
-func (h *httpHandler) get(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if h.opts.Messages == nil {
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", "message lookup is not available")
-		return
-	}
-	mi, err := h.opts.Messages.Message(id)
-	switch {
-	case errors.Is(err, queue.ErrNotFound):
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-	case err != nil:
-		h.log.Error("message lookup", "id", id, "err", err)
-		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "message lookup failed")
-	default:
-		httpapi.WriteJSON(w, http.StatusOK, mi)
-	}
 }

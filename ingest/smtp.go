@@ -19,7 +19,7 @@ import (
 
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/internal/smtpserver"
-	"github.com/petrel-mta/petrel/queue"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // Options configure NewSMTPServer.
@@ -33,7 +33,7 @@ type Options struct {
 	// SMTP.HopCountLimit.
 	Submitter *Submitter
 	// Spool is where accepted messages go (required without Submitter).
-	Spool queue.Spool
+	Spool Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
 	// Recipients, if set, vets each RCPT (verify at ingest).
@@ -465,7 +465,7 @@ func (se *session) dataError(err error, res Receipt) error {
 			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.Stream)}
 	case errors.As(err, &senderErr):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
-	case errors.Is(err, queue.ErrInsufficientStorage):
+	case errors.Is(err, mta.ErrInsufficientStorage):
 		result, reply = resultError, errNoSpace
 	case errors.As(err, &temp):
 		result = resultError

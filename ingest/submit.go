@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/mta"
-	"github.com/petrel-mta/petrel/queue"
 )
 
 // DefaultHopCountLimit is the most Received plus Delivered-To fields a
@@ -118,6 +117,22 @@ type TemporaryError struct{ Err error }
 func (e *TemporaryError) Error() string { return e.Err.Error() }
 func (e *TemporaryError) Unwrap() error { return e.Err }
 
+// Spool is where Submit commits (*queue.Queue implements it). It is
+// defined here, by its user, so ingest does not import the queue.
+type Spool interface {
+	// EnqueueBatch stores the messages in ONE synced batch (all or none)
+	// and returns their IDs in order. Below the spool's free-space reserve
+	// it fails with an error wrapping mta.ErrInsufficientStorage.
+	EnqueueBatch(ctx context.Context, msgs []mta.NewMessage) ([]string, error)
+}
+
+// spaceChecker is optionally implemented by a Spool (*queue.Queue).
+type spaceChecker interface {
+	// CheckSpace returns an error wrapping mta.ErrInsufficientStorage
+	// while new mail is refused.
+	CheckSpace() error
+}
+
 // SubmitOptions configure NewSubmitter.
 type SubmitOptions struct {
 	// Hostname is the "by" of Received fields and the domain of
@@ -125,7 +140,7 @@ type SubmitOptions struct {
 	Hostname string
 	// Spool is where messages are committed (required for Submit and
 	// SubmitBatch; Prepare needs none).
-	Spool queue.Spool
+	Spool Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
 	// Recipients, if set, vets each recipient (verify at ingest).
@@ -148,7 +163,7 @@ type SubmitOptions struct {
 // Prepare. Its methods are safe for concurrent use.
 type Submitter struct {
 	hostname string
-	spool    queue.Spool
+	spool    Spool
 	policy   Policy
 	checker  RecipientChecker
 	hops     int
@@ -193,7 +208,7 @@ func (s *Submitter) Submit(ctx context.Context, env Envelope, body []byte) (Rece
 	if s.spool == nil {
 		return rc, &TemporaryError{errors.New("ingest: no spool")}
 	}
-	ids, err := s.spool.EnqueueBatch(ctx, []queue.NewMessage{nm})
+	ids, err := s.spool.EnqueueBatch(ctx, []mta.NewMessage{nm})
 	if err != nil {
 		return rc, &TemporaryError{fmt.Errorf("enqueue: %w", err)}
 	}
@@ -210,7 +225,7 @@ func (s *Submitter) Submit(ctx context.Context, env Envelope, body []byte) (Rece
 // in the order of subs.
 func (s *Submitter) SubmitBatch(ctx context.Context, subs []Submission) ([]Receipt, error) {
 	rcs := make([]Receipt, len(subs))
-	msgs := make([]queue.NewMessage, 0, len(subs))
+	msgs := make([]mta.NewMessage, 0, len(subs))
 	idx := make([]int, 0, len(subs))
 	for i, sub := range subs {
 		nm, rc, err := s.Prepare(ctx, sub.Envelope, sub.Body)
@@ -242,7 +257,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, subs []Submission) ([]Recei
 	return rcs, nil
 }
 
-func (s *Submitter) logQueued(nm queue.NewMessage, rc Receipt, env Envelope) {
+func (s *Submitter) logQueued(nm mta.NewMessage, rc Receipt, env Envelope) {
 	s.log.Info("message queued", "source", env.Source, "id", rc.ID, "from", env.From,
 		"rcpts", len(rc.Queued), "suppressed", len(rc.Suppressed), "stream", rc.Stream, "size", nm.Len(), "trace_id", env.Trace.ID)
 }
@@ -252,17 +267,17 @@ func (s *Submitter) logQueued(nm queue.NewMessage, rc Receipt, env Envelope) {
 // which must commit a DSN with the bounce that caused it). The returned
 // message's Parts point into body, which must not change until the
 // message is committed.
-func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (queue.NewMessage, Receipt, error) {
+func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (mta.NewMessage, Receipt, error) {
 	if bytes.IndexByte(body, 0) >= 0 {
-		return queue.NewMessage{}, Receipt{}, ErrNUL
+		return mta.NewMessage{}, Receipt{}, ErrNUL
 	}
 	s.parses.Add(1)
 	m, err := mta.ParseMessage(body)
 	if err != nil {
-		return queue.NewMessage{}, Receipt{}, err
+		return mta.NewMessage{}, Receipt{}, err
 	}
 	if hops := m.Count("Received") + m.Count("Delivered-To"); s.hops > 0 && hops > s.hops {
-		return queue.NewMessage{}, Receipt{}, fmt.Errorf("%w (%d, the limit is %d)", ErrLoop, hops, s.hops)
+		return mta.NewMessage{}, Receipt{}, fmt.Errorf("%w (%d, the limit is %d)", ErrLoop, hops, s.hops)
 	}
 	stream := env.Stream
 	if env.HeaderStream {
@@ -275,7 +290,7 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (que
 	}
 	rc := Receipt{Stream: stream}
 	if !validStream(stream) {
-		return queue.NewMessage{}, rc, fmt.Errorf("%w: %q", ErrBadStream, stream)
+		return mta.NewMessage{}, rc, fmt.Errorf("%w: %q", ErrBadStream, stream)
 	}
 	m.Remove(StreamHeader)
 	if env.RemoveBcc {
@@ -303,7 +318,7 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (que
 		rc.Queued = append(rc.Queued, r)
 	}
 	if len(rc.Queued) == 0 {
-		return queue.NewMessage{}, rc, ErrAllSuppressed
+		return mta.NewMessage{}, rc, ErrAllSuppressed
 	}
 	if s.policy != nil && !env.Generated {
 		dom := domainOf(m.From)
@@ -312,7 +327,7 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (que
 		}
 		if dom != "" {
 			if err := s.policy.CheckSender(ctx, dom); err != nil {
-				return queue.NewMessage{}, rc, &SenderError{err}
+				return mta.NewMessage{}, rc, &SenderError{err}
 			}
 		}
 	}
@@ -333,14 +348,14 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (que
 	m.Sender, m.Rcpts, m.Stream, m.Generated = env.From, rc.Queued, stream, env.Generated
 	if s.policy != nil {
 		if err := s.policy.PrepareMessage(ctx, m); err != nil {
-			return queue.NewMessage{}, rc, &TemporaryError{fmt.Errorf("prepare: %w", err)}
+			return mta.NewMessage{}, rc, &TemporaryError{fmt.Errorf("prepare: %w", err)}
 		}
 	}
-	qe := queue.Envelope{From: env.From, Recipients: rc.Queued, Stream: stream, Tenant: env.Tenant,
+	qe := mta.Envelope{From: env.From, Recipients: rc.Queued, Stream: stream, Tenant: env.Tenant,
 		Campaign: env.Campaign, Source: env.Source}
 	// The pieces point into body and the added fields: the queue copies
 	// them straight into its commit batch (the one copy Petrel makes).
-	return queue.NewMessage{Envelope: qe, Parts: m.Parts()}, rc, nil
+	return mta.NewMessage{Envelope: qe, Parts: m.Parts()}, rc, nil
 }
 
 // suppressed asks the policy whether addr is suppressed in stream.
@@ -368,12 +383,12 @@ func domainOf(addr string) string {
 	return strings.ToLower(addr[i+1:])
 }
 
-// CheckSpace returns an error wrapping queue.ErrInsufficientStorage while
+// CheckSpace returns an error wrapping mta.ErrInsufficientStorage while
 // the spool refuses new mail for lack of disk space, so SMTP (at MAIL
 // FROM) and HTTP can refuse before reading a message. A spool that does
 // not report its space never refuses.
 func (s *Submitter) CheckSpace() error {
-	if sc, ok := s.spool.(queue.SpaceChecker); ok {
+	if sc, ok := s.spool.(spaceChecker); ok {
 		return sc.CheckSpace()
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // ErrNotFound is returned for an unknown message ID.
@@ -16,20 +18,8 @@ var ErrNotFound = errors.New("queue: message not found")
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("queue: closed")
 
-// Envelope is what ingest hands the queue with a body.
-type Envelope struct {
-	// From is the envelope sender (MAIL FROM); "" is the null sender <>.
-	From string
-	// Recipients are RCPT TO addresses, in order. Duplicates are allowed
-	// only once (the queue drops exact repeats).
-	Recipients []string
-	// Stream is the sending stream ("transactional", "marketing", ...).
-	Stream   string
-	Tenant   string
-	Campaign string
-	// Source says how the message arrived: "smtp", "http", "dsn", ...
-	Source string
-}
+// Envelope is what ingest hands the queue with a body (mta.Envelope).
+type Envelope = mta.Envelope
 
 // RcptState is the state of one recipient.
 type RcptState string
@@ -190,29 +180,8 @@ type Failure struct {
 	Reason   string
 }
 
-// NewMessage is a message for EnqueueBatch, or one the queue enqueues on
-// its own behalf (a DSN from OnFailure).
-type NewMessage struct {
-	Envelope Envelope
-	Body     []byte
-	// Parts, when Body is nil, are the body in pieces: they are copied
-	// straight into the commit batch, so a caller that holds a message
-	// in pieces (ingest: new fields + the client's bytes) needs no
-	// intermediate copy.
-	Parts [][]byte
-}
-
-// Len is the body's length in bytes.
-func (m NewMessage) Len() int {
-	if m.Body != nil {
-		return len(m.Body)
-	}
-	n := 0
-	for _, p := range m.Parts {
-		n += len(p)
-	}
-	return n
-}
+// NewMessage is one message of an EnqueueBatch (mta.NewMessage).
+type NewMessage = mta.NewMessage
 
 // Options configure Open.
 type Options struct {

@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // ErrInsufficientStorage is returned, instead of writing, when the file
 // system of the spool has less free space than the reserve
 // (Options.MinFreeSpace): new mail is refused (SMTP 452 4.3.1, HTTP 507)
 // while delivery goes on draining the queue.
-var ErrInsufficientStorage = errors.New("queue: insufficient system storage")
+var ErrInsufficientStorage = mta.ErrInsufficientStorage
 
 // SpaceChecker is implemented by spools that can tell, before a message
 // is sent to them, that they would refuse it for lack of disk space

@@ -198,7 +198,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Submitter: sub, Messages: q,
+		Submitter: sub,
 		Logger: log, Registry: reg,
 	})
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
