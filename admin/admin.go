@@ -27,6 +27,9 @@ type Options struct {
 	Policy http.Handler
 	// Unsubscribe is policy.Engine.PublicHandler (public).
 	Unsubscribe http.Handler
+	// Tracking is the open pixel and click redirect (tracking.Handler,
+	// public).
+	Tracking http.Handler
 	// Verify is verify.Verifier.Handler.
 	Verify http.Handler
 	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
@@ -62,6 +65,7 @@ func New(o Options) *Router {
 	r.mountVerify(o)
 	r.mountPolicy(o)
 	r.mountSystem(o)
+	r.mountTracking(o)
 	return r
 }
 

@@ -20,6 +20,11 @@ type SuppressionOutbox interface {
 	OutboxReady() <-chan struct{}
 }
 
+// Event is one record of the event log (queue.Event). The ESP layer,
+// which may not import the queue (ARCHITECTURE.md), names it through
+// this package.
+type Event = queue.Event
+
 // EventAppender appends events to the event log (*queue.Queue).
 type EventAppender interface {
 	AppendEvents(ctx context.Context, evs []queue.Event) error

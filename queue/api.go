@@ -155,6 +155,11 @@ type Event struct {
 	// Sender is the envelope sender of the message; set on "received"
 	// events only (so consumers need not read the message back).
 	Sender string `json:"sender,omitempty"`
+	// URL is the link of a "clicked" event.
+	URL string `json:"url,omitempty"`
+	// Machine marks an "opened" or "clicked" event made by software (a
+	// privacy proxy's prefetch, a link scanner); Reason says which.
+	Machine bool `json:"machine,omitempty"`
 }
 
 // EventFilter selects events for Events.

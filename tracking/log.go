@@ -440,3 +440,30 @@ func (quietPebble) Errorf(string, ...any) {}
 func (quietPebble) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
+
+// cursorKey is the k key holding a consumer's last handled seq.
+func cursorKey(name string) []byte { return append([]byte{'k'}, name...) }
+
+// Cursor returns consumer name's last handled seq (0 if none).
+func (l *Log) Cursor(name string) (uint64, error) {
+	v, closer, err := l.db.Get(cursorKey(name))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("tracking: cursor: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("tracking: corrupt cursor %q", name)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetCursor records that consumer name handled everything up to seq.
+func (l *Log) SetCursor(name string, seq uint64) error {
+	if err := l.db.Set(cursorKey(name), binary.BigEndian.AppendUint64(nil, seq), pebble.Sync); err != nil {
+		return fmt.Errorf("tracking: set cursor: %w", err)
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,6 +28,7 @@ import (
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
+	"github.com/petrel-mta/petrel/tracking"
 	"github.com/petrel-mta/petrel/verify"
 )
 
@@ -36,12 +38,13 @@ type daemon struct {
 	cfgPath string
 	log     *slog.Logger
 
-	q       *queue.Queue
-	rules   *bounce.Rules
-	shaper  *shaping.Shaper
-	policy  *policy.Engine
-	smtp    *ingest.SMTPServer
-	httpSrv *http.Server
+	tracking *trackingPart
+	q        *queue.Queue
+	rules    *bounce.Rules
+	shaper   *shaping.Shaper
+	policy   *policy.Engine
+	smtp     *ingest.SMTPServer
+	httpSrv  *http.Server
 	// metricsSrv serves [metrics] listen when it is set.
 	metricsSrv *http.Server
 	// router is the [http] listener's route table.
@@ -201,6 +204,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Submitter: sub,
 		Logger:    log, Registry: reg,
 	})
+	trk, err := openTracking(cfg.DataDir, log.With("component", "tracking"))
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, trk.log.Close)
+	d.tracking = trk
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{
 		Keys:                keys,
@@ -210,6 +219,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Events:              d.events.svc.Load().Handler(),
 		Policy:              pol.Handler(),
 		Unsubscribe:         pol.PublicHandler(),
+		Tracking:            trk.handler,
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },
 		MetricsAccess:       cfg.Metrics.Access,
@@ -255,6 +265,11 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	go func() {
 		defer d.delivery.Done()
 		events.ForwardSuppressions(dctx, pol.Suppressions(), q, log.With("component", "events"))
+	}()
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		tracking.Forward(dctx, trk.log, q, time.Second, log.With("component", "tracking"))
 	}()
 	d.delivery.Add(1)
 	go func() {
