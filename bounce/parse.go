@@ -76,6 +76,15 @@ const (
 	maxParseSize = 16 << 20
 	maxParts     = 64
 	maxDepth     = 8
+	// maxErrText bounds the human-readable text searched for recipients,
+	// report fields and the start of a returned message: the part of a
+	// bounce that explains it is short, and what follows is the
+	// returned message.
+	maxErrText = 256 << 10
+	// maxDiagText bounds the text one recipient is classified on.
+	maxDiagText = 4 << 10
+	// maxBounces bounds the recipients read from one report.
+	maxBounces = 256
 )
 
 // ErrNotMessage is returned when the input is not an RFC 5322 message.
@@ -144,13 +153,16 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 	if textPart == nil {
 		textPart = []byte{}
 	}
+	if len(textPart) > maxErrText {
+		textPart = textPart[:maxErrText]
+	}
 	if dsnPart == nil && arfPart == nil {
 		// A delivery-status part without its MIME header (a broken or
 		// missing boundary): the fields start at a Reporting-MTA or
 		// Final-Recipient line.
 		if loc := reDSNStart.FindIndex(textPart); loc != nil {
 			dsnPart = textPart[loc[0]:]
-			if o := reOriginal.FindIndex(dsnPart); o != nil {
+			if o := findOriginal(dsnPart); o != nil {
 				dsnPart = dsnPart[:o[0]]
 			}
 			textPart = textPart[:loc[0]]
@@ -251,7 +263,7 @@ func walk(h textproto.MIMEHeader, body io.Reader, depth int, out *[]leaf) {
 		// the first boundary-looking line of the body instead. Only at
 		// the top level: nested guesses would re-read the same bytes at
 		// every depth.
-		if m := reBodyBoundary.FindSubmatch(data); depth == 0 && m != nil && string(m[1]) != boundary {
+		if m := reBodyBoundary.FindSubmatch(data[:min(len(data), maxErrText)]); depth == 0 && m != nil && string(m[1]) != boundary {
 			if walkParts(data, string(m[1]), depth, out) {
 				return
 			}
@@ -374,7 +386,7 @@ var reOriginal = regexp.MustCompile(`(?im)^[ \t]*(?:` + strings.Join([]string{
 // splitOriginal cuts text at the first marker of an included original;
 // it returns the error part and the original (nil if none).
 func splitOriginal(text []byte) (errPart, orig []byte) {
-	loc := reOriginal.FindIndex(text)
+	loc := findOriginal(text)
 	if loc == nil {
 		return text, nil
 	}
@@ -382,18 +394,45 @@ func splitOriginal(text []byte) (errPart, orig []byte) {
 	return text[:loc[0]], rest
 }
 
+// findOriginal is reOriginal.FindIndex(text), run only on the lines that
+// can start a marker (their first non-blank byte starts one of the
+// markers), so its cost is one pass over text.
+func findOriginal(text []byte) []int {
+	for start := 0; start < len(text); {
+		end := bytes.IndexByte(text[start:], '\n')
+		if end < 0 {
+			end = len(text)
+		} else {
+			end += start
+		}
+		line := bytes.TrimLeft(text[start:end], " \t")
+		if len(line) > 0 && bytes.IndexByte(originalFirst, line[0]|0x20) >= 0 {
+			if loc := reOriginal.FindIndex(text[start:end]); loc != nil {
+				return []int{start + loc[0], start + loc[1]}
+			}
+		}
+		start = end + 1
+	}
+	return nil
+}
+
+// originalFirst holds the first bytes of the reOriginal markers, lower
+// case (b|0x20 lower-cases a letter and keeps '-' and '|').
+var originalFirst = []byte{'-', '|', 'm', 'o', 'c', 'i', 'b'}
+
 // setOriginal extracts the original's headers.
 func (rep *Report) setOriginal(orig []byte) {
 	if len(orig) == 0 {
 		return
 	}
 	orig = bytes.TrimLeft(orig, "\n \t")
+	orig = orig[:min(len(orig), maxErrText)] // the headers are at its top
 	// Skip lines that do not look like headers (e.g. SMTP transcripts).
 	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(append([]byte{}, orig...), '\n', '\n'))))
 	h, err := tp.ReadMIMEHeader()
 	if len(h) == 0 && err != nil {
 		// Try from the first line that looks like "Name: value".
-		if i := reHeaderStart.FindIndex(orig); i != nil {
+		if i := reHeaderStart.FindIndex(orig[:min(len(orig), maxErrText)]); i != nil {
 			tp = textproto.NewReader(bufio.NewReader(bytes.NewReader(append(append([]byte{}, orig[i[0]:]...), '\n', '\n'))))
 			h, _ = tp.ReadMIMEHeader()
 		}
