@@ -24,15 +24,15 @@ var defaultRulesTOML []byte
 // and the SMTP reply code it came with.
 type Classification struct {
 	// Reason is one of userunknown, mailboxfull, blocked, ... (see rules.toml).
-	Reason string
+	Reason string `json:"reason"`
 	// Status is the DSN status code ("5.1.1"). When the reply carried none,
 	// it is a class-level code ("5.0.911"-style internal codes are used by
 	// Parse when the report gives nothing better).
-	Status string
+	Status string `json:"status"`
 	// Hard is true when the recipient address should not be tried again.
-	Hard bool
+	Hard bool `json:"hard"`
 	// Code is the SMTP reply code (0 when unknown).
-	Code int
+	Code int `json:"code"`
 }
 
 // ruleFile is the TOML shape of rules.toml and of operator rule files.

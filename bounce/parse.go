@@ -30,23 +30,23 @@ const (
 // Bounce is the result for one recipient of a report.
 type Bounce struct {
 	// Recipient is the address that failed (or complained, or auto-replied).
-	Recipient string
+	Recipient string `json:"recipient"`
 	// Reason is the classifier's reason (sisimai vocabulary).
-	Reason string
+	Reason string `json:"reason"`
 	// Status is the DSN status code ("5.1.1", or "5.0.9xx" when the report
 	// gave none).
-	Status string
+	Status string `json:"status"`
 	// ReplyCode is the SMTP reply code when one was reported (0 otherwise).
-	ReplyCode int
+	ReplyCode int `json:"reply_code"`
 	// Hard is true when the address should be suppressed.
-	Hard bool
+	Hard bool `json:"hard"`
 	// Diagnostic is the remote server's text (Diagnostic-Code or the
 	// paragraph about the recipient).
-	Diagnostic string
+	Diagnostic string `json:"diagnostic"`
 	// RemoteMTA is the host that refused, when reported.
-	RemoteMTA string
+	RemoteMTA string `json:"remote_mta,omitempty"`
 	// Action is the DSN action (failed, delayed, delivered, ...), if any.
-	Action string
+	Action string `json:"action,omitempty"`
 }
 
 // Report is a parsed asynchronous bounce, feedback report or auto-reply.
