@@ -80,6 +80,10 @@ type MXOptions struct {
 	Domain string
 	// NoSMTPUTF8 stops the server advertising SMTPUTF8 (RFC 6531).
 	NoSMTPUTF8 bool
+	// MaxRecipients limits the recipients of one transaction: beyond it
+	// RCPT gets go-smtp's "452 4.5.3 Maximum limit of N recipients
+	// reached" until RSET or the next MAIL. 0 means 10,000.
+	MaxRecipients int
 	// NoPipelining is not supported by go-smtp's server (it always
 	// advertises PIPELINING); kept out on purpose.
 	Script MXScript
@@ -103,6 +107,9 @@ func StartMX(o MXOptions) (*MX, error) {
 	srv := smtp.NewServer(m)
 	srv.Domain = o.Domain
 	srv.MaxRecipients = 10000
+	if o.MaxRecipients > 0 {
+		srv.MaxRecipients = o.MaxRecipients
+	}
 	srv.MaxMessageBytes = 64 << 20
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = !o.NoSMTPUTF8
