@@ -1,0 +1,50 @@
+package bounce
+
+import (
+	"fmt"
+	"testing"
+)
+
+// dsnFor is a minimal RFC 3464 report for one recipient.
+func dsnFor(rcpt, status, diag string) []byte {
+	return fmt.Appendf(nil, "From: MAILER-DAEMON@mx.example\nTo: app@example.org\nSubject: Undelivered\nMIME-Version: 1.0\n"+
+		"Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nDelivery failed.\n\n"+
+		"--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\nFinal-Recipient: rfc822; %s\nAction: failed\n"+
+		"Status: %s\nDiagnostic-Code: smtp; %s\n\n--B--\n", rcpt, status, diag)
+}
+
+// TestVendorReplies classifies replies worded as providers document them
+// (not taken from the shared corpus): a specific status decides over a
+// generic phrase, and NetEase / QQ / Gmail codes map to their reasons.
+func TestVendorReplies(t *testing.T) {
+	cases := []struct {
+		rcpt, status, diag, want string
+	}{
+		// RFC 3463 5.1.1 with a phrase that elsewhere means the sender.
+		{"a@b.example", "5.1.1", "550 5.1.1 <a@b.example>... Address rejected", "userunknown"},
+		// Gmail: 4.7.28 rate limit of unsolicited mail.
+		{"a@gmail.com", "4.7.28", "421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address", "speeding"},
+		// NetEase documented codes.
+		{"a@163.com", "5.0.0", "550 MI:SPF Mail rejected by SPF policy", "authfailure"},
+		{"a@126.com", "5.0.0", "550 MI:DMA Message rejected by DMARC policy", "authfailure"},
+		{"a@163.com", "4.0.0", "451 RP:QRC Recipient quota exceeded, frequency limit", "speeding"},
+		{"a@yeah.net", "4.0.0", "451 MI:SFQ sender frequency limited", "speeding"},
+		{"a@163.com", "5.0.0", "554 DT:SPM Mail content denied", "spamdetected"},
+		{"a@163.com", "5.0.0", "550 User not found: a@163.com", "userunknown"},
+		// QQ Mail.
+		{"a@qq.com", "5.0.0", "550 Mailbox not found or access denied", "userunknown"},
+		{"a@qq.com", "4.0.0", "451 Ip frequency limited, please try again later", "speeding"},
+		{"a@foxmail.com", "5.0.0", "550 Message rejected: DMARC check failed", "authfailure"},
+		// Telecom providers.
+		{"a@139.com", "4.0.0", "451 Mail from your IP exceed the limit, frequency limited", "speeding"},
+	}
+	for _, c := range cases {
+		rep, err := Parse(dsnFor(c.rcpt, c.status, c.diag))
+		if err != nil || len(rep.Bounces) != 1 {
+			t.Fatalf("%s: %v %v", c.diag, err, rep)
+		}
+		if got := rep.Bounces[0].Reason; got != c.want {
+			t.Errorf("%s %s %q: %s, want %s", c.rcpt, c.status, c.diag, got, c.want)
+		}
+	}
+}
