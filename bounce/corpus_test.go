@@ -136,6 +136,8 @@ func TestCorpus(t *testing.T) {
 			if got.Hard == w.HardBounce {
 				hardOK++
 				foldHard[fold]++
+			} else if !hidden && got.Reason == w.Reason {
+				misses = append(misses, fmt.Sprintf("%s: hard %v want %v", name, got.Hard, w.HardBounce))
 			}
 			if strconv.Itoa(got.ReplyCode) == w.ReplyCode || (w.ReplyCode == "" && got.ReplyCode == 0) {
 				replyOK++

@@ -61,6 +61,15 @@ var reAddr = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[
 // bytes before it, so its cost is one pass over text.
 func findAddrs(text string, n int) []string {
 	var out []string
+	for _, loc := range findAddrIndex(text, n) {
+		out = append(out, text[loc[0]:loc[1]])
+	}
+	return out
+}
+
+// findAddrIndex is findAddrs giving [start, end) offsets.
+func findAddrIndex(text string, n int) [][2]int {
+	var out [][2]int
 	prev := 0 // end of the last match
 	for at := 0; len(out) < n; {
 		k := strings.IndexByte(text[at:], '@')
@@ -80,11 +89,23 @@ func findAddrs(text string, n int) []string {
 		if loc == nil || loc[0] != 0 {
 			continue
 		}
-		out = append(out, text[start:start+loc[1]])
+		out = append(out, [2]int{start, start + loc[1]})
 		prev = start + loc[1]
 		at = prev
 	}
 	return out
+}
+
+// reNotRecipientField matches the start of a line that is a header field
+// naming no recipient (a returned message's Message-ID, References,
+// From, Received, ...): addresses after it are never bounced recipients.
+var reNotRecipientField = regexp.MustCompile(`^[ \t>]*(?:message-id|in-reply-to|references|resent-message-id|from|sender|reply-to|return-path|errors-to|received|dkim-signature|list-[a-z-]+|x-[a-z0-9-]+)[ \t]*:`)
+
+// inNotRecipientField reports whether the address at offset i of lower
+// stands in such a header field.
+func inNotRecipientField(lower string, i int) bool {
+	ls := strings.LastIndexByte(lower[:i], '\n') + 1
+	return reNotRecipientField.MatchString(lower[ls:i])
 }
 
 // isLocalByte reports the bytes of reAddr's local part.
@@ -445,11 +466,14 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		delete(skip, strings.ToLower(m[1]+m[2]))
 	}
 	failedHeader := len(addrs) > 0
-	for _, a := range findAddrs(text, 4*maxBounces) {
+	for _, loc := range findAddrIndex(text, 4*maxBounces) {
 		if failedHeader {
 			break
 		}
-		a = strings.ToLower(strings.TrimRight(a, "."))
+		if inNotRecipientField(doc.lower, loc[0]) {
+			continue
+		}
+		a := strings.ToLower(strings.TrimRight(text[loc[0]:loc[1]], "."))
 		if skip[a] || seen[a] || strings.HasPrefix(a, "mailer-daemon@") {
 			continue
 		}

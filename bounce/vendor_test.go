@@ -48,3 +48,25 @@ func TestVendorReplies(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRecipientsFromReturnedHeaders: a text-only bounce that quotes the
+// returned message's header without a marker line. Its Message-ID,
+// References and From addresses are not bounced recipients.
+func TestNoRecipientsFromReturnedHeaders(t *testing.T) {
+	raw := "From: mailer-daemon@mx.example\nTo: app@example.org\nSubject: Undelivered Mail\n\n" +
+		"Your message could not be delivered.\n\n" +
+		"[Status: Error, Address: <user@dest.example>, ResponseCode 550, , No such user.]\n\n" +
+		"Message-ID:<14a3e1f7f3c.110ef7.75305@mail.example.org>\nReferences: <prev.1@lists.example.net>\n" +
+		"From: \"Sender\" <sender@example.net>\nReceived: from a by b for <relay@relay.example>\nTo: user@dest.example\n"
+	rep, err := Parse([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range rep.Bounces {
+		got = append(got, b.Recipient)
+	}
+	if len(got) != 1 || got[0] != "user@dest.example" {
+		t.Errorf("recipients %v, want [user@dest.example]", got)
+	}
+}
