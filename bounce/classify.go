@@ -320,6 +320,7 @@ type fact struct {
 	rhost    string // remote MTA host name, if known
 	lhost    string // reporting MTA host name, if known
 	domain   string // the recipient's domain, if known
+	delay    bool   // the report is a delay notice (delivery still retried)
 	memo     [maxRules]int8
 }
 
@@ -357,7 +358,7 @@ func (r *Rules) finish(f fact) Classification {
 	temporary := strings.HasPrefix(f.status, "4") || (f.status == "" && f.code >= 400 && f.code < 500)
 	if c.Status == "" {
 		class := "5"
-		if temporary || f.action == "delayed" {
+		if temporary || f.action == "delayed" || f.delay {
 			class = "4"
 		}
 		switch {
@@ -435,9 +436,16 @@ func textFailureReply(text string) int {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
+// reCodeWord finds a reply code that a report labels as one
+// ("ResponseCode 421,", "ERROR_CODE :550", "reply code=452").
+var reCodeWord = regexp.MustCompile(`(?i)(?:response|reply|error|smtp)[ _-]?code[ \t]*[:=]?[ \t]*([245][0-5]\d)\b`)
+
 // findReply returns the first SMTP reply code in text, if any.
 func findReply(text string) int {
 	m := reReply.FindStringSubmatch(text)
+	if m == nil && strings.Contains(asciiLower(text), "code") {
+		m = reCodeWord.FindStringSubmatch(text)
+	}
 	if m == nil {
 		return 0
 	}
@@ -730,6 +738,30 @@ func (r *Rules) reason(f *fact) string {
 		return "onhold"
 	}
 	return "undefined"
+}
+
+// delayPhrases say that a report is a warning about a delivery still
+// being retried (RFC 3464 "delayed" reports without the DSN fields):
+// Gmail's "THIS IS A WARNING MESSAGE ONLY", Zoho's "Message will be
+// retried", Exim's "has not yet been delivered", sendmail's "Warning:
+// could not send message for past ...", Postfix's "delayed mail".
+var delayPhrases = []string{"warning message only", "will be retried", "will continue trying",
+	"will keep trying", "still trying", "has not yet been delivered", "delivery is delayed",
+	"delivery has been delayed", "warning: could not send message"}
+
+// isDelayNotice reports whether a report with this subject and text is a
+// delay notice.
+func isDelayNotice(subject, lowerText string) bool {
+	sub := strings.ToLower(subject)
+	if strings.Contains(sub, "delay") || strings.HasPrefix(sub, "warning:") {
+		return true
+	}
+	for _, p := range delayPhrases {
+		if strings.Contains(lowerText, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // hint returns the reason a [[hint]] assigns to a report with header h.

@@ -237,6 +237,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			hint:     r.category[rec.category],
 		}
 		f.code = findReply(diag)
+		f.delay = rec.action == "" && isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
 		f.command = commandFor(diag, doc, rcpt)
 		if f.command == "" {
 			// The human-readable part often says more than the
@@ -515,6 +516,7 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		f.code = textFailureReply(diag)
 		f.command = commandFor(diag, doc, a)
 		f.hint = r.hint(h)
+		f.delay = isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
 		f.domain = domainOf(a)
 		c := r.finish(f)
 		rep.Bounces = append(rep.Bounces, Bounce{

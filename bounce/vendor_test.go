@@ -70,3 +70,40 @@ func TestNoRecipientsFromReturnedHeaders(t *testing.T) {
 		t.Errorf("recipients %v, want [user@dest.example]", got)
 	}
 }
+
+// TestDelayNoticeStatusClass: a delay warning without DSN fields or
+// status codes gets a 4.x pseudo-status, and a reply code the report
+// labels ("ResponseCode 421,") is read.
+func TestDelayNoticeStatusClass(t *testing.T) {
+	cases := []struct {
+		name, subject, body, status string
+		code                        int
+	}{
+		{"warning only", "Delivery Status Notification (Delay)",
+			"THIS IS A WARNING MESSAGE ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.\n\nDelivery to the following recipient has been delayed:\n\n     user@dest.example\n\nMessage will be retried for 2 more day(s)\n\nThe recipient server did not accept our requests to connect.",
+			"4.0.947", 0},
+		{"labelled code", "Mail Delivery Status Notification",
+			"[Status: Error, Address: <user@dest.example>, ResponseCode 421, , Host not reachable.]\nMessage will be retried for 4 more day(s)\n",
+			"", 421},
+		{"failure stays 5", "Delivery Status Notification (Failure)",
+			"Delivery to the following recipient failed permanently:\n\n     user@dest.example\n\nThe recipient server did not accept our requests to connect.",
+			"5.0.947", 0},
+	}
+	for _, c := range cases {
+		raw := "From: mailer-daemon@mx.example\nTo: app@example.org\nSubject: " + c.subject + "\n\n" + c.body + "\n"
+		rep, err := Parse([]byte(raw))
+		if err != nil || len(rep.Bounces) != 1 {
+			t.Fatalf("%s: %v %+v", c.name, err, rep)
+		}
+		b := rep.Bounces[0]
+		if c.status != "" && b.Status != c.status {
+			t.Errorf("%s: status %s (%s), want %s", c.name, b.Status, b.Reason, c.status)
+		}
+		if b.ReplyCode != c.code {
+			t.Errorf("%s: reply code %d, want %d", c.name, b.ReplyCode, c.code)
+		}
+		if c.status != "" && c.status[0] == '4' && b.Hard {
+			t.Errorf("%s: hard", c.name)
+		}
+	}
+}
