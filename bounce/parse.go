@@ -388,6 +388,9 @@ var reOriginal = regexp.MustCompile(`(?im)^[ \t]*(?:` + strings.Join([]string{
 func splitOriginal(text []byte) (errPart, orig []byte) {
 	loc := findOriginal(text)
 	if loc == nil {
+		if i := findHeaderBlock(text); i > 0 {
+			return text[:i], text[i:]
+		}
 		return text, nil
 	}
 	rest := bytes.TrimLeft(text[loc[1]:], "\n -")
@@ -414,6 +417,43 @@ func findOriginal(text []byte) []int {
 		start = end + 1
 	}
 	return nil
+}
+
+// reHeaderLine matches a line that is a header field of a returned message.
+var reHeaderLine = regexp.MustCompile(`^(?i:return-path|received|from|to|cc|subject|date|message-id|mime-version|content-type|reply-to|sender|dkim-signature|x-[a-z0-9-]+):`)
+
+// findHeaderBlock finds a returned message quoted without a marker line:
+// the offset of a paragraph that starts with two header field lines, when
+// the text before it names an address (the explanation of the failure).
+// It returns -1 when there is none.
+func findHeaderBlock(text []byte) int {
+	blank := false
+	for start := 0; start < len(text); {
+		end := bytes.IndexByte(text[start:], '\n')
+		if end < 0 {
+			end = len(text)
+		} else {
+			end += start
+		}
+		line := bytes.TrimRight(text[start:end], "\r")
+		if len(bytes.TrimSpace(line)) == 0 {
+			blank = true
+			start = end + 1
+			continue
+		}
+		if blank && start > 0 && reHeaderLine.Match(line) && end+1 < len(text) {
+			next := text[end+1:]
+			if j := bytes.IndexByte(next, '\n'); j >= 0 {
+				next = next[:j]
+			}
+			if reHeaderLine.Match(next) && bytes.IndexByte(text[:start], '@') >= 0 {
+				return start
+			}
+		}
+		blank = false
+		start = end + 1
+	}
+	return -1
 }
 
 // originalFirst holds the first bytes of the reOriginal markers, lower

@@ -2,6 +2,7 @@ package bounce
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -104,6 +105,38 @@ func TestDelayNoticeStatusClass(t *testing.T) {
 		}
 		if c.status != "" && c.status[0] == '4' && b.Hard {
 			t.Errorf("%s: hard", c.name)
+		}
+	}
+}
+
+// TestDiagnosticNotFromReturnedMessage: the returned message quoted
+// without a marker line (a blank line, then its header fields) is not
+// part of the diagnostic, and in a multi-recipient report each recipient
+// keeps its own text.
+func TestDiagnosticNotFromReturnedMessage(t *testing.T) {
+	raw := "From: MAILER-DAEMON@mx.example\nTo: app@example.org\nSubject: failure notice\n\n" +
+		"Sorry, we were unable to deliver your message to a@x.example: the remote server said: 550 5.7.1 Message rejected as spam\n\n" +
+		"Return-Path: <app@example.org>\nTo: a@x.example\nSubject: mailbox full\n\nyour mailbox is full and the user is unknown\n"
+	rep, err := Parse([]byte(raw))
+	if err != nil || len(rep.Bounces) != 1 {
+		t.Fatalf("%v %+v", err, rep)
+	}
+	if b := rep.Bounces[0]; b.Reason == "mailboxfull" || strings.Contains(b.Diagnostic, "your mailbox is full") {
+		t.Errorf("diagnostic read from the returned message: %s %q", b.Reason, b.Diagnostic)
+	}
+	if rep.OriginalHeaders.Get("Subject") != "mailbox full" {
+		t.Errorf("returned headers not recognised: %v", rep.OriginalHeaders)
+	}
+	multi := "From: MAILER-DAEMON@mx.example\nTo: app@example.org\nSubject: failure notice\n\n" +
+		"Sorry, we were unable to deliver your message to the following addresses.\n\n" +
+		"<a@x.example>:\n550 5.1.1 user unknown\n\n<b@y.example>:\n552 5.2.2 mailbox is full\n\n<c@z.example>:\n452 4.3.1 insufficient system storage\n"
+	rep, err = Parse([]byte(multi))
+	if err != nil || len(rep.Bounces) != 3 {
+		t.Fatalf("%v %+v", err, rep)
+	}
+	for i, want := range []string{"userunknown", "mailboxfull", "systemfull"} {
+		if b := rep.Bounces[i]; b.Reason != want {
+			t.Errorf("%s: %s (%q), want %s", b.Recipient, b.Reason, b.Diagnostic, want)
 		}
 	}
 }
