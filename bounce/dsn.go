@@ -82,10 +82,16 @@ func findAddrIndex(text string, n int) [][2]int {
 			start--
 		}
 		at = k + 1
-		if start == k {
+		// The domain: a run of name bytes with a dot in it.
+		end, dot := k+1, false
+		for end < len(text) && end < k+256 && isDomainByte(text[end]) {
+			dot = dot || text[end] == '.'
+			end++
+		}
+		if start == k || !dot {
 			continue
 		}
-		loc := reAddr.FindStringIndex(text[start:min(len(text), k+256)])
+		loc := reAddr.FindStringIndex(text[start:end])
 		if loc == nil || loc[0] != 0 {
 			continue
 		}
@@ -106,6 +112,11 @@ var reNotRecipientField = regexp.MustCompile(`^[ \t>]*(?:message-id|in-reply-to|
 func inNotRecipientField(lower string, i int) bool {
 	ls := strings.LastIndexByte(lower[:i], '\n') + 1
 	return reNotRecipientField.MatchString(lower[ls:i])
+}
+
+// isDomainByte reports the bytes of reAddr's domain part.
+func isDomainByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.'
 }
 
 // isLocalByte reports the bytes of reAddr's local part.
@@ -199,11 +210,11 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		if rcpt == "" || !strings.Contains(rcpt, "@") && rec.original != "" {
 			rcpt = firstNonEmpty(rec.original, rcpt)
 		}
-		diag := rec.diag
+		diag := rec.diag[:min(len(rec.diag), maxDiagText)]
 		if strings.TrimSpace(diag) == "" {
 			// Without a Diagnostic-Code, the comment after the
 			// status code is the only text about the failure.
-			diag = rec.statusNote
+			diag = rec.statusNote[:min(len(rec.statusNote), maxDiagText)]
 		}
 		if strings.TrimSpace(diag) == "" || len(recs) == 1 && len(diag) < 12 {
 			if p := paragraphFor(doc, rcpt, addrs); p != "" {

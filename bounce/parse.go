@@ -121,7 +121,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		switch l.ctype {
 		case "message/delivery-status", "message/global-delivery-status":
 			if dsnPart == nil {
-				dsnPart = l.body
+				dsnPart = l.body[:min(len(l.body), maxErrText)]
 			}
 		case "message/feedback-report":
 			if arfPart == nil {
@@ -135,7 +135,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 			if textPart == nil {
 				textPart = l.body
 				if l.ctype == "text/html" {
-					textPart = stripHTML(l.body)
+					textPart = stripHTML(l.body[:min(len(l.body), maxErrText)])
 				}
 			}
 		}
