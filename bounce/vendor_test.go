@@ -140,3 +140,23 @@ func TestDiagnosticNotFromReturnedMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestVendorSyncReplies: synchronous replies in documented vendor
+// wording that names no specific status code.
+func TestVendorSyncReplies(t *testing.T) {
+	cases := []struct{ text, want string }{
+		{"550 Recipient not listed in public directory", "userunknown"},
+		{"550 user@b.example is not listed in Domino Directory", "userunknown"},
+		{"550 No valid recipients", "userunknown"},
+		{"550 5.7.1 Unauthenticated email is not accepted from this domain (DMARC)", "authfailure"},
+		{"550 5.7.1 Message rejected per DMARC policy", "authfailure"},
+		{"550 5.7.509 Access denied, sending domain example.com does not pass DMARC verification", "authfailure"},
+		{"554 5.2.0 STOREDRV.Deliver.Exception:QuotaExceededException", "mailboxfull"},
+		{"550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP", "blocked"},
+	}
+	for _, c := range cases {
+		if got := Classify(0, "", c.text); got.Reason != c.want {
+			t.Errorf("%q: %s, want %s", c.text, got.Reason, c.want)
+		}
+	}
+}
