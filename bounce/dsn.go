@@ -319,6 +319,28 @@ func (d *errDoc) scan() {
 
 func newErrDoc(text string) *errDoc { return &errDoc{text: text, lower: asciiLower(text)} }
 
+// indexAddr is the offset of the first occurrence of the address addr in
+// lower that is not part of a longer address ("a@x.example" is not found
+// in "ba@x.example" or "a@x.example.net"), or -1.
+func indexAddr(lower, addr string) int {
+	if addr == "" {
+		return -1
+	}
+	for from := 0; ; {
+		j := strings.Index(lower[from:], addr)
+		if j < 0 {
+			return -1
+		}
+		i := from + j
+		e := i + len(addr)
+		if (i == 0 || !isLocalByte(lower[i-1])) &&
+			(e == len(lower) || !isDomainByte(lower[e]) || lower[e] == '.' && (e+1 == len(lower) || !isDomainByte(lower[e+1]))) {
+			return i
+		}
+		from = i + 1
+	}
+}
+
 // maxParagraph bounds the text taken as one recipient's paragraph.
 const maxParagraph = 2000
 
@@ -330,7 +352,7 @@ func paragraphFor(d *errDoc, rcpt string, others []string) string {
 		return ""
 	}
 	lower := d.lower
-	i := strings.Index(lower, rcpt)
+	i := indexAddr(lower, rcpt)
 	if i < 0 {
 		return ""
 	}
@@ -362,7 +384,7 @@ func paragraphFor(d *errDoc, rcpt string, others []string) string {
 // with the line naming rcpt, when it is short (one or two sentences).
 func leadParagraph(d *errDoc, rcpt string) string {
 	text, lower := d.text, d.lower
-	i := strings.Index(lower, rcpt)
+	i := indexAddr(lower, rcpt)
 	if i < 0 {
 		return ""
 	}
@@ -587,7 +609,7 @@ func commandFor(diag string, d *errDoc, rcpt string) string {
 	}
 	limit := len(text)
 	if rcpt != "" {
-		if i := strings.Index(d.lower[locs[0][0]:], rcpt); i >= 0 {
+		if i := indexAddr(d.lower[locs[0][0]:], rcpt); i >= 0 {
 			limit = locs[0][0] + i
 		}
 	}

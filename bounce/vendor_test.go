@@ -160,3 +160,22 @@ func TestVendorSyncReplies(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipientTextNotFromLongerAddress: one recipient's address inside
+// another's ("a@x.example" in "ba@x.example") does not take the other's
+// diagnostic.
+func TestRecipientTextNotFromLongerAddress(t *testing.T) {
+	raw := "From: MAILER-DAEMON@mx.example\nTo: app@example.org\nSubject: failure notice\n\n" +
+		"Sorry, we were unable to deliver your message to the following addresses.\n\n" +
+		"<ba@x.example>:\n552 5.2.2 mailbox is full\n\n<a@x.example>:\n550 5.1.1 user unknown\n"
+	rep, err := Parse([]byte(raw))
+	if err != nil || len(rep.Bounces) != 2 {
+		t.Fatalf("%v %+v", err, rep)
+	}
+	for _, b := range rep.Bounces {
+		want := map[string]string{"ba@x.example": "mailboxfull", "a@x.example": "userunknown"}[b.Recipient]
+		if b.Reason != want {
+			t.Errorf("%s: %s (%q), want %s", b.Recipient, b.Reason, b.Diagnostic, want)
+		}
+	}
+}
