@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -22,15 +24,15 @@ var defaultRulesTOML []byte
 // and the SMTP reply code it came with.
 type Classification struct {
 	// Reason is one of userunknown, mailboxfull, blocked, ... (see rules.toml).
-	Reason string
+	Reason string `json:"reason"`
 	// Status is the DSN status code ("5.1.1"). When the reply carried none,
 	// it is a class-level code ("5.0.911"-style internal codes are used by
 	// Parse when the report gives nothing better).
-	Status string
+	Status string `json:"status"`
 	// Hard is true when the recipient address should not be tried again.
-	Hard bool
+	Hard bool `json:"hard"`
 	// Code is the SMTP reply code (0 when unknown).
-	Code int
+	Code int `json:"code"`
 }
 
 // ruleFile is the TOML shape of rules.toml and of operator rule files.
@@ -154,13 +156,40 @@ func compileRule(s reasonSpec) (*reasonRule, error) {
 		rr.Phrases[i] = strings.ToLower(p)
 	}
 	for _, p := range s.Patterns {
-		re, err := regexp.Compile("(?i)" + p) // not ToLower: that would turn \S into \s
+		re, err := compileLower(p)
 		if err != nil {
 			return nil, fmt.Errorf("reason %s: pattern %q: %w", s.Name, p, err)
 		}
 		rr.patterns = append(rr.patterns, re)
 	}
 	return rr, nil
+}
+
+// compileLower compiles a pattern that is matched against lower-cased text:
+// its literals are lower-cased (not the whole source, which would turn \S
+// into \s) and it is compiled without (?i), so that the regexp engine can
+// still search for a literal prefix instead of stepping byte by byte.
+func compileLower(p string) (*regexp.Regexp, error) {
+	re, err := syntax.Parse(p, syntax.Perl|syntax.FoldCase)
+	if err != nil {
+		return nil, err
+	}
+	lowerLiterals(re)
+	return regexp.Compile(re.String())
+}
+
+// lowerLiterals lower-cases the case-folded literals of re in place and
+// drops their FoldCase flag.
+func lowerLiterals(re *syntax.Regexp) {
+	if re.Op == syntax.OpLiteral && re.Flags&syntax.FoldCase != 0 {
+		for i, r := range re.Rune {
+			re.Rune[i] = unicode.ToLower(r)
+		}
+		re.Flags &^= syntax.FoldCase
+	}
+	for _, sub := range re.Sub {
+		lowerLiterals(sub)
+	}
 }
 
 func compileRules(base, extra []byte) (*Rules, error) {
@@ -291,6 +320,7 @@ type fact struct {
 	rhost    string // remote MTA host name, if known
 	lhost    string // reporting MTA host name, if known
 	domain   string // the recipient's domain, if known
+	delay    bool   // the report is a delay notice (delivery still retried)
 	memo     [maxRules]int8
 }
 
@@ -308,6 +338,7 @@ func Classify(code int, enhanced, text string) Classification {
 
 // Classify classifies a synchronous SMTP reply with r.
 func (r *Rules) Classify(code int, enhanced, text string) Classification {
+	text = text[:min(len(text), maxDiagText)]
 	f := fact{code: code, status: enhanced, text: strings.ToLower(text), sync: true}
 	if f.status == "" || !validStatus(f.status) {
 		f.status = findStatus(text)
@@ -321,12 +352,13 @@ func (r *Rules) Classify(code int, enhanced, text string) Classification {
 
 // finish classifies f and fills in status and hard/soft.
 func (r *Rules) finish(f fact) Classification {
+	f.text = f.text[:min(len(f.text), maxDiagText)]
 	reason := r.reason(&f)
 	c := Classification{Reason: reason, Status: f.status, Code: f.code}
 	temporary := strings.HasPrefix(f.status, "4") || (f.status == "" && f.code >= 400 && f.code < 500)
 	if c.Status == "" {
 		class := "5"
-		if temporary || f.action == "delayed" {
+		if temporary || f.action == "delayed" || f.delay {
 			class = "4"
 		}
 		switch {
@@ -404,9 +436,16 @@ func textFailureReply(text string) int {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
+// reCodeWord finds a reply code that a report labels as one
+// ("ResponseCode 421,", "ERROR_CODE :550", "reply code=452").
+var reCodeWord = regexp.MustCompile(`(?i)(?:response|reply|error|smtp)[ _-]?code[ \t]*[:=]?[ \t]*([245][0-5]\d)\b`)
+
 // findReply returns the first SMTP reply code in text, if any.
 func findReply(text string) int {
 	m := reReply.FindStringSubmatch(text)
+	if m == nil && strings.Contains(asciiLower(text), "code") {
+		m = reCodeWord.FindStringSubmatch(text)
+	}
 	if m == nil {
 		return 0
 	}
@@ -414,20 +453,49 @@ func findReply(text string) int {
 	return n
 }
 
-// reUpperCommand finds SMTP command words written in upper case, as MTAs
-// quote them ("SMTP:RCPT host ...", "[RCPT_TO]", "In: DATA").
-var reUpperCommand = regexp.MustCompile(`(?:^|[^A-Za-z0-9@.])(HELO|EHLO|STARTTLS|MAIL F|RCPT|DATA)(?:$|[^A-Za-z0-9@.])`)
+// commandWords are the words reCommand ends on, and reCommandWindow the
+// most text before one of them that a reCommand match can span.
+var commandWords = []string{"rcpt", "mail", "data", "helo", "ehlo", "starttls", "connect"}
+
+const reCommandWindow = 48
 
 // findCommand names the SMTP command a reply text says it answered: an
 // explicit "in reply to X command" phrase, else the latest stage named by
-// an upper-case command word.
+// an upper-case command word. It runs its regular expressions only on
+// short windows around the command words, so its cost is linear in the
+// text with a small constant.
 func findCommand(text string) string {
-	m := reCommand.FindStringSubmatch(text)
+	lower := asciiLower(text)
+	var at []int
+	for _, w := range commandWords {
+		for i := 0; ; {
+			j := strings.Index(lower[i:], w)
+			if j < 0 {
+				break
+			}
+			at = append(at, i+j)
+			i += j + len(w)
+		}
+	}
+	slices.Sort(at)
+	var m []string
+	for _, i := range at {
+		from, end := max(0, i-reCommandWindow), min(len(text), i+len("connection")+2)
+		if !hasCommandLead(lower[from:i]) {
+			continue
+		}
+		if m = reCommand.FindStringSubmatch(text[from:end]); m != nil {
+			break
+		}
+	}
 	if m == nil {
 		best := -1
-		for _, u := range reUpperCommand.FindAllStringSubmatch(text, -1) {
-			if i := slices.Index(upperStages, u[1]); i > best {
-				best = i
+		for _, i := range at {
+			for st, w := range upperStages {
+				if strings.HasPrefix(text[i:], w) && (i == 0 || !isWordByte(text[i-1])) &&
+					(i+len(w) == len(text) || !isWordByte(text[i+len(w)])) && st > best {
+					best = st
+				}
 			}
 		}
 		if best >= 0 {
@@ -450,6 +518,25 @@ func findCommand(text string) string {
 		return "STARTTLS"
 	}
 	return "CONN"
+}
+
+// commandLeads are the words one of which precedes the command in every
+// reCommand match.
+var commandLeads = []string{"reply to", "after", "sending", "during", "response to", "for", "command"}
+
+func hasCommandLead(lower string) bool {
+	for _, w := range commandLeads {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// isWordByte reports the bytes that may not touch an upper-case command
+// word as MTAs quote them ("SMTP:RCPT host ...", "[RCPT_TO]", "In: DATA").
+func isWordByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '@' || c == '.'
 }
 
 // upperStages orders upper-case command words by SMTP stage; upperNames
@@ -651,6 +738,30 @@ func (r *Rules) reason(f *fact) string {
 		return "onhold"
 	}
 	return "undefined"
+}
+
+// delayPhrases say that a report is a warning about a delivery still
+// being retried (RFC 3464 "delayed" reports without the DSN fields):
+// Gmail's "THIS IS A WARNING MESSAGE ONLY", Zoho's "Message will be
+// retried", Exim's "has not yet been delivered", sendmail's "Warning:
+// could not send message for past ...", Postfix's "delayed mail".
+var delayPhrases = []string{"warning message only", "will be retried", "will continue trying",
+	"will keep trying", "still trying", "has not yet been delivered", "delivery is delayed",
+	"delivery has been delayed", "warning: could not send message"}
+
+// isDelayNotice reports whether a report with this subject and text is a
+// delay notice.
+func isDelayNotice(subject, lowerText string) bool {
+	sub := strings.ToLower(subject)
+	if strings.Contains(sub, "delay") || strings.HasPrefix(sub, "warning:") {
+		return true
+	}
+	for _, p := range delayPhrases {
+		if strings.Contains(lowerText, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // hint returns the reason a [[hint]] assigns to a report with header h.

@@ -3,6 +3,8 @@ package bounce
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"sort"
@@ -59,6 +61,11 @@ func TestCorpus(t *testing.T) {
 	}
 	type tally struct{ n, ok int }
 	var total, reasonOK, statusOK, hardOK, found, replyOK, fbOK int
+	var foldN, foldReason, foldStatus, foldHard [folds]int
+	showFold := -1 // PETREL_HOLDOUT=k hides the misses of fold k
+	if v := os.Getenv("PETREL_HOLDOUT"); v != "" {
+		showFold, _ = strconv.Atoi(v)
+	}
 	perReason := map[string]*tally{}
 	var misses []string
 	for _, path := range files {
@@ -81,8 +88,10 @@ func TestCorpus(t *testing.T) {
 			t.Errorf("%s: no labels", name)
 			continue
 		}
+		fold := foldOf(name)
 		for _, w := range want {
 			total++
+			foldN[fold]++
 			pr := perReason[w.Reason]
 			if pr == nil {
 				pr = &tally{}
@@ -104,21 +113,31 @@ func TestCorpus(t *testing.T) {
 					found++
 				}
 			}
+			hidden := fold == showFold
 			if got == nil {
-				misses = append(misses, name+": no bounce for "+w.Recipient+" (want "+w.Reason+")")
+				if !hidden {
+					misses = append(misses, name+": no bounce for "+w.Recipient+" (want "+w.Reason+")")
+				}
 				continue
 			}
 			if got.Reason == w.Reason {
 				reasonOK++
+				foldReason[fold]++
 				pr.ok++
-			} else {
+			} else if !hidden {
 				misses = append(misses, name+": reason "+got.Reason+" want "+w.Reason+" | "+trunc(got.Diagnostic, 160))
 			}
 			if got.Status == w.Status || (w.Status == "" && (w.Reason == "feedback" || w.Reason == "vacation")) {
 				statusOK++
+				foldStatus[fold]++
+			} else if !hidden && got.Reason == w.Reason {
+				misses = append(misses, name+": status "+got.Status+" want "+w.Status)
 			}
 			if got.Hard == w.HardBounce {
 				hardOK++
+				foldHard[fold]++
+			} else if !hidden && got.Reason == w.Reason {
+				misses = append(misses, fmt.Sprintf("%s: hard %v want %v", name, got.Hard, w.HardBounce))
 			}
 			if strconv.Itoa(got.ReplyCode) == w.ReplyCode || (w.ReplyCode == "" && got.ReplyCode == 0) {
 				replyOK++
@@ -136,6 +155,16 @@ func TestCorpus(t *testing.T) {
 	t.Logf("recipient found    %.3f", pct(found))
 	t.Logf("reply code match   %.3f", pct(replyOK))
 	t.Logf("feedback type      %.3f", pct(fbOK))
+	var mr, ms, mh float64
+	for k := range folds {
+		n := float64(foldN[k])
+		t.Logf("fold %d (%3d recipients): reason %.3f status %.3f hard/soft %.3f", k, foldN[k],
+			float64(foldReason[k])/n, float64(foldStatus[k])/n, float64(foldHard[k])/n)
+		mr += float64(foldReason[k]) / n / folds
+		ms += float64(foldStatus[k]) / n / folds
+		mh += float64(foldHard[k]) / n / folds
+	}
+	t.Logf("%d-fold mean: reason %.3f status %.3f hard/soft %.3f", folds, mr, ms, mh)
 	names := make([]string, 0, len(perReason))
 	for k := range perReason {
 		names = append(names, k)
@@ -150,6 +179,17 @@ func TestCorpus(t *testing.T) {
 	if r := pct(reasonOK); r < 0.95 {
 		t.Errorf("reason accuracy %.3f < 0.95", r)
 	}
+}
+
+// folds is the number of cross-validation folds of the corpus.
+const folds = 5
+
+// foldOf puts a corpus file in one of the folds by a hash of its name, so
+// the split is the same on every run and does not depend on file order.
+func foldOf(name string) int {
+	h := fnv.New32a()
+	fmt.Fprint(h, name)
+	return int(h.Sum32() % folds)
 }
 
 func trunc(s string, n int) string {

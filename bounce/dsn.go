@@ -12,27 +12,37 @@ import (
 type field struct{ name, value string }
 
 // fields unfolds a delivery-status or feedback-report body into fields,
-// keeping blank lines as separators (name == "").
+// keeping blank lines as separators (name == ""). Continuation lines are
+// collected and joined once, so a long folded value costs linear time.
 func fields(b []byte) []field {
 	var out []field
-	for _, line := range strings.Split(string(b), "\n") {
+	var cont [][]string // continuation lines of out[i]
+	for line := range strings.SplitSeq(string(b), "\n") {
 		line = strings.TrimRight(line, "\r")
 		if strings.TrimSpace(line) == "" {
 			out = append(out, field{})
+			cont = append(cont, nil)
 			continue
 		}
-		if (line[0] == ' ' || line[0] == '\t') && len(out) > 0 && out[len(out)-1].name != "" {
-			out[len(out)-1].value += " " + strings.TrimSpace(line)
+		last := len(out) - 1
+		if (line[0] == ' ' || line[0] == '\t') && last >= 0 && out[last].name != "" {
+			cont[last] = append(cont[last], strings.TrimSpace(line))
 			continue
 		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || strings.ContainsAny(name, " \t") {
-			if len(out) > 0 && out[len(out)-1].name != "" {
-				out[len(out)-1].value += " " + strings.TrimSpace(line)
+			if last >= 0 && out[last].name != "" {
+				cont[last] = append(cont[last], strings.TrimSpace(line))
 			}
 			continue
 		}
 		out = append(out, field{strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(value)})
+		cont = append(cont, nil)
+	}
+	for i, c := range cont {
+		if len(c) > 0 {
+			out[i].value += " " + strings.Join(c, " ")
+		}
 	}
 	return out
 }
@@ -45,6 +55,74 @@ type dsnRecord struct {
 }
 
 var reAddr = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`)
+
+// findAddrs is reAddr.FindAllString(text, n) (n > 0) that runs the regular
+// expression only where an '@' is, from the start of the run of local-part
+// bytes before it, so its cost is one pass over text.
+func findAddrs(text string, n int) []string {
+	var out []string
+	for _, loc := range findAddrIndex(text, n) {
+		out = append(out, text[loc[0]:loc[1]])
+	}
+	return out
+}
+
+// findAddrIndex is findAddrs giving [start, end) offsets.
+func findAddrIndex(text string, n int) [][2]int {
+	var out [][2]int
+	prev := 0 // end of the last match
+	for at := 0; len(out) < n; {
+		k := strings.IndexByte(text[at:], '@')
+		if k < 0 {
+			break
+		}
+		k += at
+		start := k
+		for start > prev && isLocalByte(text[start-1]) {
+			start--
+		}
+		at = k + 1
+		// The domain: a run of name bytes with a dot in it.
+		end, dot := k+1, false
+		for end < len(text) && end < k+256 && isDomainByte(text[end]) {
+			dot = dot || text[end] == '.'
+			end++
+		}
+		if start == k || !dot {
+			continue
+		}
+		loc := reAddr.FindStringIndex(text[start:end])
+		if loc == nil || loc[0] != 0 {
+			continue
+		}
+		out = append(out, [2]int{start, start + loc[1]})
+		prev = start + loc[1]
+		at = prev
+	}
+	return out
+}
+
+// reNotRecipientField matches the start of a line that is a header field
+// naming no recipient (a returned message's Message-ID, References,
+// From, Received, ...): addresses after it are never bounced recipients.
+var reNotRecipientField = regexp.MustCompile(`^[ \t>]*(?:message-id|in-reply-to|references|resent-message-id|from|sender|reply-to|return-path|errors-to|received|dkim-signature|list-[a-z-]+|x-[a-z0-9-]+)[ \t]*:`)
+
+// inNotRecipientField reports whether the address at offset i of lower
+// stands in such a header field.
+func inNotRecipientField(lower string, i int) bool {
+	ls := strings.LastIndexByte(lower[:i], '\n') + 1
+	return reNotRecipientField.MatchString(lower[ls:i])
+}
+
+// isDomainByte reports the bytes of reAddr's domain part.
+func isDomainByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.'
+}
+
+// isLocalByte reports the bytes of reAddr's local part.
+func isLocalByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".!#$%&'*+/=?^_{|}~-", c) >= 0
+}
 
 // typedValue strips an "rfc822;" / "dns;" / "smtp;" type prefix.
 func typedValue(v string) (typ, val string) {
@@ -119,7 +197,10 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		}
 	}
 	recs = slices.DeleteFunc(recs, func(r *dsnRecord) bool { return r.final == "" && r.original == "" })
-	text := string(errText)
+	if len(recs) > maxBounces {
+		recs = recs[:maxBounces]
+	}
+	doc := newErrDoc(string(errText))
 	addrs := make([]string, 0, len(recs))
 	for _, rec := range recs {
 		addrs = append(addrs, firstNonEmpty(rec.final, rec.original))
@@ -129,24 +210,24 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 		if rcpt == "" || !strings.Contains(rcpt, "@") && rec.original != "" {
 			rcpt = firstNonEmpty(rec.original, rcpt)
 		}
-		diag := rec.diag
+		diag := rec.diag[:min(len(rec.diag), maxDiagText)]
 		if strings.TrimSpace(diag) == "" {
 			// Without a Diagnostic-Code, the comment after the
 			// status code is the only text about the failure.
-			diag = rec.statusNote
+			diag = rec.statusNote[:min(len(rec.statusNote), maxDiagText)]
 		}
 		if strings.TrimSpace(diag) == "" || len(recs) == 1 && len(diag) < 12 {
-			if p := paragraphFor(text, rcpt, addrs); p != "" {
+			if p := paragraphFor(doc, rcpt, addrs); p != "" {
 				diag = strings.TrimSpace(diag + " " + p)
 				if len(recs) == 1 && rec.diag == "" {
 					// The sentence that explains the reply often
 					// stands in its own paragraph just before it.
-					diag = strings.TrimSpace(leadParagraph(text, rcpt) + " " + diag)
+					diag = strings.TrimSpace(leadParagraph(doc, rcpt) + " " + diag)
 				}
 			}
 		}
 		ctext := strings.ToLower(squash(diag))
-		para := paragraphFor(text, rcpt, addrs)
+		para := paragraphFor(doc, rcpt, addrs)
 		if i := strings.Index(para, "-----"); i > 0 {
 			para = para[:i] // a section marker ("--- Transcript of session follows ---")
 		}
@@ -167,7 +248,8 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			hint:     r.category[rec.category],
 		}
 		f.code = findReply(diag)
-		f.command = commandFor(diag, text, rcpt)
+		f.delay = rec.action == "" && isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
+		f.command = commandFor(diag, doc, rcpt)
 		if f.command == "" {
 			// The human-readable part often says more than the
 			// Diagnostic-Code ("... (in reply to RCPT TO command)").
@@ -212,56 +294,97 @@ var reSpace = regexp.MustCompile(`\s+`)
 
 func squash(s string) string { return strings.TrimSpace(reSpace.ReplaceAllString(s, " ")) }
 
+// errDoc is the human-readable text of a report with its ASCII-lower-cased
+// copy (same byte offsets), made once per report.
+type errDoc struct {
+	text, lower string
+	// Computed on first use: the transcript commands (">>> DATA") and the
+	// command the whole text names.
+	scanned  bool
+	locs     [][]int
+	wholeCmd string
+}
+
+// scan fills d's lazily computed fields.
+func (d *errDoc) scan() {
+	if d.scanned {
+		return
+	}
+	d.scanned = true
+	d.locs = reTranscript.FindAllStringSubmatchIndex(d.text, -1)
+	if len(d.locs) == 0 {
+		d.wholeCmd = findCommand(d.text)
+	}
+}
+
+func newErrDoc(text string) *errDoc { return &errDoc{text: text, lower: asciiLower(text)} }
+
+// indexAddr is the offset of the first occurrence of the address addr in
+// lower that is not part of a longer address ("a@x.example" is not found
+// in "ba@x.example" or "a@x.example.net"), or -1.
+func indexAddr(lower, addr string) int {
+	if addr == "" {
+		return -1
+	}
+	for from := 0; ; {
+		j := strings.Index(lower[from:], addr)
+		if j < 0 {
+			return -1
+		}
+		i := from + j
+		e := i + len(addr)
+		if (i == 0 || !isLocalByte(lower[i-1])) &&
+			(e == len(lower) || !isDomainByte(lower[e]) || lower[e] == '.' && (e+1 == len(lower) || !isDomainByte(lower[e+1]))) {
+			return i
+		}
+		from = i + 1
+	}
+}
+
+// maxParagraph bounds the text taken as one recipient's paragraph.
+const maxParagraph = 2000
+
 // paragraphFor returns the text about rcpt: from the line naming it to the
-// line naming the next of others (or a blank line followed by another
-// address), bounded in size.
-func paragraphFor(text, rcpt string, others []string) string {
+// line that starts with another of others, bounded to maxParagraph bytes
+// (so its cost does not grow with the report or the number of recipients).
+func paragraphFor(d *errDoc, rcpt string, others []string) string {
 	if rcpt == "" {
 		return ""
 	}
-	lower := asciiLower(text)
-	i := strings.Index(lower, rcpt)
+	lower := d.lower
+	i := indexAddr(lower, rcpt)
 	if i < 0 {
 		return ""
 	}
 	start := strings.LastIndexByte(lower[:i], '\n') + 1
 	if s, e, ok := sendmailResult(lower, start); ok {
-		return text[s:e]
+		return d.text[s:e]
 	}
-	end := len(lower)
+	end := min(len(lower), start+maxParagraph)
 	// The paragraph ends where a line starts with another recipient.
-	for _, o := range others {
-		if o == rcpt || o == "" {
-			continue
+	ls := strings.IndexByte(lower[i:end], '\n')
+	for ls >= 0 {
+		ls += i + 1
+		if ls >= end {
+			break
 		}
-		from := i + len(rcpt)
-		for from < len(lower) {
-			j := strings.Index(lower[from:], o)
-			if j < 0 {
-				break
+		line := strings.TrimLeft(lower[ls:end], " \t<*-0123456789")
+		for _, o := range others {
+			if o != rcpt && o != "" && strings.HasPrefix(line, o) {
+				return d.text[start:ls]
 			}
-			k := from + j
-			ls := strings.LastIndexByte(lower[:k], '\n') + 1
-			if strings.TrimLeft(lower[ls:k], " \t<*-0123456789") == "" {
-				if ls > start && ls < end {
-					end = ls
-				}
-				break
-			}
-			from = k + len(o)
 		}
+		i = ls
+		ls = strings.IndexByte(lower[i:end], '\n')
 	}
-	if end-start > 2000 {
-		end = start + 2000
-	}
-	return text[start:end]
+	return d.text[start:end]
 }
 
 // leadParagraph returns the paragraph just before the one that starts
 // with the line naming rcpt, when it is short (one or two sentences).
-func leadParagraph(text, rcpt string) string {
-	lower := asciiLower(text)
-	i := strings.Index(lower, rcpt)
+func leadParagraph(d *errDoc, rcpt string) string {
+	text, lower := d.text, d.lower
+	i := indexAddr(lower, rcpt)
 	if i < 0 {
 		return ""
 	}
@@ -346,7 +469,8 @@ func (r *Rules) parseARF(rep *Report, part []byte) {
 // then only the text about each recipient counts, as the rest of the
 // notification is the MTA's boilerplate.
 func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bool) {
-	text := string(errText)
+	doc := newErrDoc(string(errText))
+	text := doc.text
 	skip := map[string]bool{}
 	for _, k := range []string{"From", "To", "Reply-To", "Sender", "Return-Path"} {
 		for _, a := range reAddr.FindAllString(h.Get(k), -1) {
@@ -376,16 +500,22 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		delete(skip, strings.ToLower(m[1]+m[2]))
 	}
 	failedHeader := len(addrs) > 0
-	for _, a := range reAddr.FindAllString(text, -1) {
+	for _, loc := range findAddrIndex(text, 4*maxBounces) {
 		if failedHeader {
 			break
 		}
-		a = strings.ToLower(strings.TrimRight(a, "."))
+		if inNotRecipientField(doc.lower, loc[0]) {
+			continue
+		}
+		a := strings.ToLower(strings.TrimRight(text[loc[0]:loc[1]], "."))
 		if skip[a] || seen[a] || strings.HasPrefix(a, "mailer-daemon@") {
 			continue
 		}
 		seen[a] = true
 		addrs = append(addrs, a)
+		if len(addrs) >= maxBounces {
+			break
+		}
 	}
 	if len(addrs) == 0 && rep.OriginalHeaders != nil {
 		for _, a := range reAddr.FindAllString(rep.OriginalHeaders.Get("To"), -1) {
@@ -401,10 +531,10 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 	}
 	rep.Kind = KindDSN
 	for _, a := range addrs {
-		diag := text
+		diag := text[:min(len(text), maxDiagText)]
 		if len(addrs) > 1 {
-			diag = paragraphFor(text, a, addrs)
-		} else if p := paragraphFor(text, a, addrs); fromDSN && p != "" {
+			diag = paragraphFor(doc, a, addrs)
+		} else if p := paragraphFor(doc, a, addrs); fromDSN && p != "" {
 			diag = p
 			if !hasWords(strings.ReplaceAll(asciiLower(p), a, "")) {
 				diag = "" // the address alone, as in a list of failed recipients
@@ -417,8 +547,9 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		// are not its status.
 		f.status = textFailureStatus(diag)
 		f.code = textFailureReply(diag)
-		f.command = commandFor(diag, text, a)
+		f.command = commandFor(diag, doc, a)
 		f.hint = r.hint(h)
+		f.delay = isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
 		f.domain = domainOf(a)
 		c := r.finish(f)
 		rep.Bounces = append(rep.Bounces, Bounce{
@@ -466,18 +597,19 @@ var reTranscript = regexp.MustCompile(`(?im)^\s*>>>\s*(rcpt to|rcpt|mail from|ma
 // commandFor finds the SMTP command a failure answered: from the
 // diagnostic itself, else from a session transcript (">>> DATA") in the
 // report's text, preferring the last command before the recipient's reply.
-func commandFor(diag, text, rcpt string) string {
+func commandFor(diag string, d *errDoc, rcpt string) string {
 	if c := findCommand(diag); c != "" {
 		return c
 	}
-	locs := reTranscript.FindAllStringSubmatchIndex(text, -1)
+	text := d.text
+	d.scan()
+	locs := d.locs
 	if len(locs) == 0 {
-		return findCommand(text)
+		return d.wholeCmd
 	}
 	limit := len(text)
 	if rcpt != "" {
-		lower := asciiLower(text)
-		if i := strings.Index(lower[locs[0][0]:], rcpt); i >= 0 {
+		if i := indexAddr(d.lower[locs[0][0]:], rcpt); i >= 0 {
 			limit = locs[0][0] + i
 		}
 	}

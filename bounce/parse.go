@@ -30,23 +30,23 @@ const (
 // Bounce is the result for one recipient of a report.
 type Bounce struct {
 	// Recipient is the address that failed (or complained, or auto-replied).
-	Recipient string
+	Recipient string `json:"recipient"`
 	// Reason is the classifier's reason (sisimai vocabulary).
-	Reason string
+	Reason string `json:"reason"`
 	// Status is the DSN status code ("5.1.1", or "5.0.9xx" when the report
 	// gave none).
-	Status string
+	Status string `json:"status"`
 	// ReplyCode is the SMTP reply code when one was reported (0 otherwise).
-	ReplyCode int
+	ReplyCode int `json:"reply_code"`
 	// Hard is true when the address should be suppressed.
-	Hard bool
+	Hard bool `json:"hard"`
 	// Diagnostic is the remote server's text (Diagnostic-Code or the
 	// paragraph about the recipient).
-	Diagnostic string
+	Diagnostic string `json:"diagnostic"`
 	// RemoteMTA is the host that refused, when reported.
-	RemoteMTA string
+	RemoteMTA string `json:"remote_mta,omitempty"`
 	// Action is the DSN action (failed, delayed, delivered, ...), if any.
-	Action string
+	Action string `json:"action,omitempty"`
 }
 
 // Report is a parsed asynchronous bounce, feedback report or auto-reply.
@@ -76,6 +76,15 @@ const (
 	maxParseSize = 16 << 20
 	maxParts     = 64
 	maxDepth     = 8
+	// maxErrText bounds the human-readable text searched for recipients,
+	// report fields and the start of a returned message: the part of a
+	// bounce that explains it is short, and what follows is the
+	// returned message.
+	maxErrText = 256 << 10
+	// maxDiagText bounds the text one recipient is classified on.
+	maxDiagText = 4 << 10
+	// maxBounces bounds the recipients read from one report.
+	maxBounces = 256
 )
 
 // ErrNotMessage is returned when the input is not an RFC 5322 message.
@@ -112,7 +121,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		switch l.ctype {
 		case "message/delivery-status", "message/global-delivery-status":
 			if dsnPart == nil {
-				dsnPart = l.body
+				dsnPart = l.body[:min(len(l.body), maxErrText)]
 			}
 		case "message/feedback-report":
 			if arfPart == nil {
@@ -126,7 +135,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 			if textPart == nil {
 				textPart = l.body
 				if l.ctype == "text/html" {
-					textPart = stripHTML(l.body)
+					textPart = stripHTML(l.body[:min(len(l.body), maxErrText)])
 				}
 			}
 		}
@@ -144,13 +153,16 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 	if textPart == nil {
 		textPart = []byte{}
 	}
+	if len(textPart) > maxErrText {
+		textPart = textPart[:maxErrText]
+	}
 	if dsnPart == nil && arfPart == nil {
 		// A delivery-status part without its MIME header (a broken or
 		// missing boundary): the fields start at a Reporting-MTA or
 		// Final-Recipient line.
 		if loc := reDSNStart.FindIndex(textPart); loc != nil {
 			dsnPart = textPart[loc[0]:]
-			if o := reOriginal.FindIndex(dsnPart); o != nil {
+			if o := findOriginal(dsnPart); o != nil {
 				dsnPart = dsnPart[:o[0]]
 			}
 			textPart = textPart[:loc[0]]
@@ -251,7 +263,7 @@ func walk(h textproto.MIMEHeader, body io.Reader, depth int, out *[]leaf) {
 		// the first boundary-looking line of the body instead. Only at
 		// the top level: nested guesses would re-read the same bytes at
 		// every depth.
-		if m := reBodyBoundary.FindSubmatch(data); depth == 0 && m != nil && string(m[1]) != boundary {
+		if m := reBodyBoundary.FindSubmatch(data[:min(len(data), maxErrText)]); depth == 0 && m != nil && string(m[1]) != boundary {
 			if walkParts(data, string(m[1]), depth, out) {
 				return
 			}
@@ -374,13 +386,79 @@ var reOriginal = regexp.MustCompile(`(?im)^[ \t]*(?:` + strings.Join([]string{
 // splitOriginal cuts text at the first marker of an included original;
 // it returns the error part and the original (nil if none).
 func splitOriginal(text []byte) (errPart, orig []byte) {
-	loc := reOriginal.FindIndex(text)
+	loc := findOriginal(text)
 	if loc == nil {
+		if i := findHeaderBlock(text); i > 0 {
+			return text[:i], text[i:]
+		}
 		return text, nil
 	}
 	rest := bytes.TrimLeft(text[loc[1]:], "\n -")
 	return text[:loc[0]], rest
 }
+
+// findOriginal is reOriginal.FindIndex(text), run only on the lines that
+// can start a marker (their first non-blank byte starts one of the
+// markers), so its cost is one pass over text.
+func findOriginal(text []byte) []int {
+	for start := 0; start < len(text); {
+		end := bytes.IndexByte(text[start:], '\n')
+		if end < 0 {
+			end = len(text)
+		} else {
+			end += start
+		}
+		line := bytes.TrimLeft(text[start:end], " \t")
+		if len(line) > 0 && bytes.IndexByte(originalFirst, line[0]|0x20) >= 0 {
+			if loc := reOriginal.FindIndex(text[start:end]); loc != nil {
+				return []int{start + loc[0], start + loc[1]}
+			}
+		}
+		start = end + 1
+	}
+	return nil
+}
+
+// reHeaderLine matches a line that is a header field of a returned message.
+var reHeaderLine = regexp.MustCompile(`^(?i:return-path|received|from|to|cc|subject|date|message-id|mime-version|content-type|reply-to|sender|dkim-signature|x-[a-z0-9-]+):`)
+
+// findHeaderBlock finds a returned message quoted without a marker line:
+// the offset of a paragraph that starts with two header field lines, when
+// the text before it names an address (the explanation of the failure).
+// It returns -1 when there is none.
+func findHeaderBlock(text []byte) int {
+	blank := false
+	for start := 0; start < len(text); {
+		end := bytes.IndexByte(text[start:], '\n')
+		if end < 0 {
+			end = len(text)
+		} else {
+			end += start
+		}
+		line := bytes.TrimRight(text[start:end], "\r")
+		if len(bytes.TrimSpace(line)) == 0 {
+			blank = true
+			start = end + 1
+			continue
+		}
+		if blank && start > 0 && reHeaderLine.Match(line) && end+1 < len(text) {
+			next := text[end+1:]
+			if j := bytes.IndexByte(next, '\n'); j >= 0 {
+				next = next[:j]
+			}
+			if reHeaderLine.Match(next) && bytes.IndexByte(text[:start], '@') >= 0 {
+				return start
+			}
+		}
+		blank = false
+		start = end + 1
+	}
+	return -1
+}
+
+// originalFirst holds the first bytes of the reOriginal markers, lower
+// case (b|0x20 lower-cases a letter and keeps '-' and '|').
+var originalFirst = []byte{'-', '|', 'm', 'o', 'c', 'i', 'b'}
 
 // setOriginal extracts the original's headers.
 func (rep *Report) setOriginal(orig []byte) {
@@ -388,12 +466,13 @@ func (rep *Report) setOriginal(orig []byte) {
 		return
 	}
 	orig = bytes.TrimLeft(orig, "\n \t")
+	orig = orig[:min(len(orig), maxErrText)] // the headers are at its top
 	// Skip lines that do not look like headers (e.g. SMTP transcripts).
 	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(append([]byte{}, orig...), '\n', '\n'))))
 	h, err := tp.ReadMIMEHeader()
 	if len(h) == 0 && err != nil {
 		// Try from the first line that looks like "Name: value".
-		if i := reHeaderStart.FindIndex(orig); i != nil {
+		if i := reHeaderStart.FindIndex(orig[:min(len(orig), maxErrText)]); i != nil {
 			tp = textproto.NewReader(bufio.NewReader(bytes.NewReader(append(append([]byte{}, orig[i[0]:]...), '\n', '\n'))))
 			h, _ = tp.ReadMIMEHeader()
 		}

@@ -2,8 +2,11 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/config"
 )
 
 func BenchmarkParseAddress(b *testing.B) {
@@ -43,4 +46,42 @@ func BenchmarkVerifyMany(b *testing.B) {
 		v.Close()
 	}
 	b.ReportMetric(float64(len(addrs)*b.N)/total.Seconds(), "addresses/s")
+}
+
+// BenchmarkVerifyManyDefaults measures a 5,000-address job over 50
+// domains with the default politeness (provider_rate 2 sessions/s, burst
+// 4, provider_conns 4), once with each domain on its own MX provider
+// (bulkFixture) and once with all 50 domains hosted by one provider (MX
+// hosts mxNN.provider.test), where the provider's rate limit sets the
+// pace. Run with -benchtime 1x: one op takes tens of seconds.
+func BenchmarkVerifyManyDefaults(b *testing.B) {
+	f := newFixture(b)
+	own, _ := bulkFixture(f, 100)
+	var shared []string
+	for d := range 50 {
+		dom := fmt.Sprintf("hosted%02d.test", d)
+		f.dns.Add(fmt.Sprintf("%s. 300 IN MX 10 mx%02d.provider.test.", dom, d), fmt.Sprintf("mx%02d.provider.test. 300 IN A %s", d, ipBulk))
+		for i := range 100 {
+			shared = append(shared, fmt.Sprintf("u%d@%s", i, dom))
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		addrs []string
+	}{{"own-providers", own}, {"one-provider", shared}} {
+		b.Run(c.name, func(b *testing.B) {
+			cfg := config.Default().Verify
+			cfg.ConnectTimeout, cfg.CommandTimeout = testConfig().ConnectTimeout, testConfig().CommandTimeout
+			var total time.Duration
+			for b.Loop() {
+				v := f.verifier(b, cfg, "")
+				start := time.Now()
+				v.VerifyMany(context.Background(), c.addrs, nil)
+				total += time.Since(start)
+				v.Close()
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s/job")
+			b.ReportMetric(float64(len(c.addrs)*b.N)/total.Seconds(), "addresses/s")
+		})
+	}
 }

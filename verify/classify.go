@@ -32,7 +32,9 @@ func replyVerdict(r reply) (Verdict, string) {
 	switch {
 	case !temporary && (c.Reason == "suspend" || strings.HasSuffix(r.Enhanced, ".2.1")):
 		return Undeliverable, RMailboxDisabled
-	case c.Reason == "mailboxfull" || isFullInbox(r):
+	case temporary && isServerCondition(r):
+		return Unknown, RTemporaryFailure
+	case isFullInbox(r) || c.Reason == "mailboxfull" && (r.Enhanced == "" || strings.HasSuffix(r.Enhanced, ".0.0")):
 		return Risky, RMailboxFull
 	case temporary && isGreylist(r):
 		return Unknown, RGreylisted
@@ -66,7 +68,31 @@ func isGreylist(r reply) bool {
 		r.Enhanced == "4.7.1" || r.Enhanced == "4.7.0" || r.Code == 450 || r.Code == 451
 }
 
-// isFullInbox reports a mailbox-full reply (452/552 or X.2.2).
+// isFullInbox reports a mailbox-full reply: the enhanced status says so
+// (X.2.2, RFC 3463), or, without a specific one, the text says so or the
+// reply is RFC 5321's 552 (exceeded storage allocation). A bare 452 is
+// not enough: it also answers "too many recipients" (4.5.3) and
+// "insufficient system storage" (4.3.1), which are about the transaction
+// or the server, not the mailbox.
 func isFullInbox(r reply) bool {
-	return strings.HasSuffix(r.Enhanced, ".2.2") || r.Code == 452 || r.Code == 552
+	if strings.HasSuffix(r.Enhanced, ".2.2") {
+		return true
+	}
+	if r.Enhanced != "" && !strings.HasSuffix(r.Enhanced, ".0.0") {
+		return false
+	}
+	return r.Code == 552 || bounce.Classify(0, "", r.Text).Reason == "mailboxfull"
+}
+
+// isTooManyRecipients reports the reply that ends a transaction's
+// recipients (RFC 5321 4.5.3.1.10, RFC 3463 X.5.3): the address was not
+// asked about, and the rest go in a new transaction.
+func isTooManyRecipients(r reply) bool {
+	return r.Code == 452 && (r.Enhanced == "4.5.3" || r.Enhanced == "" && strings.Contains(strings.ToLower(r.Text), "too many recipients"))
+}
+
+// isServerCondition reports a 4xx about the server or the network
+// (RFC 3463 4.3.x mail system, 4.4.x network status), not the mailbox.
+func isServerCondition(r reply) bool {
+	return r.Code/100 == 4 && (strings.HasPrefix(r.Enhanced, "4.3.") || strings.HasPrefix(r.Enhanced, "4.4."))
 }

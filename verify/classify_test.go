@@ -23,6 +23,15 @@ func TestReplyVerdict(t *testing.T) {
 		{reply{554, "5.7.1", "Service unavailable; client host blocked using a blocklist"}, Unknown, RProbeBlocked},
 		{reply{550, "5.7.1", "relaying denied"}, Unknown, RProbeBlocked},
 		{reply{550, "5.7.606", "Access denied, banned sending IP"}, Unknown, RProbeBlocked},
+		// Only X.2.2, or text that says so, is a full mailbox; 452 is
+		// also "too many recipients" (4.5.3) and a server condition
+		// (4.3.x).
+		{reply{452, "4.5.3", "Too many recipients"}, Unknown, RTemporaryFailure},
+		{reply{452, "", "Too many recipients"}, Unknown, RTemporaryFailure},
+		{reply{452, "4.3.1", "Insufficient system storage"}, Unknown, RTemporaryFailure},
+		{reply{452, "4.4.5", "Insufficient system storage"}, Unknown, RTemporaryFailure},
+		{reply{452, "", "Mailbox full"}, Risky, RMailboxFull},
+		{reply{552, "", "Requested mail action aborted: exceeded storage allocation"}, Risky, RMailboxFull},
 	}
 	for _, c := range cases {
 		v, reason := replyVerdict(c.r)

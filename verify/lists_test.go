@@ -25,6 +25,17 @@ func TestListsShipped(t *testing.T) {
 		{"Info+news role", l.Role("Info+news"), true},
 		{"postmaster role", l.Role("postmaster"), true},
 		{"john.doe not role", l.Role("john.doe"), false},
+		// Ordinary mailboxes that a long role list (1,018 entries)
+		// flagged: people are called user, nobody, mail, ...
+		{"user not role", l.Role("user"), false},
+		{"nobody not role", l.Role("nobody"), false},
+		{"mail not role", l.Role("mail"), false},
+		{"noreply role", l.Role("noreply"), true},
+		{"sales role", l.Role("Sales"), true},
+		{"abuse role (RFC 2142)", l.Role("abuse"), true},
+	}
+	if n := len(l.role); n > 100 {
+		t.Errorf("role list has %d entries: keep it to real role mailboxes", n)
 	}
 	for _, c := range cases {
 		if c.got != c.want {

@@ -187,6 +187,7 @@ func (v *Verifier) session(ctx context.Context, domain, host string, ip netip.Ad
 		return 0, f
 	}
 	n := 0
+	inTx := 0 // recipients asked about in the current transaction
 	accepted := false
 	for _, a := range chunk {
 		if a.SMTPUTF8 && !utf8OK {
@@ -198,6 +199,29 @@ func (v *Verifier) session(ctx context.Context, domain, host string, ip netip.Ad
 		if err != nil {
 			return n, failureFrom(err, "RCPT TO")
 		}
+		if isTooManyRecipients(r) {
+			// The transaction's recipient limit: this address was not
+			// asked about. Start a new transaction and ask again; a
+			// limit hit on the first recipient ends the session (the
+			// rest go to a new one).
+			if inTx == 0 {
+				return n, &sessionFailure{Kind: StatusTemporary, Detail: "RCPT TO: " + r.Text, Reply: r}
+			}
+			if err := c.Reset(); err != nil {
+				return n, failureFrom(err, "RSET")
+			}
+			if err := c.Mail(v.sender, &smtp.MailOptions{UTF8: needUTF8 && utf8OK}); err != nil {
+				return n, failureFrom(err, "MAIL FROM")
+			}
+			inTx = 0
+			if r, err = rcpt(c, a.Normalized); err != nil {
+				return n, failureFrom(err, "RCPT TO")
+			}
+			if isTooManyRecipients(r) {
+				return n, &sessionFailure{Kind: StatusTemporary, Detail: "RCPT TO: " + r.Text, Reply: r}
+			}
+		}
+		inTx++
 		observe(r)
 		out.Replies[a.Normalized] = r
 		out.Attempts[a.Normalized]++
@@ -207,7 +231,10 @@ func (v *Verifier) session(ctx context.Context, domain, host string, ip netip.Ad
 	if wantCatchAll && accepted {
 		random := randomLocal() + "@" + domain
 		r, err := rcpt(c, random)
-		if err == nil {
+		if err == nil && isTooManyRecipients(r) && c.Reset() == nil && c.Mail(v.sender, nil) == nil {
+			r, err = rcpt(c, random)
+		}
+		if err == nil && !isTooManyRecipients(r) {
 			ca := r.Code/100 == 2
 			out.CatchAll = &ca
 		}

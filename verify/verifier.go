@@ -50,10 +50,14 @@ type Verifier struct {
 	polite   *politeness
 	domains  *ttlCache[domainInfo]
 	catchAll *ttlCache[bool]
-	results  *ttlCache[Result]
-	met      *metrics
-	jobs     *jobStore
-	now      func() time.Time
+	// caMu guards caTesting: the domains whose catch-all test runs now,
+	// each with a channel closed when it ends.
+	caMu      sync.Mutex
+	caTesting map[string]chan struct{}
+	results   *ttlCache[Result]
+	met       *metrics
+	jobs      *jobStore
+	now       func() time.Time
 }
 
 // New builds a Verifier: it loads the lists and opens the job store.
@@ -76,18 +80,19 @@ func New(o Options) (*Verifier, error) {
 		return nil, err
 	}
 	v := &Verifier{
-		cfg:      c,
-		res:      o.Resolver,
-		smtpPort: o.SMTPPort,
-		helo:     c.HeloName,
-		sender:   c.ProbeSender,
-		lists:    lists,
-		log:      o.Logger,
-		polite:   newPoliteness(c.ProviderRate, c.ProviderBurst, c.ProviderConns, o.Shaper),
-		domains:  newTTLCache[domainInfo](100_000),
-		catchAll: newTTLCache[bool](100_000),
-		results:  newTTLCache[Result](100_000),
-		now:      time.Now,
+		cfg:       c,
+		res:       o.Resolver,
+		smtpPort:  o.SMTPPort,
+		helo:      c.HeloName,
+		sender:    c.ProbeSender,
+		lists:     lists,
+		log:       o.Logger,
+		polite:    newPoliteness(c.ProviderRate, c.ProviderBurst, c.ProviderConns, o.Shaper),
+		domains:   newTTLCache[domainInfo](100_000),
+		catchAll:  newTTLCache[bool](100_000),
+		caTesting: map[string]chan struct{}{},
+		results:   newTTLCache[Result](100_000),
+		now:       time.Now,
 	}
 	if v.helo == "" {
 		v.helo = o.Hostname
@@ -296,12 +301,27 @@ func (v *Verifier) runUnit(ctx context.Context, u work, parsed []Address, out []
 		addrs[k] = parsed[i]
 	}
 	ca, known := v.catchAll.get(u.domain, v.now())
+	// One unit per domain runs the catch-all test; units of the same
+	// domain in other sessions at the same time wait for its answer.
+	test, wait := false, (chan struct{})(nil)
+	if !known {
+		test, wait = v.claimCatchAll(u.domain)
+	}
 	start := time.Now()
-	b := v.probeBatch(ctx, u.domain, di.mx.Hosts, addrs, !known)
+	b := v.probeBatch(ctx, u.domain, di.mx.Hosts, addrs, test)
 	v.met.probeSeconds.Observe(time.Since(start).Seconds())
-	if b.CatchAll != nil {
-		ca, known = *b.CatchAll, true
-		v.catchAll.put(u.domain, ca, v.now().Add(v.cfg.DomainCacheTTL.Duration))
+	if test {
+		if b.CatchAll != nil {
+			ca, known = *b.CatchAll, true
+			v.catchAll.put(u.domain, ca, v.now().Add(v.cfg.DomainCacheTTL.Duration))
+		}
+		v.releaseCatchAll(u.domain)
+	} else if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+		ca, known = v.catchAll.get(u.domain, v.now())
 	}
 	for k, i := range u.idx {
 		a := addrs[k]
@@ -333,6 +353,27 @@ func (v *Verifier) runUnit(ctx context.Context, u work, parsed []Address, out []
 	}
 }
 
+// claimCatchAll makes the caller the one to test domain for catch-all
+// (test true) unless another caller is testing it now; then wait is closed
+// when that test ends.
+func (v *Verifier) claimCatchAll(domain string) (test bool, wait chan struct{}) {
+	v.caMu.Lock()
+	defer v.caMu.Unlock()
+	if ch, ok := v.caTesting[domain]; ok {
+		return false, ch
+	}
+	v.caTesting[domain] = make(chan struct{})
+	return true, nil
+}
+
+// releaseCatchAll ends the caller's catch-all test of domain.
+func (v *Verifier) releaseCatchAll(domain string) {
+	v.caMu.Lock()
+	defer v.caMu.Unlock()
+	close(v.caTesting[domain])
+	delete(v.caTesting, domain)
+}
+
 func (v *Verifier) fillReply(s *SMTPStage, r reply) {
 	s.Code, s.Enhanced, s.Message = r.Code, r.Enhanced, r.Text
 	switch r.Code / 100 {
@@ -361,7 +402,11 @@ func (v *Verifier) finish(r *Result) {
 		}
 	}
 	r.Verdict, r.Reasons = decide(r)
+	// A verdict is cached only when it rests on a definite answer: not
+	// on a 4xx (a full mailbox today, a server condition, a limit), which
+	// may be gone on the next try.
 	if r.Stages.SMTP.Status != StatusSkipped && r.Stages.SMTP.Status != StatusNotConfigured &&
+		r.Stages.SMTP.Status != StatusTemporary && r.Stages.SMTP.Code/100 != 4 &&
 		r.Verdict != Unknown && r.Stages.Syntax.Valid {
 		v.results.put(cacheKey(*r.Stages.Syntax.Parsed), *r, v.now().Add(v.cfg.AddressCacheTTL.Duration))
 	}

@@ -5,21 +5,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/petrel-mta/petrel/bounce"
 )
 
 // eventsCommands are the event, bounce, stats and stream commands.
 func eventsCommands() map[string]command {
 	return map[string]command{
 		"events tail":     {"[-f] [-type T] [-since 1h] [-recipient A] [-campaign C]: print events (-f: follow)", eventsTail},
-		"bounce classify": {"FILE|- | -reply \"550 5.1.1 ...\": classify a raw bounce/report or an SMTP reply (local)", bounceClassify},
+		"bounce classify": {"FILE|DIR...|- | -reply \"550 5.1.1 ...\": classify raw bounces/reports (several or a directory: one JSON line each) or an SMTP reply (local)", bounceClassify},
 		"stats":           {"per stream and provider: sent, delivered, bounced, complaints and rates", statsCmd},
 		"streams resume":  {"STREAM: resume a stream paused by an alarm", streamsResume},
 		"webhooks":        {"webhook delivery state (delivered, failures, lag, last error)", webhooksCmd},
@@ -105,70 +101,6 @@ func eventsTail(ctx context.Context, e *env, args []string) error {
 		case <-time.After(tailPoll):
 		}
 	}
-}
-
-func bounceClassify(_ context.Context, e *env, args []string) error {
-	fs := flag.NewFlagSet("bounce classify", flag.ContinueOnError)
-	fs.SetOutput(e.Err)
-	reply := fs.String("reply", "", `classify this SMTP reply text instead of a file ("550 5.1.1 user unknown")`)
-	rulesFile := fs.String("rules", "", "operator rules file merged over the shipped rules (as [bounce] rules_file)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	rules := bounce.DefaultRules()
-	if *rulesFile != "" {
-		if rules, err = bounce.LoadRules(*rulesFile); err != nil {
-			return err
-		}
-	}
-	if *reply != "" {
-		if len(pos) > 0 {
-			return errUsage
-		}
-		c := rules.Classify(0, "", *reply)
-		if e.JSON {
-			return e.printJSON(c)
-		}
-		fmt.Fprintf(e.Out, "reason  %s\nstatus  %s\nhard    %v\ncode    %d\n", c.Reason, c.Status, c.Hard, c.Code)
-		return nil
-	}
-	if len(pos) != 1 {
-		return errUsage
-	}
-	var raw []byte
-	if pos[0] == "-" {
-		raw, err = io.ReadAll(os.Stdin)
-	} else {
-		raw, err = os.ReadFile(pos[0])
-	}
-	if err != nil {
-		return fmt.Errorf("read message: %w", err)
-	}
-	rep, err := rules.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("parse: %w", err)
-	}
-	if e.JSON {
-		return e.printJSON(map[string]any{"kind": rep.Kind, "feedback_type": rep.FeedbackType,
-			"reporting_mta": rep.ReportingMTA, "subject": rep.Subject, "original_message_id": rep.OriginalMessageID,
-			"original_return_path": rep.OriginalReturnPath, "petrel_id": rep.PetrelID, "bounces": rep.Bounces})
-	}
-	fmt.Fprintf(e.Out, "kind                  %s\n", rep.Kind)
-	for _, kv := range [][2]string{{"feedback type", rep.FeedbackType}, {"reporting MTA", rep.ReportingMTA},
-		{"subject", rep.Subject}, {"original message-id", rep.OriginalMessageID},
-		{"original return path", rep.OriginalReturnPath}, {"petrel id", rep.PetrelID}} {
-		if kv[1] != "" {
-			fmt.Fprintf(e.Out, "%-21s %s\n", kv[0], kv[1])
-		}
-	}
-	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nRECIPIENT\tREASON\tSTATUS\tHARD\tCODE\tACTION\tREMOTE MTA\tDIAGNOSTIC")
-	for _, b := range rep.Bounces {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\n", b.Recipient, b.Reason, b.Status, b.Hard, b.ReplyCode,
-			b.Action, b.RemoteMTA, oneLine(b.Diagnostic))
-	}
-	return tw.Flush()
 }
 
 // statCounts mirrors events' counts JSON.

@@ -89,6 +89,10 @@ type MXOptions struct {
 	// SMTPUTF8 (554 5.6.0). It cannot be combined with TLS (the EHLO reply
 	// is filtered on the clear-text connection).
 	No8BitMIME bool
+	// MaxRecipients limits the recipients of one transaction: beyond it
+	// RCPT gets go-smtp's "452 4.5.3 Maximum limit of N recipients
+	// reached" until RSET or the next MAIL. 0 means 10,000.
+	MaxRecipients int
 	// NoPipelining is not supported by go-smtp's server (it always
 	// advertises PIPELINING); kept out on purpose.
 	Script MXScript
@@ -116,6 +120,9 @@ func StartMX(o MXOptions) (*MX, error) {
 	srv := smtp.NewServer(m)
 	srv.Domain = o.Domain
 	srv.MaxRecipients = 10000
+	if o.MaxRecipients > 0 {
+		srv.MaxRecipients = o.MaxRecipients
+	}
 	srv.MaxMessageBytes = 64 << 20
 	srv.AllowInsecureAuth = true
 	srv.EnableSMTPUTF8 = !o.NoSMTPUTF8
