@@ -228,6 +228,13 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 		return nil, &apiError{http.StatusRequestEntityTooLarge, "message_too_large",
 			fmt.Sprintf("message is %d bytes, the limit is %d", len(msg), h.opts.MaxMessageSize)}
 	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" {
+		prefix := "http:" + key.Name + ":" // one key space per API key
+		if len(prefix)+len(k) > mta.MaxIdempotencyKey || hasCtl(k) {
+			return nil, badRequest("invalid_request", "Idempotency-Key must be at most %d printable bytes", mta.MaxIdempotencyKey-len(prefix))
+		}
+		env.IdempotencyKey = prefix + k
+	}
 	env.Trace = Trace{Helo: "api-key=" + key.Name, IP: remoteIP(r), With: "HTTP"}
 	if r.TLS != nil {
 		env.Trace.With = "HTTPS"

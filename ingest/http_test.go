@@ -440,3 +440,37 @@ func TestSharedRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPIdempotencyKey: a retried injection with the same
+// Idempotency-Key (same API key) answers 202 with the first message's id
+// and stores nothing new; another API key's same header value is its own
+// message; an oversized key is a 400.
+func TestHTTPIdempotencyKey(t *testing.T) {
+	e := startHTTP(t, nil)
+	post := func(apiKey, idem string) (int, SendResponse) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.url+"/api/v1/messages", strings.NewReader(`{"from":"a@example.org","to":["b@example.com"],"subject":"s","text":"hi"}`))
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		req.Header.Set("Idempotency-Key", idem)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out SendResponse
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	c1, r1 := post("app-key", "order-1234")
+	c2, r2 := post("app-key", "order-1234")
+	c3, r3 := post("news-key", "order-1234")
+	if c1 != 202 || c2 != 202 || c3 != 202 || r1.ID == "" || r2.ID != r1.ID || r3.ID == r1.ID {
+		t.Fatalf("ids %q %q %q (codes %d %d %d): the retry must get the first id, another key its own", r1.ID, r2.ID, r3.ID, c1, c2, c3)
+	}
+	if st := e.q.Stats(); st.Messages != 2 {
+		t.Fatalf("%d messages stored, want 2", st.Messages)
+	}
+	if code, _ := post("app-key", strings.Repeat("k", 300)); code != 400 {
+		t.Fatalf("oversized Idempotency-Key: %d", code)
+	}
+}

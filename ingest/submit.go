@@ -51,6 +51,10 @@ type Envelope struct {
 	// Generated marks mail Petrel made itself (DSNs): no sender-domain
 	// check and no List-Unsubscribe; suppression still applies.
 	Generated bool
+	// IdempotencyKey makes the enqueue happen at most once per key (see
+	// mta.NewMessage): a repeat gets the first message's ID and is not
+	// stored again. The campaign engine uses "campaign:contact".
+	IdempotencyKey string
 }
 
 // Trace is what the Received field says about the client.
@@ -355,7 +359,7 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (mta
 		Campaign: env.Campaign, Source: env.Source}
 	// The pieces point into body and the added fields: the queue copies
 	// them straight into its commit batch (the one copy Petrel makes).
-	return mta.NewMessage{Envelope: qe, Parts: m.Parts()}, rc, nil
+	return mta.NewMessage{Envelope: qe, Parts: m.Parts(), IdempotencyKey: env.IdempotencyKey}, rc, nil
 }
 
 // suppressed asks the policy whether addr is suppressed in stream.

@@ -13,6 +13,9 @@ import "errors"
 // answers 452 4.3.1, HTTP 507.
 var ErrInsufficientStorage = errors.New("queue: insufficient system storage")
 
+// MaxIdempotencyKey bounds NewMessage.IdempotencyKey.
+const MaxIdempotencyKey = 200
+
 // Envelope is what ingest hands the spool with a body.
 type Envelope struct {
 	// From is the envelope sender (MAIL FROM); "" is the null sender <>.
@@ -32,6 +35,12 @@ type Envelope struct {
 // its own behalf (a DSN from OnFailure).
 type NewMessage struct {
 	Envelope Envelope
+	// IdempotencyKey, when set, makes the enqueue happen at most once:
+	// a later message with the same key (in the same batch or any later
+	// one, across restarts) is not stored again and gets the first one's
+	// ID. The campaign engine uses "campaign:contact"; HTTP clients send
+	// an Idempotency-Key header. At most MaxIdempotencyKey bytes.
+	IdempotencyKey string
 	Body     []byte
 	// Parts, when Body is nil, are the body in pieces: they are copied
 	// straight into the commit batch, so a caller that holds a message

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -83,5 +84,60 @@ func TestEnqueueBatch(t *testing.T) {
 	}
 	if got := q.Stats(); got.Messages != st.Messages || got.Queued != st.Queued {
 		t.Errorf("failed batch changed the queue: %d messages / %d queued, was %d / %d", got.Messages, got.Queued, st.Messages, st.Queued)
+	}
+}
+
+// TestEnqueueBatchIdempotencyKeys: a key is stored once, whether it
+// repeats inside a batch, in a later batch, or after a reopen (even after
+// the message is done); a batch of only repeats writes nothing.
+func TestEnqueueBatchIdempotencyKeys(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	msg := func(key, rcpt string) NewMessage {
+		return NewMessage{IdempotencyKey: key, Envelope: Envelope{From: "a@x.test", Recipients: []string{rcpt}, Campaign: "c1"},
+			Body: []byte("Subject: hi\r\n\r\nbody\r\n")}
+	}
+	ids, err := q.EnqueueBatch(ctx, []NewMessage{msg("c1:1", "r1@y.test"), msg("c1:2", "r2@y.test"), msg("c1:1", "r1@y.test"), msg("", "r3@y.test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids[0] != ids[2] || ids[0] == ids[1] || ids[3] == "" {
+		t.Fatalf("ids %v: the in-batch repeat must get the first id", ids)
+	}
+	if st := q.Stats(); st.Messages != 3 {
+		t.Fatalf("%d messages stored, want 3", st.Messages)
+	}
+	again, err := q.EnqueueBatch(ctx, []NewMessage{msg("c1:2", "r2@y.test"), msg("c1:1", "r1@y.test")})
+	if err != nil || again[0] != ids[1] || again[1] != ids[0] {
+		t.Fatalf("repeat batch: %v %v, want %v %v", again, err, ids[1], ids[0])
+	}
+	if st := q.Stats(); st.Messages != 3 {
+		t.Fatalf("repeat batch stored messages: %d", st.Messages)
+	}
+	// Finish message 1 (delete), reopen: its key still dedupes.
+	if _, err := q.Delete(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	after, err := q.EnqueueBatch(ctx, []NewMessage{msg("c1:1", "r1@y.test"), msg("c1:3", "r3@y.test")})
+	if err != nil || after[0] != ids[0] || after[1] == ids[0] {
+		t.Fatalf("after reopen: %v %v", after, err)
+	}
+	if st := q.Stats(); st.Messages != 3 { // ids[1], ids[3], c1:3 (ids[0] was deleted)
+		t.Fatalf("after reopen: %d messages, want 3", st.Messages)
+	}
+	if _, err := q.EnqueueBatch(ctx, []NewMessage{msg(strings.Repeat("k", 201), "r@y.test")}); err == nil {
+		t.Fatal("oversized key accepted")
 	}
 }

@@ -15,6 +15,8 @@
 //	t      msgID                                       JSON MessageInfo of a finished message (tombstone)
 //	k      cursor name                                 cursor value (webhook dispatchers' last Seq)
 //	c      counter name                                varint delta, summed by a merge operator
+//	i      idempotency key                             msgID first enqueued with it (EnqueueBatch); kept after the
+//	                                                   message is done, so a repeat is never stored again
 //
 // Message IDs are 26 characters of base32hex over 8 bytes of creation time
 // (unix ns) and 8 random bytes, so m, b, l, r and t keys sort by age and a

@@ -21,7 +21,12 @@ const (
 	pTomb    = 't'
 	pCursor  = 'k'
 	pCounter = 'c'
+	pIdem    = 'i'
 )
+
+// idemKey is the i key of an idempotency key: its value is the message ID
+// the key was first enqueued as.
+func idemKey(k string) []byte { return append([]byte{pIdem}, k...) }
 
 // idLen is the length of a message ID: 16 bytes (8 of unix nanos, 8 random)
 // in lower-case base32hex, which sorts like the bytes it encodes.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // Defaults for zero Options fields.
@@ -63,6 +65,8 @@ type Queue struct {
 	db   *pebble.DB
 	opts Options
 	log  *slog.Logger
+	// idemMu serialises batches that carry idempotency keys (EnqueueBatch).
+	idemMu sync.Mutex
 
 	// opMu guards closed; ops counts operations in progress, which Close
 	// waits for before closing Pebble.
@@ -401,20 +405,80 @@ func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, 
 		return nil, err
 	}
 	defer q.exit()
+	keyed := false
+	for i, m := range msgs {
+		if len(m.IdempotencyKey) > mta.MaxIdempotencyKey {
+			return nil, fmt.Errorf("queue: message %d of the batch: idempotency key longer than %d bytes", i, mta.MaxIdempotencyKey)
+		}
+		keyed = keyed || m.IdempotencyKey != ""
+	}
+	if keyed {
+		// A key's lookup and its commit must not interleave with another
+		// batch carrying the same key.
+		q.idemMu.Lock()
+		defer q.idemMu.Unlock()
+	}
 	t := q.newTxn()
 	ids := make([]string, len(msgs))
+	var inBatch map[string]string
+	added := 0
 	for i, m := range msgs {
+		k := m.IdempotencyKey
+		if k != "" {
+			if id, ok := inBatch[k]; ok {
+				ids[i] = id
+				continue
+			}
+			id, ok, err := q.idempotent(k)
+			if err != nil {
+				t.abort()
+				return nil, err
+			}
+			if ok {
+				ids[i] = id
+				continue
+			}
+		}
 		id, err := t.addNew(m)
 		if err != nil {
 			t.abort()
 			return nil, fmt.Errorf("queue: message %d of the batch: %w", i, err)
 		}
 		ids[i] = id
+		added++
+		if k != "" {
+			if err := t.b.Set(idemKey(k), []byte(id), nil); err != nil {
+				t.abort()
+				return nil, fmt.Errorf("queue: batch: %w", err)
+			}
+			if inBatch == nil {
+				inBatch = map[string]string{}
+			}
+			inBatch[k] = id
+		}
+	}
+	if added == 0 {
+		t.abort() // every message was a repeat: nothing to write
+		return ids, nil
 	}
 	if err := t.commit(true); err != nil {
 		return nil, err
 	}
 	return ids, nil
+}
+
+// idempotent returns the ID a message with idempotency key k was enqueued
+// as, if any.
+func (q *Queue) idempotent(k string) (string, bool, error) {
+	v, closer, err := q.db.Get(idemKey(k))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("queue: idempotency key: %w", err)
+	}
+	defer closer.Close()
+	return string(v), true, nil
 }
 
 var errNoRecipients = errors.New("queue: message has no recipients")
