@@ -41,7 +41,7 @@ type NewMessage struct {
 	// ID. The campaign engine uses "campaign:contact"; HTTP clients send
 	// an Idempotency-Key header. At most MaxIdempotencyKey bytes.
 	IdempotencyKey string
-	Body     []byte
+	Body           []byte
 	// Parts, when Body is nil, are the body in pieces: they are copied
 	// straight into the commit batch, so a caller that holds a message
 	// in pieces (ingest: new fields + the client's bytes) needs no
