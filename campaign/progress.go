@@ -1,0 +1,72 @@
+package campaign
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// SQLProgress keeps campaign states in the ESP database (SQLite or
+// PostgreSQL), one row per campaign, written in its own transaction after
+// each committed page.
+type SQLProgress struct {
+	db *sql.DB
+	// ph is the placeholder style: "?" (SQLite) or "$" (PostgreSQL).
+	ph string
+}
+
+// NewSQLProgress creates the progress table if needed. postgres selects
+// $n placeholders.
+func NewSQLProgress(ctx context.Context, db *sql.DB, postgres bool) (*SQLProgress, error) {
+	p := &SQLProgress{db: db, ph: "?"}
+	if postgres {
+		p.ph = "$"
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS campaign_progress (
+		campaign TEXT PRIMARY KEY,
+		state    TEXT NOT NULL
+	)`); err != nil {
+		return nil, fmt.Errorf("campaign: progress table: %w", err)
+	}
+	return p, nil
+}
+
+func (p *SQLProgress) arg(n int) string {
+	if p.ph == "$" {
+		return fmt.Sprintf("$%d", n)
+	}
+	return "?"
+}
+
+// Load implements Progress; an unknown campaign starts at the beginning.
+func (p *SQLProgress) Load(ctx context.Context, campaign string) (State, error) {
+	var raw string
+	err := p.db.QueryRowContext(ctx, "SELECT state FROM campaign_progress WHERE campaign = "+p.arg(1), campaign).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return State{}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("campaign: load progress: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		return State{}, fmt.Errorf("campaign: corrupt progress of %s: %w", campaign, err)
+	}
+	return st, nil
+}
+
+// Save implements Progress.
+func (p *SQLProgress) Save(ctx context.Context, campaign string, st State) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	_, err = p.db.ExecContext(ctx, "INSERT INTO campaign_progress (campaign, state) VALUES ("+p.arg(1)+", "+p.arg(2)+
+		") ON CONFLICT (campaign) DO UPDATE SET state = excluded.state", campaign, string(raw))
+	if err != nil {
+		return fmt.Errorf("campaign: save progress: %w", err)
+	}
+	return nil
+}

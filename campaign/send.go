@@ -1,0 +1,236 @@
+package campaign
+
+// The send engine. Exactly once per (campaign, contact), across kill -9:
+//
+//  1. Recipients are read in pages, in ascending contact id, after the
+//     campaign's durable cursor (Progress).
+//  2. Each page is rendered and handed to ingest's entry point in ONE
+//     SubmitBatch: one synced commit for the page, every message carrying
+//     the idempotency key "campaign:<campaign>:<contact>", which the
+//     spool stores with the message and never stores twice.
+//  3. Only after that commit is the cursor (and the counters) saved.
+//
+// A crash before (2) commits loses nothing (the page is read again); a
+// crash between (2) and (3) resubmits the page, and the idempotency keys
+// make every message of it a no-op: no contact is skipped and none is
+// mailed twice. Counters of a resubmitted page are recomputed from the
+// same page, so they stay exact too.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+
+	"github.com/petrel-mta/petrel/ingest"
+)
+
+// Recipient is one contact a campaign may send to.
+type Recipient struct {
+	// ID orders recipients (ascending) and makes the idempotency key.
+	ID    int64
+	Email string
+	Name  string
+	// Values personalise the template (%field%).
+	Values Values
+	// Skip, when not "", is why the contact is not mailed (unsubscribed,
+	// no_consent, erased, ...): counted, never sent.
+	Skip string
+}
+
+// Source pages through a campaign's recipients: up to limit with ID >
+// after, in ascending ID order. An empty page ends the campaign.
+type Source interface {
+	Page(ctx context.Context, after int64, limit int) ([]Recipient, error)
+}
+
+// State is a campaign's durable progress.
+type State struct {
+	// After is the last contact ID whose page was committed.
+	After int64 `json:"after"`
+	// Sent counts messages handed to ingest; Skipped counts by reason
+	// (including ingest's refusals, e.g. "suppressed").
+	Sent    int64            `json:"sent"`
+	Skipped map[string]int64 `json:"skipped,omitempty"`
+	Done    bool             `json:"done"`
+}
+
+// Progress stores campaign states durably.
+type Progress interface {
+	Load(ctx context.Context, campaign string) (State, error)
+	Save(ctx context.Context, campaign string, st State) error
+}
+
+// Submitter is ingest's batch entry point (*ingest.Submitter).
+type Submitter interface {
+	SubmitBatch(ctx context.Context, subs []ingest.Submission) ([]ingest.Receipt, error)
+}
+
+// Send describes one campaign send.
+type Send struct {
+	// ID names the campaign (idempotency keys, X-Petrel-Campaign,
+	// events and stats).
+	ID       string
+	Template *Compiled
+	From     *mail.Address
+	ReplyTo  *mail.Address
+	// Stream is the sending stream ("marketing" when empty).
+	Stream string
+	// PageSize is how many recipients go into one commit (default 500).
+	PageSize int
+	// Rate limits messages per second (0: as fast as ingest commits).
+	Rate float64
+	// Extra header fields added to every message.
+	Extra [][2]string
+}
+
+// Engine runs sends. It is safe for concurrent use by different
+// campaigns (one Run per campaign at a time).
+type Engine struct {
+	Submitter Submitter
+	Progress  Progress
+	Logger    *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// ErrNoTemplate is returned by Run for a Send without a template.
+var ErrNoTemplate = errors.New("campaign: send has no template")
+
+// IdempotencyKey is the spool key of (campaign, contact).
+func IdempotencyKey(campaign string, contact int64) string {
+	return "campaign:" + campaign + ":" + strconv.FormatInt(contact, 10)
+}
+
+// Run sends s to every recipient of src after its saved cursor, page by
+// page, until src is exhausted (then the state is saved Done) or ctx
+// ends. It returns the final state.
+func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
+	if s.Template == nil {
+		return State{}, ErrNoTemplate
+	}
+	if s.From == nil {
+		return State{}, errors.New("campaign: send has no From")
+	}
+	log := e.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := e.Now
+	if now == nil {
+		now = time.Now
+	}
+	page := s.PageSize
+	if page <= 0 {
+		page = 500
+	}
+	stream := s.Stream
+	if stream == "" {
+		stream = "marketing"
+	}
+	st, err := e.Progress.Load(ctx, s.ID)
+	if err != nil {
+		return st, fmt.Errorf("campaign %s: load progress: %w", s.ID, err)
+	}
+	if st.Done {
+		return st, nil
+	}
+	if st.Skipped == nil {
+		st.Skipped = map[string]int64{}
+	}
+	var pace *time.Ticker
+	if s.Rate > 0 {
+		pace = time.NewTicker(time.Duration(float64(time.Second) * float64(page) / s.Rate))
+		defer pace.Stop()
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		rs, err := src.Page(ctx, st.After, page)
+		if err != nil {
+			return st, fmt.Errorf("campaign %s: recipients after %d: %w", s.ID, st.After, err)
+		}
+		if len(rs) == 0 {
+			st.Done = true
+			if err := e.Progress.Save(ctx, s.ID, st); err != nil {
+				return st, fmt.Errorf("campaign %s: save progress: %w", s.ID, err)
+			}
+			log.Info("campaign sent", "campaign", s.ID, "sent", st.Sent, "skipped", st.Skipped)
+			return st, nil
+		}
+		subs := make([]ingest.Submission, 0, len(rs))
+		next := st
+		next.Skipped = make(map[string]int64, len(st.Skipped))
+		for k, v := range st.Skipped {
+			next.Skipped[k] = v
+		}
+		for _, r := range rs {
+			if r.ID <= st.After {
+				return st, fmt.Errorf("campaign %s: source returned contact %d, not after %d", s.ID, r.ID, st.After)
+			}
+			next.After = r.ID
+			if r.Skip != "" {
+				next.Skipped[r.Skip]++
+				continue
+			}
+			msg, err := s.build(r, now())
+			if err != nil {
+				next.Skipped["render_error"]++
+				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
+				continue
+			}
+			subs = append(subs, ingest.Submission{Envelope: ingest.Envelope{
+				From: s.From.Address, Rcpts: []string{r.Email}, Stream: stream, Campaign: s.ID, Source: "campaign",
+				IdempotencyKey: IdempotencyKey(s.ID, r.ID), Trace: ingest.Trace{Helo: "campaign " + s.ID, With: "campaign"},
+			}, Body: msg})
+		}
+		if len(subs) > 0 {
+			rcs, err := e.Submitter.SubmitBatch(ctx, subs)
+			if err != nil {
+				return st, fmt.Errorf("campaign %s: submit: %w", s.ID, err)
+			}
+			for _, rc := range rcs {
+				switch {
+				case rc.Err == nil:
+					next.Sent++
+				case errors.Is(rc.Err, ingest.ErrAllSuppressed):
+					next.Skipped["suppressed"]++
+				default:
+					next.Skipped["refused"]++
+					log.Warn("campaign: message refused by ingest", "campaign", s.ID, "err", rc.Err)
+				}
+			}
+		}
+		if err := e.Progress.Save(ctx, s.ID, next); err != nil {
+			return st, fmt.Errorf("campaign %s: save progress: %w", s.ID, err)
+		}
+		st = next
+		if pace != nil {
+			select {
+			case <-ctx.Done():
+				return st, ctx.Err()
+			case <-pace.C:
+			}
+		}
+	}
+}
+
+// build renders the message for r.
+func (s Send) build(r Recipient, now time.Time) ([]byte, error) {
+	rendered := s.Template.Render(r.Values)
+	env := Envelope{
+		From:  s.From,
+		To:    []*mail.Address{{Name: r.Name, Address: r.Email}},
+		Date:  now,
+		Extra: append([][2]string{{"X-Petrel-Campaign", s.ID}}, s.Extra...),
+	}
+	if s.ReplyTo != nil {
+		env.ReplyTo = []*mail.Address{s.ReplyTo}
+	}
+	return BuildMessage(env, rendered)
+}
