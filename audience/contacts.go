@@ -94,8 +94,8 @@ const (
 
 // row is a validated ContactInput, ready to write.
 type row struct {
-	email, key string
-	status     Status // "" = leave (existing) or the audience default (new)
+	email, key                            string
+	status                                Status // "" = leave (existing) or the audience default (new)
 	name, phone, gender, timeZone, locale *string
 	birthday                              *int64
 	age                                   *int
