@@ -78,4 +78,3 @@ func eachBackend(t *testing.T, opts Options, f func(t *testing.T, s *Store)) {
 	}
 }
 
-func ptr[T any](v T) *T { return &v }

@@ -42,3 +42,5 @@ func IsKind(err error, k Kind) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Kind == k
 }
+
+func asError(err error, target **Error) bool { return errors.As(err, target) }

@@ -105,7 +105,9 @@ func TestSegmentsSQLAndGoAgree(t *testing.T) {
 			match func(p segPerson) bool
 		}{
 			{`city == "Taipei" && "vip" in tags && last_opened > now - duration("720h")`, true,
-				func(p segPerson) bool { return p.city == "Taipei" && slices.Contains(p.tags, "vip") && p.opened > cutoff }},
+				func(p segPerson) bool {
+					return p.city == "Taipei" && slices.Contains(p.tags, "vip") && p.opened > cutoff
+				}},
 			{`city != "Taipei" || !("beta" in tags)`, true,
 				func(p segPerson) bool { return p.city != "Taipei" || !slices.Contains(p.tags, "beta") }},
 			{`score >= 50 && score < 75.5 && age > 30`, true,

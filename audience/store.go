@@ -46,6 +46,10 @@ type Options struct {
 	BatchSize int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
+
+	// afterBatch, when set, runs after each committed import batch (tests
+	// slow an import down with it to kill it mid-way).
+	afterBatch func()
 }
 
 type dialect int
