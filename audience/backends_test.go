@@ -77,4 +77,3 @@ func eachBackend(t *testing.T, opts Options, f func(t *testing.T, s *Store)) {
 		})
 	}
 }
-

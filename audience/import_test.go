@@ -115,7 +115,7 @@ func TestImportRejects(t *testing.T) {
 		wide := "email," + strings.Repeat("x,", 100000) + "y\n"
 		for _, tc := range []struct {
 			name, data, code string
-			opts           ImportOptions
+			opts             ImportOptions
 		}{
 			{"empty", "", "invalid_csv", ImportOptions{}},
 			{"utf16", "\xFF\xFEe\x00m\x00", "invalid_encoding", ImportOptions{}},
