@@ -57,9 +57,12 @@ type Import struct {
 	Skipped    int64         `json:"skipped"`
 	Failed     int64         `json:"failed"`
 	// Line is the last CSV line committed.
-	Line      int64     `json:"line"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Line int64 `json:"line"`
+	// BytesDone of BytesTotal bytes of the file are committed (progress).
+	BytesDone  int64     `json:"bytes_done"`
+	BytesTotal int64     `json:"bytes_total"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 // ImportError is one row's problem.
@@ -108,7 +111,7 @@ func (s *Store) CreateImport(ctx context.Context, audience int64, opts ImportOpt
 	if err != nil {
 		return Import{}, fmt.Errorf("audience: import file: %w", err)
 	}
-	_, err = io.Copy(f, r)
+	size, err := io.Copy(f, r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -128,8 +131,8 @@ func (s *Store) CreateImport(ctx context.Context, audience int64, opts ImportOpt
 	oj, _ := json.Marshal(opts)
 	now := s.now()
 	var id int64
-	err = s.db.QueryRowContext(ctx, s.q(`INSERT INTO imports (audience_id, path, options, state, header, byte_offset, line, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) RETURNING id`),
-		audience, path, string(oj), ImportQueued, string(hj), offset, line, now, now).Scan(&id)
+	err = s.db.QueryRowContext(ctx, s.q(`INSERT INTO imports (audience_id, path, options, state, header, size, byte_offset, line, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id`),
+		audience, path, string(oj), ImportQueued, string(hj), size, offset, line, now, now).Scan(&id)
 	if err != nil {
 		os.Remove(path)
 		return Import{}, fmt.Errorf("audience: create import: %w", err)
@@ -265,8 +268,8 @@ func (s *Store) Import(ctx context.Context, id int64) (Import, error) {
 	var im Import
 	var opts string
 	var created, updated int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, audience_id, state, error, options, rows_read, created, updated, skipped, failed, line, created_at, updated_at FROM imports WHERE id = ?`), id).
-		Scan(&im.ID, &im.AudienceID, &im.State, &im.Error, &opts, &im.RowsRead, &im.Created, &im.Updated, &im.Skipped, &im.Failed, &im.Line, &created, &updated)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, audience_id, state, error, options, rows_read, created, updated, skipped, failed, line, byte_offset, size, created_at, updated_at FROM imports WHERE id = ?`), id).
+		Scan(&im.ID, &im.AudienceID, &im.State, &im.Error, &opts, &im.RowsRead, &im.Created, &im.Updated, &im.Skipped, &im.Failed, &im.Line, &im.BytesDone, &im.BytesTotal, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Import{}, notFound("no import %d", id)
 	}

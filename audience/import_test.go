@@ -55,7 +55,7 @@ func TestImportCSV(t *testing.T) {
 			"\n" + // 10: blank, skipped by CSV
 			"e@example.com,\"Eve \"\"E\"\" Smith\",Lima,4,1,,x\n" // 11
 		im := runImport(t, s, a.ID, ImportOptions{Mapping: map[string]string{"Notes": ""}, AddTags: []string{"imported"}, ConsentPurpose: "marketing", ConsentText: "v1"}, data)
-		if im.State != ImportDone || im.RowsRead != 8 || im.Line != 11 || im.Created != 3 || im.Updated != 1 || im.Failed != 4 || im.Skipped != 0 {
+		if im.State != ImportDone || im.BytesDone != int64(len(data)) || im.BytesTotal != int64(len(data)) || im.RowsRead != 8 || im.Line != 11 || im.Created != 3 || im.Updated != 1 || im.Failed != 4 || im.Skipped != 0 {
 			t.Fatalf("import %+v", im)
 		}
 		errs, err := s.ImportErrors(ctx, im.ID, 0, 0)

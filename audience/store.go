@@ -240,6 +240,7 @@ var migrations = []migration{{version: 1, stmts: []string{
 		state TEXT NOT NULL,
 		error TEXT NOT NULL DEFAULT '',
 		header TEXT NOT NULL DEFAULT '',
+		size BIGINT NOT NULL DEFAULT 0,
 		byte_offset BIGINT NOT NULL DEFAULT 0,
 		line BIGINT NOT NULL DEFAULT 0,
 		rows_read BIGINT NOT NULL DEFAULT 0,

@@ -47,7 +47,7 @@ type command struct {
 // commands lists every subcommand by its words ("queue list").
 func commands() map[string]command {
 	m := map[string]command{}
-	for _, group := range []map[string]command{queueCommands(), extraCommands(), eventsCommands()} {
+	for _, group := range []map[string]command{queueCommands(), extraCommands(), eventsCommands(), contactsCommands()} {
 		for k, v := range group {
 			m[k] = v
 		}
