@@ -404,6 +404,7 @@ func (s *Store) runImport(ctx context.Context, id, audience int64, path string, 
 	var errs []ImportError
 	rowsInBatch := int64(0)
 	lastEnd := line
+	batches := 0
 	for {
 		rec, rerr := cr.Read()
 		if errors.Is(rerr, io.EOF) {
@@ -437,6 +438,16 @@ func (s *Store) runImport(ctx context.Context, id, audience int64, path string, 
 				return err
 			}
 			batch, errs, rowsInBatch = batch[:0], errs[:0], 0
+			batches++
+			if s.d == postgres && batches&(batches-1) == 0 {
+				// The planner's statistics of a table growing from empty
+				// are stale at once: without this, the per-batch lookup of
+				// existing addresses turns into a sequential scan and the
+				// import goes quadratic. Refresh them as the table doubles.
+				if _, err := s.db.ExecContext(ctx, `ANALYZE contacts`); err != nil {
+					return fmt.Errorf("analyze: %w", err)
+				}
+			}
 			if s.opts.afterBatch != nil {
 				s.opts.afterBatch()
 			}
