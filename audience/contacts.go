@@ -336,6 +336,12 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, a *Audience, rows [
 		defStatus = Pending
 	}
 	var b strings.Builder
+	// SQLite keeps fields as JSONB (binary): segment conditions extract
+	// from it about 4x faster than from JSON text.
+	tuple := "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+	if s.d == sqlite {
+		tuple = "(?,?,?,?,?,?,?,?,?,?,?,jsonb(?),?,?)"
+	}
 	args := make([]any, 0, len(rows)*contactCols)
 	n := 0
 	for i := range rows {
@@ -365,14 +371,14 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, a *Audience, rows [
 		if n > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+		b.WriteString(tuple)
 		n++
 		args = append(args, a.ID, r.email, r.key, string(st), r.name, r.phone, r.gender, r.birthday, r.age, r.timeZone, r.locale, string(fields), now, now)
 	}
 	if n == 0 {
 		return out, nil
 	}
-	merge := `json_patch(contacts.fields, excluded.fields)`
+	merge := `jsonb_patch(contacts.fields, excluded.fields)`
 	if s.d == postgres {
 		merge = `jsonb_strip_nulls(contacts.fields || excluded.fields)`
 	}
@@ -517,6 +523,9 @@ func (s *Store) deleteTagsOf(ctx context.Context, tx dbtx, ids []int64) error {
 
 const contactSelect = `SELECT c.id, c.audience_id, c.email, c.status, c.name, c.phone, c.gender, c.birthday, c.age, c.time_zone, c.locale, c.fields, c.created_at, c.updated_at, c.last_sent, c.last_opened, c.last_clicked FROM contacts c`
 
+// sqliteFields reads SQLite's JSONB fields back as JSON text.
+var sqliteFields = strings.NewReplacer("c.locale, c.fields,", "c.locale, json(c.fields),")
+
 // Contact returns one contact of an audience by id.
 func (s *Store) Contact(ctx context.Context, audience, id int64) (Contact, error) {
 	cs, err := s.contacts(ctx, s.db, audience, contactSelect+` WHERE c.audience_id = ? AND c.id = ?`, audience, id)
@@ -564,6 +573,9 @@ func (s *Store) contacts(ctx context.Context, db dbtx, audience int64, query str
 	a, err := s.audience(ctx, db, audience)
 	if err != nil {
 		return nil, err
+	}
+	if s.d == sqlite {
+		query = sqliteFields.Replace(query)
 	}
 	rows, err := db.QueryContext(ctx, s.q(query), args...)
 	if err != nil {

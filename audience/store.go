@@ -8,8 +8,9 @@
 // SQLite (modernc.org/sqlite, pure Go) by default, PostgreSQL (jackc/pgx/v5
 // through database/sql) when [esp] database is a postgres:// URL. One
 // schema, versioned migrations run by Open; the few dialect differences
-// (identity columns, JSON vs JSONB, JSON merge and extraction, placeholder
-// syntax) are handled explicitly by dialect.
+// (identity columns, JSONB on both but through different functions, JSON
+// merge and extraction, placeholder syntax) are handled explicitly by
+// dialect.
 //
 // Custom field values are stored in one JSON column (JSONB on PostgreSQL)
 // per contact; date and datetime values are stored as Unix seconds so that
@@ -264,7 +265,7 @@ func (s *Store) expand(stmt string) string {
 		return strings.ReplaceAll(stmt, "{{json}}", "JSONB")
 	}
 	stmt = strings.ReplaceAll(stmt, "{{id}}", "INTEGER PRIMARY KEY")
-	return strings.ReplaceAll(stmt, "{{json}}", "TEXT")
+	return strings.ReplaceAll(stmt, "{{json}}", "BLOB") // JSON text or JSONB; no affinity
 }
 
 // migrate applies every migration newer than the recorded version, each in
