@@ -344,7 +344,15 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, a *Audience, rows [
 	}
 	args := make([]any, 0, len(rows)*contactCols)
 	n := 0
-	for i := range rows {
+	// Rows are written in key order so that concurrent writers (two
+	// imports into one audience) lock the same keys in the same order
+	// and cannot deadlock.
+	order := make([]int, len(rows))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return strings.Compare(rows[x].key, rows[y].key) })
+	for _, i := range order {
 		r := &rows[i]
 		switch {
 		case erased[hashes[i].(string)]:

@@ -306,3 +306,50 @@ func TestImportResumesAfterKill9(t *testing.T) {
 		})
 	}
 }
+
+func TestConcurrentImportsIntoOneAudience(t *testing.T) {
+	eachBackend(t, Options{BatchSize: 100}, func(t *testing.T, s *Store) {
+		s.opts.ImportDir = t.TempDir()
+		ctx := context.Background()
+		a, _ := s.CreateAudience(ctx, Audience{Name: "c", Fields: importFields()})
+		const n = 1500
+		var up, down strings.Builder
+		up.WriteString("email,city,tags\n")
+		down.WriteString("email,city,tags\n")
+		for i := range n {
+			fmt.Fprintf(&up, "u%d@example.com,Up,up\n", i)
+			fmt.Fprintf(&down, "u%d@example.com,Down,down\n", n-1-i)
+		}
+		var ims []Import
+		for _, data := range []string{up.String(), down.String()} {
+			im, err := s.CreateImport(ctx, a.ID, ImportOptions{}, strings.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ims = append(ims, im)
+		}
+		errc := make(chan error, 2)
+		for _, im := range ims {
+			go func() { errc <- s.RunImport(ctx, im.ID) }()
+		}
+		for range ims {
+			if err := <-errc; err != nil {
+				t.Fatalf("concurrent import: %v", err)
+			}
+		}
+		for _, im := range ims {
+			got, _ := s.Import(ctx, im.ID)
+			if got.State != ImportDone || got.Created+got.Updated != n || got.Failed != 0 {
+				t.Fatalf("import %+v", got)
+			}
+		}
+		total, err := s.Count(ctx, a.ID, `true`)
+		if err != nil || total != n {
+			t.Fatalf("%d contacts, %v; want %d", total, err, n)
+		}
+		both, _ := s.Count(ctx, a.ID, `"up" in tags && "down" in tags && (city == "Up" || city == "Down")`)
+		if both != n {
+			t.Fatalf("%d contacts carry both imports' tags, want %d", both, n)
+		}
+	})
+}
