@@ -402,7 +402,7 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, a *Audience, rows [
 			locale = COALESCE(excluded.locale, contacts.locale), fields = ` + merge + `, updated_at = excluded.updated_at`
 	}
 	q += ` RETURNING id, email_key`
-	rs, err := tx.QueryContext(ctx, s.q(q), args...)
+	rs, err := s.bulkQuery(ctx, tx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audience: upsert: %w", err)
 	}
@@ -476,7 +476,7 @@ func (s *Store) stringSet(ctx context.Context, db dbtx, prefix string, pre, vals
 		return set, nil
 	}
 	q := prefix + "(" + strings.TrimSuffix(strings.Repeat("?,", len(vals)), ",") + ")"
-	rows, err := db.QueryContext(ctx, s.q(q), append(slices.Clone(pre), vals...)...)
+	rows, err := s.bulkQuery(ctx, db, q, append(slices.Clone(pre), vals...)...)
 	if err != nil {
 		return nil, fmt.Errorf("audience: lookup: %w", err)
 	}
@@ -506,7 +506,7 @@ func (s *Store) insertTags(ctx context.Context, tx dbtx, tags []tagRow) error {
 			args = append(args, t.id, t.tag)
 		}
 		q := `INSERT INTO contact_tags (contact_id, tag) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",") + ` ON CONFLICT DO NOTHING`
-		if _, err := s.exec(ctx, tx, q, args...); err != nil {
+		if _, err := s.bulkExec(ctx, tx, q, args...); err != nil {
 			return fmt.Errorf("audience: tags: %w", err)
 		}
 	}

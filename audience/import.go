@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -357,7 +358,26 @@ func (s *Store) RunImport(ctx context.Context, id int64) error {
 	if _, err := s.exec(ctx, s.db, `UPDATE imports SET state = ?, updated_at = ? WHERE id = ?`, ImportRunning, s.now(), id); err != nil {
 		return fmt.Errorf("audience: import %d: %w", id, err)
 	}
-	err = s.runImport(ctx, id, audience, path, &o, &h, offset, line)
+	for {
+		err = s.runImport(ctx, id, audience, path, &o, &h, offset, line)
+		if !errors.Is(err, errImportMoved) && !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		// Another runner (or the last transaction of a killed one, which
+		// a PostgreSQL server may still commit after its client died)
+		// committed past our position, or finished the job and removed
+		// its file: continue from the stored position, or stop.
+		if qerr := s.db.QueryRowContext(ctx, s.q(`SELECT state, byte_offset, line FROM imports WHERE id = ?`), id).Scan(&state, &offset, &line); qerr != nil {
+			err = fmt.Errorf("audience: import %d: %w", id, qerr)
+			break
+		}
+		if state == ImportDone || state == ImportFailed {
+			return nil
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			break // the upload is gone and the job is not finished
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return err // stopped, not failed: resumes later
@@ -379,6 +399,10 @@ func (s *Store) RunImport(ctx context.Context, id int64) error {
 	os.Remove(path)
 	return nil
 }
+
+// errImportMoved means the job's stored offset is not where this runner
+// left it: its batch was not committed.
+var errImportMoved = errors.New("import advanced by another runner")
 
 type pendingRow struct {
 	line int64
@@ -405,6 +429,7 @@ func (s *Store) runImport(ctx context.Context, id, audience int64, path string, 
 	rowsInBatch := int64(0)
 	lastEnd := line
 	batches := 0
+	committed := offset
 	for {
 		rec, rerr := cr.Read()
 		if errors.Is(rerr, io.EOF) {
@@ -434,9 +459,11 @@ func (s *Store) runImport(ctx context.Context, id, audience int64, path string, 
 			}
 		}
 		if int(rowsInBatch) >= s.opts.BatchSize {
-			if err := s.commitBatch(ctx, id, &a, o, batch, errs, rowsInBatch, baseOff+cr.InputOffset(), lastEnd); err != nil {
+			next := baseOff + cr.InputOffset()
+			if err := s.commitBatch(ctx, id, &a, o, batch, errs, rowsInBatch, committed, next, lastEnd); err != nil {
 				return err
 			}
+			committed = next
 			batch, errs, rowsInBatch = batch[:0], errs[:0], 0
 			batches++
 			if s.d == postgres && batches&(batches-1) == 0 {
@@ -457,7 +484,7 @@ func (s *Store) runImport(ctx context.Context, id, audience int64, path string, 
 		}
 	}
 	if rowsInBatch > 0 {
-		return s.commitBatch(ctx, id, &a, o, batch, errs, rowsInBatch, baseOff+cr.InputOffset(), lastEnd)
+		return s.commitBatch(ctx, id, &a, o, batch, errs, rowsInBatch, committed, baseOff+cr.InputOffset(), lastEnd)
 	}
 	return nil
 }
@@ -543,19 +570,28 @@ func (a *Audience) rowFromCSV(rec []string, h *header, o *ImportOptions) (row, e
 // commitBatch writes one batch of an import with its errors, ledger
 // entries and the job's progress in one transaction; offset and endLine
 // are where the batch ends in the file.
-func (s *Store) commitBatch(ctx context.Context, id int64, a *Audience, o *ImportOptions, batch []pendingRow, errs []ImportError, read, offset, endLine int64) error {
+func (s *Store) commitBatch(ctx context.Context, id int64, a *Audience, o *ImportOptions, batch []pendingRow, errs []ImportError, read, from, offset, endLine int64) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// Claim the batch first: the job row stays locked until commit,
+		// and a runner whose position is stale writes nothing.
+		res, err := s.exec(ctx, tx, `UPDATE imports SET updated_at = ? WHERE id = ? AND byte_offset = ?`, s.now(), id, from)
+		if err != nil {
+			return fmt.Errorf("audience: import claim: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return errImportMoved
+		}
 		rows := make([]row, len(batch))
 		for i := range batch {
 			rows[i] = batch[i].r
 		}
-		res, err := s.upsert(ctx, tx, a, rows, o.OnDuplicate, o.Tags)
+		results, err := s.upsert(ctx, tx, a, rows, o.OnDuplicate, o.Tags)
 		if err != nil {
 			return err
 		}
 		var created, updated, skipped int64
 		var grants []int64
-		for i, r := range res {
+		for i, r := range results {
 			switch r.Outcome {
 			case Created:
 				created++

@@ -353,3 +353,47 @@ func TestConcurrentImportsIntoOneAudience(t *testing.T) {
 		}
 	})
 }
+
+// TestTwoRunnersOneImport runs one job in two stores at once (as when the
+// last transaction of a killed runner is still committed by PostgreSQL
+// after a new runner started): every batch is applied once.
+func TestTwoRunnersOneImport(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := backendDSN(t, backend)
+			dir := t.TempDir()
+			s1, err := Open(ctx, dsn, Options{BatchSize: 20, ImportDir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s1.Close()
+			s2, err := Open(ctx, dsn, Options{BatchSize: 20, ImportDir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s2.Close()
+			data := crashCSV(2000)
+			a, _ := s1.CreateAudience(ctx, Audience{Name: "two", Fields: importFields()})
+			ref, _ := s1.CreateAudience(ctx, Audience{Name: "ref", Fields: importFields()})
+			im, err := s1.CreateImport(ctx, a.ID, ImportOptions{}, strings.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			errc := make(chan error, 2)
+			for _, s := range []*Store{s1, s2} {
+				go func() { errc <- s.RunImport(ctx, im.ID) }()
+			}
+			for range 2 {
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, _ := s1.Import(ctx, im.ID)
+			want := runImport(t, s1, ref.ID, ImportOptions{}, data)
+			if got.State != ImportDone || got.RowsRead != want.RowsRead || got.Created != want.Created || got.Updated != want.Updated || got.Failed != want.Failed {
+				t.Fatalf("two runners %+v\nreference %+v", got, want)
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -35,6 +36,9 @@ type Store struct {
 	d       dialect
 	opts    Options
 	erasure []byte // key of the erasure hashes
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // SQLite: prepared bulk statements by text
 }
 
 // Options tune a Store. The zero value is usable.
@@ -112,7 +116,64 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = nil
+	s.stmtMu.Unlock()
+	return s.db.Close()
+}
+
+// maxCachedStmts bounds the prepared-statement cache (bulk statements
+// differ only by their row count, and batches have few sizes).
+const maxCachedStmts = 64
+
+// prepared returns query (with ? placeholders) prepared for tx. On SQLite
+// the statement is kept and reused: a 1,000-row upsert spends about a
+// tenth of its CPU in the SQL parser otherwise. pgx caches prepared
+// statements by itself, so PostgreSQL gets the plain query (nil).
+func (s *Store) prepared(ctx context.Context, db dbtx, query string) *sql.Stmt {
+	tx, ok := db.(*sql.Tx)
+	if !ok || s.d != sqlite {
+		return nil
+	}
+	s.stmtMu.Lock()
+	st := s.stmts[query]
+	if st == nil && len(s.stmts) < maxCachedStmts {
+		var err error
+		if st, err = s.db.PrepareContext(ctx, query); err != nil {
+			st = nil // the plain query reports the error
+		} else {
+			if s.stmts == nil {
+				s.stmts = map[string]*sql.Stmt{}
+			}
+			s.stmts[query] = st
+		}
+	}
+	s.stmtMu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return tx.StmtContext(ctx, st)
+}
+
+// bulkQuery runs a bulk query through the statement cache.
+func (s *Store) bulkQuery(ctx context.Context, db dbtx, query string, args ...any) (*sql.Rows, error) {
+	if st := s.prepared(ctx, db, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return db.QueryContext(ctx, s.q(query), args...)
+}
+
+// bulkExec runs a bulk statement through the statement cache.
+func (s *Store) bulkExec(ctx context.Context, db dbtx, query string, args ...any) (sql.Result, error) {
+	if st := s.prepared(ctx, db, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return db.ExecContext(ctx, s.q(query), args...)
+}
 
 // Backend names the SQL backend: "sqlite" or "postgres".
 func (s *Store) Backend() string {
