@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -68,6 +69,15 @@ func writeBenchCSV(b *testing.B, path string, n int) {
 	f.Close()
 }
 
+// cpuSeconds is the user+system CPU time of this process (the import's
+// cost independent of how loaded the machine is; PostgreSQL's own CPU is
+// not included).
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
 // peakRSS returns VmHWM of this process in MB.
 func peakRSS() float64 {
 	data, _ := os.ReadFile("/proc/self/status")
@@ -98,6 +108,7 @@ func benchImport(b *testing.B, backend, csvPath string, rows int) {
 	defer f.Close()
 	// Reset the peak RSS so it measures the import, not the CSV writer.
 	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+	cpu0 := cpuSeconds()
 	start := time.Now()
 	im, err := s.CreateImport(ctx, a.ID, ImportOptions{}, f)
 	if err != nil {
@@ -107,6 +118,7 @@ func benchImport(b *testing.B, backend, csvPath string, rows int) {
 		b.Fatal(err)
 	}
 	took := time.Since(start)
+	cpu := cpuSeconds() - cpu0
 	rss := peakRSS()
 	im, _ = s.Import(ctx, im.ID)
 	if im.Created != int64(rows) || im.Failed != 0 {
@@ -131,7 +143,8 @@ func benchImport(b *testing.B, backend, csvPath string, rows int) {
 	b.ReportMetric(float64(rows)/took.Seconds(), "rows/s")
 	b.ReportMetric(took.Seconds(), "import_s")
 	b.ReportMetric(rss, "peak_rss_MB")
+	b.ReportMetric(cpu, "import_cpu_s")
 	b.ReportMetric(count.Seconds(), "count_s")
 	b.ReportMetric(float64(n), "matched")
-	b.Logf("%s: %d rows in %v (%.0f rows/s), peak RSS %.0f MB; segment %q: %d in %v", backend, rows, took, float64(rows)/took.Seconds(), rss, expr, n, count)
+	b.Logf("%s: %d rows in %v (%.0f rows/s, %.1f s CPU in this process), peak RSS %.0f MB; segment %q: %d in %v", backend, rows, took, float64(rows)/took.Seconds(), cpu, rss, expr, n, count)
 }
