@@ -285,14 +285,19 @@ func failedRow(err error) RowResult {
 	return RowResult{Outcome: Failed, Column: col, Reason: err.Error()}
 }
 
+// maxRowsPerStatement keeps a multi-row upsert under SQLite's 32,766 and
+// PostgreSQL's 65,535 bound parameters.
+const maxRowsPerStatement = 2000
+
 // upsert writes validated rows in tx. A row repeating an earlier row's
-// address applies after it (the batch is cut in chunks of distinct keys).
+// address applies after it (the batch is cut in chunks of distinct keys,
+// and of at most maxRowsPerStatement rows).
 func (s *Store) upsert(ctx context.Context, tx *sql.Tx, a *Audience, rows []row, dup OnDuplicate, tags TagMode) ([]RowResult, error) {
 	out := make([]RowResult, 0, len(rows))
 	start := 0
 	seen := map[string]bool{}
 	for i := 0; i <= len(rows); i++ {
-		if i < len(rows) && !seen[rows[i].key] {
+		if i < len(rows) && !seen[rows[i].key] && i-start < maxRowsPerStatement {
 			seen[rows[i].key] = true
 			continue
 		}

@@ -2,6 +2,7 @@ package audience
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -299,6 +300,31 @@ func TestConsentExportErase(t *testing.T) {
 		res, err := s.UpsertContacts(ctx, other.ID, []ContactInput{{Email: "p@example.com"}}, DupUpdate, TagsAdd)
 		if err != nil || res[0].Outcome != Failed {
 			t.Fatalf("bulk re-add of an erased address: %+v %v", res, err)
+		}
+	})
+}
+
+// TestLargeBatch writes more rows in one transaction than one SQL
+// statement can bind parameters for (SQLite: 32,766).
+func TestLargeBatch(t *testing.T) {
+	eachBackend(t, Options{BatchSize: 6000}, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		a, _ := s.CreateAudience(ctx, Audience{Name: "big"})
+		in := make([]ContactInput, 5000)
+		for i := range in {
+			in[i] = ContactInput{Email: fmt.Sprintf("u%d@example.com", i), Name: ptr("x"), Tags: []string{"a", "b"}}
+		}
+		res, err := s.UpsertContacts(ctx, a.ID, in, DupUpdate, TagsAdd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Outcome != Created {
+				t.Fatalf("row %d: %+v", i, r)
+			}
+		}
+		if n, _ := s.Count(ctx, a.ID, `"b" in tags`); n != 5000 {
+			t.Fatalf("count %d", n)
 		}
 	})
 }
