@@ -3,13 +3,30 @@
 
 GO ?= go
 
-.PHONY: run build test vet fmt-check fuzz bench bench-quick
+.PHONY: run dev build test test-ports vet fmt-check fuzz bench bench-quick
 
 run:
 	$(GO) run ./cmd/petreld
 
+# dev is the README quick start: the local test sink on 127.0.0.1:2526
+# (prints every message it receives, stores it in petrel-data/sink) and
+# petreld on dist/petrel.dev.toml, whose [[transport]] routes all mail to
+# the sink. Ctrl-C stops both.
+dev:
+	$(GO) build -o bin/ ./cmd/petreld ./cmd/petrelctl ./cmd/petrel-sendmail
+	@bin/petrelctl sink -listen 127.0.0.1:2526 -dir petrel-data/sink & sink=$$!; \
+	  trap 'kill $$sink 2>/dev/null' EXIT; bin/petreld -config dist/petrel.dev.toml
+
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+# completion scripts and the man page of petrelctl, generated from its
+# command table into bin/ (dist/README.md says where to install them).
+.PHONY: completions
+completions: build
+	bin/petrelctl completion bash > bin/petrelctl.bash
+	bin/petrelctl completion zsh > bin/_petrelctl
+	bin/petrelctl man > bin/petrelctl.1
 
 vet:
 	$(GO) vet ./...
@@ -17,8 +34,19 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: fmt-check vet
+test: fmt-check vet test-ports
 	$(GO) test -count=1 -timeout 30m ./...
+
+# test-ports says, before the tests start, which of the quick-start ports
+# are taken (a `make run` or `make dev` left up): the tests start their
+# own daemons, sinks and MX hosts on free ports and never use these.
+PETREL_PORTS ?= 2525 8025 2526
+test-ports:
+	@for p in $(PETREL_PORTS); do \
+	  if bash -c "exec 3<>/dev/tcp/127.0.0.1/$$p" 2>/dev/null; then \
+	    echo "note: 127.0.0.1:$$p is in use (make run / make dev still up?); the tests use free ports and leave it alone"; \
+	  fi; \
+	done
 
 # fuzz runs every fuzz target briefly (FUZZTIME per target).
 FUZZTIME ?= 15s

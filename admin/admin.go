@@ -1,210 +1,78 @@
-// Package admin owns Petrel's operator HTTP API: queue inspection and
-// control (list, show, flush, hold, release, delete, stats) and the event
-// log. Later it also owns campaigns, audiences, templates and tracking.
-//
-// Admin never touches queue keys itself: every change goes through the
-// queue's own methods, so the queue stays the only writer of its keyspace.
-// Authentication is the caller's job (petreld wraps Handler with the API
-// key middleware).
 package admin
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
+	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/internal/httpapi"
-	"github.com/petrel-mta/petrel/queue"
 )
 
-// Queue is the part of *queue.Queue the admin API uses.
-type Queue interface {
-	List(ctx context.Context, after string, limit int) ([]queue.RcptInfo, string, error)
-	Flush(ctx context.Context) (int, error)
-	Hold(ctx context.Context, msgID string) (int, error)
-	Release(ctx context.Context, msgID string) (int, error)
-	Delete(ctx context.Context, msgID string) (int, error)
-	Events(ctx context.Context, f queue.EventFilter) ([]queue.Event, error)
-	Stats() queue.Stats
-}
-
-// Options configure Handler.
+// Options are what New mounts. A nil handler leaves its resource out (a
+// separate metrics listener mounts Metrics alone).
 type Options struct {
-	Queue  Queue
+	// Keys authenticate the private routes; nil means no key is valid.
+	Keys *httpapi.Keys
+	// Queue serves /api/v1/queue* and /api/v1/events (queue.go).
+	Queue Queue
+	// Messages is ingest's injection API (messages.go).
+	Messages http.Handler
+	// MessageMaxBody bounds an injection request (ingest allows JSON of
+	// twice max_message_size).
+	MessageMaxBody int64
+	// Events is events.Service.Handler: webhooks, stats, stream resume.
+	Events http.Handler
+	// Policy is policy.Engine.Handler: suppressions and sending domains.
+	Policy http.Handler
+	// Unsubscribe is policy.Engine.PublicHandler (public).
+	Unsubscribe http.Handler
+	// Verify is verify.Verifier.Handler.
+	Verify http.Handler
+	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
+	PolicyStatus func() any
+	// Metrics is the Prometheus handler; MetricsAccess is [metrics]
+	// access ("loopback" when empty).
+	Metrics       http.Handler
+	MetricsAccess string
+	// Profiling mounts /debug/pprof/* behind the API key.
+	Profiling bool
+	// PublicReadTimeout bounds reading a public route's body; 0 leaves
+	// only the server's ReadTimeout.
+	PublicReadTimeout time.Duration
+	// PublicMaxConnsPerIP caps requests in progress per client IP on the
+	// public routes (0 means 16).
+	PublicMaxConnsPerIP int
+	// Logger; nil discards.
 	Logger *slog.Logger
 }
 
-// Handler returns the admin routes:
-//
-//	GET  /api/v1/queue?after=&limit=      live recipients, paged
-//	GET  /api/v1/queue/stats              counts by state
-//	POST /api/v1/queue/flush              retry deferred now
-//	POST /api/v1/queue/hold    {"id"}|{"all":true}
-//	POST /api/v1/queue/release {"id"}|{"all":true}
-//	POST /api/v1/queue/delete  {"id"}
-//	GET  /api/v1/events?after=&since=&type=&recipient=&campaign=&limit=
-func Handler(o Options) http.Handler {
+// New builds the router of one listener from o: every resource whose
+// handler is set, plus /healthz.
+func New(o Options) *Router {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &api{q: o.Queue, log: o.Logger}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/queue", a.list)
-	mux.HandleFunc("GET /api/v1/queue/stats", a.stats)
-	mux.HandleFunc("POST /api/v1/queue/{action}", a.action)
-	mux.HandleFunc("GET /api/v1/events", a.events)
-	return mux
+	r := newRouter(&o)
+	r.mountMessages(o)
+	r.mountQueue(o)
+	r.mountEvents(o)
+	r.mountSuppressions(o)
+	r.mountDomains(o)
+	r.mountVerify(o)
+	r.mountPolicy(o)
+	r.mountSystem(o)
+	return r
 }
 
-type api struct {
-	q   Queue
-	log *slog.Logger
-}
-
-func limitParam(r *http.Request, def, max int) (int, error) {
-	s := r.URL.Query().Get("limit")
-	if s == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return 0, errors.New("limit must be a positive integer")
-	}
-	return min(n, max), nil
-}
-
-func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	limit, err := limitParam(r, 1000, 10000)
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", err.Error())
-		return
-	}
-	rs, next, err := a.q.List(r.Context(), r.URL.Query().Get("after"), limit)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	if rs == nil {
-		rs = []queue.RcptInfo{}
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"recipients": rs, "next": next})
-}
-
-func (a *api) stats(w http.ResponseWriter, r *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, a.q.Stats())
-}
-
-type actionRequest struct {
-	ID  string `json:"id"`
-	All bool   `json:"all"`
-}
-
-func (a *api) action(w http.ResponseWriter, r *http.Request) {
-	var req actionRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", err.Error())
-		return
-	}
-	action := r.PathValue("action")
-	if req.ID != "" && req.All {
-		httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", `give either "id" or "all", not both`)
-		return
-	}
-	ctx := r.Context()
-	var n int
-	var err error
-	switch action {
-	case "flush":
-		n, err = a.q.Flush(ctx)
-	case "hold", "release":
-		if req.ID == "" && !req.All {
-			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", `"id" or "all": true is required`)
-			return
-		}
-		if action == "hold" {
-			n, err = a.q.Hold(ctx, req.ID)
-		} else {
-			n, err = a.q.Release(ctx, req.ID)
-		}
-	case "delete":
-		if req.ID == "" {
-			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", `"id" is required`)
-			return
-		}
-		n, err = a.q.Delete(ctx, req.ID)
-	default:
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", "unknown queue action "+strconv.Quote(action))
-		return
-	}
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	a.log.Info("queue action", "action", action, "id", req.ID, "all", req.All, "affected", n)
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"affected": n})
-}
-
-func (a *api) events(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, err := limitParam(r, 100, 1000)
-	if err != nil {
-		httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", err.Error())
-		return
-	}
-	f := queue.EventFilter{After: q.Get("after"), Type: q.Get("type"), Recipient: q.Get("recipient"), Campaign: q.Get("campaign"), Limit: limit}
-	if s := q.Get("since"); s != "" {
-		t, err := parseSince(s)
-		if err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", err.Error())
-			return
-		}
-		f.Since = t
-	}
-	evs, err := a.q.Events(r.Context(), f)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	if evs == nil {
-		evs = []queue.Event{}
-	}
-	next := ""
-	if len(evs) == limit {
-		next = evs[len(evs)-1].Seq
-	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"events": evs, "next": next})
-}
-
-// parseSince accepts RFC 3339 times, Unix seconds, or a Go duration
-// meaning "that long ago" ("1h").
-func parseSince(s string) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.Unix(n, 0), nil
-	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return time.Now().Add(-d), nil
-	}
-	return time.Time{}, errors.New(`since must be RFC 3339, Unix seconds or a duration like "1h"`)
-}
-
-func (a *api) fail(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, queue.ErrNotFound):
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, queue.ErrClosed):
-		httpapi.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
-	default:
-		a.log.Error("admin", "err", err)
-		httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+// ServerTimeouts returns an http.Server for h with the [http] timeouts.
+func ServerTimeouts(h http.Handler, l config.HTTPLimits) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout.Duration,
+		ReadTimeout:       l.ReadTimeout.Duration,
+		WriteTimeout:      l.WriteTimeout.Duration,
+		IdleTimeout:       l.IdleTimeout.Duration,
+		MaxHeaderBytes:    64 << 10,
 	}
 }

@@ -254,6 +254,7 @@ func (r *Runner) profile(ctx context.Context, p *Petreld) {
 	path := filepath.Join(r.ProfileDir, "petreld-cpu.pprof")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.HTTPAddr, secs), nil)
 	if err == nil {
+		req.Header.Set("Authorization", "Bearer "+p.Key) // profiling needs the API key
 		var resp *http.Response
 		if resp, err = http.DefaultClient.Do(req); err == nil {
 			defer resp.Body.Close()

@@ -2,15 +2,19 @@ package bounce
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"mime/multipart"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/queue"
 )
 
@@ -264,27 +268,73 @@ func originalHeaderBlock(raw []byte) string {
 	return b.String()
 }
 
-// DSNHook returns a queue.Options.OnFailure callback that builds a DSN for
-// failures of messages with a non-null sender. Senders on the VERP bounce
-// domain (ours) get none: their bounces are handled internally.
-func DSNHook(hostname, bounceDomain string, now func() time.Time) func(msgID string, env queue.Envelope, body []byte, failed []queue.Failure) *queue.NewMessage {
+// DSNHook builds DSNs for the queue and hands them to ingest's entry
+// point, so a DSN gets what all mail gets there (one header parse,
+// Received, suppression of its recipient, DKIM) and is committed in the
+// same synced batch as the bounce that caused it (the queue enqueues what
+// OnFailure returns with the failure).
+type DSNHook struct {
+	hostname, bounceDomain string
+	now                    func() time.Time
+	log                    *slog.Logger
+	ingest                 atomic.Pointer[ingest.Submitter]
+}
+
+// NewDSNHook returns a DSNHook for the reporting host hostname; senders
+// on bounceDomain (VERP, ours) get no DSN. now nil means time.Now, log nil
+// slog.Default(). Call Use before the queue delivers.
+func NewDSNHook(hostname, bounceDomain string, now func() time.Time, log *slog.Logger) *DSNHook {
 	if now == nil {
 		now = time.Now
 	}
-	return func(msgID string, env queue.Envelope, body []byte, failed []queue.Failure) *queue.NewMessage {
-		if env.From == "" || len(failed) == 0 {
-			return nil
-		}
-		if bounceDomain != "" && strings.HasSuffix(strings.ToLower(env.From), "@"+strings.ToLower(bounceDomain)) {
-			return nil
-		}
-		b, err := BuildDSN(DSNParams{Hostname: hostname, MsgID: msgID, Envelope: env, Original: body, Failed: failed, Now: now()})
-		if err != nil {
-			return nil
-		}
-		return &queue.NewMessage{
-			Envelope: queue.Envelope{From: "", Recipients: []string{env.From}, Stream: env.Stream, Tenant: env.Tenant, Source: "dsn"},
-			Body:     b,
-		}
+	if log == nil {
+		log = slog.Default()
 	}
+	return &DSNHook{hostname: hostname, bounceDomain: bounceDomain, now: now, log: log.With("component", "bounce.dsn")}
+}
+
+// Use sets the ingest entry point DSNs go through. The queue needs the
+// hook when it opens and ingest needs the queue, hence the late binding.
+func (h *DSNHook) Use(s *ingest.Submitter) { h.ingest.Store(s) }
+
+// OnFailure is the queue.Options.OnFailure callback: a DSN for failures
+// of messages with a non-null sender not on the bounce domain, prepared
+// by ingest (Submitter.Prepare). A DSN whose recipient is suppressed is
+// not sent. If ingest cannot prepare it (a signing failure) the DSN goes
+// as built, unsigned, rather than being lost.
+func (h *DSNHook) OnFailure(msgID string, env queue.Envelope, body []byte, failed []queue.Failure) *queue.NewMessage {
+	if env.From == "" || len(failed) == 0 {
+		return nil
+	}
+	if h.bounceDomain != "" && strings.HasSuffix(strings.ToLower(env.From), "@"+strings.ToLower(h.bounceDomain)) {
+		return nil
+	}
+	b, err := BuildDSN(DSNParams{Hostname: h.hostname, MsgID: msgID, Envelope: env, Original: body, Failed: failed, Now: h.now()})
+	if err != nil {
+		h.log.Error("build DSN", "id", msgID, "err", err)
+		return nil
+	}
+	plain := &queue.NewMessage{
+		Envelope: queue.Envelope{From: "", Recipients: []string{env.From}, Stream: env.Stream, Tenant: env.Tenant, Source: "dsn"},
+		Body:     b,
+	}
+	sub := h.ingest.Load()
+	if sub == nil {
+		h.log.Error("DSN hook used before ingest was bound (DSNHook.Use); DSN queued unprepared", "id", msgID)
+		return plain
+	}
+	nm, _, err := sub.Prepare(context.Background(), ingest.Envelope{
+		From: "", Rcpts: []string{env.From}, Stream: env.Stream, Tenant: env.Tenant, Source: "dsn",
+		Verified: true, Generated: true,
+	}, b)
+	var temp *ingest.TemporaryError
+	switch {
+	case errors.As(err, &temp):
+		h.log.Warn("DSN not prepared by ingest; queued unsigned", "id", msgID, "err", err)
+		return plain
+	case err != nil:
+		h.log.Info("no DSN", "id", msgID, "to", env.From, "err", err)
+		return nil
+	}
+	return &nm
 }

@@ -2,8 +2,10 @@ package bounce
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/mail"
@@ -11,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-mta/petrel/ingest"
+	"github.com/petrel-mta/petrel/mta"
 	"github.com/petrel-mta/petrel/queue"
 )
 
@@ -141,7 +145,9 @@ func TestBuildDSNRefuses(t *testing.T) {
 }
 
 func TestDSNHook(t *testing.T) {
-	hook := DSNHook("mta.example.org", "bounce.example.org", func() time.Time { return time.Unix(0, 0) })
+	h := NewDSNHook("mta.example.org", "bounce.example.org", func() time.Time { return time.Unix(0, 0) }, slog.New(slog.DiscardHandler))
+	h.Use(ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "mta.example.org", Logger: slog.New(slog.DiscardHandler)}))
+	hook := h.OnFailure
 	f := []queue.Failure{{Rcpt: "a@b.example", State: queue.StateBounced, Code: 550, Enhanced: "5.1.1", Reply: "no such user"}}
 	tests := []struct {
 		name string
@@ -172,4 +178,94 @@ func queueEnv(from string) queue.Envelope {
 func failuresFor(rcpt string) []queue.Failure {
 	return []queue.Failure{{Rcpt: rcpt, State: queue.StateBounced, Code: 550, Enhanced: "5.1.1",
 		Reply: "550 5.1.1 user unknown", RemoteMX: "mx.dest.example", Reason: "userunknown"}}
+}
+
+// dsnPolicy suppresses one address and signs nothing; it counts the
+// messages it prepared.
+type dsnPolicy struct{ prepared int }
+
+func (*dsnPolicy) Suppressed(_, addr string) (string, bool) {
+	return "hard_bounce", addr == "gone@example.org"
+}
+func (*dsnPolicy) CheckSender(context.Context, string) error {
+	return errors.New("MAILER-DAEMON's domain is not a sending domain") // DSNs skip the check
+}
+func (p *dsnPolicy) PrepareMessage(_ context.Context, m *mta.Message) error {
+	p.prepared++
+	if m.Generated {
+		m.Insert("X-Test-Generated: yes\r\n")
+	}
+	return nil
+}
+
+// TestDSNThroughIngest: a bounce in the real queue produces a DSN that
+// went through ingest's entry point (Received by the reporting host,
+// prepared by the policy as generated mail, no sender-domain check) and is
+// committed with the bounce; a sender suppressed at ingest gets none.
+func TestDSNThroughIngest(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	hook := NewDSNHook("mta.example.org", "bounce.example.org", nil, log)
+	q, err := queue.Open(t.TempDir(), queue.Options{OnFailure: hook.OnFailure, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	pol := &dsnPolicy{}
+	hook.Use(ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "mta.example.org", Spool: q, Policy: pol, Logger: log}))
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		sender  string
+		wantDSN bool
+	}{{"app@example.org", true}, {"gone@example.org", false}} {
+		id, err := q.Enqueue(ctx, queue.Envelope{From: tc.sender, Recipients: []string{"a@dest.example"}}, []byte(originalMsg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		b, err := q.Next(nctx)
+		cancel()
+		if err != nil || b.MsgID != id {
+			t.Fatalf("Next: %v, %v", b, err)
+		}
+		before := q.Stats().Messages
+		if err := q.Complete(ctx, b, []queue.Result{{Index: 0, Outcome: queue.Bounced, Code: 550, Enhanced: "5.1.1", Reply: "no such user"}}); err != nil {
+			t.Fatal(err)
+		}
+		// The bounced message is gone; the DSN (if any) is in the same commit.
+		want := before - 1
+		if tc.wantDSN {
+			want++
+		}
+		if got := q.Stats().Messages; got != want {
+			t.Fatalf("sender %s: %d messages after the bounce, want %d", tc.sender, got, want)
+		}
+		if !tc.wantDSN {
+			continue
+		}
+		nctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		d, err := q.Next(nctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Envelope.From != "" || d.Envelope.Source != "dsn" || len(d.Rcpts) != 1 || d.Rcpts[0].Addr != tc.sender {
+			t.Fatalf("DSN envelope %+v rcpts %+v", d.Envelope, d.Rcpts)
+		}
+		body, err := q.Body(d.MsgID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, _, _ := bytes.Cut(body, []byte("\r\n\r\n"))
+		if !bytes.HasPrefix(head, []byte("Received: by mta.example.org (Petrel) id ")) {
+			t.Errorf("DSN does not start with ingest's Received:\n%s", head)
+		}
+		if !bytes.Contains(head, []byte("X-Test-Generated: yes")) || !bytes.Contains(head, []byte("Content-Type: multipart/report")) {
+			t.Errorf("DSN not prepared as generated mail:\n%s", head)
+		}
+		q.Complete(ctx, d, []queue.Result{{Index: 0, Outcome: queue.Delivered, Code: 250}})
+	}
+	if pol.prepared != 1 {
+		t.Errorf("policy prepared %d DSNs, want 1", pol.prepared)
+	}
 }

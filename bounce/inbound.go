@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/petrel-mta/petrel/internal/smtpserver"
 )
 
 // Handler receives one inbound report for one accepted recipient. The
@@ -43,15 +45,11 @@ type InboundConfig struct {
 // for the bounce domain and the FBL addresses (no relay) and hands each
 // message to the Handler.
 type Inbound struct {
-	cfg    InboundConfig
-	fbl    map[string]bool
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	mu      sync.Mutex
-	servers []*smtp.Server
-	closed  bool
+	cfg InboundConfig
+	fbl map[string]bool
+	log *slog.Logger
+	// srv runs the go-smtp servers and Shutdown (shared with ingest).
+	srv *smtpserver.Server
 }
 
 // NewInbound validates cfg and returns an Inbound ready to Serve.
@@ -85,62 +83,39 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	for _, a := range cfg.FBLAddresses {
 		in.fbl[strings.ToLower(strings.TrimSpace(a))] = true
 	}
-	in.ctx, in.cancel = context.WithCancel(context.Background())
+	in.srv = smtpserver.New(inboundBackend{in}, in.configure, in.log)
 	return in, nil
 }
 
 // ListenAndServe listens on addr and serves until Shutdown.
 func (in *Inbound) ListenAndServe(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("bounce: inbound listen: %w", err)
+	if err := in.srv.ListenAndServe(addr); err != nil {
+		return fmt.Errorf("bounce: inbound: %w", err)
 	}
-	return in.Serve(ln)
+	return nil
 }
 
 // Serve accepts connections on ln until Shutdown; it then returns
 // smtp.ErrServerClosed.
-func (in *Inbound) Serve(ln net.Listener) error {
-	srv := smtp.NewServer(inboundBackend{in})
+func (in *Inbound) Serve(ln net.Listener) error { return in.srv.Serve(ln) }
+
+// configure sets up the go-smtp server of one listener.
+func (in *Inbound) configure(srv *smtp.Server, ln net.Listener) {
 	srv.Domain = in.cfg.Hostname
 	srv.MaxMessageBytes = in.cfg.MaxMessageBytes
 	srv.MaxRecipients = in.cfg.MaxRecipients
 	srv.ReadTimeout = in.cfg.ReadTimeout
 	srv.WriteTimeout = in.cfg.WriteTimeout
 	srv.EnableSMTPUTF8 = true
-	in.mu.Lock()
-	if in.closed {
-		in.mu.Unlock()
-		ln.Close()
-		return smtp.ErrServerClosed
-	}
-	in.servers = append(in.servers, srv)
-	in.mu.Unlock()
 	in.log.Info("bounce inbound listening", "addr", ln.Addr().String(), "domain", in.cfg.Domain)
-	return srv.Serve(ln)
 }
 
-// Shutdown stops accepting and waits for sessions until ctx is done, then
-// closes the rest (their messages were never acknowledged).
+// Shutdown stops accepting, closes sessions between transactions, and
+// waits for the others until ctx is done; then it closes the rest (their
+// messages were never acknowledged).
 func (in *Inbound) Shutdown(ctx context.Context) error {
-	in.mu.Lock()
-	in.closed = true
-	servers := in.servers
-	in.mu.Unlock()
-	var first error
-	for _, srv := range servers {
-		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, smtp.ErrServerClosed) && first == nil {
-			first = err
-		}
-	}
-	in.cancel()
-	if ctx.Err() != nil {
-		for _, srv := range servers {
-			srv.Close()
-		}
-	}
-	if first != nil {
-		return fmt.Errorf("bounce: inbound shutdown: %w", first)
+	if err := in.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("bounce: inbound shutdown: %w", err)
 	}
 	return nil
 }
@@ -158,14 +133,20 @@ func (in *Inbound) accepts(rcpt string) bool {
 type inboundBackend struct{ in *Inbound }
 
 func (b inboundBackend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &inboundSession{in: b.in, remote: c.Conn().RemoteAddr().String()}, nil
+	s := &inboundSession{in: b.in, remote: c.Conn().RemoteAddr().String()}
+	s.untrack = b.in.srv.Track(c.Conn(), &s.busy)
+	return s, nil
 }
 
 type inboundSession struct {
-	in     *Inbound
-	remote string
-	from   string
-	rcpts  []string
+	in      *Inbound
+	remote  string
+	untrack func()
+	// busy is set from MAIL FROM until the transaction ends (Shutdown
+	// closes idle sessions only).
+	busy  atomic.Bool
+	from  string
+	rcpts []string
 }
 
 var (
@@ -177,6 +158,7 @@ var (
 )
 
 func (s *inboundSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.busy.Store(true)
 	s.from = from
 	s.rcpts = s.rcpts[:0]
 	return nil
@@ -203,7 +185,7 @@ func (s *inboundSession) Data(r io.Reader) error {
 		return fmt.Errorf("bounce: inbound read: %w", err)
 	}
 	for _, rcpt := range s.rcpts {
-		if err := s.in.cfg.Handler(s.in.ctx, rcpt, raw); err != nil {
+		if err := s.in.cfg.Handler(s.in.srv.Context(), rcpt, raw); err != nil {
 			s.in.log.Warn("bounce inbound: handler failed", "remote", s.remote, "rcpt", rcpt, "err", err)
 			return errHandler
 		}
@@ -215,6 +197,10 @@ func (s *inboundSession) Data(r io.Reader) error {
 func (s *inboundSession) Reset() {
 	s.from = ""
 	s.rcpts = nil
+	s.busy.Store(false)
 }
 
-func (s *inboundSession) Logout() error { return nil }
+func (s *inboundSession) Logout() error {
+	s.untrack()
+	return nil
+}

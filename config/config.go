@@ -34,8 +34,10 @@ type Config struct {
 	Log       LogConfig      `toml:"log"`
 	SMTP      SMTPConfig     `toml:"smtp"`
 	HTTP      HTTPConfig     `toml:"http"`
+	Metrics   MetricsConfig  `toml:"metrics"`
 	DNS       DNSConfig      `toml:"dns"`
 	Delivery  DeliveryConfig `toml:"delivery"`
+	Queue     QueueConfig    `toml:"queue"`
 	Transport []Transport    `toml:"transport"`
 	Bounce    BounceConfig   `toml:"bounce"`
 	Webhooks  []Webhook      `toml:"webhooks"`
@@ -125,9 +127,11 @@ func Default() *Config {
 		RequireDomainStatus: "none",
 		Log:                 LogConfig{Level: "info", Format: "text"},
 		SMTP:                defaultSMTP(),
-		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing"},
+		HTTP:                HTTPConfig{Listen: "127.0.0.1:8025", CampaignStream: "marketing", HTTPLimits: defaultHTTPLimits()},
+		Metrics:             MetricsConfig{Access: MetricsLoopback},
 		DNS:                 DNSConfig{Timeout: Duration{5 * time.Second}},
 		Delivery:            defaultDelivery(),
+		Queue:               defaultQueue(),
 		Bounce:              defaultBounce(),
 		Events:              EventsConfig{Retention: Duration{7 * 24 * time.Hour}},
 		Shaping:             defaultShaping(),
@@ -233,6 +237,9 @@ func (c *Config) Validate() error {
 	if err := c.HTTP.validate(); err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
+	if err := c.Metrics.validate(); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	if err := c.Delivery.validate(); err != nil {
 		return fmt.Errorf("delivery: %w", err)
 	}
@@ -243,6 +250,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(t.Relay); err != nil {
 			return fmt.Errorf("transport[%d]: relay %q must be host:port: %w", i, t.Relay, err)
 		}
+	}
+	if err := c.checkTransportLoops(); err != nil {
+		return err
 	}
 	for i := range c.Webhooks {
 		if err := c.Webhooks[i].validate(); err != nil {

@@ -18,6 +18,10 @@ func TestDefaultsAreValid(t *testing.T) {
 	if len(nets) != 2 || !nets[0].Addr().IsLoopback() {
 		t.Fatalf("mynetworks default %v", nets)
 	}
+	if s := c.SMTP; s.HardErrorLimit != 20 || s.SoftErrorLimit != 10 || s.ErrorSleep.Duration != time.Second ||
+		s.AuthFailureBurst != 10 || s.AuthFailureInterval.Duration != time.Minute || s.Postmaster != "" {
+		t.Fatalf("smtp error/auth limit defaults: %+v", s)
+	}
 	if c.Delivery.SMTPPort != 25 || c.Delivery.MaxQueueLifetime.Duration != 120*time.Hour {
 		t.Fatalf("delivery defaults %+v", c.Delivery)
 	}
@@ -47,6 +51,11 @@ func TestParseErrors(t *testing.T) {
 		{"bad status", "require_domain_status = \"maybe\"\n", "require_domain_status"},
 		{"bad hash", "[[smtp.users]]\nname = \"u\"\npassword_hash = \"plain\"\n", "bcrypt or argon2id"},
 		{"empty retry", "[delivery]\nretry_schedule = []\n", "retry_schedule"},
+		{"zero hard error limit", "[smtp]\nhard_error_limit = 0\n", "hard_error_limit"},
+		{"negative error sleep", "[smtp]\nerror_sleep = \"-1s\"\n", "error_sleep"},
+		{"zero auth burst", "[smtp]\nauth_failure_burst = 0\n", "auth_failure_burst"},
+		{"bad postmaster", "[smtp]\npostmaster = \"Ops <ops@example.com>\"\n", "postmaster"},
+		{"postmaster without domain", "[smtp]\npostmaster = \"root\"\n", "postmaster"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

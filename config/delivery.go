@@ -28,6 +28,13 @@ type DeliveryConfig struct {
 	// TLSVerify checks remote certificates (opportunistic TLS normally
 	// does not, as with Postfix's "may" level).
 	TLSVerify bool `toml:"tls_verify"`
+	// DeadHostTime is how long an MX address is marked down after a
+	// connection to it fails (connect error, or lost before the
+	// greeting); each further failure doubles it up to DeadHostMaxTime,
+	// and a successful connection resets it. While an address is down,
+	// mail for it is deferred without connecting. 0 disables the cache.
+	DeadHostTime    Duration `toml:"dead_host_time"`
+	DeadHostMaxTime Duration `toml:"dead_host_max_time"`
 }
 
 func defaultDelivery() DeliveryConfig {
@@ -43,6 +50,8 @@ func defaultDelivery() DeliveryConfig {
 		DataTimeout:      Duration{10 * time.Minute},
 		IdleTimeout:      Duration{30 * time.Second},
 		ShutdownTimeout:  Duration{30 * time.Second},
+		DeadHostTime:     Duration{time.Minute},
+		DeadHostMaxTime:  Duration{time.Hour},
 	}
 }
 
@@ -63,6 +72,9 @@ func (d *DeliveryConfig) validate() error {
 	}
 	if d.Workers <= 0 {
 		return errors.New("workers must be positive")
+	}
+	if d.DeadHostTime.Duration < 0 || d.DeadHostMaxTime.Duration < d.DeadHostTime.Duration {
+		return errors.New("dead_host_time must not be negative and dead_host_max_time not below it")
 	}
 	return nil
 }

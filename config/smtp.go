@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/mail"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // SMTPConfig is the [smtp] submission listener.
@@ -30,9 +32,36 @@ type SMTPConfig struct {
 	WriteTimeout Duration `toml:"write_timeout"`
 	// MaxLineLength of a command or data line (RFC 5321 says 1000 incl. CRLF).
 	MaxLineLength int `toml:"max_line_length"`
+	// HopCountLimit is the most Received plus Delivered-To header fields
+	// a message may have when it enters (SMTP, HTTP, DSNs); more are a
+	// mail loop: 554 5.4.6 / HTTP 422 (Postfix's hopcount_limit).
+	HopCountLimit int `toml:"hop_count_limit"`
 	// Users may AUTH PLAIN/LOGIN; AUTH is refused before STARTTLS unless the
 	// listener is on loopback.
 	Users []SMTPUser `toml:"users"`
+
+	// HardErrorLimit closes a session with 421 4.7.0 at this many errors
+	// (failed AUTH, refused MAIL FROM or RCPT TO) without an accepted
+	// message, like Postfix's smtpd_hard_error_limit. Default 20.
+	HardErrorLimit int `toml:"hard_error_limit"`
+	// SoftErrorLimit: each error beyond this many is answered after a
+	// delay growing by ErrorSleep (Postfix's smtpd_soft_error_limit).
+	// Default 10.
+	SoftErrorLimit int `toml:"soft_error_limit"`
+	// ErrorSleep is the delay step: the n-th failed AUTH of a session and
+	// the n-th error beyond SoftErrorLimit are answered after n times
+	// ErrorSleep, at most 10 times. Default 1s; 0 disables the delay.
+	ErrorSleep Duration `toml:"error_sleep"`
+	// AuthFailureBurst failed AUTH attempts are allowed per client address
+	// (an IPv6 client: its /64) across sessions; then AUTH from it is
+	// answered 421 4.7.0 and the connection closed, until one more attempt
+	// is earned every AuthFailureInterval. Default 10 and 1m.
+	AuthFailureBurst    int      `toml:"auth_failure_burst"`
+	AuthFailureInterval Duration `toml:"auth_failure_interval"`
+	// Postmaster receives mail sent to RCPT TO:<postmaster> without a
+	// domain (RFC 5321 section 4.5.1), from anyone. Default
+	// "postmaster@" + the top-level hostname.
+	Postmaster string `toml:"postmaster"`
 }
 
 // SMTPUser is one [[smtp.users]] entry.
@@ -54,6 +83,13 @@ func defaultSMTP() SMTPConfig {
 		ReadTimeout:    Duration{5 * 60e9},
 		WriteTimeout:   Duration{5 * 60e9},
 		MaxLineLength:  2000,
+
+		HardErrorLimit:      20,
+		SoftErrorLimit:      10,
+		ErrorSleep:          Duration{time.Second},
+		AuthFailureBurst:    10,
+		AuthFailureInterval: Duration{time.Minute},
+		HopCountLimit:       50,
 	}
 }
 
@@ -72,8 +108,25 @@ func (s *SMTPConfig) validate() error {
 	if s.MaxRecipients <= 0 {
 		return errors.New("max_recipients must be positive")
 	}
+	if s.HopCountLimit <= 0 {
+		return errors.New("hop_count_limit must be positive")
+	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return errors.New("tls_cert and tls_key must be set together")
+	}
+	if s.HardErrorLimit < 1 {
+		return errors.New("hard_error_limit must be at least 1")
+	}
+	if s.SoftErrorLimit < 0 || s.ErrorSleep.Duration < 0 {
+		return errors.New("soft_error_limit and error_sleep must not be negative")
+	}
+	if s.AuthFailureBurst < 1 || s.AuthFailureInterval.Duration <= 0 {
+		return errors.New("auth_failure_burst must be at least 1 and auth_failure_interval positive")
+	}
+	if p := s.Postmaster; p != "" {
+		if a, err := mail.ParseAddress(p); err != nil || a.Address != p || a.Name != "" {
+			return fmt.Errorf("postmaster %q: not a plain address (local@domain)", p)
+		}
 	}
 	for i, u := range s.Users {
 		if u.Name == "" || u.PasswordHash == "" {
@@ -115,6 +168,7 @@ type HTTPConfig struct {
 	// and no stream of its own (request field or X-Petrel-Stream); ""
 	// keeps the API key's stream. Default "marketing".
 	CampaignStream string `toml:"campaign_stream"`
+	HTTPLimits
 }
 
 // APIKey is one [[http.api_keys]] entry: a bearer token.
@@ -130,6 +184,9 @@ func (h *HTTPConfig) validate() error {
 		if _, _, err := net.SplitHostPort(h.Listen); err != nil {
 			return fmt.Errorf("listen %q: %w", h.Listen, err)
 		}
+	}
+	if err := h.HTTPLimits.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, k := range h.APIKeys {

@@ -69,12 +69,13 @@ type Source interface {
 
 // Deliverer delivers batches over SMTP. It is safe for concurrent use.
 type Deliverer struct {
-	o    Options
-	cfg  config.DeliveryConfig
-	to   timeouts
-	log  *slog.Logger
-	pool *pool
-	m    *metrics
+	o     Options
+	cfg   config.DeliveryConfig
+	to    timeouts
+	log   *slog.Logger
+	pool  *pool
+	hosts *hosts
+	m     *metrics
 }
 
 type metrics struct {
@@ -82,6 +83,9 @@ type metrics struct {
 	seconds  prometheus.Histogram
 	open     prometheus.Gauge
 	total    prometheus.Counter
+	// downDeferrals counts recipients deferred without connecting because
+	// every address of their destination was marked down.
+	downDeferrals prometheus.Counter
 }
 
 // New returns a Deliverer. Zero timeouts in o.Config get the defaults of
@@ -126,6 +130,7 @@ func New(o Options) (*Deliverer, error) {
 		o.MaxIdlePerDest = max(defaultMaxIdle, cfg.Workers)
 	}
 	d.pool = newPool(o.MaxIdlePerDest, cfg.IdleTimeout.Duration, d.closeConn)
+	d.hosts = newHosts(cfg.DeadHostTime.Duration, max(cfg.DeadHostMaxTime.Duration, cfg.DeadHostTime.Duration))
 	if o.Registry != nil {
 		d.m = &metrics{
 			attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -145,8 +150,16 @@ func New(o Options) (*Deliverer, error) {
 				Name: "petrel_delivery_connections_total",
 				Help: "Outbound SMTP connections opened.",
 			}),
+			downDeferrals: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "petrel_delivery_host_down_deferrals_total",
+				Help: "Recipients deferred without connecting because every address of their destination was marked down (dead-host cache).",
+			}),
 		}
-		for _, c := range []prometheus.Collector{d.m.attempts, d.m.seconds, d.m.open, d.m.total} {
+		hostsDown := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "petrel_delivery_hosts_down",
+			Help: "MX addresses marked down by the dead-host cache after a connection failure.",
+		}, func() float64 { return float64(d.hosts.down()) })
+		for _, c := range []prometheus.Collector{d.m.attempts, d.m.seconds, d.m.open, d.m.total, d.m.downDeferrals, hostsDown} {
 			if err := o.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("delivery: register metrics: %w", err)
 			}
@@ -191,6 +204,7 @@ func (d *Deliverer) Run(ctx context.Context, src Source) error {
 				return
 			case <-tick.C:
 				d.pool.sweep()
+				d.hosts.prune()
 			}
 		}
 	}()
@@ -251,6 +265,8 @@ type failure struct {
 	enhanced string
 	reply    string
 	mx       string
+	// down: the address was skipped, marked down by the dead-host cache.
+	down bool
 }
 
 // Deliver sends one batch in one SMTP transaction (trying MX hosts in
@@ -418,7 +434,14 @@ func (d *Deliverer) send(ctx context.Context, b *queue.Batch, body []byte, idx [
 	if last.code/100 == 5 {
 		o = queue.Bounced
 	}
-	d.fill(res, idx, o, last, "")
+	reason := ""
+	if last.down {
+		reason = "hostdown"
+		if d.m != nil {
+			d.m.downDeferrals.Add(float64(len(idx)))
+		}
+	}
+	d.fill(res, idx, o, last, reason)
 }
 
 // policyDone fills the batch from an mta.Shaper refusal or a context end;
@@ -451,8 +474,25 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 	c := d.pool.get(key, needTLS)
 	pooled := c != nil
 	if c == nil {
+		// The dead-host cache, unless an operator asked for this attempt.
+		var probe bool
+		if !b.Forced {
+			var down string
+			var err error
+			probe, down, err = d.hosts.acquire(ctx, addr)
+			if err != nil && d.policyDone(err, host, res, idx) {
+				return true, failure{}
+			}
+			if down != "" {
+				return false, failure{enhanced: "4.4.1", reply: down, mx: host, down: true}
+			}
+		}
 		var err error
-		if c, pooled, err = d.connect(ctx, dest, key, addr, needTLS); err != nil {
+		c, pooled, err = d.connect(ctx, dest, key, addr, needTLS)
+		if probe {
+			d.hosts.endProbe(addr)
+		}
+		if err != nil {
 			if d.policyDone(err, host, res, idx) {
 				return true, failure{}
 			}
@@ -475,13 +515,18 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 			from = rp
 		}
 	}
-	mail, err := c.mailParams(from, addrs, body)
+	sent, bf := d.bodyFor(c, b.MsgID, body)
+	if bf != nil {
+		d.pool.put(c)
+		return false, *bf
+	}
+	mail, err := c.mailParams(from, addrs, sent)
 	if err != nil {
 		d.pool.put(c)
 		d.fill(res, idx, queue.Bounced, failure{enhanced: "5.6.7", reply: "local: " + err.Error(), mx: host}, "")
 		return true, failure{}
 	}
-	tx := c.transaction(ctx, mail, addrs, body)
+	tx := c.transaction(ctx, mail, addrs, sent)
 	if pooled && (tx.err != nil && !tx.firstReplyRead || tx.mail.Code == 421) {
 		// The pooled connection had died (or timed out) while idle:
 		// nothing was accepted, so retry once on a fresh connection.
@@ -492,7 +537,7 @@ func (d *Deliverer) tryAddr(ctx context.Context, b *queue.Batch, body []byte, do
 			}
 			return false, sessionFailure(err, host)
 		}
-		tx = c.transaction(ctx, mail, addrs, body)
+		tx = c.transaction(ctx, mail, addrs, sent) // same address: same extensions
 	}
 	c.msgs++
 	if !tx.anyPermanent() && ((tx.err != nil && !tx.dataSent) || tx.mail.Code == 421) {
@@ -569,6 +614,24 @@ func (d *Deliverer) record(c *smtpConn, dest mta.Dest, tx txResult, idx []int, r
 		res[i] = queue.Result{Index: res[i].Index, Outcome: o, Code: r.Code, Enhanced: r.Enhanced,
 			Reply: r.String(), RemoteMX: host, Reason: reason}
 	}
+}
+
+// connFailure reports whether a dial error means the address does not
+// take connections: the TCP connect failed, or the connection was lost
+// (or timed out) before a greeting was read.
+func connFailure(err error) bool {
+	var se *sessionError
+	if !errors.As(err, &se) || se.reply != nil {
+		return false
+	}
+	var oe *net.OpError
+	switch se.stage {
+	case "connect":
+		return errors.As(se.err, &oe)
+	case "greeting":
+		return true
+	}
+	return false
 }
 
 func sessionFailure(err error, host string) failure {
@@ -687,6 +750,13 @@ func (d *Deliverer) dialPermit(ctx context.Context, dest mta.Dest, key poolKey, 
 		d.log.Warn("STARTTLS failed, retrying in clear text", "mx", dest.MXHost, "addr", addr.String(), "err", err)
 		spec.tlsMode = mta.TLSDisabled
 		c, err = dial(ctx, spec)
+	}
+	switch {
+	case err == nil:
+		d.hosts.succeeded(addr)
+	case ctx.Err() == nil && connFailure(err):
+		d.hosts.failed(addr, err.Error())
+		d.log.Info("MX address marked down", "mx", dest.MXHost, "addr", addr.String(), "err", err)
 	}
 	if err != nil {
 		if d.o.Shaper != nil {

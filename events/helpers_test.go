@@ -15,20 +15,25 @@ import (
 	"github.com/petrel-mta/petrel/bounce"
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/policy"
+	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
 )
 
-// world is a real queue, a real policy engine and the service, on disk in
-// a test directory.
+// world is a real queue, a real policy engine, a real shaper and the
+// service, on disk in a test directory.
 type world struct {
-	t    testing.TB
-	dir  string
-	q    *queue.Queue
-	pol  *policy.Engine
-	svc  *Service
-	reg  *prometheus.Registry
-	verp bounce.VERP
-	bc   config.BounceConfig
+	t   testing.TB
+	dir string
+	q   *queue.Queue
+	pol *policy.Engine
+	svc *Service
+	// sh is the shaper of the current service (open makes a new one, as a
+	// restart of petreld does); shaping is its [shaping] section.
+	sh      *shaping.Shaper
+	shaping config.ShapingConfig
+	reg     *prometheus.Registry
+	verp    bounce.VERP
+	bc      config.BounceConfig
 }
 
 func testBounceConfig() config.BounceConfig {
@@ -43,7 +48,8 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 // newWorld opens everything; hooks are webhooks (may be nil).
 func newWorld(t testing.TB, bc config.BounceConfig, hooks []config.Webhook) *world {
 	t.Helper()
-	w := &world{t: t, dir: t.TempDir(), bc: bc, verp: bounce.VERP{Domain: bc.Domain, Secret: []byte(bc.Secret)}}
+	w := &world{t: t, dir: t.TempDir(), bc: bc, verp: bounce.VERP{Domain: bc.Domain, Secret: []byte(bc.Secret)},
+		shaping: config.Default().Shaping}
 	q, err := queue.Open(filepath.Join(w.dir, "queue"), queue.Options{Logger: quietLog(),
 		OnEvent: func(ev queue.Event) {
 			if w.svc != nil {
@@ -67,11 +73,17 @@ func newWorld(t testing.TB, bc config.BounceConfig, hooks []config.Webhook) *wor
 	return w
 }
 
-// open (re)creates the service over the same store directory.
+// open (re)creates the shaper and the service over the same store
+// directory.
 func (w *world) open(hooks []config.Webhook) {
 	w.t.Helper()
 	w.reg = prometheus.NewRegistry()
-	svc, err := New(Options{Bounce: w.bc, Webhooks: hooks, Queue: w.q, Suppressor: w.pol,
+	sh, err := shaping.New(w.shaping, "petrel.test", quietLog(), nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.sh = sh
+	svc, err := New(Options{Bounce: w.bc, Webhooks: hooks, Queue: w.q, Suppressor: w.pol, Shaper: sh,
 		Dir: filepath.Join(w.dir, "feedback"), Registry: w.reg, Logger: quietLog(), RetryBase: 5 * time.Millisecond})
 	if err != nil {
 		w.t.Fatal(err)

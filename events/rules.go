@@ -106,14 +106,10 @@ func (s *Service) applyFailure(ev queue.Event, reason string, hard, async bool) 
 		}
 		s.log.Info("recipient suppressed: hard bounce", "stream", stream, "rcpt", ev.Recipient, "reason", reason, "msg", ev.MsgID, "async", async)
 	case aboutUs[reason]:
-		if async && s.o.Observer != nil {
-			egresses := []string{"default"}
-			if s.o.Egresses != nil {
-				egresses = s.o.Egresses(stream)
-			}
+		if async && s.o.Shaper != nil {
 			d := mta.Dest{Domain: domainOf(ev.Recipient), MXHost: strings.ToLower(ev.RemoteMX), Stream: stream}
-			for _, eg := range egresses {
-				s.o.Observer.Observe(d, eg, ev.Code, ev.Enhanced, ev.Reply)
+			for _, eg := range s.o.Shaper.Egresses(stream) {
+				s.o.Shaper.Observe(d, eg, ev.Code, ev.Enhanced, ev.Reply)
 			}
 		}
 	case recipientSoft[reason]:

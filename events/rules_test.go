@@ -148,7 +148,7 @@ func TestAlarmPausesMarketing(t *testing.T) {
 		t.Error("petrel_stream_alarm not set for both streams")
 	}
 
-	sh := w.svc.Shaper(nil)
+	sh := w.sh
 	ctx := context.Background()
 	_, err := sh.AcquireConn(ctx, mta.Dest{Domain: "gmail.com", Stream: "marketing"})
 	var pe *mta.PolicyError
@@ -191,7 +191,7 @@ func TestAlarmPausesMarketing(t *testing.T) {
 	if _, paused := w.svc.Paused("marketing"); paused {
 		t.Fatal("still paused after resume")
 	}
-	if _, err := w.svc.Shaper(nil).AcquireConn(ctx, mta.Dest{Stream: "marketing"}); err != nil {
+	if _, err := w.sh.AcquireConn(ctx, mta.Dest{Stream: "marketing"}); err != nil {
 		t.Fatalf("AcquireConn after resume = %v", err)
 	}
 }

@@ -32,10 +32,17 @@ type Suppressor interface {
 	Suppress(stream, addr string, reason suppress.Reason, source string) error
 }
 
-// Observer receives asynchronous replies that are about us rather than
-// the recipient, for policy's automation (*shaping.Shaper).
-type Observer interface {
+// Shaper is the part of *shaping.Shaper the service uses: it receives the
+// asynchronous replies that are about us rather than the recipient (for
+// the automation rules), names the egress sources a stream sends from
+// under the rules in force, and enforces the stream pauses that the
+// alarms decide (the one suspension mechanism is shaping's; the service
+// only decides and persists pauses).
+type Shaper interface {
 	Observe(d mta.Dest, egress string, code int, enhanced, text string)
+	Egresses(stream string) []string
+	PauseStream(stream, reason string)
+	ResumeStream(stream string) bool
 }
 
 // Options configure New.
@@ -51,12 +58,11 @@ type Options struct {
 	// Rules classify replies and parse reports; nil means
 	// bounce.DefaultRules() (the embedded rules.toml).
 	Rules *bounce.Rules
-	// Observer receives "about us" asynchronous replies; nil drops them.
-	Observer Observer
-	// Egresses names the egress sources that may have sent mail of a
-	// stream: a report does not say which one did, so each is told. nil
-	// means the single source "default".
-	Egresses func(stream string) []string
+	// Shaper receives "about us" asynchronous replies (once per egress
+	// source of the stream: a report does not say which one sent) and the
+	// stream pauses. nil drops the replies, and a pause is then only
+	// recorded (Paused, Stats), not enforced.
+	Shaper Shaper
 	// Dir is the service's own Pebble store (soft-bounce counts, pauses);
 	// required.
 	Dir string
@@ -154,7 +160,8 @@ func New(o Options) (*Service, error) {
 	if s.paused, err = st.paused(); err != nil {
 		return fail(err)
 	}
-	for name := range s.paused {
+	for name, pi := range s.paused {
+		s.enforcePause(name, pi.Reason)
 		s.m.paused.WithLabelValues(name).Set(1)
 		s.log.Warn("stream is paused (resume with petrelctl streams resume)", "stream", name)
 	}
@@ -417,8 +424,16 @@ func (s *Service) pauseLocked(stream, reason string) {
 		s.log.Error("persist stream pause (paused until restart only)", "stream", stream, "err", err)
 	}
 	s.paused[stream] = pi
+	s.enforcePause(stream, reason)
 	s.m.paused.WithLabelValues(stream).Set(1)
 	s.log.Warn("stream paused by alarm: delivery defers its mail until resumed", "stream", stream, "reason", reason)
+}
+
+// enforcePause has the shaper refuse stream's mail until Resume.
+func (s *Service) enforcePause(stream, reason string) {
+	if s.o.Shaper != nil {
+		s.o.Shaper.PauseStream(stream, "by alarm ("+reason+"); resume with petrelctl streams resume "+stream)
+	}
 }
 
 // Resume unpauses stream and forgets its window counts (so the alarm does
@@ -431,6 +446,9 @@ func (s *Service) Resume(stream string) (bool, error) {
 		return was, err
 	}
 	delete(s.paused, stream)
+	if s.o.Shaper != nil {
+		s.o.Shaper.ResumeStream(stream)
+	}
 	s.win.reset(stream)
 	for _, kind := range []string{"bounce", "complaint"} {
 		delete(s.win.alarms, subKey{stream, kind})

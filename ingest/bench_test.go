@@ -1,6 +1,9 @@
 package ingest
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"net/mail"
 	"runtime"
 	"strings"
@@ -62,4 +65,34 @@ func BenchmarkSMTPSubmit(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkSubmit compares one synced commit per message (Submit) with
+// one per 100 messages (SubmitBatch, the campaign engine's path), single
+// caller, real queue, no policy.
+func BenchmarkSubmit(b *testing.B) {
+	msg := []byte(strings.Replace(simpleMsg, "Hello Bob.", strings.Repeat("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n", 40), 1))
+	env := Envelope{From: "a@example.org", Rcpts: []string{"b@example.com"}, Source: "campaign"}
+	for _, batch := range []int{1, 100} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			s := NewSubmitter(SubmitOptions{Spool: openQueue(b), Logger: slog.New(slog.DiscardHandler)})
+			subs := make([]Submission, batch)
+			for i := range subs {
+				subs[i] = Submission{Envelope: env, Body: msg}
+			}
+			start := time.Now()
+			n := 0
+			for b.Loop() {
+				if batch == 1 {
+					if _, err := s.Submit(context.Background(), env, msg); err != nil {
+						b.Fatal(err)
+					}
+				} else if _, err := s.SubmitBatch(context.Background(), subs); err != nil {
+					b.Fatal(err)
+				}
+				n += batch
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/mail"
@@ -16,13 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/internal/httpapi"
-	"github.com/petrel-mta/petrel/queue"
+	"github.com/petrel-mta/petrel/mta"
 )
-
-// MessageSource looks up queued messages (*queue.Queue implements it).
-type MessageSource interface {
-	Message(id string) (*queue.MessageInfo, error)
-}
 
 // HTTPOptions configure NewHTTPHandler.
 type HTTPOptions struct {
@@ -39,10 +35,14 @@ type HTTPOptions struct {
 	// CampaignStream is the stream of a request that names a campaign
 	// but no stream (http.campaign_stream); "" keeps the key's stream.
 	CampaignStream string
-	// Spool is where accepted messages go (required).
-	Spool queue.Spool
-	// Messages serves GET /api/v1/messages/{id}; nil answers 404.
-	Messages MessageSource
+	// Submitter is the entry point messages go through; when nil,
+	// NewHTTPHandler builds one from Spool, Policy, Recipients and
+	// HopCountLimit.
+	Submitter *Submitter
+	// Spool is where accepted messages go (required without Submitter).
+	Spool Spool
+	// HopCountLimit is SubmitOptions.HopCountLimit.
+	HopCountLimit int
 	// Policy may be nil.
 	Policy Policy
 	// Recipients, if set, vets each recipient (verify at ingest).
@@ -61,11 +61,14 @@ type SendRequest struct {
 	From string `json:"from"`
 	// To are the recipients, in the same two forms.
 	To []string `json:"to"`
-	// Raw is a complete RFC 5322 message; bare LF line ends become CRLF.
-	Raw     string            `json:"raw,omitempty"`
-	Subject string            `json:"subject,omitempty"`
-	Text    string            `json:"text,omitempty"`
-	HTML    string            `json:"html,omitempty"`
+	// Raw is a complete RFC 5322 message; bare LF line ends become CRLF
+	// and its Bcc fields are removed (the envelope is To only).
+	Raw     string `json:"raw,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Text    string `json:"text,omitempty"`
+	HTML    string `json:"html,omitempty"`
+	// Headers are extra header fields of a built message. A "Bcc" entry
+	// adds its addresses to the envelope and is never written.
 	Headers map[string]string `json:"headers,omitempty"`
 	// Stream overrides the API key's stream (and any X-Petrel-Stream).
 	Stream   string `json:"stream,omitempty"`
@@ -114,11 +117,15 @@ func NewHTTPHandler(opts HTTPOptions) http.Handler {
 		opts.MaxRecipients = 1000
 	}
 	log := opts.Logger.With("component", "ingest.http")
-	h := &httpHandler{opts: opts, p: &pipeline{hostname: opts.Hostname, spool: opts.Spool,
-		policy: opts.Policy, checker: opts.Recipients, log: log, now: opts.Now, m: newMetrics(opts.Registry)}}
+	p := opts.Submitter
+	if p == nil {
+		p = NewSubmitter(SubmitOptions{Hostname: opts.Hostname, Spool: opts.Spool, Policy: opts.Policy,
+			Recipients: opts.Recipients, HopCountLimit: opts.HopCountLimit, Logger: opts.Logger,
+			Registry: opts.Registry, Now: opts.Now})
+	}
+	h := &httpHandler{opts: opts, p: p, log: log}
 	mux := http.NewServeMux()
 	mux.Handle("POST /api/v1/messages", opts.Keys.Require(http.HandlerFunc(h.send)))
-	mux.Handle("GET /api/v1/messages/{id}", opts.Keys.Require(http.HandlerFunc(h.get)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
@@ -127,7 +134,8 @@ func NewHTTPHandler(opts HTTPOptions) http.Handler {
 
 type httpHandler struct {
 	opts HTTPOptions
-	p    *pipeline
+	p    *Submitter
+	log  *slog.Logger
 }
 
 // apiError is a client-facing failure.
@@ -166,7 +174,7 @@ func (h *httpHandler) send(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "30")
 		}
 		h.p.m.message("http", result)
-		h.p.log.Info("injection refused", "key", key.Name, "status", ae.status, "code", ae.code, "err", err)
+		h.log.Info("injection refused", "key", key.Name, "status", ae.status, "code", ae.code, "err", err)
 		httpapi.WriteError(w, ae.status, ae.code, ae.message)
 		return
 	}
@@ -200,6 +208,9 @@ func DecodeSendRequest(r io.Reader) (SendRequest, error) {
 }
 
 func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendResponse, error) {
+	if err := h.p.CheckSpace(); err != nil {
+		return nil, submitAPIError(err, Receipt{})
+	}
 	req, err := DecodeSendRequest(http.MaxBytesReader(nil, r.Body, h.bodyLimit()))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -209,27 +220,27 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 		}
 		return nil, badRequest("invalid_request", "%v", err)
 	}
-	sub, err := h.prepare(req, key)
+	env, msg, err := h.prepare(req, key)
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(sub.msg)) > h.opts.MaxMessageSize {
+	if int64(len(msg)) > h.opts.MaxMessageSize {
 		return nil, &apiError{http.StatusRequestEntityTooLarge, "message_too_large",
-			fmt.Sprintf("message is %d bytes, the limit is %d", len(sub.msg), h.opts.MaxMessageSize)}
+			fmt.Sprintf("message is %d bytes, the limit is %d", len(msg), h.opts.MaxMessageSize)}
 	}
-	sub.trace = traceInfo{helo: "api-key=" + key.Name, ip: remoteIP(r), with: "HTTP", id: newID(6)}
+	env.Trace = Trace{Helo: "api-key=" + key.Name, IP: remoteIP(r), With: "HTTP"}
 	if r.TLS != nil {
-		sub.trace.with = "HTTPS"
+		env.Trace.With = "HTTPS"
 	}
-	res, err := h.p.accept(r.Context(), sub)
+	res, err := h.p.Submit(r.Context(), env, msg)
 	if err != nil {
-		return nil, pipelineAPIError(err, res)
+		return nil, submitAPIError(err, res)
 	}
-	out := &SendResponse{ID: res.id, Stream: res.stream}
-	for _, a := range sub.rcpts {
-		if reason, ok := res.suppressed[a]; ok {
+	out := &SendResponse{ID: res.ID, Stream: res.Stream}
+	for _, a := range env.Rcpts {
+		if reason, ok := res.Suppressed[a]; ok {
 			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "suppressed", Reason: reason})
-		} else if reason, ok := res.rejected[a]; ok {
+		} else if reason, ok := res.Rejected[a]; ok {
 			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "rejected", Reason: reason})
 		} else {
 			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "queued"})
@@ -238,22 +249,28 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 	return out, nil
 }
 
-// pipelineAPIError maps pipeline errors to HTTP answers.
-func pipelineAPIError(err error, res acceptResult) error {
-	var senderErr *senderError
-	var temp *tempError
+// submitAPIError maps Submit errors to HTTP answers.
+func submitAPIError(err error, res Receipt) error {
+	var senderErr *SenderError
+	var temp *TemporaryError
 	switch {
-	case errors.Is(err, errBadHeader):
+	case errors.Is(err, ErrNUL):
+		return unprocessable("nul_byte", "the message contains a NUL byte; nothing was queued")
+	case errors.Is(err, ErrLoop):
+		return unprocessable("mail_loop", "%v; nothing was queued", err)
+	case errors.Is(err, ErrBadHeader):
 		return unprocessable("invalid_message", "raw is not an RFC 5322 message: %v", err)
-	case errors.Is(err, errBadStream):
+	case errors.Is(err, ErrBadStream):
 		return badRequest("invalid_request", "%v", err)
-	case errors.Is(err, errAllSuppressed):
-		if len(res.rejected) > 0 {
-			return unprocessable("no_valid_recipient", "no recipient can be queued (%d suppressed in stream %s, %d rejected by address verification); nothing was queued", len(res.suppressed), res.stream, len(res.rejected))
+	case errors.Is(err, ErrAllSuppressed):
+		if len(res.Rejected) > 0 {
+			return unprocessable("no_valid_recipient", "no recipient can be queued (%d suppressed in stream %s, %d rejected by address verification); nothing was queued", len(res.Suppressed), res.Stream, len(res.Rejected))
 		}
-		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.stream)
+		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.Stream)
 	case errors.As(err, &senderErr):
-		return unprocessable("sender_not_allowed", "%v", senderErr.err)
+		return unprocessable("sender_not_allowed", "%v", senderErr.Err)
+	case errors.Is(err, mta.ErrInsufficientStorage):
+		return &apiError{http.StatusInsufficientStorage, "insufficient_storage", "insufficient system storage: message not queued, try again later"}
 	case errors.As(err, &temp):
 		return &apiError{http.StatusServiceUnavailable, "temporary_failure", "message not queued, try again later"}
 	}
@@ -280,68 +297,95 @@ func parseAddr(field, s string) (*mail.Address, error) {
 	return a, nil
 }
 
-// prepare validates req and turns it into a submission (message bytes
-// without trace headers).
-func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (submission, error) {
+// prepare validates req and turns it into an envelope and the message
+// bytes without trace fields. Bcc given in headers is added to the
+// envelope and never written; a raw message's Bcc fields are removed by
+// Submit (Envelope.RemoveBcc).
+func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (Envelope, []byte, error) {
 	if req.From == "" {
-		return submission{}, badRequest("invalid_request", "from is required")
+		return Envelope{}, nil, badRequest("invalid_request", "from is required")
 	}
 	if len(req.To) == 0 {
-		return submission{}, badRequest("invalid_request", "to must list at least one recipient")
+		return Envelope{}, nil, badRequest("invalid_request", "to must list at least one recipient")
 	}
 	if len(req.To) > h.opts.MaxRecipients {
-		return submission{}, badRequest("too_many_recipients", "at most %d recipients per message", h.opts.MaxRecipients)
+		return Envelope{}, nil, badRequest("too_many_recipients", "at most %d recipients per message", h.opts.MaxRecipients)
 	}
 	from, err := parseAddr("from", req.From)
 	if err != nil {
-		return submission{}, err
+		return Envelope{}, nil, err
 	}
-	sub := submission{listener: "http", from: from.Address, stream: key.Stream,
-		allowHeaderStream: req.Stream == "", campaign: req.Campaign}
+	env := Envelope{Source: "http", From: from.Address, Stream: key.Stream,
+		HeaderStream: req.Stream == "", Campaign: req.Campaign, RemoveBcc: true}
 	if req.Campaign != "" && h.opts.CampaignStream != "" {
-		sub.stream = h.opts.CampaignStream // the X-Petrel-Stream header may still override
+		env.Stream = h.opts.CampaignStream // the X-Petrel-Stream header may still override
 	}
 	if req.Stream != "" {
-		sub.stream = strings.ToLower(req.Stream)
+		env.Stream = strings.ToLower(req.Stream)
 	}
 	var to []*mail.Address
 	seen := map[string]bool{}
+	addRcpt := func(a *mail.Address) {
+		if k := strings.ToLower(a.Address); !seen[k] {
+			seen[k] = true
+			env.Rcpts = append(env.Rcpts, a.Address)
+		}
+	}
 	for _, s := range req.To {
 		a, err := parseAddr("to", s)
 		if err != nil {
-			return submission{}, err
+			return Envelope{}, nil, err
 		}
 		to = append(to, a)
-		if k := strings.ToLower(a.Address); !seen[k] {
-			seen[k] = true
-			sub.rcpts = append(sub.rcpts, a.Address)
+		addRcpt(a)
+	}
+	headers := req.Headers
+	for name, v := range req.Headers {
+		if !strings.EqualFold(name, "Bcc") {
+			continue
 		}
+		if hasCtl(v) {
+			return Envelope{}, nil, unprocessable("header_injection", "headers.%s contains CR, LF or NUL", name)
+		}
+		list, err := mail.ParseAddressList(v)
+		if err != nil {
+			return Envelope{}, nil, badRequest("invalid_address", "headers.%s %q: %v", name, v, err)
+		}
+		for _, a := range list {
+			if _, err := ParseMailbox(a.Address, true); err != nil {
+				return Envelope{}, nil, badRequest("invalid_address", "headers.%s %q: %v", name, a.Address, err)
+			}
+			addRcpt(a)
+		}
+		if len(headers) == len(req.Headers) {
+			headers = maps.Clone(req.Headers)
+		}
+		delete(headers, name)
+	}
+	if len(env.Rcpts) > h.opts.MaxRecipients {
+		return Envelope{}, nil, badRequest("too_many_recipients", "at most %d recipients per message", h.opts.MaxRecipients)
 	}
 	if hasCtl(req.Campaign) {
-		return submission{}, unprocessable("header_injection", "campaign contains CR, LF or NUL")
+		return Envelope{}, nil, unprocessable("header_injection", "campaign contains CR, LF or NUL")
 	}
 	if req.Raw != "" {
 		if req.Subject != "" || req.Text != "" || req.HTML != "" || len(req.Headers) > 0 {
-			return submission{}, badRequest("invalid_request", "raw excludes subject, text, html and headers")
+			return Envelope{}, nil, badRequest("invalid_request", "raw excludes subject, text, html and headers")
 		}
-		sub.msg = toCRLF([]byte(req.Raw))
-		if _, err := mail.ReadMessage(bytes.NewReader(sub.msg)); err != nil {
-			return submission{}, unprocessable("invalid_message", "raw is not an RFC 5322 message: %v", err)
-		}
-		return sub, nil
+		return env, toCRLF([]byte(req.Raw)), nil
 	}
 	now := h.opts.Now()
-	sub.msg, err = buildMessage(composed{From: from, To: to, Subject: req.Subject, Text: req.Text, HTML: req.HTML,
-		Headers: req.Headers, Date: now, MessageID: fmt.Sprintf("%d.%s@%s", now.UnixNano(), newID(8), safeToken(h.opts.Hostname))})
+	msg, err := buildMessage(composed{From: from, To: to, Subject: req.Subject, Text: req.Text, HTML: req.HTML,
+		Headers: headers, Date: now, MessageID: fmt.Sprintf("%d.%s@%s", now.UnixNano(), newID(8), safeToken(h.opts.Hostname))})
 	switch {
 	case errors.Is(err, errNoBody):
-		return submission{}, badRequest("invalid_request", "%v", err)
+		return Envelope{}, nil, badRequest("invalid_request", "%v", err)
 	case errors.Is(err, errHeaderValue):
-		return submission{}, unprocessable("header_injection", "%v", err)
+		return Envelope{}, nil, unprocessable("header_injection", "%v", err)
 	case err != nil:
-		return submission{}, unprocessable("invalid_message", "%v", err)
+		return Envelope{}, nil, unprocessable("invalid_message", "%v", err)
 	}
-	return sub, nil
+	return env, msg, nil
 }
 
 // toCRLF turns bare LF line ends into CRLF, leaving CRLF alone.
@@ -365,22 +409,4 @@ func remoteIP(r *http.Request) string {
 		return "unknown"
 	}
 	return host
-}
-
-func (h *httpHandler) get(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if h.opts.Messages == nil {
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", "message lookup is not available")
-		return
-	}
-	mi, err := h.opts.Messages.Message(id)
-	switch {
-	case errors.Is(err, queue.ErrNotFound):
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-	case err != nil:
-		h.p.log.Error("message lookup", "id", id, "err", err)
-		httpapi.WriteError(w, http.StatusInternalServerError, "internal", "message lookup failed")
-	default:
-		httpapi.WriteJSON(w, http.StatusOK, mi)
-	}
 }

@@ -3,7 +3,11 @@ package ingest
 // This file is ingest's contract with policy: ingest asks, policy answers.
 // A nil Policy accepts everything, signs nothing.
 
-import "context"
+import (
+	"context"
+
+	"github.com/petrel-mta/petrel/mta"
+)
 
 // Policy is what ingest asks before it accepts a message.
 type Policy interface {
@@ -15,10 +19,13 @@ type Policy interface {
 	// domain; the error text names the missing record and is shown to the
 	// client (SMTP 550 5.7.26 / HTTP 422).
 	CheckSender(ctx context.Context, fromDomain string) error
-	// Prepare runs once per message after ingest added its own headers:
-	// it may add headers (List-Unsubscribe for marketing) and DKIM-sign.
-	// rcpts are the accepted recipients. It returns the final bytes.
-	Prepare(ctx context.Context, stream string, rcpts []string, msg []byte) ([]byte, error)
+	// PrepareMessage runs once per message after ingest added its trace
+	// fields, with m's Stream, Rcpts (the accepted recipients), Sender and
+	// Generated set: it may add fields (m.Insert: List-Unsubscribe for
+	// marketing) and DKIM-sign over m as it will be queued
+	// (m.AddSignature). It works on m's header index: it must neither
+	// parse nor copy the message. An error is temporary (SMTP 451).
+	PrepareMessage(ctx context.Context, m *mta.Message) error
 }
 
 // RecipientChecker vets a recipient before it is accepted (verify at

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
-	"github.com/petrel-mta/petrel/queue"
+	"github.com/petrel-mta/petrel/internal/smtpserver"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // Options configure NewSMTPServer.
@@ -28,8 +28,12 @@ type Options struct {
 	Hostname string
 	// SMTP is the [smtp] section.
 	SMTP config.SMTPConfig
-	// Spool is where accepted messages go (required).
-	Spool queue.Spool
+	// Submitter is the entry point messages go through; when nil,
+	// NewSMTPServer builds one from Spool, Policy, Recipients and
+	// SMTP.HopCountLimit.
+	Submitter *Submitter
+	// Spool is where accepted messages go (required without Submitter).
+	Spool Spool
 	// Policy may be nil: accept everything, sign nothing.
 	Policy Policy
 	// Recipients, if set, vets each RCPT (verify at ingest).
@@ -53,31 +57,31 @@ type Options struct {
 // AUTH-before-TLS decision can differ per listener.
 type SMTPServer struct {
 	opts  Options
-	p     *pipeline
+	p     *Submitter
 	nets  []netip.Prefix
 	local map[string]bool
 	users map[string]config.SMTPUser
 	tls   *tls.Config
 	log   *slog.Logger
+	// limits are the error and failed-AUTH limits (limits.go).
+	limits *limits
+	// postmaster receives RCPT TO:<postmaster> (postmaster.go).
+	postmaster string
 
+	// srv runs the go-smtp servers (one per listener) and Shutdown.
+	srv *smtpserver.Server
 	// base is cancelled when Shutdown gives up waiting, aborting in-flight
 	// Policy/Enqueue calls.
-	base   context.Context
-	cancel context.CancelFunc
-
-	mu       sync.Mutex
-	servers  []*smtp.Server
-	sessions map[*session]struct{}
-	closed   bool
+	base context.Context
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
-var ErrServerClosed = smtp.ErrServerClosed
+var ErrServerClosed = smtpserver.ErrServerClosed
 
 // NewSMTPServer checks opts and builds a server; it does not listen yet.
 func NewSMTPServer(opts Options) (*SMTPServer, error) {
-	if opts.Spool == nil {
-		return nil, errors.New("ingest: Options.Spool is required")
+	if opts.Spool == nil && opts.Submitter == nil {
+		return nil, errors.New("ingest: Options.Spool or Options.Submitter is required")
 	}
 	if opts.Hostname == "" {
 		opts.Hostname = "localhost"
@@ -99,8 +103,6 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		users: map[string]config.SMTPUser{},
 		tls:   opts.TLSConfig,
 		log:   opts.Logger.With("component", "ingest.smtp"),
-
-		sessions: map[*session]struct{}{},
 	}
 	for _, d := range opts.SMTP.LocalDomains {
 		s.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
@@ -115,25 +117,37 @@ func NewSMTPServer(opts Options) (*SMTPServer, error) {
 		}
 		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	s.p = &pipeline{hostname: opts.Hostname, spool: opts.Spool, policy: opts.Policy, checker: opts.Recipients,
-		log: s.log, now: opts.Now, m: newMetrics(opts.Registry)}
-	s.base, s.cancel = context.WithCancel(context.Background())
+	s.p = opts.Submitter
+	if s.p == nil {
+		s.p = NewSubmitter(SubmitOptions{Hostname: opts.Hostname, Spool: opts.Spool, Policy: opts.Policy,
+			Recipients: opts.Recipients, HopCountLimit: opts.SMTP.HopCountLimit, Logger: opts.Logger,
+			Registry: opts.Registry, Now: opts.Now})
+	}
+	s.limits = newLimits(opts.SMTP, opts.Registry)
+	if s.postmaster = opts.SMTP.Postmaster; s.postmaster == "" {
+		s.postmaster = "postmaster@" + opts.Hostname
+	}
+	s.srv = smtpserver.New(&backend{s: s}, s.configure, s.log)
+	s.base = s.srv.Context()
 	return s, nil
 }
 
 // ListenAndServe listens on SMTP.Listen and serves until Shutdown.
 func (s *SMTPServer) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.opts.SMTP.Listen)
-	if err != nil {
-		return fmt.Errorf("ingest: smtp listen: %w", err)
+	if err := s.srv.ListenAndServe(s.opts.SMTP.Listen); err != nil {
+		return fmt.Errorf("ingest: %w", err)
 	}
-	return s.Serve(ln)
+	return nil
 }
 
 // Serve accepts SMTP connections on ln until Shutdown; it then returns
 // ErrServerClosed.
-func (s *SMTPServer) Serve(ln net.Listener) error {
-	srv := smtp.NewServer(&backend{s: s})
+// The listener is wrapped by the RCPT TO:<postmaster> filter
+// (postmaster.go).
+func (s *SMTPServer) Serve(ln net.Listener) error { return s.srv.Serve(postmasterListener{ln}) }
+
+// configure sets up the go-smtp server of one listener.
+func (s *SMTPServer) configure(srv *smtp.Server, ln net.Listener) {
 	srv.Domain = s.opts.Hostname
 	srv.MaxMessageBytes = s.opts.SMTP.MaxMessageSize
 	srv.MaxRecipients = s.opts.SMTP.MaxRecipients
@@ -143,70 +157,14 @@ func (s *SMTPServer) Serve(ln net.Listener) error {
 	srv.EnableSMTPUTF8 = true
 	srv.TLSConfig = s.tls
 	srv.AllowInsecureAuth = allowAuthWithoutTLS(ln.Addr(), s.opts.RequireTLSForAuth)
-	srv.ErrorLog = slogAdapter{s.log}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		ln.Close()
-		return ErrServerClosed
-	}
-	s.servers = append(s.servers, srv)
-	s.mu.Unlock()
 	s.log.Info("smtp listening", "addr", ln.Addr().String(), "auth_without_tls", srv.AllowInsecureAuth, "starttls", s.tls != nil)
-	return srv.Serve(ln)
 }
 
 // Shutdown stops accepting connections, closes sessions that are between
 // transactions, and waits for the sessions in a transaction to finish it
 // until ctx is done; then it closes the remaining connections, aborting
 // unacknowledged transactions (their clients never got a 250).
-func (s *SMTPServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	servers := s.servers
-	s.mu.Unlock()
-	errs := make(chan error, len(servers))
-	for _, srv := range servers {
-		go func() { errs <- srv.Shutdown(ctx) }()
-	}
-	var first error
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	s.closeIdle()
-	for pending := len(servers); pending > 0; {
-		select {
-		case err := <-errs:
-			pending--
-			if err != nil && first == nil && !errors.Is(err, smtp.ErrServerClosed) {
-				first = err
-			}
-		case <-tick.C:
-			s.closeIdle() // sessions that finished their transaction since
-		}
-	}
-	if ctx.Err() != nil {
-		s.cancel()
-		for _, srv := range servers {
-			srv.Close()
-		}
-	}
-	return first
-}
-
-// closeIdle closes the connections of sessions not inside a transaction
-// (no MAIL FROM accepted, or its DATA answered). It closes the socket, not
-// the go-smtp Conn, so go-smtp's read loop ends the session itself. A
-// client that starts a transaction concurrently loses it before any 250,
-// which it will retry.
-func (s *SMTPServer) closeIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for se := range s.sessions {
-		if !se.busy.Load() {
-			se.netConn.Close()
-		}
-	}
-}
+func (s *SMTPServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
 
 // allowAuthWithoutTLS decides per listener whether AUTH is offered before
 // STARTTLS: only on a loopback listener, and not when TLS is required.
@@ -239,8 +197,7 @@ func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, 
 		return nil, smtp.ErrAuthFailed
 	}
 	if err := checkPassword(u.PasswordHash, password); err != nil {
-		s.log.Info("smtp auth failed", "user", username, "err", err)
-		return nil, smtp.ErrAuthFailed
+		return nil, smtp.ErrAuthFailed // logged and counted by limitedSASL
 	}
 	return &u, nil
 }
@@ -248,14 +205,8 @@ func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, 
 type backend struct{ s *SMTPServer }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	sess := &session{s: b.s, conn: c, netConn: c.Conn()}
-	b.s.mu.Lock()
-	b.s.sessions[sess] = struct{}{}
-	closed := b.s.closed
-	b.s.mu.Unlock()
-	if closed {
-		sess.netConn.Close()
-	}
+	sess := &session{s: b.s, conn: c}
+	sess.untrack = b.s.srv.Track(c.Conn(), &sess.busy)
 	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
 		sess.ip = ap.Addr().Unmap()
 		sess.trusted = b.s.inNetworks(sess.ip)
@@ -265,14 +216,20 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 // session is one SMTP connection's state.
 type session struct {
-	s       *SMTPServer
-	conn    *smtp.Conn
-	netConn net.Conn
+	s    *SMTPServer
+	conn *smtp.Conn
+	// untrack ends the session's registration for Shutdown.
+	untrack func()
 	// busy is set from MAIL FROM until the transaction ends.
 	busy    atomic.Bool
 	ip      netip.Addr
 	trusted bool // in mynetworks
 	user    *config.SMTPUser
+	// errs counts errors (failed AUTH included) and authFails failed AUTH
+	// attempts, for the limits in limits.go; authUser is the user name of
+	// the AUTH exchange in progress.
+	errs, authFails int
+	authUser        string
 
 	mail     bool
 	from     string
@@ -325,12 +282,16 @@ func (se *session) readData(r io.Reader) ([]byte, error) {
 // SMTP replies ingest chooses (go-smtp produces the rest).
 var (
 	errTooLarge = smtp.ErrDataTooLarge // 552 5.3.4
-	err8bit     = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-		Message: "Message contains 8-bit data but MAIL FROM declared neither BODY=8BITMIME nor SMTPUTF8"}
-	errHeader = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+	errHeader   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Malformed message header section (RFC 5322)"}
 	errTemp = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Temporary failure, message not queued; try again later"}
+	errNoSpace = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message: "Insufficient system storage"}
+	errNUL = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message contains a NUL byte; it is refused, not altered"}
+	errLoop = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+		Message: "Routing loop detected: too many Received headers"}
 )
 
 func (se *session) stream() string {
@@ -347,8 +308,10 @@ func (se *session) AuthMechanisms() []string {
 	return []string{sasl.Plain, sasl.Login}
 }
 
-func (se *session) Auth(mech string) (sasl.Server, error) {
+// auth starts the SASL exchange for mech (Auth in limits.go wraps it).
+func (se *session) auth(mech string) (sasl.Server, error) {
 	login := func(username, password string) error {
+		se.authUser = username
 		u, err := se.s.authenticate(username, password)
 		if err != nil {
 			return err
@@ -360,7 +323,8 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
-				return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authorization identity must match the user"}
+				se.authUser = username
+				return errAuthzMismatch
 			}
 			return login(username, password)
 		}), nil
@@ -370,11 +334,20 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
 }
 
+// Mail implements smtp.Session; refusals count against the session's
+// error limit.
 func (se *session) Mail(from string, opts *smtp.MailOptions) error {
+	return se.countError(se.mailFrom(from, opts))
+}
+
+func (se *session) mailFrom(from string, opts *smtp.MailOptions) error {
 	if from != "" {
 		if _, err := ParseMailbox(from, opts != nil && opts.UTF8); err != nil {
 			return addrError("sender", from, err)
 		}
+	}
+	if se.s.p.CheckSpace() != nil {
+		return errNoSpace
 	}
 	se.busy.Store(true)
 	se.mail, se.from, se.rcpts = true, from, nil
@@ -391,7 +364,16 @@ func addrError(role, addr string, err error) error {
 		Message: fmt.Sprintf("Bad %s address syntax: %s", role, err)}
 }
 
-func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+// Rcpt implements smtp.Session; refusals count against the session's
+// error limit.
+func (se *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return se.countError(se.rcptTo(to, opts))
+}
+
+func (se *session) rcptTo(to string, _ *smtp.RcptOptions) error {
+	if isLocalPostmaster(to) {
+		return se.rcptPostmaster()
+	}
 	m, err := ParseMailbox(to, se.mailOpts.UTF8)
 	if err != nil {
 		return addrError("recipient", to, err)
@@ -430,10 +412,9 @@ func (se *session) Data(r io.Reader) error {
 		return fmt.Errorf("reading DATA: %w", err)
 	}
 	start := time.Now()
-	if se.mailOpts.Body != smtp.Body8BitMIME && se.mailOpts.Body != smtp.BodyBinaryMIME && !se.mailOpts.UTF8 && has8bit(msg) {
-		se.s.p.m.message("smtp", resultRejected)
-		return err8bit
-	}
+	// 8-bit data without BODY=8BITMIME is accepted as Postfix does (Python's
+	// smtplib and swaks send it); delivery declares BODY=8BITMIME or
+	// converts it to 7-bit per next hop (delivery/eightbit.go).
 	with := "ESMTP"
 	if _, ok := se.conn.TLSConnectionState(); ok {
 		with += "S"
@@ -451,34 +432,41 @@ func (se *session) Data(r io.Reader) error {
 	}
 	ctx, cancel := context.WithTimeout(se.s.base, timeout)
 	defer cancel()
-	res, err := se.s.p.accept(ctx, submission{
-		listener: "smtp", from: se.from, rcpts: se.rcpts,
-		stream: se.stream(), allowHeaderStream: true, msg: msg,
-		trace: traceInfo{helo: se.conn.Hostname(), ip: ip, with: with, id: newID(6)},
-	})
+	res, err := se.s.p.Submit(ctx, Envelope{
+		From: se.from, Rcpts: se.rcpts, Stream: se.stream(), HeaderStream: true, Source: "smtp",
+		Trace:         Trace{Helo: se.conn.Hostname(), IP: ip, With: with},
+		CheckedStream: se.stream(), Verified: true,
+	}, msg)
 	if err != nil {
 		return se.dataError(err, res)
 	}
-	se.s.p.m.queued("smtp", len(res.queued), start)
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.id}
+	se.s.p.m.queued("smtp", len(res.Queued), start)
+	se.accepted()
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + res.ID}
 }
 
-// dataError maps a pipeline error to the DATA reply.
-func (se *session) dataError(err error, res acceptResult) error {
-	var senderErr *senderError
-	var temp *tempError
+// dataError maps a Submit error to the DATA reply.
+func (se *session) dataError(err error, res Receipt) error {
+	var senderErr *SenderError
+	var temp *TemporaryError
 	result := resultRejected
 	var reply error
 	switch {
-	case errors.Is(err, errBadHeader):
+	case errors.Is(err, ErrNUL):
+		reply = errNUL
+	case errors.Is(err, ErrLoop):
+		reply = errLoop
+	case errors.Is(err, ErrBadHeader):
 		reply = errHeader
-	case errors.Is(err, errBadStream):
+	case errors.Is(err, ErrBadStream):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Invalid " + StreamHeader + " value"}
-	case errors.Is(err, errAllSuppressed):
+	case errors.Is(err, ErrAllSuppressed):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.stream)}
+			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.Stream)}
 	case errors.As(err, &senderErr):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
+	case errors.Is(err, mta.ErrInsufficientStorage):
+		result, reply = resultError, errNoSpace
 	case errors.As(err, &temp):
 		result = resultError
 		reply = errTemp
@@ -503,14 +491,6 @@ func (se *session) Reset() {
 }
 
 func (se *session) Logout() error {
-	se.s.mu.Lock()
-	delete(se.s.sessions, se)
-	se.s.mu.Unlock()
+	se.untrack()
 	return nil
 }
-
-// slogAdapter lets go-smtp log through slog.
-type slogAdapter struct{ l *slog.Logger }
-
-func (a slogAdapter) Printf(format string, v ...any) { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Println(v ...any)               { a.l.Warn(strings.TrimSuffix(fmt.Sprintln(v...), "\n")) }

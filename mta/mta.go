@@ -73,15 +73,19 @@ type ConnPermit struct {
 // the limit d counts against is taken, it returns ok false and that
 // limit's scope (ConnPermit.Scope) at once. Delivery then closes an idle
 // pooled connection counted under scope, whose slot is wasted, and asks
-// again; with none to close it calls AcquireConn and waits.
+// again; with none to close it calls AcquireConn and waits. It embeds
+// Shaper (as go-smtp's AuthSession embeds Session), so a value found by
+// type assertion is a whole shaper.
 type ConnTrier interface {
+	Shaper
 	TryAcquireConn(ctx context.Context, d Dest) (p ConnPermit, scope string, ok bool, err error)
 }
 
 // TLSPolicy is optionally implemented by a Shaper: the TLS mode its rules
 // ask for d, so that a pooled connection opened for another domain on the
-// same MX is reused for d only if it satisfies d's rule.
+// same MX is reused for d only if it satisfies d's rule. It embeds Shaper.
 type TLSPolicy interface {
+	Shaper
 	TLSMode(d Dest) TLSMode
 }
 

@@ -8,7 +8,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -223,82 +222,46 @@ func (e *Engine) CheckSender(_ context.Context, fromDomain string) error {
 	return &SenderError{Domain: d, Status: res.Status, Problem: prob}
 }
 
-// Prepare implements ingest.Policy: for List-Unsubscribe streams it adds
-// List-Unsubscribe (one-click HTTPS URL and mailto, token for the FIRST
-// recipient: marketing mail is expected one recipient per message) and
-// List-Unsubscribe-Post unless the message already has List-Unsubscribe,
-// then DKIM-signs with the keys of the From domain.
-func (e *Engine) Prepare(_ context.Context, stream string, rcpts []string, msg []byte) ([]byte, error) {
-	if len(rcpts) > 0 && slices.Contains(e.unsubStreams, stream) && !hasHeader(msg, "List-Unsubscribe") {
-		if h := e.tokens.Headers(e.cfg.Sending.UnsubscribeURL, e.unsubDomain, stream, rcpts[0]); h != nil {
-			at := afterTrace(msg)
-			out := make([]byte, 0, len(h)+len(msg))
-			msg = append(append(append(out, msg[:at]...), h...), msg[at:]...)
+// Prepare is PrepareMessage for a message held as bytes: it parses msg,
+// prepares it for stream and rcpts and returns the final bytes. A
+// message whose header does not parse is returned unchanged.
+func (e *Engine) Prepare(ctx context.Context, stream string, rcpts []string, msg []byte) ([]byte, error) {
+	m, err := mta.ParseMessage(msg)
+	if err != nil {
+		return msg, nil
+	}
+	m.Stream, m.Rcpts = stream, rcpts
+	if err := e.PrepareMessage(ctx, m); err != nil {
+		return nil, err
+	}
+	return m.Bytes(), nil
+}
+
+// PrepareMessage implements ingest.Policy: for List-Unsubscribe streams
+// it inserts List-Unsubscribe (one-click HTTPS URL and mailto, token for
+// the FIRST recipient: marketing mail is expected one recipient per
+// message) and List-Unsubscribe-Post below the trace fields, unless the
+// message already has List-Unsubscribe or Petrel generated it (a DSN);
+// then it DKIM-signs with the keys of the From domain. It works on m's
+// header index and adds fields to m: it neither parses nor copies the
+// message.
+func (e *Engine) PrepareMessage(_ context.Context, m *mta.Message) error {
+	if len(m.Rcpts) > 0 && !m.Generated && slices.Contains(e.unsubStreams, m.Stream) && m.Count("List-Unsubscribe") == 0 {
+		if h := e.tokens.Headers(e.cfg.Sending.UnsubscribeURL, e.unsubDomain, m.Stream, m.Rcpts[0]); h != nil {
+			m.Insert(string(h))
 			e.m.listUnsub.Inc()
 		}
 	}
 	start := time.Now()
-	out, signed, err := e.keys.Sign(msg)
+	signed, err := e.keys.SignMessage(m)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return fmt.Errorf("policy: %w", err)
 	}
 	if signed {
 		e.m.signed.Inc()
 		e.m.signSeconds.Observe(time.Since(start).Seconds())
 	}
-	return out, nil
-}
-
-// afterTrace returns the offset just past the leading trace fields
-// (Return-Path, Received, with their continuation lines), where new
-// header fields go (RFC 5322 section 3.6.7 keeps trace fields on top).
-func afterTrace(msg []byte) int {
-	off := 0
-	inTrace := false
-	for off < len(msg) {
-		end := bytes.IndexByte(msg[off:], '\n')
-		if end < 0 {
-			return off
-		}
-		line := msg[off : off+end+1]
-		switch {
-		case line[0] == ' ' || line[0] == '\t':
-			if !inTrace {
-				return off
-			}
-		case hasPrefixFold(line, "received:"), hasPrefixFold(line, "return-path:"):
-			inTrace = true
-		default:
-			return off
-		}
-		off += len(line)
-	}
-	return off
-}
-
-func hasPrefixFold(b []byte, p string) bool {
-	return len(b) >= len(p) && bytes.EqualFold(b[:len(p)], []byte(p))
-}
-
-// hasHeader reports whether the header section of msg has a field name.
-func hasHeader(msg []byte, name string) bool {
-	for len(msg) > 0 {
-		i := bytes.IndexByte(msg, '\n')
-		line := msg
-		if i >= 0 {
-			line, msg = msg[:i], msg[i+1:]
-		} else {
-			msg = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return false
-		}
-		if len(line) > len(name) && line[len(name)] == ':' && bytes.EqualFold(line[:len(name)], []byte(name)) {
-			return true
-		}
-	}
-	return false
+	return nil
 }
 
 // DomainStatusWarning returns the warning petreld should log at start

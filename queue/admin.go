@@ -295,6 +295,7 @@ func (q *Queue) Release(ctx context.Context, msgID string) (int, error) {
 		if r.Attempts == 0 {
 			to = StateQueued
 		}
+		r.Forced = true
 		return true, mt.transition(idx, r, to, mt.now.UnixNano(), Event{Type: "released", Attempt: r.Attempts})
 	})
 }
@@ -314,8 +315,25 @@ func (q *Queue) Delete(ctx context.Context, msgID string) (int, error) {
 }
 
 // Flush makes every deferred recipient that is not yet due due now,
-// 1000 schedule entries per synced batch.
+// 1000 schedule entries per synced batch. Flushed recipients are tried
+// even on hosts delivery's dead-host cache marked down (Batch.Forced).
 func (q *Queue) Flush(ctx context.Context) (int, error) {
+	return q.flush(ctx, nil, true)
+}
+
+// FlushDomain is Flush for the recipients of one destination domain
+// (petrelctl queue flush --domain, like Postfix's "postqueue -s").
+func (q *Queue) FlushDomain(ctx context.Context, domain string) (int, error) {
+	domain = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(domain), "."))
+	if domain == "" {
+		return 0, errors.New("queue: flush: empty domain")
+	}
+	return q.flush(ctx, func(d string) bool { return d == domain }, true)
+}
+
+// flush makes the deferred recipients not yet due whose domain match
+// accepts (nil: all) due now; forced marks them as an operator's.
+func (q *Queue) flush(ctx context.Context, match func(domain string) bool, forced bool) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -329,7 +347,7 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 	lower := schedBound(now + 1)
 	total := 0
 	for {
-		ents, err := q.schedFrom(lower, bulkChunk)
+		ents, next, err := q.schedFrom(lower, bulkChunk, match)
 		if err != nil {
 			return total, err
 		}
@@ -349,6 +367,7 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 				if !ok || r.State != StateDeferred || r.Due != due {
 					return false, nil
 				}
+				r.Forced = r.Forced || forced
 				return true, mt.transition(idx, r, StateDeferred, now, Event{Type: noEvent})
 			}
 		})
@@ -356,31 +375,38 @@ func (q *Queue) Flush(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		if len(ents) < bulkChunk {
+		if next == nil {
 			break
 		}
-		last := ents[len(ents)-1]
-		lower = append(schedKey(last.due, last.domain, last.id, last.idx), 0)
+		lower = next
 	}
 	return total, nil
 }
 
-func (q *Queue) schedFrom(lower []byte, n int) ([]schedEntry, error) {
+// schedFrom returns up to n schedule entries from lower on whose domain
+// match accepts (nil: all), and the bound to continue from (nil at the
+// end of the schedule).
+func (q *Queue) schedFrom(lower []byte, n int, match func(string) bool) ([]schedEntry, []byte, error) {
 	it, err := q.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{pSched + 1}})
 	if err != nil {
-		return nil, fmt.Errorf("queue: iterate schedule: %w", err)
+		return nil, nil, fmt.Errorf("queue: iterate schedule: %w", err)
 	}
 	defer it.Close()
 	var out []schedEntry
-	for it.First(); it.Valid() && len(out) < n; it.Next() {
+	for it.First(); it.Valid(); it.Next() {
+		if len(out) == n {
+			return out, append([]byte(nil), it.Key()...), nil
+		}
 		e, err := parseSchedKey(it.Key())
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		out = append(out, e)
+		if match == nil || match(e.domain) {
+			out = append(out, e)
+		}
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("queue: iterate schedule: %w", err)
+		return nil, nil, fmt.Errorf("queue: iterate schedule: %w", err)
 	}
-	return out, nil
+	return out, nil, nil
 }

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // ErrNotFound is returned for an unknown message ID.
@@ -16,20 +18,8 @@ var ErrNotFound = errors.New("queue: message not found")
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("queue: closed")
 
-// Envelope is what ingest hands the queue with a body.
-type Envelope struct {
-	// From is the envelope sender (MAIL FROM); "" is the null sender <>.
-	From string
-	// Recipients are RCPT TO addresses, in order. Duplicates are allowed
-	// only once (the queue drops exact repeats).
-	Recipients []string
-	// Stream is the sending stream ("transactional", "marketing", ...).
-	Stream   string
-	Tenant   string
-	Campaign string
-	// Source says how the message arrived: "smtp", "http", "dsn", ...
-	Source string
-}
+// Envelope is what ingest hands the queue with a body (mta.Envelope).
+type Envelope = mta.Envelope
 
 // RcptState is the state of one recipient.
 type RcptState string
@@ -108,6 +98,9 @@ type Batch struct {
 	Created time.Time
 	// Size of the body in bytes.
 	Size int64
+	// Forced: an operator made some of these recipients due (flush,
+	// release), so delivery tries hosts its dead-host cache marked down.
+	Forced bool
 
 	// meta is the message record read by Next (immutable once written),
 	// reused by Complete.
@@ -187,11 +180,8 @@ type Failure struct {
 	Reason   string
 }
 
-// NewMessage is a message the queue enqueues on its own behalf (a DSN).
-type NewMessage struct {
-	Envelope Envelope
-	Body     []byte
-}
+// NewMessage is one message of an EnqueueBatch (mta.NewMessage).
+type NewMessage = mta.NewMessage
 
 // Options configure Open.
 type Options struct {
@@ -220,6 +210,13 @@ type Options struct {
 	// to metrics, webhooks, logs). It must not block.
 	OnEvent func(Event)
 	Logger  *slog.Logger
+	// MinFreeSpace is the free space (bytes) the spool's file system must
+	// keep: below it Enqueue fails with ErrInsufficientStorage while
+	// deliveries still commit (see space.go). MinFreePercent, if set,
+	// gives it as a percentage of the file system's size instead. Both
+	// zero disables the guard.
+	MinFreeSpace   int64
+	MinFreePercent float64
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -228,4 +225,7 @@ type Options struct {
 type Spool interface {
 	// Enqueue stores the message durably (synced) and returns its ID.
 	Enqueue(ctx context.Context, env Envelope, body []byte) (string, error)
+	// EnqueueBatch stores several messages in ONE synced batch (all or
+	// none) and returns their IDs in order.
+	EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, error)
 }

@@ -8,7 +8,7 @@
 //	m      msgID                                       JSON metaRec: envelope, stream, tenant, campaign, size, created
 //	b      msgID                                       raw RFC 5322 bytes, stored once per message
 //	l      msgID                                       uvarint: recipients not yet final
-//	r      msgID, rcpt# (uint32 BE)                    JSON rcptRec: address, state, attempts, due, last reply
+//	r      msgID, rcpt# (uint32 BE)                    JSON rcptRec: address, state, attempts, due, last reply, forced
 //	s      due (uint64 BE, unix ns, sign-flipped),     empty; the recipient is due at that time
 //	       domain, 0x00, msgID, rcpt# (uint32 BE)
 //	e      seq (16 hex digits)                         JSON Event
@@ -24,7 +24,9 @@
 //
 //  1. Acknowledged means durable: Enqueue returns after its batch (m, b, l,
 //     r, s, e, c keys) is committed with pebble.Sync. Concurrent commits
-//     share fsyncs through Pebble's commit pipeline.
+//     share fsyncs through Pebble's commit pipeline. EnqueueBatch commits
+//     many messages in one such batch (all or none); a body given as
+//     NewMessage.Parts is copied piece by piece straight into the batch.
 //  2. A recipient is queued or deferred if and only if it has exactly one s
 //     key, whose due time equals its r record's Due. Held and final
 //     recipients have none. Every state change writes r, s, e and c keys
@@ -46,4 +48,9 @@
 //     count, so Open reads them instead of scanning.
 //  8. Events and tombstones older than EventRetention are range-deleted in
 //     the background.
+//  9. With a free-space reserve (Options.MinFreeSpace), no batch reaches
+//     Pebble when the file system could not take it (space.go): Pebble v1
+//     makes a failed WAL write fatal. New mail is refused first, state
+//     changes last; a ballast file (PETREL-RESERVE) in the spool directory
+//     is given up to keep deliveries recordable on a disk filled by others.
 package queue

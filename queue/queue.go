@@ -49,6 +49,11 @@ type Stats struct {
 	// none) and OldestAgeSeconds its age.
 	Oldest           time.Time `json:"oldest,omitzero"`
 	OldestAgeSeconds float64   `json:"oldest_age_seconds"`
+	// FreeBytes is the free space of the spool's file system (only when
+	// Options.MinFreeSpace or MinFreePercent is set) and StorageLow
+	// whether it is below that reserve: new mail is refused.
+	FreeBytes  int64 `json:"free_bytes,omitempty"`
+	StorageLow bool  `json:"storage_low"`
 }
 
 // Queue is the Pebble-backed spool and scheduler. It is safe for
@@ -74,6 +79,8 @@ type Queue struct {
 	bulkMu sync.Mutex
 
 	sched scheduler
+	space *space
+	wake  wakeups
 
 	counters [numCounters]atomic.Int64
 
@@ -121,6 +128,12 @@ func Open(dir string, opts Options) (*Queue, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("queue: create %s: %w", dir, err)
 	}
+	// Before Pebble opens: on a full disk, releasing the ballast gives it
+	// room for the WAL and MANIFEST it writes at open.
+	sp, err := newSpace(dir, opts)
+	if err != nil {
+		return nil, err
+	}
 	po := pebbleOptions(opts.Logger)
 	db, err := pebble.Open(dir, po)
 	// Open took its own reference to the cache.
@@ -129,14 +142,20 @@ func Open(dir string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open pebble at %s: %w", dir, err)
 	}
 	q := &Queue{dir: dir, db: db, opts: opts, log: opts.Logger, closedCh: make(chan struct{}),
-		pending: make(map[uint64]struct{})}
+		pending: make(map[uint64]struct{}), space: sp}
 	q.sched.init(q)
+	q.wake.init()
 	if err := q.load(); err != nil {
 		db.Close()
 		return nil, err
 	}
-	q.wg.Add(1)
+	q.wg.Add(2)
 	go q.scanLoop()
+	go q.wakeLoop()
+	if sp.enabled {
+		q.wg.Add(1)
+		go q.spaceLoop()
+	}
 	return q, nil
 }
 
@@ -288,6 +307,10 @@ func (q *Queue) Stats() Stats {
 	}
 	s.Live = s.Queued + s.Deferred + s.Held
 	s.Ready, s.InFlight = q.sched.sizes()
+	if q.space.enabled {
+		s.FreeBytes = max(q.space.free(), 0)
+		s.StorageLow = s.FreeBytes < q.space.reserve
+	}
 	if oldest := q.oldestLive(); !oldest.IsZero() {
 		s.Oldest = oldest.UTC()
 		s.OldestAgeSeconds = math.Max(0, q.now().Sub(oldest).Seconds())
@@ -351,6 +374,9 @@ func (q *Queue) Enqueue(ctx context.Context, env Envelope, body []byte) (string,
 		return "", err
 	}
 	defer q.exit()
+	if err := q.space.admit(int64(len(body))); err != nil {
+		return "", err
+	}
 	t := q.newTxn()
 	id, err := t.addMessage(env, body)
 	if err != nil {
@@ -360,7 +386,35 @@ func (q *Queue) Enqueue(ctx context.Context, env Envelope, body []byte) (string,
 	if err := t.commit(true); err != nil {
 		return "", err
 	}
+	q.space.added(int64(len(body)))
 	return id, nil
+}
+
+// EnqueueBatch stores several messages and their recipients in ONE synced
+// batch (all or none) and returns their IDs in order: the campaign
+// engine's path, through ingest.
+func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := q.enter(); err != nil {
+		return nil, err
+	}
+	defer q.exit()
+	t := q.newTxn()
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		id, err := t.addNew(m)
+		if err != nil {
+			t.abort()
+			return nil, fmt.Errorf("queue: message %d of the batch: %w", i, err)
+		}
+		ids[i] = id
+	}
+	if err := t.commit(true); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 var errNoRecipients = errors.New("queue: message has no recipients")

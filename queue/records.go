@@ -41,6 +41,9 @@ type rcptRec struct {
 	RemoteMX string `json:"h,omitempty"`
 	Reason   string `json:"w,omitempty"`
 	Updated  int64  `json:"u,omitempty"`
+	// Forced: made due by an operator (flush, release) since the last
+	// attempt (Batch.Forced).
+	Forced bool `json:"f,omitempty"`
 }
 
 // scheduled reports whether the recipient owns an s key.

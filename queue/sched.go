@@ -279,6 +279,17 @@ func (q *Queue) Next(ctx context.Context) (*Batch, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if q.space.paused() {
+			// The disk is nearly full: a result could not be recorded.
+			select {
+			case <-time.After(spaceInterval):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-q.closedCh:
+				return nil, ErrClosed
+			}
+			continue
+		}
 		rb, wait := q.sched.pop()
 		if rb == nil {
 			select {
@@ -349,6 +360,7 @@ func (q *Queue) handOut(rb *rbatch) (*Batch, error) {
 			continue
 		}
 		b.Rcpts = append(b.Rcpts, Rcpt{Index: e.idx, Addr: r.Addr, Attempts: r.Attempts})
+		b.Forced = b.Forced || r.Forced
 	}
 	if len(stale) > 0 {
 		q.sched.forget(rb.id, stale, rescan)

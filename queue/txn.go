@@ -21,6 +21,8 @@ type txn struct {
 	// fresh are batches of newly enqueued messages, offered to the ready
 	// set right after the commit (fast path).
 	fresh []*rbatch
+	// outs are delivered and deferred attempts (early retry, wake.go).
+	outs []outcome
 }
 
 func (q *Queue) newTxn() *txn {
@@ -32,6 +34,13 @@ func (t *txn) abort() { t.b.Close() }
 // addMessage writes m, b, l and one r and s key per distinct recipient,
 // plus a received event per recipient.
 func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
+	return t.addNew(NewMessage{Envelope: env, Body: body})
+}
+
+// addNew is addMessage for a NewMessage: a body in Parts is copied
+// piece by piece into the batch.
+func (t *txn) addNew(nm NewMessage) (string, error) {
+	env := nm.Envelope
 	rcpts := make([]string, 0, len(env.Recipients))
 	seen := make(map[string]struct{}, len(env.Recipients))
 	for _, r := range env.Recipients {
@@ -47,12 +56,23 @@ func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
 	id := newID(t.now)
 	now := t.now.UnixNano()
 	m := metaRec{From: env.From, Rcpts: rcpts, Stream: env.Stream, Tenant: env.Tenant,
-		Campaign: env.Campaign, Source: env.Source, Size: int64(len(body)), Created: now}
+		Campaign: env.Campaign, Source: env.Source, Size: int64(nm.Len()), Created: now}
 	b := t.b
 	if err := b.Set(msgKey(pMeta, id), mustJSON(&m), nil); err != nil {
 		return "", fmt.Errorf("queue: batch: %w", err)
 	}
-	if err := b.Set(msgKey(pBody, id), body, nil); err != nil {
+	bk := msgKey(pBody, id)
+	op := b.SetDeferred(len(bk), nm.Len())
+	copy(op.Key, bk)
+	if nm.Body != nil {
+		copy(op.Value, nm.Body)
+	} else {
+		v := op.Value[:0]
+		for _, p := range nm.Parts {
+			v = append(v, p...)
+		}
+	}
+	if err := op.Finish(); err != nil {
 		return "", fmt.Errorf("queue: batch: %w", err)
 	}
 	if err := b.Set(msgKey(pLive, id), binary.AppendUvarint(nil, uint64(len(rcpts))), nil); err != nil {
@@ -89,6 +109,10 @@ func (t *txn) addMessage(env Envelope, body []byte) (string, error) {
 func (t *txn) commit(sync bool) error {
 	q := t.q
 	defer t.b.Close()
+	// Pebble cannot survive a failed WAL write: refuse before it.
+	if err := q.space.commitOK(); err != nil {
+		return err
+	}
 	var first uint64
 	if len(t.events) > 0 {
 		first = q.allocSeq(len(t.events))
@@ -121,6 +145,7 @@ func (t *txn) commit(sync bool) error {
 		}
 	}
 	q.sched.committed(t.dues, t.fresh)
+	q.wake.committed(t.outs, t.now)
 	if q.opts.OnEvent != nil {
 		for _, ev := range t.events {
 			q.opts.OnEvent(ev)
@@ -338,6 +363,7 @@ const noEvent = "-"
 
 // apply records the outcome of one delivery attempt.
 func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
+	r.Forced = false
 	r.Code, r.Enhanced, r.Reply, r.RemoteMX, r.Reason = res.Code, res.Enhanced, res.Reply, res.RemoteMX, res.Reason
 	ev := Event{RemoteMX: res.RemoteMX, Code: res.Code, Enhanced: res.Enhanced, Reply: res.Reply, Reason: res.Reason}
 	var to RcptState
@@ -346,6 +372,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 	case Delivered:
 		r.Attempts++
 		to = StateDelivered
+		mt.outs = append(mt.outs, outcome{domain: domainOf(r.Addr), delivered: true, retried: r.Attempts > 1})
 	case Bounced:
 		r.Attempts++
 		to = StateBounced
@@ -366,6 +393,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 			break
 		}
 		to, due = StateDeferred, next.UnixNano()
+		mt.outs = append(mt.outs, outcome{domain: domainOf(r.Addr)})
 	default:
 		return fmt.Errorf("queue: recipient %d of %s: unknown outcome %d", idx, mt.id, res.Outcome)
 	}
@@ -408,7 +436,7 @@ func (mt *msgTxn) finishWrites() error {
 			return fmt.Errorf("queue: message %s has no body", mt.id)
 		}
 		if nm := q.opts.OnFailure(mt.id, mt.meta.envelope(), body, mt.failures); nm != nil {
-			if _, err := mt.addMessage(nm.Envelope, nm.Body); err != nil {
+			if _, err := mt.addNew(*nm); err != nil {
 				mt.abort()
 				return fmt.Errorf("queue: enqueue DSN for %s: %w", mt.id, err)
 			}

@@ -17,6 +17,7 @@ type domainRecord struct {
 	Type   string   `json:"type"`
 	Value  string   `json:"value"`
 	Zone   string   `json:"zone"`
+	Warn   string   `json:"warning,omitempty"`
 	State  string   `json:"state"`
 	Found  []string `json:"found"`
 	Detail string   `json:"detail"`
@@ -59,15 +60,26 @@ func domainAdd(ctx context.Context, e *env, args []string) error {
 		return e.printJSON(info)
 	}
 	fmt.Fprintf(e.Out, "%s registered (status %s). Publish these records:\n\n", info.Domain, info.Status)
-	for _, r := range info.Records {
-		if r.Zone == "" {
-			fmt.Fprintf(e.Out, "; %s: %s\n", r.Kind, r.Value)
-			continue
-		}
-		fmt.Fprintln(e.Out, r.Zone)
-	}
+	printRecords(e, info.Records, "")
 	fmt.Fprintf(e.Out, "\nthen run: petrelctl domain check %s\n", info.Domain)
 	return nil
+}
+
+// printRecords prints records as zone-file lines (indented by indent),
+// each followed by its warning as a zone-file comment, and repeats the
+// warnings on stderr so they are seen when stdout goes to a file.
+func printRecords(e *env, recs []domainRecord, indent string) {
+	for _, r := range recs {
+		if r.Zone == "" {
+			fmt.Fprintf(e.Out, "%s; %s: %s\n", indent, r.Kind, r.Value)
+		} else {
+			fmt.Fprintln(e.Out, indent+r.Zone)
+		}
+		if r.Warn != "" {
+			fmt.Fprintf(e.Out, "%s; warning: %s\n", indent, r.Warn)
+			fmt.Fprintf(e.Err, "petrelctl: warning: %s record: %s\n", r.Kind, r.Warn)
+		}
+	}
 }
 
 func domainGet(ctx context.Context, e *env, args []string, check bool) error {
@@ -89,9 +101,7 @@ func domainGet(ctx context.Context, e *env, args []string, check bool) error {
 	fmt.Fprintf(e.Out, "%s: %s\n", info.Domain, info.Status)
 	if info.Last == nil {
 		fmt.Fprintln(e.Out, "not checked yet; records to publish:")
-		for _, r := range info.Records {
-			fmt.Fprintln(e.Out, " ", r.Zone)
-		}
+		printRecords(e, info.Records, "  ")
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)

@@ -17,7 +17,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,6 +38,10 @@ type env struct {
 	Out  io.Writer
 	Err  io.Writer
 	HTTP *http.Client
+	// keyFile is where Key came from when petrelctl read petreld's local
+	// key file; keyErr, when set, refuses every API call (no usable key).
+	keyFile string
+	keyErr  error
 }
 
 // command is one subcommand: name (possibly "group sub"), usage and run.
@@ -47,7 +53,7 @@ type command struct {
 // commands lists every subcommand by its words ("queue list").
 func commands() map[string]command {
 	m := map[string]command{}
-	for _, group := range []map[string]command{queueCommands(), extraCommands(), eventsCommands(), contactsCommands()} {
+	for _, group := range []map[string]command{queueCommands(), extraCommands(), eventsCommands(), docCommands(), contactsCommands()} {
 		for k, v := range group {
 			m[k] = v
 		}
@@ -62,9 +68,14 @@ func main() {
 }
 
 func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
+	return runClient(ctx, argv, stdout, stderr, &http.Client{Timeout: 5 * time.Minute})
+}
+
+// runClient is run with the HTTP client to reach petreld with.
+func runClient(ctx context.Context, argv []string, stdout, stderr io.Writer, hc *http.Client) int {
 	fs := flag.NewFlagSet("petrelctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	e := &env{Out: stdout, Err: stderr, HTTP: &http.Client{Timeout: 5 * time.Minute}}
+	e := &env{Out: stdout, Err: stderr, HTTP: hc}
 	fs.StringVar(&e.URL, "url", envOr("PETREL_URL", "http://127.0.0.1:8025"), "petreld HTTP API base URL")
 	fs.StringVar(&e.Key, "key", os.Getenv("PETREL_API_KEY"), "API key (or PETREL_API_KEY)")
 	fs.BoolVar(&e.JSON, "json", false, "print JSON for scripts")
@@ -84,11 +95,7 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(argv); err != nil {
 		return 2
 	}
-	if e.Key == "" {
-		if b, err := os.ReadFile(filepath.Join(*dataDir, "api.key")); err == nil {
-			e.Key = strings.TrimSpace(string(b))
-		}
-	}
+	e.localKey(*dataDir)
 	args := fs.Args()
 	// Allow -json after the command words too.
 	var rest []string
@@ -136,41 +143,22 @@ func (a *apiError) Error() string { return fmt.Sprintf("%d %s: %s", a.Status, a.
 // non-nil) receives the JSON answer.
 func (e *env) call(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
+	ct := ""
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body, ct = bytes.NewReader(b), "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(e.URL, "/")+path, body)
+	resp, err := e.rawRequest(ctx, method, path, ct, body)
 	if err != nil {
-		return fmt.Errorf("request: %w", err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if e.Key != "" {
-		req.Header.Set("Authorization", "Bearer "+e.Key)
-	}
-	resp, err := e.HTTP.Do(req)
-	if err != nil {
-		return fmt.Errorf("petreld unreachable: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		var w struct {
-			Error apiError `json:"error"`
-		}
-		if json.Unmarshal(data, &w) == nil && w.Error.Code != "" {
-			w.Error.Status = resp.StatusCode
-			return &w.Error
-		}
-		return &apiError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Msg: strings.TrimSpace(string(data))}
 	}
 	if out != nil {
 		if raw, ok := out.(*json.RawMessage); ok {
@@ -182,6 +170,81 @@ func (e *env) call(ctx context.Context, method, path string, in, out any) error 
 		}
 	}
 	return nil
+}
+
+// rawRequest performs one API request with the key and returns the
+// response of a 2xx answer (the caller closes its body); other answers
+// become an *apiError.
+func (e *env) rawRequest(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
+	if e.keyErr != nil {
+		return nil, e.keyErr
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(e.URL, "/")+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if e.Key != "" {
+		req.Header.Set("Authorization", "Bearer "+e.Key)
+	}
+	resp, err := e.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("petreld unreachable: %w", err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var w struct {
+		Error apiError `json:"error"`
+	}
+	ae := &apiError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Msg: strings.TrimSpace(string(data))}
+	if json.Unmarshal(data, &w) == nil && w.Error.Code != "" {
+		w.Error.Status = resp.StatusCode
+		ae = &w.Error
+	}
+	if resp.StatusCode == http.StatusUnauthorized && e.keyFile != "" {
+		return nil, fmt.Errorf("%w (the key was read from %s: is %s the petreld that wrote it? give -key or the daemon's -data-dir)", ae, e.keyFile, e.URL)
+	}
+	return nil, ae
+}
+
+// localKey sets e.Key from <dataDir>/api.key when no key was given. The
+// file is petreld's key for this machine, so it is only sent to a daemon
+// on a loopback address: with -url naming another host petrelctl says
+// it needs -key instead of handing that host the local key.
+func (e *env) localKey(dataDir string) {
+	if e.Key != "" {
+		return
+	}
+	path := filepath.Join(dataDir, "api.key")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	if !loopbackURL(e.URL) {
+		e.keyErr = fmt.Errorf("no API key for %s: give -key or PETREL_API_KEY (the local key in %s is only sent to a petreld on this machine)", e.URL, path)
+		return
+	}
+	e.Key, e.keyFile = strings.TrimSpace(string(b)), path
+}
+
+// loopbackURL reports whether u's host is a loopback address or
+// "localhost".
+func loopbackURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	h := p.Hostname()
+	if strings.EqualFold(h, "localhost") || strings.HasSuffix(strings.ToLower(h), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // printJSON writes v indented.

@@ -17,7 +17,7 @@ import (
 
 // policyServer runs policy's real API over loopback HTTP, checking
 // domains against a loopback DNS server.
-func policyServer(t *testing.T) (url string, dns *testnet.DNS) {
+func policyServer(t *testing.T, mod ...func(*config.Config)) (url string, dns *testnet.DNS) {
 	t.Helper()
 	d, err := testnet.StartDNS()
 	if err != nil {
@@ -29,6 +29,9 @@ func policyServer(t *testing.T) (url string, dns *testnet.DNS) {
 	cfg.Hostname = "mx.ctl.test"
 	cfg.DNS.Resolver = d.Addr
 	cfg.Sending.SPFIPs = []string{"192.0.2.7"}
+	for _, m := range mod {
+		m(cfg)
+	}
 	e, err := policy.New(policy.Options{Config: cfg})
 	if err != nil {
 		t.Fatal(err)
@@ -107,8 +110,10 @@ func TestSuppressionCommands(t *testing.T) {
 		{[]string{"suppression", "list", "-stream", "marketing"}, 0, "2 suppressed"},
 		{[]string{"suppression", "list"}, 0, "3 suppressed"},
 		{[]string{"suppression", "remove", "a@example.com", "-stream", "marketing"}, 0, "removed A@example.com"},
-		{[]string{"suppression", "remove", "a@example.com", "-stream", "marketing"}, 1, "404"},
+		{[]string{"suppression", "remove", "a@example.com", "-stream", "marketing"}, 1, "a@example.com is not suppressed in stream marketing"},
 		{[]string{"suppression", "export", "-stream", "marketing"}, 0, "x@example.com,marketing,unsubscribe,crm,"},
+		{[]string{"suppression", "remove", "x@example.com"}, 1, `x@example.com is not suppressed in the global list (stream "*"`},
+		{[]string{"suppression", "remove", "x@example.com", "-stream", "marketing"}, 0, "removed x@example.com from stream marketing"},
 	}
 	for _, s := range steps {
 		out, errs, code := ctl(t, url, s.args...)

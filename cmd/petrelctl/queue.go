@@ -29,7 +29,7 @@ func queueCommands() map[string]command {
 	return map[string]command{
 		"queue list":    {"list queued recipients (id, recipient, state, attempts, next attempt, last reply)", queueList},
 		"queue show":    {"ID: show a message and its recipients", queueShow},
-		"queue flush":   {"retry every deferred recipient now", queueAction("flush")},
+		"queue flush":   {"[--domain D]: retry every deferred recipient (of domain D) now", queueAction("flush")},
 		"queue hold":    {"ID|--all: hold a message (or everything) from delivery", queueAction("hold")},
 		"queue release": {"ID|--all: release held mail", queueAction("release")},
 		"queue delete":  {"ID: delete a message", queueAction("delete")},
@@ -117,6 +117,10 @@ func queueAction(action string) func(ctx context.Context, e *env, args []string)
 		body := map[string]any{}
 		switch {
 		case action == "flush" && len(args) == 0:
+		case action == "flush" && len(args) == 2 && (args[0] == "--domain" || args[0] == "-domain") && args[1] != "":
+			body["domain"] = args[1]
+		case action == "flush" && len(args) == 1 && strings.HasPrefix(args[0], "--domain=") && len(args[0]) > len("--domain="):
+			body["domain"] = strings.TrimPrefix(args[0], "--domain=")
 		case (action == "hold" || action == "release") && len(args) == 1 && (args[0] == "--all" || args[0] == "-all"):
 			body["all"] = true
 		case action != "flush" && len(args) == 1 && !strings.HasPrefix(args[0], "-"):

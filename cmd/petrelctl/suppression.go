@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -82,6 +83,14 @@ func suppressionRemove(ctx context.Context, e *env, args []string) error {
 	var out suppressionEntry
 	path := "/api/v1/suppressions/" + url.PathEscape(*stream) + "/" + url.PathEscape(pos[0])
 	if err := e.call(ctx, http.MethodDelete, path, nil, &out); err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			where := "stream " + *stream
+			if *stream == "*" {
+				where = `the global list (stream "*", the default without -stream)`
+			}
+			return fmt.Errorf("%s is not suppressed in %s; an entry of one stream needs -stream STREAM (petrelctl suppression list shows each entry's stream): %w", pos[0], where, err)
+		}
 		return err
 	}
 	if e.JSON {

@@ -121,38 +121,6 @@ func verifyOne(ctx context.Context, e *env, addr string, quick bool) error {
 	return nil
 }
 
-// rawRequest sends body with contentType and returns the response; the
-// caller closes it. Non-2xx answers become errors.
-func (e *env) rawRequest(ctx context.Context, method, path, contentType string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(e.URL, "/")+path, body)
-	if err != nil {
-		return nil, fmt.Errorf("request: %w", err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	if e.Key != "" {
-		req.Header.Set("Authorization", "Bearer "+e.Key)
-	}
-	resp, err := e.HTTP.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("petreld unreachable: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		var w struct {
-			Error apiError `json:"error"`
-		}
-		if json.Unmarshal(data, &w) == nil && w.Error.Code != "" {
-			w.Error.Status = resp.StatusCode
-			return nil, &w.Error
-		}
-		return nil, &apiError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Msg: strings.TrimSpace(string(data))}
-	}
-	return resp, nil
-}
-
 func verifyFile(ctx context.Context, e *env, file, out, bucket string, poll time.Duration) error {
 	f, err := os.Open(file)
 	if err != nil {

@@ -2,19 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,6 +23,7 @@ import (
 	"github.com/petrel-mta/petrel/events"
 	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/netx"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
@@ -40,23 +36,41 @@ type daemon struct {
 	cfgPath string
 	log     *slog.Logger
 
-	q        *queue.Queue
-	rules    *bounce.Rules
-	shaper   *shaping.Shaper
-	policy   *policy.Engine
-	smtp     *ingest.SMTPServer
-	httpSrv  *http.Server
+	q       *queue.Queue
+	rules   *bounce.Rules
+	shaper  *shaping.Shaper
+	policy  *policy.Engine
+	smtp    *ingest.SMTPServer
+	httpSrv *http.Server
+	// metricsSrv serves [metrics] listen when it is set.
+	metricsSrv *http.Server
+	// router is the [http] listener's route table.
+	router   *admin.Router
 	cancel   context.CancelFunc
 	delivery sync.WaitGroup
 	events   eventsPart
 	closers  []func() error
 }
 
-func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) (*daemon, error) {
+func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, cfgPath: cfgPath, log: log}
+	var listeners []net.Listener
+	defer func() {
+		if err != nil { // undo what was opened, newest first
+			for _, ln := range listeners {
+				ln.Close()
+			}
+			d.closeAll()
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, unlock)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -70,12 +84,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.rules = rules
 
+	dsn := bounce.NewDSNHook(cfg.Hostname, cfg.Bounce.Domain, nil, log)
 	q, err := queue.Open(filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		RetrySchedule:  cfg.Delivery.Retries(),
 		MaxLifetime:    cfg.Delivery.MaxQueueLifetime.Duration,
 		EventRetention: cfg.Events.Retention.Duration,
+		MinFreeSpace:   cfg.Queue.MinFreeSpace.Bytes,
+		MinFreePercent: cfg.Queue.MinFreeSpace.Percent,
 		OnEvent:        d.events.onEvent,
-		OnFailure:      bounce.DSNHook(cfg.Hostname, cfg.Bounce.Domain, nil),
+		OnFailure:      dsn.OnFailure,
 		Logger:         log.With("component", "queue"),
 	})
 	if err != nil {
@@ -84,13 +101,11 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	d.q = q
 	d.closers = append(d.closers, q.Close)
 	if err := q.RegisterMetrics(reg); err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("queue metrics: %w", err)
 	}
 
 	sh, err := shaping.New(cfg.Shaping, cfg.Hostname, log.With("component", "shaping"), reg)
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("shaping: %w", err)
 	}
 	d.shaper = sh
@@ -100,29 +115,26 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Registry: reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	d.policy = pol
+	// Closed after the events service, whose rules loop writes
+	// suppressions into it.
+	d.closers = append(d.closers, pol.Close)
 	// Suppression changes committed before a crash get their events
 	// before anything new is accepted (ARCHITECTURE.md invariant 9).
 	if _, err := events.DrainSuppressions(ctx, pol.Suppressions(), q); err != nil {
-		pol.Close()
-		d.closeAll()
 		return nil, fmt.Errorf("suppression events: %w", err)
 	}
 	if err := d.events.setup(d, q, pol, sh, reg); err != nil {
-		d.closeAll()
 		return nil, err
 	}
-	d.closers = append(d.closers, pol.Close)
 	if w := policy.DomainStatusWarning(cfg); w != "" {
 		log.Warn(w)
 	}
 
 	res, err := dns.NewResolver(cfg.DNS.Resolver, cfg.DNS.Timeout.Duration, log.With("component", "dns"))
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("resolver: %w", err)
 	}
 	dl, err := delivery.New(delivery.Options{
@@ -130,18 +142,14 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Config:     cfg.Delivery,
 		Resolver:   res,
 		Transport:  cfg.TransportFor,
-		Shaper:     d.events.shaper(sh),
+		Shaper:     sh,
 		Suppressor: pol,
-		Classify: func(code int, enhanced, text string) (string, bool) {
-			c := rules.Classify(code, enhanced, text)
-			return c.Reason, c.Hard
-		},
-		ReturnPath: returnPath(cfg.Bounce),
+		Classify:   rules.ClassifyReply,
+		ReturnPath: bounce.ReturnPath(cfg.Bounce.Domain, []byte(cfg.Bounce.Secret)),
 		Logger:     log.With("component", "delivery"),
 		Registry:   reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	d.closers = append(d.closers, dl.Close)
@@ -157,7 +165,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Registry: reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	d.closers = append(d.closers, ver.Close)
@@ -166,85 +173,79 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		rcptCheck = ver
 	}
 
+	sub := ingest.NewSubmitter(ingest.SubmitOptions{Hostname: cfg.Hostname, Spool: q, Policy: pol,
+		Recipients: rcptCheck, HopCountLimit: cfg.SMTP.HopCountLimit, Logger: log, Registry: reg})
+	dsn.Use(sub)
 	smtpSrv, err := ingest.NewSMTPServer(ingest.Options{
-		Hostname:   cfg.Hostname,
-		SMTP:       cfg.SMTP,
-		Spool:      q,
-		Policy:     pol,
-		Recipients: rcptCheck,
-		Logger:     log.With("component", "smtp"),
-		Registry:   reg,
+		Hostname:  cfg.Hostname,
+		SMTP:      cfg.SMTP,
+		Submitter: sub,
+		Logger:    log, // ingest names its component
+		Registry:  reg,
 	})
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("smtp: %w", err)
 	}
 	d.smtp = smtpSrv
 
-	apiKeys := cfg.HTTP.APIKeys
-	if len(apiKeys) == 0 {
-		k, path, err := localAPIKey(cfg.DataDir)
-		if err != nil {
-			d.closeAll()
-			return nil, err
-		}
-		apiKeys = []config.APIKey{{Name: "local", Key: k}}
-		log.Info("no [[http.api_keys]] configured: using the local key in "+path+" (petrelctl reads it from its -data-dir)", "path", path)
+	keys, keyPath, err := httpapi.KeysFor(cfg.HTTP.APIKeys, cfg.DataDir)
+	if err != nil {
+		return nil, err
 	}
-	keys := httpapi.NewKeys(apiKeys)
-	mux := http.NewServeMux()
-	adminH := admin.Handler(admin.Options{Queue: q, Logger: log.With("component", "admin")})
+	if keyPath != "" {
+		log.Info("no [[http.api_keys]] configured: using the local key in "+keyPath+" (petrelctl reads it from its -data-dir)", "path", keyPath)
+	}
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Spool: q, Messages: q, Policy: pol, Recipients: rcptCheck,
-		Logger: log.With("component", "http"), Registry: reg,
+		Submitter: sub,
+		Logger:    log, Registry: reg,
 	})
-	mux.Handle("/api/v1/messages", ingestH)
-	mux.Handle("/api/v1/messages/", ingestH)
-	mux.Handle("/api/v1/queue", keys.Require(adminH))
-	mux.Handle("/api/v1/queue/", keys.Require(adminH))
-	mux.Handle("/api/v1/events", keys.Require(adminH))
-	d.events.mount(mux, keys)
-	polH := keys.Require(pol.Handler())
-	mux.Handle("/api/v1/suppressions", polH)
-	mux.Handle("/api/v1/suppressions/", polH)
-	mux.Handle("/api/v1/domains", polH)
-	mux.Handle("/api/v1/domains/", polH)
-	mux.Handle("/unsubscribe/", pol.PublicHandler())
-	verH := keys.Require(ver.Handler())
-	mux.Handle("/api/v1/verify", verH)
-	mux.Handle("/api/v1/verify/", verH)
-	mux.Handle("GET /api/v1/policy/status", keys.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, sh.Status())
-	})))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok"})
-	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	api := admin.Options{
+		Keys:                keys,
+		Queue:               q,
+		Messages:            ingestH,
+		MessageMaxBody:      2*cfg.SMTP.MaxMessageSize + 64<<10,
+		Events:              d.events.svc.Load().Handler(),
+		Policy:              pol.Handler(),
+		Unsubscribe:         pol.PublicHandler(),
+		Verify:              ver.Handler(),
+		PolicyStatus:        func() any { return sh.Status() },
+		MetricsAccess:       cfg.Metrics.Access,
+		Profiling:           cfg.HTTP.Profiling,
+		PublicReadTimeout:   cfg.HTTP.PublicReadTimeout.Duration,
+		PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP,
+		Logger:              log.With("component", "admin"),
+	}
+	if cfg.Metrics.Listen == "" {
+		api.Metrics = metricsH
+	}
+	d.router = admin.New(api)
 
 	// Listeners first, so a port clash fails start instead of a goroutine.
 	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
 	if err != nil {
-		d.closeAll()
 		return nil, fmt.Errorf("smtp listen: %w", err)
 	}
+	listeners = append(listeners, smtpLn)
+	smtpLn = netx.StickyTimeouts(smtpLn) // smtp.read_timeout ends a trickling client
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		smtpLn.Close()
-		d.closeAll()
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
-	d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	listeners = append(listeners, httpLn)
+	d.httpSrv = admin.ServerTimeouts(d.router, cfg.HTTP.HTTPLimits)
+	var metricsLn net.Listener
+	if cfg.Metrics.Listen != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return nil, fmt.Errorf("metrics listen: %w", err)
+		}
+		listeners = append(listeners, metricsLn)
+		d.metricsSrv = admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Metrics: metricsH, MetricsAccess: cfg.Metrics.Access,
+			PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
+	}
 	if err := d.events.run(d); err != nil {
-		smtpLn.Close()
-		httpLn.Close()
-		d.closeAll()
 		return nil, err
 	}
 
@@ -267,13 +268,13 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 			log.Error("smtp server", "err", err)
 		}
 	}()
-	go func() {
-		if err := d.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "err", err)
-		}
-	}()
-	log.Info("petreld started", "smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(),
-		"data_dir", cfg.DataDir, "hostname", cfg.Hostname)
+	serveHTTP(log, "http server", d.httpSrv, httpLn)
+	started := []any{"smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname}
+	if metricsLn != nil {
+		serveHTTP(log, "metrics server", d.metricsSrv, metricsLn)
+		started = append(started, "metrics", metricsLn.Addr().String())
+	}
+	log.Info("petreld started", started...)
 	return d, nil
 }
 
@@ -296,23 +297,6 @@ func (d *daemon) reload() {
 	d.log.Info("SIGHUP: shaping rules reloaded", "config", d.cfgPath)
 }
 
-// returnPath gives delivery a VERP return path when the bounce domain and
-// secret are configured: per recipient when the transaction carries one
-// recipient, else naming the message only (the report's recipient then
-// identifies who failed).
-func returnPath(bc config.BounceConfig) func(b *queue.Batch, idx []int) string {
-	if bc.Domain == "" || bc.Secret == "" {
-		return nil
-	}
-	v := bounce.VERP{Domain: bc.Domain, Secret: []byte(bc.Secret)}
-	return func(b *queue.Batch, idx []int) string {
-		if len(idx) == 1 {
-			return v.Encode(b.MsgID, b.Rcpts[idx[0]].Index)
-		}
-		return v.Encode(b.MsgID, bounce.AnyRecipient)
-	}
-}
-
 // shutdown stops accepting, lets in-flight work finish up to the
 // configured timeout, then closes the spool cleanly.
 func (d *daemon) shutdown() error {
@@ -328,6 +312,11 @@ func (d *daemon) shutdown() error {
 	}
 	if err := d.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if d.metricsSrv != nil {
+		if err := d.metricsSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("metrics: %w", err))
+		}
 	}
 	d.cancel()
 	d.delivery.Wait()
@@ -348,31 +337,11 @@ func (d *daemon) closeAll() error {
 	return errors.Join(errs...)
 }
 
-// localKeyFile is the API key petreld generates, readable by its owner
-// only, when the config lists no [[http.api_keys]]: the embedded defaults
-// then still give petrelctl (run by the same user) an authenticated API.
-const localKeyFile = "api.key"
-
-// localAPIKey returns the key in <dataDir>/api.key, creating it (32
-// random bytes, hex) on first use.
-func localAPIKey(dataDir string) (key, path string, err error) {
-	path = filepath.Join(dataDir, localKeyFile)
-	if b, err := os.ReadFile(path); err == nil {
-		if k := strings.TrimSpace(string(b)); k != "" {
-			return k, path, nil
+// serveHTTP serves srv on ln in a goroutine, logging a failure as what.
+func serveHTTP(log *slog.Logger, what string, srv *http.Server, ln net.Listener) {
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(what, "err", err)
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", "", fmt.Errorf("read %s: %w", path, err)
-	}
-	var raw [32]byte
-	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails (Go 1.24+).
-	key = hex.EncodeToString(raw[:])
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
-		return "", "", fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", "", fmt.Errorf("install %s: %w", path, err)
-	}
-	return key, path, nil
+	}()
 }

@@ -58,7 +58,8 @@ type env struct {
 	smtp    string // daemon submission address
 	http    string // daemon HTTP address
 	key     string
-	extra   string // extra TOML appended to the config
+	extra   string   // extra TOML appended to the config
+	flags   []string // extra petreld flags
 	cmd     *exec.Cmd
 	logBuf  *syncBuffer
 	cfgPath string
@@ -164,7 +165,7 @@ shutdown_timeout = "5s"
 		}
 	}
 	e.logBuf = &syncBuffer{}
-	cmd := exec.Command(filepath.Join(binDir, "petreld"), "-config", e.cfgPath)
+	cmd := exec.Command(filepath.Join(binDir, "petreld"), append([]string{"-config", e.cfgPath}, e.flags...)...)
 	cmd.Stdout = e.logBuf
 	cmd.Stderr = e.logBuf
 	if err := cmd.Start(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"path/filepath"
 	"sync/atomic"
 
@@ -13,10 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/bounce"
-	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/events"
-	"github.com/petrel-mta/petrel/internal/httpapi"
-	"github.com/petrel-mta/petrel/mta"
+	"github.com/petrel-mta/petrel/internal/netx"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/shaping"
 	"github.com/petrel-mta/petrel/queue"
@@ -45,8 +42,7 @@ func (p *eventsPart) setup(d *daemon, q *queue.Queue, pol *policy.Engine, sh *sh
 		Queue:      q,
 		Rules:      d.rules,
 		Suppressor: pol,
-		Observer:   sh,
-		Egresses:   egressesFor(d.cfg.Shaping),
+		Shaper:     sh,
 		Dir:        filepath.Join(d.cfg.DataDir, "feedback"),
 		Registry:   reg,
 		Logger:     d.log.With("component", "events"),
@@ -57,19 +53,6 @@ func (p *eventsPart) setup(d *daemon, q *queue.Queue, pol *policy.Engine, sh *sh
 	p.svc.Store(svc)
 	d.closers = append(d.closers, svc.Close)
 	return nil
-}
-
-// shaper wraps the delivery shaper so paused streams are deferred.
-func (p *eventsPart) shaper(sh mta.Shaper) mta.Shaper {
-	return p.svc.Load().Shaper(sh)
-}
-
-// mount serves the events API behind the API keys.
-func (p *eventsPart) mount(mux *http.ServeMux, keys *httpapi.Keys) {
-	h := keys.Require(p.svc.Load().Handler())
-	mux.Handle("GET /api/v1/webhooks", h)
-	mux.Handle("GET /api/v1/stats", h)
-	mux.Handle("POST /api/v1/streams/{stream}/resume", h)
 }
 
 // run starts the service's loops and, when [bounce] listen is set, the
@@ -84,6 +67,9 @@ func (p *eventsPart) run(d *daemon) error {
 			FBLAddresses: bc.FBLAddresses,
 			Hostname:     d.cfg.Hostname,
 			Handler:      svc.Handle,
+			// smtp.read_timeout / write_timeout hold for every SMTP listener.
+			ReadTimeout:  d.cfg.SMTP.ReadTimeout.Duration,
+			WriteTimeout: d.cfg.SMTP.WriteTimeout.Duration,
 			Logger:       d.log,
 		})
 		if err != nil {
@@ -93,6 +79,7 @@ func (p *eventsPart) run(d *daemon) error {
 		if err != nil {
 			return fmt.Errorf("bounce listen: %w", err)
 		}
+		ln = netx.StickyTimeouts(ln)
 		p.inbound = in
 		go func() {
 			if err := in.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
@@ -115,32 +102,4 @@ func (p *eventsPart) shutdown(ctx context.Context) error {
 		return fmt.Errorf("bounce inbound: %w", err)
 	}
 	return nil
-}
-
-// egressesFor returns, per stream, the source names of the egress pool
-// the stream uses (as policy/shaping picks it: [shaping.streams], else
-// the pool "default", else the first pool; no pools means one source
-// "default").
-func egressesFor(sc config.ShapingConfig) func(stream string) []string {
-	return func(stream string) []string {
-		if len(sc.Pools) == 0 {
-			return []string{"default"}
-		}
-		pick := sc.Pools[0]
-		want, ok := sc.Streams[stream]
-		if !ok {
-			want = "default"
-		}
-		for _, p := range sc.Pools {
-			if p.Name == want {
-				pick = p
-				break
-			}
-		}
-		var names []string
-		for _, s := range pick.Sources {
-			names = append(names, s.Name)
-		}
-		return names
-	}
 }

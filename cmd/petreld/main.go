@@ -1,11 +1,13 @@
 // Command petreld is the Petrel mail transfer agent daemon.
 //
-//	petreld [-config petrel.toml]
+//	petreld [-config petrel.toml] [-check-config] [-flush-on-start]
 //
 // Without -config it runs on embedded defaults: data in ./petrel-data,
 // SMTP submission on 127.0.0.1:2525, HTTP API on 127.0.0.1:8025, relay
 // allowed from loopback. SIGTERM/SIGINT shut down gracefully; SIGHUP
-// reloads the shaping rules.
+// reloads the shaping rules. -flush-on-start makes every deferred
+// recipient due at once (after an outage, instead of waiting up to a
+// retry step); delivery's shaping still paces them.
 package main
 
 import (
@@ -23,14 +25,17 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(argv []string, stderr io.Writer) int {
+// run is petreld: -check-config reports on stdout (its result is the
+// command's output); errors and the log go to stderr.
+func run(argv []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("petreld", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "TOML config file (default: embedded defaults)")
 	check := fs.Bool("check-config", false, "validate the config and exit")
+	flushOnStart := fs.Bool("flush-on-start", false, "retry every deferred recipient now instead of at its scheduled time")
 	if err := fs.Parse(argv); err != nil {
 		return 2
 	}
@@ -44,7 +49,11 @@ func run(argv []string, stderr io.Writer) int {
 		cfg = c
 	}
 	if *check {
-		fmt.Fprintln(stderr, "petreld: config ok")
+		name := *cfgPath
+		if name == "" {
+			name = "embedded defaults"
+		}
+		fmt.Fprintf(stdout, "petreld: config ok (%s)\n", name)
 		return 0
 	}
 	log := newLogger(cfg.Log, stderr)
@@ -60,6 +69,15 @@ func run(argv []string, stderr io.Writer) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
+	if *flushOnStart {
+		n, err := d.q.Flush(ctx)
+		if err != nil {
+			log.Error("flush on start", "err", err)
+		} else {
+			log.Info("flush on start: deferred recipients due now", "recipients", n)
+		}
+	}
+	notifySystemd(ctx, log)
 	for {
 		select {
 		case <-hup:
@@ -84,8 +102,9 @@ func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 		level = slog.LevelInfo
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(&componentHandler{inner: h})
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/petrel-mta/petrel/config"
 )
@@ -123,18 +124,29 @@ func (k *Keys) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
+			CloseAfterReply(w)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="petrel"`)
 			WriteError(w, http.StatusUnauthorized, "unauthorized", "missing bearer token")
 			return
 		}
 		key, ok := k.Lookup(token)
 		if !ok {
+			CloseAfterReply(w)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="petrel", error="invalid_token"`)
 			WriteError(w, http.StatusUnauthorized, "unauthorized", "invalid API key")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithKey(r.Context(), key)))
 	})
+}
+
+// CloseAfterReply is for a refusal that will not read the request body
+// (401, 413, 429): the connection closes after the response instead of
+// the server reading up to 256 KiB of the unread body at the client's
+// pace, which a slow client would stretch to the full read timeout.
+func CloseAfterReply(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" value.

@@ -31,6 +31,8 @@ type Mail struct {
 	// TLS reports whether the connection had done STARTTLS.
 	TLS  bool
 	Time time.Time
+	// Body is the MAIL FROM BODY= parameter ("" when none was given).
+	Body string
 }
 
 // MXScript decides replies. Any nil func accepts. A returned error should
@@ -60,6 +62,7 @@ type MX struct {
 	script atomic.Pointer[MXScript]
 	srv    *smtp.Server
 	ln     net.Listener
+	no8bit bool
 
 	mu       sync.Mutex
 	mails    []Mail
@@ -80,6 +83,12 @@ type MXOptions struct {
 	Domain string
 	// NoSMTPUTF8 stops the server advertising SMTPUTF8 (RFC 6531).
 	NoSMTPUTF8 bool
+	// No8BitMIME makes a strict 7-bit MX: it does not advertise 8BITMIME
+	// (RFC 6152), refuses MAIL FROM with BODY=8BITMIME (555 5.5.4) and
+	// refuses a message with any octet above 127 unless MAIL FROM said
+	// SMTPUTF8 (554 5.6.0). It cannot be combined with TLS (the EHLO reply
+	// is filtered on the clear-text connection).
+	No8BitMIME bool
 	// NoPipelining is not supported by go-smtp's server (it always
 	// advertises PIPELINING); kept out on purpose.
 	Script MXScript
@@ -97,7 +106,11 @@ func StartMX(o MXOptions) (*MX, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testnet: mx listen %s: %w", o.Addr, err)
 	}
-	m := &MX{Addr: ln.Addr().String(), ln: ln, attempts: map[string]int{}}
+	if o.No8BitMIME && o.TLS {
+		ln.Close()
+		return nil, errors.New("testnet: No8BitMIME cannot be combined with TLS")
+	}
+	m := &MX{Addr: ln.Addr().String(), ln: ln, attempts: map[string]int{}, no8bit: o.No8BitMIME}
 	s := o.Script
 	m.script.Store(&s)
 	srv := smtp.NewServer(m)
@@ -117,7 +130,11 @@ func StartMX(o MXOptions) (*MX, error) {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	m.srv = srv
-	go srv.Serve(ln)
+	if o.No8BitMIME {
+		go srv.Serve(no8bitListener{ln})
+	} else {
+		go srv.Serve(ln)
+	}
 	return m, nil
 }
 
@@ -178,6 +195,7 @@ type mxSession struct {
 	c     *smtp.Conn
 	conn  int
 	from  string
+	opts  smtp.MailOptions
 	rcpts []string
 	done  bool
 }
@@ -189,7 +207,14 @@ func (s *mxSession) drop(err error) error {
 	return err
 }
 
-func (s *mxSession) Mail(from string, _ *smtp.MailOptions) error {
+func (s *mxSession) Mail(from string, opts *smtp.MailOptions) error {
+	s.opts = smtp.MailOptions{}
+	if opts != nil {
+		s.opts = *opts
+	}
+	if s.m.no8bit && s.opts.Body != "" && s.opts.Body != smtp.Body7Bit {
+		return Reply(555, "5.5.4", "BODY="+string(s.opts.Body)+" not supported here")
+	}
 	if f := s.m.script.Load().OnMail; f != nil {
 		if err := f(from); err != nil {
 			return s.drop(err)
@@ -218,6 +243,9 @@ func (s *mxSession) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if s.m.no8bit && !s.opts.UTF8 && bytes.ContainsFunc(data, func(r rune) bool { return r >= 0x80 }) {
+		return Reply(554, "5.6.0", "8-bit data refused: this server does not offer 8BITMIME")
+	}
 	if f := s.m.script.Load().OnData; f != nil {
 		if err := f(s.from, s.rcpts, data); err != nil {
 			return s.drop(err)
@@ -226,12 +254,34 @@ func (s *mxSession) Data(r io.Reader) error {
 	_, isTLS := s.c.TLSConnectionState()
 	s.m.mu.Lock()
 	s.m.mails = append(s.m.mails, Mail{From: s.from, Rcpts: append([]string(nil), s.rcpts...),
-		Data: bytes.Clone(data), Conn: s.conn, TLS: isTLS, Time: time.Now()})
+		Data: bytes.Clone(data), Conn: s.conn, TLS: isTLS, Time: time.Now(), Body: string(s.opts.Body)})
 	s.m.mu.Unlock()
 	return nil
 }
 
-func (s *mxSession) Reset() { s.from, s.rcpts = "", nil }
+func (s *mxSession) Reset() { s.from, s.rcpts, s.opts = "", nil, smtp.MailOptions{} }
+
+// no8bitListener hands out connections whose EHLO reply lacks 8BITMIME.
+type no8bitListener struct{ net.Listener }
+
+func (l no8bitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return no8bitConn{c}, nil
+}
+
+// no8bitConn drops the "250-8BITMIME" line go-smtp always advertises; its
+// textproto writer flushes every reply line in a Write of its own.
+type no8bitConn struct{ net.Conn }
+
+func (c no8bitConn) Write(p []byte) (int, error) {
+	if string(p) == "250-8BITMIME\r\n" {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
 
 func (s *mxSession) Logout() error {
 	if !s.done {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"mime/quotedprintable"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/petrel-mta/petrel/dns"
 
+	"github.com/petrel-mta/petrel/internal/eightbit"
 	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
@@ -298,3 +301,60 @@ func BenchmarkSignRSA2048(b *testing.B) { benchmarkSign(b, AlgoRSA) }
 
 // BenchmarkSignEd25519 signs a ~4 KiB message with an Ed25519 key.
 func BenchmarkSignEd25519(b *testing.B) { benchmarkSign(b, AlgoEd25519) }
+
+// TestSignEightBit: an 8-bit message is converted to 7-bit before it is
+// signed (RFC 6376 section 5.3), so the signature holds at a next hop
+// without 8BITMIME where delivery would otherwise have to convert it after
+// signing; a message Sign does not sign keeps its 8-bit body.
+func TestSignEightBit(t *testing.T) {
+	pyv := testnet.PythonDKIM(t)
+	d, err := testnet.StartDNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	dir := t.TempDir()
+	rec, err := Keygen(dir, "eight.example.test", "s1", AlgoEd25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Add(rec)
+	kr, err := NewKeyring(dir, nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const text = "Grüße, café – 10 €\r\n"
+	msg := append([]byte(strings.Replace(testMsg[:strings.Index(testMsg, "\r\n\r\n")], "alice@example.test", "alice@eight.example.test", 1)+
+		"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"), text...)
+	signed, ok, err := kr.Sign(msg)
+	if err != nil || !ok {
+		t.Fatalf("Sign = %v, %v", ok, err)
+	}
+	if eightbit.BodyHas8bit(signed) {
+		t.Fatalf("signed body is still 8-bit:\n%s", signed)
+	}
+	if !bytes.Contains(signed, []byte("Content-Transfer-Encoding: quoted-printable\r\n")) {
+		t.Fatalf("no quoted-printable:\n%s", signed)
+	}
+	if _, err := eightbit.To7bit(signed); err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(signed, []byte("\r\n\r\n"))
+	dec, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(signed[i+4:])))
+	if err != nil || string(dec) != text {
+		t.Fatalf("decoded body %q (%v), want %q", dec, err, text)
+	}
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(signed), &dkim.VerifyOptions{LookupTXT: lookupTXT(t, d.Addr)})
+	if err != nil || len(vs) != 1 || vs[0].Err != nil {
+		t.Fatalf("go-msgauth verify: %v %+v", err, vs)
+	}
+	if got := pyv(t, d.Addr, [][]byte{signed}); len(got) != 1 || got[0] != "ok" {
+		t.Fatalf("python3-dkim: %v\n%s", got, signed)
+	}
+	// Not signed (no key for the From domain): left 8-bit.
+	other := bytes.Replace(msg, []byte("eight.example.test"), []byte("nokey.test"), 1)
+	out, ok, err := kr.Sign(other)
+	if err != nil || ok || !bytes.Equal(out, other) {
+		t.Fatalf("unsigned message changed: ok=%v err=%v", ok, err)
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/eightbit"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // Key is one loaded signing key.
@@ -147,14 +149,19 @@ func (k *Keyring) KeysFor(fromDomain string) []Key {
 // HeaderKeys returns the h= list for a message with header h: oversigned
 // names once more than they occur, the others as often as they occur.
 func HeaderKeys(h mail.Header) []string {
+	return headerKeys(func(name string) int { return len(h[textproto.CanonicalMIMEHeaderKey(name)]) })
+}
+
+// headerKeys is HeaderKeys over a count of fields by name.
+func headerKeys(count func(name string) int) []string {
 	keys := make([]string, 0, 24)
 	for _, name := range oversigned {
-		for i := len(h[textproto.CanonicalMIMEHeaderKey(name)]); i >= 0; i-- {
+		for i := count(name); i >= 0; i-- {
 			keys = append(keys, name)
 		}
 	}
 	for _, name := range signedIfPresent {
-		for range h[textproto.CanonicalMIMEHeaderKey(name)] {
+		for range count(name) {
 			keys = append(keys, name)
 		}
 	}
@@ -162,9 +169,11 @@ func HeaderKeys(h mail.Header) []string {
 }
 
 // Sign returns msg with a DKIM-Signature prepended for every key of its
-// signing domain (see KeysFor), relaxed/relaxed, SHA-256. A message whose
-// From cannot be parsed, or whose domain has no key, is returned unchanged
-// with signed == false.
+// signing domain (see KeysFor), relaxed/relaxed, SHA-256. A message it
+// signs whose body has 8-bit octets is first converted to 7-bit (see
+// SignMessage). A message whose header does not parse, whose From cannot
+// be parsed, or whose domain has no key, is returned unchanged with
+// signed == false.
 func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
 	if len(*k.keys.Load()) == 0 {
 		return msg, false, nil // no keys at all: skip parsing the message
@@ -172,20 +181,45 @@ func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
 	if !bytes.Contains(msg, []byte("\n\r\n")) && !bytes.Contains(msg, []byte("\n\n")) {
 		return msg, false, nil // no end of header: nothing well-formed to sign
 	}
-	m, err := mail.ReadMessage(bytes.NewReader(msg))
+	m, err := mta.ParseMessage(msg)
 	if err != nil {
 		return msg, false, nil
 	}
-	from, err := mail.ParseAddress(m.Header.Get("From"))
-	if err != nil {
-		return msg, false, nil
+	signed, err = k.SignMessage(m)
+	if err != nil || !signed {
+		return msg, false, err
 	}
-	at := strings.LastIndexByte(from.Address, '@')
-	keys := k.KeysFor(from.Address[at+1:])
+	return m.Bytes(), true, nil
+}
+
+// SignMessage adds a DKIM-Signature to m (AddSignature) for every key of
+// m.From's signing domain (see KeysFor), relaxed/relaxed, SHA-256,
+// computed over m as it will be queued; it reuses m's header index
+// instead of parsing the message again. A message whose body has 8-bit
+// octets is first converted to 7-bit (eightbit.To7bit: quoted-printable
+// or base64; RFC 6376 section 5.3), replacing m's content, so that no
+// later conversion (delivery's for a next hop without 8BITMIME, or a
+// relay's) breaks the signature; an unconvertible message is signed as it
+// is. It reports false when m.From is empty, its domain has no key, or no
+// empty line ends the header.
+func (k *Keyring) SignMessage(m *mta.Message) (signed bool, err error) {
+	at := strings.LastIndexByte(m.From, '@')
+	if at < 0 || !m.HeaderEnded() {
+		return false, nil // no end of header: nothing well-formed to sign
+	}
+	keys := k.KeysFor(m.From[at+1:])
 	if len(keys) == 0 {
-		return msg, false, nil
+		return false, nil
 	}
-	hk := HeaderKeys(m.Header)
+	if eightbit.BodyHas8bit(m.Raw()) {
+		if c, err := eightbit.To7bit(m.Bytes()); err == nil {
+			if cm, err := mta.ParseMessage(c); err == nil {
+				cm.Sender, cm.Rcpts, cm.Stream, cm.From, cm.Generated = m.Sender, m.Rcpts, m.Stream, m.From, m.Generated
+				*m = *cm
+			}
+		}
+	}
+	hk := headerKeys(m.Count)
 	signers := make([]*dkim.Signer, 0, len(keys))
 	ws := make([]io.Writer, 0, len(keys))
 	for _, key := range keys {
@@ -202,12 +236,12 @@ func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
 			for _, o := range signers {
 				o.Close()
 			}
-			return nil, false, fmt.Errorf("dkim: %w", err)
+			return false, fmt.Errorf("dkim: %w", err)
 		}
 		signers = append(signers, s)
 		ws = append(ws, s)
 	}
-	_, werr := io.MultiWriter(ws...).Write(msg)
+	_, werr := m.WriteTo(io.MultiWriter(ws...))
 	var sigs []string
 	for _, s := range signers {
 		if err := s.Close(); err != nil && werr == nil {
@@ -218,17 +252,12 @@ func (k *Keyring) Sign(msg []byte) (out []byte, signed bool, err error) {
 		}
 	}
 	if werr != nil {
-		return nil, false, fmt.Errorf("dkim: sign: %w", werr)
+		return false, fmt.Errorf("dkim: sign: %w", werr)
 	}
-	n := len(msg)
 	for _, s := range sigs {
-		n += len(s)
+		m.AddSignature(s)
 	}
-	out = make([]byte, 0, n)
-	for _, s := range sigs {
-		out = append(out, s...)
-	}
-	return append(out, msg...), true, nil
+	return true, nil
 }
 
 // parseHeader reads the header block of msg.

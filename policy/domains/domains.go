@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -69,6 +70,9 @@ type Record struct {
 	Value string `json:"value"`
 	// Zone is the zone-file line to publish.
 	Zone string `json:"zone"`
+	// Warning says why the suggested record may not work as printed
+	// (e.g. an MX target that is not a fully qualified name); "" if none.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Check is a Record with what DNS said about it.
@@ -116,7 +120,58 @@ type Expect struct {
 	// BounceDomain is where the MX must be; "" means bounce.<domain>.
 	BounceDomain string
 	// MXHost is the host the bounce MX must point to (Petrel's hostname).
+	// With no SPFIPs and no SPFInclude the SPF record authorises it as
+	// a:MXHost (the address this host sends from).
 	MXHost string
+}
+
+// spfTerms are the mechanisms the SPF record must carry: ip4:/ip6: per
+// egress address, include: when set, and a:<hostname> when neither names
+// an address (a bare "v=spf1 ~all" would authorise nobody).
+func (ex Expect) spfTerms() []string {
+	var terms []string
+	for _, ip := range ex.SPFIPs {
+		if strings.Contains(ip, ":") {
+			terms = append(terms, "ip6:"+ip)
+		} else {
+			terms = append(terms, "ip4:"+ip)
+		}
+	}
+	if ex.SPFInclude != "" {
+		terms = append(terms, "include:"+ex.SPFInclude)
+	}
+	if len(terms) == 0 && ex.MXHost != "" {
+		terms = append(terms, "a:"+strings.TrimSuffix(strings.ToLower(ex.MXHost), "."))
+	}
+	return terms
+}
+
+// FQDNProblem says why host is not a fully qualified domain name that
+// other hosts can resolve (no dot, localhost, a .local/.localdomain/
+// .internal name, an IP address); "" when it looks like one.
+func FQDNProblem(host string) string {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	switch {
+	case h == "":
+		return "is empty"
+	case net.ParseIP(h) != nil:
+		return "is an IP address, not a host name"
+	case !strings.Contains(h, "."):
+		return "is not a fully qualified domain name (no dot)"
+	case h == "localhost" || strings.HasSuffix(h, ".localhost") || strings.HasSuffix(h, ".local") ||
+		strings.HasSuffix(h, ".localdomain") || strings.HasSuffix(h, ".internal") || strings.HasSuffix(h, ".lan"):
+		return "is a local name that other hosts cannot resolve"
+	}
+	return ""
+}
+
+// hostWarning is the warning for records naming host: set hostname.
+func hostWarning(what, host string) string {
+	p := FQDNProblem(host)
+	if p == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s target %q %s: set hostname in the config to this host's name in DNS (e.g. mta1.example.com)", what, host, p)
 }
 
 // Resolver is the DNS lookup the checks need; *dns.Resolver is one.
@@ -132,19 +187,15 @@ func fq(s string) string { return strings.TrimSuffix(strings.ToLower(s), ".") + 
 func Records(domain string, ex Expect, keys []dkim.Key) ([]Record, error) {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	var out []Record
-	spf := "v=spf1"
-	for _, ip := range ex.SPFIPs {
-		if strings.Contains(ip, ":") {
-			spf += " ip6:" + ip
-		} else {
-			spf += " ip4:" + ip
+	spf := strings.Join(append(append([]string{"v=spf1"}, ex.spfTerms()...), "~all"), " ")
+	spfRec := txt(KindSPF, fq(domain), spf)
+	if len(ex.SPFIPs) == 0 && ex.SPFInclude == "" {
+		spfRec.Warning = hostWarning("SPF a:", ex.MXHost)
+		if spfRec.Warning == "" {
+			spfRec.Warning = "no [sending] spf_ips configured: the record authorises the addresses of " + ex.MXHost + " (a:); list the egress IPs in spf_ips if mail leaves from other addresses"
 		}
 	}
-	if ex.SPFInclude != "" {
-		spf += " include:" + ex.SPFInclude
-	}
-	spf += " ~all"
-	out = append(out, txt(KindSPF, fq(domain), spf))
+	out = append(out, spfRec)
 	for _, k := range keys {
 		v, err := dkim.TXTValue(k.Signer.Public())
 		if err != nil {
@@ -162,6 +213,7 @@ func Records(domain string, ex Expect, keys []dkim.Key) ([]Record, error) {
 	}
 	mx := Record{Kind: KindMX, Name: fq(bd), Type: "MX", Value: "10 " + fq(ex.MXHost)}
 	mx.Zone = mx.Name + " IN MX " + mx.Value
+	mx.Warning = hostWarning("MX", ex.MXHost)
 	out = append(out, mx)
 	rua := ex.DMARCReport
 	if rua == "" {
@@ -275,17 +327,10 @@ func spfMismatch(v string, ex Expect) string {
 		terms[strings.TrimPrefix(t, "+")] = true
 	}
 	var missing []string
-	for _, ip := range ex.SPFIPs {
-		m := "ip4:" + ip
-		if strings.Contains(ip, ":") {
-			m = "ip6:" + ip
-		}
+	for _, m := range ex.spfTerms() {
 		if !terms[strings.ToLower(m)] {
 			missing = append(missing, m)
 		}
-	}
-	if ex.SPFInclude != "" && !terms["include:"+strings.ToLower(ex.SPFInclude)] {
-		missing = append(missing, "include:"+ex.SPFInclude)
 	}
 	if len(missing) > 0 {
 		return "lacks " + strings.Join(missing, " ")

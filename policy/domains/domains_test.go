@@ -201,3 +201,92 @@ func TestRegistryPersists(t *testing.T) {
 		t.Fatalf("second Remove: %v", err)
 	}
 }
+
+// TestSPFSuggestion: the suggested SPF record always authorises a sender
+// (the configured egress IPs, the include, or the host itself as a:), a
+// bare "v=spf1 ~all" fails the check, and records naming a host that is
+// not a fully qualified name carry a warning.
+func TestSPFSuggestion(t *testing.T) {
+	d, err := testnet.StartDNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	res, err := dns.NewResolver(d.Addr, 2*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		ex        Expect
+		spf       string
+		spfWarn   string // substring; "" = no warning
+		mxWarn    string
+		published string // SPF text that must fail the check
+		lacks     string
+	}{
+		{"egress ips", Expect{SPFIPs: []string{"192.0.2.10", "2001:db8::10"}, MXHost: "mta1.brand.test"},
+			"v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 ~all", "", "", "v=spf1 ~all", "lacks ip4:192.0.2.10 ip6:2001:db8::10"},
+		{"include only", Expect{SPFInclude: "_spf.esp.test", MXHost: "mta1.brand.test"},
+			"v=spf1 include:_spf.esp.test ~all", "", "", "v=spf1 ~all", "lacks include:_spf.esp.test"},
+		{"no ips: a:hostname", Expect{MXHost: "MTA1.brand.test."},
+			"v=spf1 a:mta1.brand.test ~all", "no [sending] spf_ips configured", "", "v=spf1 ~all", "lacks a:mta1.brand.test"},
+		{"bare hostname", Expect{MXHost: "buildbox"},
+			"v=spf1 a:buildbox ~all", `SPF a: target "buildbox" is not a fully qualified`, `MX target "buildbox" is not a fully qualified`, "v=spf1 mx ~all", "lacks a:buildbox"},
+		{"localdomain", Expect{SPFIPs: []string{"192.0.2.1"}, MXHost: "box.localdomain"},
+			"v=spf1 ip4:192.0.2.1 ~all", "", "local name", "v=spf1 ip4:192.0.2.2 ~all", "lacks ip4:192.0.2.1"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dom := fmt.Sprintf("spf%d.example.test", i)
+			recs, err := Records(dom, tc.ex, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			by := map[string]Record{}
+			for _, r := range recs {
+				by[r.Kind] = r
+			}
+			if by[KindSPF].Value != tc.spf {
+				t.Errorf("SPF %q, want %q", by[KindSPF].Value, tc.spf)
+			}
+			for kind, want := range map[string]string{KindSPF: tc.spfWarn, KindMX: tc.mxWarn} {
+				if got := by[kind].Warning; (want == "") != (got == "") || !strings.Contains(got, want) {
+					t.Errorf("%s warning %q, want containing %q", kind, got, want)
+				}
+			}
+			d.Add(fmt.Sprintf("%s. 300 IN TXT %q", dom, tc.published))
+			got, err := CheckDomain(context.Background(), res, dom, tc.ex, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := got.Checks[0]; c.Kind != KindSPF || c.State != Wrong || c.Detail != tc.lacks {
+				t.Errorf("check of %q: %s %s %q, want wrong %q", tc.published, c.Kind, c.State, c.Detail, tc.lacks)
+			}
+			d.Remove(dom)
+			d.Add(by[KindSPF].Zone)
+			fresh, err := dns.NewResolver(d.Addr, 2*time.Second, nil) // no cached answer
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err = CheckDomain(context.Background(), fresh, dom, tc.ex, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := got.Checks[0]; c.State != OK {
+				t.Errorf("suggested record %q checks %s %s", by[KindSPF].Zone, c.State, c.Detail)
+			}
+		})
+	}
+}
+
+func TestFQDNProblem(t *testing.T) {
+	for host, bad := range map[string]bool{
+		"mta1.example.com": false, "mta1.example.com.": false, "buildbox": true, "localhost": true,
+		"box.localdomain": true, "mail.local": true, "192.0.2.1": true, "": true, "a.internal": true,
+	} {
+		if got := FQDNProblem(host); (got != "") != bad {
+			t.Errorf("FQDNProblem(%q) = %q, want problem %v", host, got, bad)
+		}
+	}
+}

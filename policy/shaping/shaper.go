@@ -60,9 +60,17 @@ type Shaper struct {
 
 	warmMu sync.Mutex
 	warm   map[warmKey]*dayCount
+
+	// paused maps paused stream names to their reason (PauseStream);
+	// copy-on-write under pauseMu, so the delivery path only loads it.
+	pauseMu sync.Mutex
+	paused  atomic.Pointer[map[string]string]
 }
 
-var _ mta.Shaper = (*Shaper)(nil)
+var (
+	_ mta.ConnTrier = (*Shaper)(nil)
+	_ mta.TLSPolicy = (*Shaper)(nil)
+)
 
 type pickKey struct{ pool, key string }
 
@@ -95,6 +103,7 @@ func New(cfg config.ShapingConfig, hostname string, log *slog.Logger, reg *prome
 		warm:       map[warmKey]*dayCount{},
 	}
 	s.rs.Store(rs)
+	s.paused.Store(&map[string]string{})
 	return s, nil
 }
 
@@ -181,7 +190,8 @@ func (s *Shaper) sweepLocked(now time.Time) {
 	s.nextSweep = max(s.sweepMin, 2*len(s.buckets))
 }
 
-// AcquireConn implements mta.Shaper: it picks an egress source of the
+// AcquireConn implements mta.Shaper: it refuses a paused stream
+// (PauseStream), else it picks an egress source of the
 // stream's pool by weight (skipping sources suspended for this destination
 // or at today's warm-up cap), then waits for a connection slot and the
 // connection rate. It refuses with *mta.PolicyError when every
@@ -200,6 +210,9 @@ func (s *Shaper) TryAcquireConn(ctx context.Context, d mta.Dest) (p mta.ConnPerm
 }
 
 func (s *Shaper) acquireConn(ctx context.Context, d mta.Dest, try bool) (mta.ConnPermit, string, bool, error) {
+	if err := s.pauseRefusal(d); err != nil {
+		return mta.ConnPermit{}, "", false, err
+	}
 	start := time.Now()
 	rs := s.rs.Load()
 	r, key := rs.match(d)
@@ -306,11 +319,15 @@ func (s *Shaper) pickSource(p *pool, stream string, r *rule, key string, now tim
 	return bkts[best], p.sources[elig[best]], nil
 }
 
-// AcquireMessage implements mta.Shaper: it refuses while a suspend
+// AcquireMessage implements mta.Shaper: it refuses a paused stream
+// (PauseStream) and, while a suspend
 // or bounce action is active for (stream, egress, rule) or the source's
 // warm-up cap for the rule is reached today (deferred until the next UTC
 // day), and otherwise waits for the message rate.
 func (s *Shaper) AcquireMessage(ctx context.Context, d mta.Dest, egress string) error {
+	if err := s.pauseRefusal(d); err != nil {
+		return err
+	}
 	start := time.Now()
 	rs := s.rs.Load()
 	r, key := rs.match(d)

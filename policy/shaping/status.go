@@ -17,6 +17,8 @@ type Status struct {
 	Actions []ActionStatus `json:"actions"`
 	// Warmup lists today's warm-up counts against their caps.
 	Warmup []WarmupStatus `json:"warmup"`
+	// Paused lists the streams stopped by PauseStream.
+	Paused []PausedStream `json:"paused"`
 }
 
 // LimitStatus is the effective limits of one (stream, source, rule key).
@@ -62,7 +64,11 @@ type WarmupStatus struct {
 // counts, sorted for stable output.
 func (s *Shaper) Status() Status {
 	now := time.Now()
-	st := Status{Time: now.UTC(), Limits: []LimitStatus{}, Actions: []ActionStatus{}, Warmup: []WarmupStatus{}}
+	st := Status{Time: now.UTC(), Limits: []LimitStatus{}, Actions: []ActionStatus{}, Warmup: []WarmupStatus{}, Paused: []PausedStream{}}
+	for name, reason := range *s.paused.Load() {
+		st.Paused = append(st.Paused, PausedStream{Stream: name, Reason: reason})
+	}
+	sort.Slice(st.Paused, func(i, j int) bool { return st.Paused[i].Stream < st.Paused[j].Stream })
 	s.mu.RLock()
 	bs := make([]*bucket, 0, len(s.buckets))
 	for _, b := range s.buckets {

@@ -1,0 +1,287 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-smtp"
+)
+
+// RFC 5321 section 4.5.1: a server MUST accept RCPT TO:<postmaster>
+// (case-insensitive, no domain) for its own postmaster. go-smtp's address
+// parser requires a domain and has no hook before it, so postmasterConn
+// sits between the socket and go-smtp and rewrites that one command line
+// to RCPT TO:<postmasterSentinel>, which Rcpt turns into the configured
+// postmaster address. It only reads clear text: inside a STARTTLS session
+// (go-smtp wraps the socket in TLS itself) the bare form is answered by
+// go-smtp with 501, and postmaster@<any local domain> works as before.
+
+// postmasterSentinel is the address go-smtp sees for <postmaster>. The
+// .invalid TLD (RFC 2606) is never a real destination; a client that
+// sends it literally reaches the local postmaster, as with <postmaster>.
+const postmasterSentinel = "postmaster@postmaster.invalid"
+
+// isLocalPostmaster reports whether Rcpt's address is the rewritten bare
+// <postmaster>.
+func isLocalPostmaster(to string) bool { return strings.EqualFold(to, postmasterSentinel) }
+
+// rcptPostmaster adds the configured postmaster address to the
+// transaction. It needs no relay permission: the client cannot choose the
+// destination, so this is not a relay. Suppression still applies.
+func (se *session) rcptPostmaster() error {
+	to := se.s.postmaster
+	if reason, ok := se.s.p.suppressed(se.stream(), to); ok {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("<postmaster>: recipient suppressed (%s)", reason)}
+	}
+	se.s.log.Info("mail for the local postmaster", "client", se.ip.String(), "postmaster", to)
+	se.rcpts = append(se.rcpts, to)
+	return nil
+}
+
+// postmasterListener wraps each accepted connection in a postmasterConn
+// (not an implicit-TLS one: go-smtp must see its *tls.Conn).
+type postmasterListener struct{ net.Listener }
+
+func (l postmasterListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := c.(*tls.Conn); ok {
+		return c, nil
+	}
+	return newPostmasterConn(c), nil
+}
+
+// What postmasterConn is reading: what go-smtp will do with the bytes.
+const (
+	pmCommand = iota // command lines, one per Read
+	pmData           // DATA content up to its end marker
+	pmBDAT           // a BDAT chunk
+	pmRaw            // after STARTTLS: ciphertext, passed through
+)
+
+// States of the DATA end-marker scanner, as go-smtp's dataReader has them.
+const (
+	dBeginLine = iota
+	dDot
+	dDotCR
+	dCR
+	dData
+)
+
+// postmasterConn follows the SMTP dialogue closely enough to know when a
+// line is a command: it hands go-smtp one command line per Read (so
+// go-smtp never reads ahead of the command it is about to run), switches
+// to DATA mode when go-smtp answers DATA with 354 and back at the end
+// marker (scanned exactly as go-smtp's dataReader does), skips BDAT
+// chunks (sized as go-smtp parses them) and passes everything through
+// after a 220 to STARTTLS. Only in command mode is anything rewritten,
+// and only a RCPT TO:<postmaster> line.
+type postmasterConn struct {
+	net.Conn
+	br *bufio.Reader
+
+	mu       sync.Mutex
+	mode     int
+	dstate   int    // end-marker scanner state in pmData
+	bdatLeft uint64 // bytes of the BDAT chunk still to come
+	pending  []byte // rest of a command line longer than go-smtp's read
+	midLine  bool   // the last command-mode bytes did not end a line
+	lastCmd  string // "DATA" or "STARTTLS" until its final reply is written
+	wmid     bool   // the last write did not end a reply line
+}
+
+func newPostmasterConn(c net.Conn) *postmasterConn {
+	return &postmasterConn{Conn: c, br: bufio.NewReaderSize(c, 4096)}
+}
+
+func (c *postmasterConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		c.mu.Unlock()
+		return n, nil
+	}
+	mode, left := c.mode, c.bdatLeft
+	c.mu.Unlock()
+	switch mode {
+	case pmRaw:
+		return c.br.Read(p)
+	case pmBDAT:
+		if uint64(len(p)) > left {
+			p = p[:left]
+		}
+		n, err := c.br.Read(p)
+		c.mu.Lock()
+		if c.bdatLeft -= uint64(n); c.bdatLeft == 0 {
+			c.mode = pmCommand
+		}
+		c.mu.Unlock()
+		return n, err
+	case pmData:
+		return c.readData(p)
+	}
+	line, err := c.br.ReadSlice('\n')
+	if len(line) == 0 {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	complete := line[len(line)-1] == '\n'
+	if complete && !c.midLine {
+		line = c.command(line)
+	}
+	c.midLine = !complete
+	n := copy(p, line)
+	if n < len(line) {
+		c.pending = append(c.pending[:0], line[n:]...)
+	}
+	return n, nil
+}
+
+// readData returns buffered DATA content up to and including the end
+// marker.
+func (c *postmasterConn) readData(p []byte) (int, error) {
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	buf, _ := c.br.Peek(min(c.br.Buffered(), len(p)))
+	c.mu.Lock()
+	n := 0
+	for n < len(buf) {
+		if c.dstate == dData { // only a CR can change the state: skip to it
+			i := bytes.IndexByte(buf[n:], '\r')
+			if i < 0 {
+				n = len(buf)
+				break
+			}
+			n += i + 1
+			c.dstate = dCR
+			continue
+		}
+		b := buf[n]
+		n++
+		switch c.dstate {
+		case dBeginLine:
+			switch b {
+			case '.':
+				c.dstate = dDot
+			case '\r':
+				c.dstate = dCR
+			default:
+				c.dstate = dData
+			}
+		case dDot:
+			c.dstate = dData
+			if b == '\r' {
+				c.dstate = dDotCR
+			}
+		case dDotCR:
+			c.dstate = dData
+			if b == '\n' {
+				c.dstate, c.mode = dBeginLine, pmCommand
+			}
+		case dCR:
+			c.dstate = dData
+			if b == '\n' {
+				c.dstate = dBeginLine
+			}
+		case dData:
+			if b == '\r' {
+				c.dstate = dCR
+			}
+		}
+		if c.mode != pmData {
+			break
+		}
+	}
+	c.mu.Unlock()
+	copy(p, buf[:n])
+	c.br.Discard(n)
+	return n, nil
+}
+
+// command inspects one complete command line (parsed as go-smtp's
+// parseCmd does) and returns it, rewritten if it is RCPT TO:<postmaster>.
+func (c *postmasterConn) command(line []byte) []byte {
+	s := strings.TrimRight(string(line), "\r\n")
+	var verb, arg string
+	switch {
+	case strings.HasPrefix(strings.ToUpper(s), "STARTTLS"):
+		verb = "STARTTLS"
+	case len(s) == 4:
+		verb = strings.ToUpper(s)
+	case len(s) > 5 && s[4] == ' ':
+		verb, arg = strings.ToUpper(s[:4]), strings.TrimSpace(s[5:])
+	}
+	switch verb {
+	case "DATA", "STARTTLS":
+		c.lastCmd = verb
+	case "BDAT":
+		if size, ok := bdatSize(arg); ok && size > 0 {
+			c.mode, c.bdatLeft = pmBDAT, size
+		}
+	case "RCPT":
+		if len(arg) < 3 || !strings.EqualFold(arg[:3], "TO:") {
+			break
+		}
+		path := strings.TrimSpace(arg[3:])
+		const bare = "<postmaster>"
+		if len(path) >= len(bare) && strings.EqualFold(path[:len(bare)], bare) &&
+			(len(path) == len(bare) || path[len(bare)] == ' ') {
+			return []byte("RCPT TO:<" + postmasterSentinel + ">" + path[len(bare):] + "\r\n")
+		}
+	}
+	return line
+}
+
+// bdatSize parses BDAT's arguments as go-smtp does; ok means go-smtp will
+// read a chunk of size bytes after the command line.
+func bdatSize(arg string) (uint64, bool) {
+	args := strings.Fields(arg)
+	if len(args) == 0 || len(args) > 2 || len(args) == 2 && !strings.EqualFold(args[1], "LAST") {
+		return 0, false
+	}
+	size, err := strconv.ParseUint(args[0], 10, 32)
+	return size, err == nil
+}
+
+// Write passes go-smtp's replies on and watches for the final reply to
+// DATA (354: content follows) and STARTTLS (220: TLS follows).
+func (c *postmasterConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	for rest := p; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest
+		if i >= 0 {
+			line = rest[:i+1]
+		}
+		if !c.wmid && len(line) >= 4 && line[3] == ' ' && c.lastCmd != "" {
+			switch code := string(line[:3]); {
+			case c.lastCmd == "DATA" && code == "354":
+				c.mode, c.dstate = pmData, dBeginLine
+			case c.lastCmd == "STARTTLS" && code == "220":
+				c.mode = pmRaw
+			}
+			c.lastCmd = ""
+		}
+		c.wmid = i < 0
+		rest = rest[len(line):]
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}

@@ -1,0 +1,271 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/petrel-mta/petrel/mta"
+)
+
+// ErrInsufficientStorage is returned, instead of writing, when the file
+// system of the spool has less free space than the reserve
+// (Options.MinFreeSpace): new mail is refused (SMTP 452 4.3.1, HTTP 507)
+// while delivery goes on draining the queue.
+var ErrInsufficientStorage = mta.ErrInsufficientStorage
+
+// SpaceChecker is implemented by spools that can tell, before a message
+// is sent to them, that they would refuse it for lack of disk space
+// (*Queue does). Ingest asks it at MAIL FROM and before an HTTP injection.
+type SpaceChecker interface {
+	// CheckSpace returns an error wrapping ErrInsufficientStorage while
+	// new mail is refused.
+	CheckSpace() error
+}
+
+// Free-space guard.
+//
+// Pebble v1 treats a failed WAL write as fatal (Logger.Fatalf, then the
+// commit pipeline is wedged), so the queue must never let Pebble run into
+// ENOSPC on a commit. It samples the file system's free space (statfs)
+// and keeps, for a reserve R:
+//
+//   - below R: Enqueue refuses new mail with ErrInsufficientStorage;
+//     state changes (deliveries, bounces, holds) still commit: they are
+//     small and they make room;
+//   - a ballast file of B = R/2, within [24 MiB, 64 MiB], in the spool
+//     directory (as CockroachDB's emergency ballast), created while free
+//     space is at least R+B and deleted when free space falls below
+//     C = min(B/2, R) (someone else filled the disk): it gives Pebble
+//     room for WAL segments, flushes and the MANIFEST while delivery
+//     drains the queue, and lets the daemon open the spool on a full
+//     disk;
+//   - below C with no ballast left: Next hands out nothing (a delivery
+//     whose result could not be recorded would be repeated);
+//   - below F = min(C/4, 1 MiB): every commit is refused.
+const (
+	ballastName = "PETREL-RESERVE"
+	// minBallast covers what Pebble writes at open on a full disk: the
+	// replayed WAL flushed to an sstable (a memtable, 8 MiB) and a new
+	// preallocated WAL segment (8.8 MiB).
+	minBallast     = 24 << 20
+	maxBallast     = 64 << 20
+	maxFloor       = 1 << 20
+	spaceInterval  = 250 * time.Millisecond
+	spaceStaleness = 100 * time.Millisecond
+)
+
+type space struct {
+	dir     string
+	log     *slog.Logger
+	enabled bool
+	// reserve, ballast, critical and floor are R, B, C and F above.
+	reserve, ballast, critical, floor int64
+
+	mu         sync.Mutex // serialises samples and ballast changes
+	hasBallast bool
+	avail      atomic.Int64 // bytes free at the last sample
+	written    atomic.Int64 // bytes enqueued since the last sample
+	sampled    atomic.Int64 // unix nanos of the last sample
+	low        atomic.Bool
+}
+
+// newSpace sizes the guard for dir from the options; with neither
+// MinFreeSpace nor MinFreePercent set it is disabled.
+func newSpace(dir string, opts Options) (*space, error) {
+	s := &space{dir: dir, log: opts.Logger}
+	if opts.MinFreeSpace <= 0 && opts.MinFreePercent <= 0 {
+		return s, nil
+	}
+	s.enabled = true
+	s.reserve = opts.MinFreeSpace
+	if opts.MinFreePercent > 0 {
+		du, err := vfs.Default.GetDiskUsage(dir)
+		if err != nil {
+			return nil, fmt.Errorf("queue: disk usage of %s: %w", dir, err)
+		}
+		s.reserve = int64(float64(du.TotalBytes) * opts.MinFreePercent / 100)
+	}
+	s.ballast = min(max(s.reserve/2, minBallast), maxBallast)
+	s.critical = min(s.ballast/2, s.reserve)
+	s.floor = min(s.critical/4, maxFloor)
+	if fi, err := os.Stat(s.ballastPath()); err == nil {
+		s.hasBallast = true
+		if fi.Size() != s.ballast {
+			s.dropBallast("size changed")
+		}
+	}
+	s.sample()
+	return s, nil
+}
+
+func (s *space) ballastPath() string { return filepath.Join(s.dir, ballastName) }
+
+// sample reads the free space, releases the ballast when the disk is
+// nearly full and updates the low state. It does not create the ballast
+// (maintain does, outside request paths).
+func (s *space) sample() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sampleLocked()
+}
+
+func (s *space) sampleLocked() {
+	du, err := vfs.Default.GetDiskUsage(s.dir)
+	if err != nil {
+		s.log.Error("queue: free space", "dir", s.dir, "err", err)
+		return
+	}
+	avail := int64(min(du.AvailBytes, 1<<62))
+	if s.hasBallast && avail < s.critical {
+		s.dropBallast(fmt.Sprintf("%d bytes free", avail))
+		if du, err = vfs.Default.GetDiskUsage(s.dir); err == nil {
+			avail = int64(min(du.AvailBytes, 1<<62))
+		}
+	}
+	s.avail.Store(avail)
+	s.written.Store(0)
+	s.sampled.Store(time.Now().UnixNano())
+	low := avail < s.reserve
+	if s.low.Swap(low) != low {
+		if low {
+			s.log.Warn("queue: free disk space below the reserve: refusing new mail, still delivering",
+				"free_bytes", avail, "min_free_space", s.reserve, "dir", s.dir)
+		} else {
+			s.log.Info("queue: free disk space above the reserve again: accepting mail",
+				"free_bytes", avail, "min_free_space", s.reserve)
+		}
+	}
+}
+
+// maintain samples and recreates the ballast once there is room for it.
+func (s *space) maintain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sampleLocked()
+	if s.hasBallast || s.ballast <= 0 || s.avail.Load() < s.reserve+s.ballast {
+		return
+	}
+	if err := writeBallast(s.ballastPath(), s.ballast); err != nil {
+		s.log.Warn("queue: cannot create the disk reserve file", "path", s.ballastPath(), "err", err)
+		os.Remove(s.ballastPath())
+		return
+	}
+	s.hasBallast = true
+	s.log.Info("queue: disk reserve file in place", "path", s.ballastPath(), "bytes", s.ballast)
+	s.sampleLocked()
+}
+
+// dropBallast deletes the ballast file; s.mu is held (or s is new).
+func (s *space) dropBallast(why string) {
+	if err := os.Remove(s.ballastPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("queue: cannot delete the disk reserve file", "path", s.ballastPath(), "err", err)
+		return
+	}
+	s.hasBallast = false
+	s.log.Warn("queue: disk nearly full, released the disk reserve file for delivery", "bytes", s.ballast, "why", why)
+}
+
+// writeBallast allocates size bytes of real blocks at path (fallocate
+// where the file system has it, else zeros: a sparse file would reserve
+// nothing) and syncs.
+func writeBallast(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := allocate(f, size); err != nil {
+		zeros := make([]byte, 1<<20)
+		for left := size; left > 0; {
+			n := min(int64(len(zeros)), left)
+			if _, err := f.Write(zeros[:n]); err != nil {
+				f.Close()
+				return err
+			}
+			left -= n
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// free estimates the bytes free now: the last sample (refreshed when
+// older than spaceStaleness) minus what was enqueued since.
+func (s *space) free() int64 {
+	if time.Now().UnixNano()-s.sampled.Load() > int64(spaceStaleness) {
+		s.sample()
+	}
+	return s.avail.Load() - s.written.Load()
+}
+
+// admit reports whether a new message of n bytes may be written.
+func (s *space) admit(n int64) error {
+	if !s.enabled {
+		return nil
+	}
+	// Pebble writes a body twice before a flush (WAL and memtable flush)
+	// and once more in compactions: count it twice.
+	if free := s.free(); free-2*n < s.reserve {
+		return fmt.Errorf("%w: %d bytes free on the spool's file system, %d reserved (queue.min_free_space)",
+			ErrInsufficientStorage, max(free, 0), s.reserve)
+	}
+	return nil
+}
+
+// commitOK reports whether any batch may be committed.
+func (s *space) commitOK() error {
+	if !s.enabled {
+		return nil
+	}
+	if free := s.free(); free < s.floor {
+		return fmt.Errorf("%w: %d bytes free on the spool's file system: state changes wait for space",
+			ErrInsufficientStorage, max(free, 0))
+	}
+	return nil
+}
+
+// paused reports whether delivery must wait (results could not be
+// recorded safely).
+func (s *space) paused() bool {
+	return s.enabled && s.free() < s.critical
+}
+
+// added records n bytes enqueued.
+func (s *space) added(n int64) {
+	if s.enabled {
+		s.written.Add(n)
+	}
+}
+
+// spaceLoop samples the free space every spaceInterval.
+func (q *Queue) spaceLoop() {
+	defer q.wg.Done()
+	q.space.maintain()
+	t := time.NewTicker(spaceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-q.closedCh:
+			return
+		case <-t.C:
+			q.space.maintain()
+		}
+	}
+}
+
+// CheckSpace implements SpaceChecker: it fails while free space is below
+// Options.MinFreeSpace.
+func (q *Queue) CheckSpace() error { return q.space.admit(0) }
+
+// StorageLow reports whether new mail is refused for lack of disk space.
+func (q *Queue) StorageLow() bool { return q.space.enabled && q.CheckSpace() != nil }

@@ -1,0 +1,114 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
+)
+
+// TestFullDisk runs the spool on a real 96 MiB tmpfs: it is filled to the
+// last page by another writer, while stopped and while running. New mail
+// is refused with ErrInsufficientStorage, the spool opens on the full
+// disk, every acknowledged message is still delivered and recorded, and
+// nothing kills the process (Pebble's fatal commit error would).
+func TestFullDisk(t *testing.T) {
+	fs := testnet.SmallFS(t, 96)
+	dir := filepath.Join(fs, "queue")
+	filler := filepath.Join(fs, "filler")
+	opts := Options{MinFreeSpace: 40 << 20, ScanInterval: 5 * time.Millisecond}
+	q, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ballast := filepath.Join(dir, ballastName)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		if !testnet.Wait(10*time.Second, cond) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+	waitFor("the 24 MiB reserve file", func() bool {
+		fi, err := os.Stat(ballast)
+		return err == nil && fi.Size() == 24<<20
+	})
+	body := strings.Repeat("x", 10<<10)
+	var acked []string
+	for range 6 {
+		acked = append(acked, mustEnqueue(t, q, "s@x.test", []string{"r@y.test"}, body))
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Full while stopped: the spool still opens, in degraded mode.
+	testnet.Fill(t, filler)
+	q = openTest(t, dir, opts)
+	if _, err := os.Stat(ballast); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reserve file not released on a full disk: %v", err)
+	}
+	if err := q.CheckSpace(); !errors.Is(err, ErrInsufficientStorage) {
+		t.Fatalf("CheckSpace on a full disk: %v", err)
+	}
+	if _, err := q.Enqueue(ctxT(t), Envelope{From: "s@x.test", Recipients: []string{"r@y.test"}}, []byte(body)); !errors.Is(err, ErrInsufficientStorage) {
+		t.Fatalf("Enqueue on a full disk: %v, want ErrInsufficientStorage", err)
+	}
+	if st := q.Stats(); !st.StorageLow || st.Live != 6 {
+		t.Fatalf("stats on a full disk: %+v", st)
+	}
+	// Delivery drains the queue in the room the reserve file left.
+	deliver := func(n int) {
+		t.Helper()
+		for range n {
+			b, err := q.Next(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Complete(ctxT(t), b, []Result{{Index: b.Rcpts[0].Index, Outcome: Delivered, Code: 250}}); err != nil {
+				t.Fatalf("Complete on a full disk: %v", err)
+			}
+		}
+	}
+	deliver(5)
+
+	// Filled again while running, with no reserve file left: nothing is
+	// handed out (its result could not be recorded), commits are refused,
+	// and the process lives.
+	testnet.Fill(t, filler)
+	waitFor("the space sample", func() bool { return q.Stats().FreeBytes < 1<<20 })
+	nctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	if b, err := q.Next(nctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next on a disk with no room for the result: %+v, %v", b, err)
+	}
+	cancel()
+	if err := q.AppendEvents(ctxT(t), []Event{{Type: "complained", Recipient: "r@y.test"}}); !errors.Is(err, ErrInsufficientStorage) {
+		t.Fatalf("AppendEvents on a full disk: %v", err)
+	}
+
+	// Space freed: mail is accepted again, the reserve file comes back
+	// and the rest is delivered.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("mail accepted again", func() bool { return q.CheckSpace() == nil })
+	waitFor("the reserve file back", func() bool { _, err := os.Stat(ballast); return err == nil })
+	acked = append(acked, mustEnqueue(t, q, "s@x.test", []string{"r@y.test"}, body))
+	deliver(2)
+	for _, id := range acked {
+		m, err := q.Message(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := m.Recipients[0].State; st != StateDelivered {
+			t.Errorf("acknowledged message %s: %s, want delivered", id, st)
+		}
+	}
+	if st := q.Stats(); st.Live != 0 || st.StorageLow {
+		t.Fatalf("stats after the disk was freed: %+v", st)
+	}
+}

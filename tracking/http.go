@@ -1,0 +1,167 @@
+package tracking
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// pixelGIF is a transparent 1×1 GIF89a, 43 bytes.
+var pixelGIF = []byte{
+	'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff,
+	'!', 0xf9, 4, 1, 0, 0, 0, 0, ',', 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 'D', 1, 0, ';',
+}
+
+// Engagement is one open or click as the tracker saw it.
+type Engagement struct {
+	Kind      Kind
+	Campaign  string
+	Message   string
+	Recipient string
+	Link      int
+	URL       string
+	Time      time.Time
+	IP        string
+	UserAgent string
+	// Machine is true when the request was made by software, not a
+	// person opening or clicking: a privacy proxy prefetching images
+	// (Apple Mail Privacy Protection), a link scanner, a HEAD request, or
+	// a click within ScannerWindow of sending. MachineReason says which.
+	Machine       bool
+	MachineReason string
+	// Proxy names the image proxy that fetched an open for a person
+	// (Gmail, Yahoo): human, but IP and user agent are the proxy's.
+	Proxy string
+}
+
+// Recorder receives engagements. Record must not block the request for
+// long: implementations batch (the engagement log commits in groups).
+type Recorder interface {
+	Record(ctx context.Context, e Engagement)
+}
+
+// ScannerWindow: a click or open this soon after the message was rendered
+// is taken to be a security scanner's (people do not read that fast).
+const ScannerWindow = 10 * time.Second
+
+// Paths served by Handler.
+const (
+	OpenPath  = "/t/o/"
+	ClickPath = "/t/c/"
+)
+
+// Handler serves the open pixel (GET|HEAD /t/o/{token}) and the click
+// redirect (GET|HEAD /t/c/{token}). A token that does not verify, or of
+// the wrong kind, is a 404 with no body worth caching; the redirect goes
+// only to the URL sealed in the token. Both are public: no key.
+type Handler struct {
+	Signer   *Signer
+	Recorder Recorder
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	var want Kind
+	var raw string
+	switch {
+	case strings.HasPrefix(r.URL.Path, OpenPath):
+		want, raw = Open, strings.TrimSuffix(r.URL.Path[len(OpenPath):], ".gif")
+	case strings.HasPrefix(r.URL.Path, ClickPath):
+		want, raw = Click, r.URL.Path[len(ClickPath):]
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	tok, err := h.Signer.Decode(raw)
+	if err != nil || tok.Kind != want {
+		w.Header().Set("Cache-Control", "no-store")
+		http.NotFound(w, r)
+		return
+	}
+	now := h.now()
+	if h.Recorder != nil {
+		e := Engagement{Kind: tok.Kind, Campaign: tok.Campaign, Message: tok.Message, Recipient: tok.Recipient, Link: tok.Link, URL: tok.URL,
+			Time: now, IP: clientIP(r), UserAgent: r.UserAgent()}
+		Classify(&e, r.Method, tok.Sent)
+		h.Recorder.Record(r.Context(), e)
+	}
+	w.Header().Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	if tok.Kind == Open {
+		w.Header().Set("Content-Type", "image/gif")
+		w.Header().Set("Content-Length", "43")
+		if r.Method == http.MethodGet {
+			w.Write(pixelGIF)
+		}
+		return
+	}
+	w.Header().Set("Location", tok.URL)
+	w.WriteHeader(http.StatusFound)
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// appleMPP is Apple's 17.0.0.0/8, from which Mail Privacy Protection
+// fetches remote content with a bare "Mozilla/5.0" user agent.
+var appleMPP = netip.MustParsePrefix("17.0.0.0/8")
+
+// scannerAgents are user-agent substrings of link scanners and preview
+// fetchers (lower case).
+var scannerAgents = []string{
+	"bot", "crawler", "spider", "preview", "scanner", "barracuda", "proofpoint", "mimecast",
+	"symantec", "trendmicro", "forcepoint", "fireeye", "cisco", "ironport", "python-requests",
+	"go-http-client", "curl/", "wget/", "java/", "okhttp", "headlesschrome", "phantomjs",
+}
+
+// Classify sets e's Machine, MachineReason and Proxy from the request
+// method, its user agent and IP, and the time since the message was sent
+// (sent in unix seconds; 0 unknown).
+func Classify(e *Engagement, method string, sent int64) {
+	ua := strings.ToLower(e.UserAgent)
+	ip, _ := netip.ParseAddr(e.IP)
+	switch {
+	case method == http.MethodHead:
+		e.Machine, e.MachineReason = true, "head_request"
+	case e.Kind == Open && e.UserAgent == "Mozilla/5.0" && ip.IsValid() && appleMPP.Contains(ip.Unmap()):
+		e.Machine, e.MachineReason = true, "apple_mpp"
+	case strings.Contains(ua, "googleimageproxy"):
+		e.Proxy = "gmail" // fetched when the person opens the message
+	case strings.Contains(ua, "yahoomailproxy"):
+		e.Proxy = "yahoo"
+	case ua == "":
+		e.Machine, e.MachineReason = true, "no_user_agent"
+	default:
+		for _, s := range scannerAgents {
+			if strings.Contains(ua, s) {
+				e.Machine, e.MachineReason = true, "scanner_agent"
+				return
+			}
+		}
+		if sent > 0 && e.Time.Sub(time.Unix(sent, 0)) < ScannerWindow {
+			e.Machine, e.MachineReason = true, "too_soon"
+		}
+	}
+}

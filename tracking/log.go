@@ -1,0 +1,442 @@
+package tracking
+
+// The engagement log: opens and clicks are high volume, so they are not
+// synced spool writes per request (ARCHITECTURE.md, ESP layer). Record
+// hands an engagement to one writer goroutine, which commits whatever has
+// arrived as one unsynced Pebble batch and syncs the WAL every
+// SyncInterval: at most SyncInterval of engagements is at risk on power
+// loss; Close (SIGTERM) commits and syncs everything first, so none is
+// lost on a clean stop. The same batch updates the aggregates, so stats
+// never scan the log.
+//
+// Keyspace (one Pebble DB, e.g. <data_dir>/engagement):
+//
+//	e  seq (uint64 BE)                               JSON Engagement
+//	u  kind, campaign 0x00 message 0x00 recipient     empty: first human open/click seen (unique)
+//	U  kind, campaign 0x00 message 0x00 recipient     empty: first open/click of any kind seen
+//	c  campaign 0x00 counter name [0x00 hour BE]      varint sum (merge operator)
+//	k  cursor name                                   last seq a consumer handled
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
+)
+
+// ErrLogClosed is returned after Close.
+var ErrLogClosed = errors.New("tracking: engagement log closed")
+
+// LogOptions configure OpenLog.
+type LogOptions struct {
+	// SyncInterval bounds what a power loss can take (default 1s).
+	SyncInterval time.Duration
+	// Buffer is how many engagements may wait for the writer (default
+	// 65536); Record blocks (up to its ctx) when it is full.
+	Buffer int
+	Logger *slog.Logger
+}
+
+// Log is the engagement log and its aggregates. It implements Recorder.
+type Log struct {
+	db       *pebble.DB
+	in       chan Engagement
+	log      *slog.Logger
+	interval time.Duration
+	done     chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
+	seq      uint64
+	// flushReq asks the writer to commit and sync now (Flush).
+	flushReq chan chan error
+}
+
+// OpenLog opens (creating) the engagement log in dir.
+func OpenLog(dir string, o LogOptions) (*Log, error) {
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = time.Second
+	}
+	if o.Buffer <= 0 {
+		o.Buffer = 1 << 16
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	po := &pebble.Options{Merger: sumMerge(), Logger: quietPebble{}}
+	po.Levels = make([]pebble.LevelOptions, 7)
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // the unique-marker Gets are mostly misses
+	}
+	db, err := pebble.Open(dir, po.EnsureDefaults())
+	if err != nil {
+		return nil, fmt.Errorf("tracking: open engagement log: %w", err)
+	}
+	l := &Log{db: db, in: make(chan Engagement, o.Buffer), log: o.Logger, interval: o.SyncInterval,
+		done: make(chan struct{}), flushReq: make(chan chan error)}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'e'}, UpperBound: []byte{'f'}})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("tracking: open engagement log: %w", err)
+	}
+	if it.Last() && len(it.Key()) == 9 {
+		l.seq = binary.BigEndian.Uint64(it.Key()[1:])
+	}
+	it.Close()
+	go l.run()
+	return l, nil
+}
+
+// Record queues e for the next group commit. It blocks only while the
+// buffer is full, until ctx ends (then e is dropped and logged).
+func (l *Log) Record(ctx context.Context, e Engagement) {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return
+	}
+	select {
+	case l.in <- e:
+	case <-ctx.Done():
+		l.log.Warn("engagement dropped: log buffer full", "kind", string(e.Kind), "campaign", e.Campaign)
+	}
+}
+
+// Flush commits and syncs everything recorded so far.
+func (l *Log) Flush() error {
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return ErrLogClosed
+	}
+	ch := make(chan error, 1)
+	l.flushReq <- ch
+	l.closeMu.RUnlock()
+	return <-ch
+}
+
+// Close commits and syncs everything recorded, then closes the store.
+func (l *Log) Close() error {
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	close(l.in)
+	l.closeMu.Unlock()
+	<-l.done
+	return l.db.Close()
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	tick := time.NewTicker(l.interval)
+	defer tick.Stop()
+	dirty := false
+	for {
+		select {
+		case e, ok := <-l.in:
+			if !ok {
+				if err := l.commit(nil, true); err != nil {
+					l.log.Error("engagement log: final commit", "err", err)
+				}
+				return
+			}
+			if err := l.commit(&e, false); err != nil {
+				l.log.Error("engagement log: commit", "err", err)
+			}
+			dirty = true
+		case <-tick.C:
+			if dirty {
+				if err := l.db.LogData(nil, pebble.Sync); err != nil {
+					l.log.Error("engagement log: sync", "err", err)
+				}
+				dirty = false
+			}
+		case ch := <-l.flushReq:
+			ch <- l.commit(nil, true)
+			dirty = false
+		}
+	}
+}
+
+// commit writes first (if not nil) and whatever else is waiting as one
+// batch; sync makes it durable now.
+func (l *Log) commit(first *Engagement, sync bool) error {
+	b := l.db.NewIndexedBatch()
+	defer b.Close()
+	n := 0
+	add := func(e Engagement) error {
+		n++
+		return l.apply(b, e)
+	}
+	if first != nil {
+		if err := add(*first); err != nil {
+			return err
+		}
+	}
+drain:
+	for n < 4096 {
+		select {
+		case e, ok := <-l.in:
+			if !ok {
+				sync = true
+				break drain
+			}
+			if err := add(e); err != nil {
+				return err
+			}
+		default:
+			break drain
+		}
+	}
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	if n == 0 && !sync {
+		return nil
+	}
+	if n == 0 {
+		return l.db.LogData(nil, pebble.Sync)
+	}
+	return b.Commit(opts)
+}
+
+// Counter names of the aggregates.
+const (
+	CntOpens           = "opens"
+	CntOpensMachine    = "opens_machine"
+	CntUniqueOpens     = "unique_opens" // human
+	CntUniqueOpensAny  = "unique_opens_any"
+	CntClicks          = "clicks"
+	CntClicksMachine   = "clicks_machine"
+	CntUniqueClicks    = "unique_clicks" // human
+	CntUniqueClicksAny = "unique_clicks_any"
+	cntLinkPrefix      = "link:"       // clicks per link index (human)
+	CntOpensProxy      = "opens_proxy" // human opens fetched through an image proxy
+)
+
+func (l *Log) apply(b *pebble.Batch, e Engagement) error {
+	l.seq++
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := b.Set(append([]byte{'e'}, binary.BigEndian.AppendUint64(nil, l.seq)...), v, nil); err != nil {
+		return err
+	}
+	hour := uint64(e.Time.Unix() / 3600)
+	inc := func(name string) error {
+		for _, k := range [][]byte{counterKey(e.Campaign, name, 0, false), counterKey(e.Campaign, name, hour, true)} {
+			if err := b.Merge(k, binary.AppendVarint(nil, 1), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// first reports whether the marker key is new, setting it.
+	first := func(prefix byte) (bool, error) {
+		k := make([]byte, 0, 4+len(e.Campaign)+len(e.Message)+len(e.Recipient))
+		k = append(k, prefix, byte(e.Kind))
+		k = append(append(append(append(append(k, e.Campaign...), 0), e.Message...), 0), e.Recipient...)
+		_, closer, err := b.Get(k)
+		if err == nil {
+			closer.Close()
+			return false, nil
+		}
+		if !errors.Is(err, pebble.ErrNotFound) {
+			return false, err
+		}
+		return true, b.Set(k, nil, nil)
+	}
+	total, machine, uniq, uniqAny := CntOpens, CntOpensMachine, CntUniqueOpens, CntUniqueOpensAny
+	if e.Kind == Click {
+		total, machine, uniq, uniqAny = CntClicks, CntClicksMachine, CntUniqueClicks, CntUniqueClicksAny
+	}
+	name := total
+	if e.Machine {
+		name = machine
+	}
+	if err := inc(name); err != nil {
+		return err
+	}
+	if ok, err := first('U'); err != nil {
+		return err
+	} else if ok {
+		if err := inc(uniqAny); err != nil {
+			return err
+		}
+	}
+	if e.Machine {
+		return nil
+	}
+	if e.Proxy != "" {
+		if err := inc(CntOpensProxy); err != nil {
+			return err
+		}
+	}
+	if e.Kind == Click {
+		if err := inc(cntLinkPrefix + strconv.Itoa(e.Link)); err != nil {
+			return err
+		}
+	}
+	if ok, err := first('u'); err != nil {
+		return err
+	} else if ok {
+		return inc(uniq)
+	}
+	return nil
+}
+
+func counterKey(campaign, name string, hour uint64, hourly bool) []byte {
+	k := make([]byte, 0, 12+len(campaign)+len(name))
+	k = append(k, 'c')
+	k = append(append(append(k, campaign...), 0), name...)
+	if hourly {
+		k = append(k, 0)
+		k = binary.BigEndian.AppendUint64(k, hour)
+	}
+	return k
+}
+
+// Stats are a campaign's engagement totals.
+type Stats struct {
+	Campaign string           `json:"campaign"`
+	Counters map[string]int64 `json:"counters"`
+	// Links are human clicks per link index.
+	Links map[int]int64 `json:"links,omitempty"`
+}
+
+// CampaignStats returns the totals of campaign (committed engagements;
+// call Flush first to include those still in the buffer).
+func (l *Log) CampaignStats(campaign string) (Stats, error) {
+	lower := append(append([]byte{'c'}, campaign...), 0)
+	upper := append(append([]byte{'c'}, campaign...), 1)
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return Stats{}, fmt.Errorf("tracking: stats: %w", err)
+	}
+	defer it.Close()
+	st := Stats{Campaign: campaign, Counters: map[string]int64{}}
+	for ok := it.First(); ok; ok = it.Next() {
+		name := it.Key()[len(lower):]
+		if i := indexZero(name); i >= 0 {
+			continue // hourly series
+		}
+		n, k := binary.Varint(it.Value())
+		if k <= 0 {
+			return Stats{}, fmt.Errorf("tracking: corrupt counter %q", it.Key())
+		}
+		if s := string(name); len(s) > len(cntLinkPrefix) && s[:len(cntLinkPrefix)] == cntLinkPrefix {
+			idx, err := strconv.Atoi(s[len(cntLinkPrefix):])
+			if err == nil {
+				if st.Links == nil {
+					st.Links = map[int]int64{}
+				}
+				st.Links[idx] = n
+			}
+			continue
+		}
+		st.Counters[string(name)] = n
+	}
+	return st, it.Error()
+}
+
+// Hourly returns counter name of campaign per hour (unix hour → count).
+func (l *Log) Hourly(campaign, name string) (map[int64]int64, error) {
+	lower := append(append(append(append([]byte{'c'}, campaign...), 0), name...), 0)
+	upper := append(append(append(append([]byte{'c'}, campaign...), 0), name...), 1)
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, fmt.Errorf("tracking: hourly: %w", err)
+	}
+	defer it.Close()
+	out := map[int64]int64{}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()[len(lower):]
+		if len(k) != 8 {
+			continue
+		}
+		n, _ := binary.Varint(it.Value())
+		out[int64(binary.BigEndian.Uint64(k))*3600] = n
+	}
+	return out, it.Error()
+}
+
+// Read returns up to limit engagements after seq (0: from the start),
+// with the seq of the last one, for consumers keeping their own cursor.
+func (l *Log) Read(after uint64, limit int) ([]Engagement, uint64, error) {
+	if limit <= 0 || limit > 10000 {
+		limit = 1000
+	}
+	lower := append([]byte{'e'}, binary.BigEndian.AppendUint64(nil, after+1)...)
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{'f'}})
+	if err != nil {
+		return nil, after, fmt.Errorf("tracking: read: %w", err)
+	}
+	defer it.Close()
+	var out []Engagement
+	last := after
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		var e Engagement
+		if err := json.Unmarshal(it.Value(), &e); err != nil {
+			return nil, after, fmt.Errorf("tracking: corrupt engagement %x: %w", it.Key(), err)
+		}
+		out = append(out, e)
+		last = binary.BigEndian.Uint64(it.Key()[1:])
+	}
+	return out, last, it.Error()
+}
+
+func indexZero(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// sumMerge adds varint deltas (the aggregates' counters).
+func sumMerge() *pebble.Merger {
+	return &pebble.Merger{
+		Name: "petrel.tracking.sum.v1",
+		Merge: func(key, value []byte) (pebble.ValueMerger, error) {
+			m := &sum{}
+			return m, m.MergeNewer(value)
+		},
+	}
+}
+
+type sum struct{ v int64 }
+
+func (m *sum) MergeNewer(value []byte) error {
+	n, k := binary.Varint(value)
+	if k <= 0 || k != len(value) {
+		return fmt.Errorf("tracking: corrupt counter value %x", value)
+	}
+	m.v += n
+	return nil
+}
+
+func (m *sum) MergeOlder(value []byte) error { return m.MergeNewer(value) }
+
+func (m *sum) Finish(bool) ([]byte, io.Closer, error) { return binary.AppendVarint(nil, m.v), nil, nil }
+
+type quietPebble struct{}
+
+func (quietPebble) Infof(string, ...any)  {}
+func (quietPebble) Errorf(string, ...any) {}
+func (quietPebble) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,130 @@
+package tracking
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestLogAggregatesAndClose records a mix of human, machine and repeated
+// engagements from concurrent callers, closes the log (the SIGTERM path),
+// reopens it and checks every aggregate and the raw log.
+func TestLogAggregatesAndClose(t *testing.T) {
+	dir := t.TempDir()
+	l, err := OpenLog(dir, LogOptions{SyncInterval: 50 * time.Millisecond, Buffer: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	at := time.Date(2026, 12, 1, 10, 30, 0, 0, time.UTC)
+	done := make(chan struct{})
+	const people = 200
+	for w := 0; w < 4; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := w; i < people; i += 4 {
+				rcpt := fmt.Sprintf("c%d", i)
+				msg := "camp1:" + rcpt
+				// Every person: an Apple MPP prefetch, then two human opens.
+				l.Record(ctx, Engagement{Kind: Open, Campaign: "camp1", Message: msg, Recipient: rcpt, Time: at, Machine: true, MachineReason: "apple_mpp"})
+				l.Record(ctx, Engagement{Kind: Open, Campaign: "camp1", Message: msg, Recipient: rcpt, Time: at.Add(time.Hour)})
+				l.Record(ctx, Engagement{Kind: Open, Campaign: "camp1", Message: msg, Recipient: rcpt, Time: at.Add(time.Hour), Proxy: "gmail"})
+				// Every other person clicks link 1 twice; every fourth is only scanned.
+				if i%2 == 0 {
+					l.Record(ctx, Engagement{Kind: Click, Campaign: "camp1", Message: msg, Recipient: rcpt, Link: 1, Time: at.Add(time.Hour)})
+					l.Record(ctx, Engagement{Kind: Click, Campaign: "camp1", Message: msg, Recipient: rcpt, Link: 1, Time: at.Add(time.Hour)})
+				} else if i%4 == 1 {
+					l.Record(ctx, Engagement{Kind: Click, Campaign: "camp1", Message: msg, Recipient: rcpt, Link: 0, Time: at, Machine: true, MachineReason: "too_soon"})
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	l.Record(ctx, Engagement{Kind: Open, Campaign: "other", Message: "x", Recipient: "c1", Time: at})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.Record(ctx, Engagement{Kind: Open, Campaign: "camp1", Message: "late", Time: at}) // after Close: ignored
+
+	l, err = OpenLog(dir, LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st, err := l.CampaignStats("camp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{
+		CntOpens: 2 * people, CntOpensMachine: people, CntUniqueOpens: people, CntUniqueOpensAny: people, CntOpensProxy: people,
+		CntClicks: people, CntClicksMachine: people / 4, CntUniqueClicks: people / 2, CntUniqueClicksAny: people/2 + people/4,
+	}
+	for k, v := range want {
+		if st.Counters[k] != v {
+			t.Errorf("%s = %d, want %d", k, st.Counters[k], v)
+		}
+	}
+	if len(st.Counters) != len(want) {
+		t.Errorf("unexpected counters: %v", st.Counters)
+	}
+	if st.Links[1] != people || len(st.Links) != 1 {
+		t.Errorf("links %v", st.Links)
+	}
+	hourly, err := l.Hourly("camp1", CntOpens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hourly[at.Truncate(time.Hour).Add(time.Hour).Unix()] != 2*people || len(hourly) != 1 {
+		t.Errorf("hourly human opens %v", hourly)
+	}
+	if other, _ := l.CampaignStats("other"); other.Counters[CntUniqueOpens] != 1 {
+		t.Errorf("other campaign %v", other.Counters)
+	}
+	var all []Engagement
+	for after := uint64(0); ; {
+		es, last, err := l.Read(after, 333)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		all, after = append(all, es...), last
+	}
+	if wantN := 3*people + people + people/4 + 1; len(all) != wantN {
+		t.Fatalf("log holds %d engagements, want %d", len(all), wantN)
+	}
+	// New records after reopening continue the sequence.
+	l.Record(ctx, Engagement{Kind: Click, Campaign: "camp1", Message: "camp1:c0", Recipient: "c0", Link: 3, Time: at})
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	es, _, _ := l.Read(uint64(len(all)), 10)
+	if len(es) != 1 || es[0].Link != 3 {
+		t.Fatalf("after reopen: %+v", es)
+	}
+}
+
+// BenchmarkLogRecord is the cost of recording one engagement through the
+// group-committing writer:
+//
+//	go test -run '^$' -bench LogRecord -benchmem ./tracking
+func BenchmarkLogRecord(b *testing.B) {
+	l, err := OpenLog(b.TempDir(), LogOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		i++
+		l.Record(ctx, Engagement{Kind: Open, Campaign: "c", Message: fmt.Sprint(i), Recipient: fmt.Sprint(i % 1000), Time: time.Now()})
+	}
+	if err := l.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	l.Close()
+}
