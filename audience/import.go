@@ -409,6 +409,20 @@ type pendingRow struct {
 	r    row
 }
 
+// readBatch is one batch of parsed rows, handed from the CSV reader to
+// the committer.
+type readBatch struct {
+	rows    []pendingRow
+	errs    []ImportError
+	read    int64 // records read, good or bad
+	offset  int64 // file offset after the batch
+	endLine int64 // last line of the batch
+	err     error // reading failed (the batch is not to be committed)
+}
+
+// runImport reads and validates the CSV in one goroutine while the
+// previous batch commits in this one (the two halves of an import cost
+// about the same CPU). At most two batches are in memory.
 func (s *Store) runImport(ctx context.Context, id, audience int64, path string, o *ImportOptions, h *header, offset, line int64) error {
 	a, err := s.Audience(ctx, audience)
 	if err != nil {
@@ -422,71 +436,93 @@ func (s *Store) runImport(ctx context.Context, id, audience int64, path string, 
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return fmt.Errorf("import file: %w", err)
 	}
-	cr := newCSVReader(f)
-	baseOff, baseLine := offset, line
-	var batch []pendingRow
-	var errs []ImportError
-	rowsInBatch := int64(0)
-	lastEnd := line
-	batches := 0
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	batches := make(chan readBatch, 1)
+	go s.readBatches(rctx, f, &a, h, o, offset, line, batches)
 	committed := offset
+	n := 0
+	for b := range batches {
+		if b.err != nil {
+			return b.err
+		}
+		if err := s.commitBatch(ctx, id, &a, o, b.rows, b.errs, b.read, committed, b.offset, b.endLine); err != nil {
+			return err
+		}
+		committed = b.offset
+		n++
+		if s.d == postgres && n&(n-1) == 0 {
+			// The planner's statistics of a table growing from empty are
+			// stale at once: without this, the per-batch lookup of
+			// existing addresses turns into a sequential scan and the
+			// import goes quadratic. Refresh them as the table doubles.
+			if _, err := s.db.ExecContext(ctx, `ANALYZE contacts`); err != nil {
+				return fmt.Errorf("analyze: %w", err)
+			}
+		}
+		if s.opts.afterBatch != nil {
+			s.opts.afterBatch()
+		}
+	}
+	return ctx.Err()
+}
+
+// readBatches parses the CSV from r (positioned at offset, after line)
+// into batches of BatchSize records and sends them to out, which it
+// closes at the end of the file, on an error or when ctx ends.
+func (s *Store) readBatches(ctx context.Context, r io.Reader, a *Audience, h *header, o *ImportOptions, offset, line int64, out chan<- readBatch) {
+	defer close(out)
+	cr := newCSVReader(r)
+	send := func(b readBatch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	b := readBatch{endLine: line}
 	for {
 		rec, rerr := cr.Read()
 		if errors.Is(rerr, io.EOF) {
 			break
 		}
-		rowsInBatch++
-		lastEnd = recordEndLine(cr, rec, rerr, baseLine)
+		b.read++
+		b.endLine = recordEndLine(cr, rec, rerr, line)
 		var pe *csv.ParseError
 		if rerr != nil {
 			if !errors.As(rerr, &pe) {
-				return fmt.Errorf("read: %w", rerr)
+				send(readBatch{err: fmt.Errorf("read: %w", rerr)})
+				return
 			}
-			errs = append(errs, ImportError{Line: baseLine + int64(pe.StartLine), Column: "", Reason: "malformed CSV: " + pe.Err.Error()})
+			b.errs = append(b.errs, ImportError{Line: line + int64(pe.StartLine), Column: "", Reason: "malformed CSV: " + pe.Err.Error()})
 		} else {
 			l, _ := cr.FieldPos(0)
-			recLine := baseLine + int64(l)
-			r, ierr := a.rowFromCSV(rec, h, o)
+			recLine := line + int64(l)
+			row, ierr := a.rowFromCSV(rec, h, o)
 			if ierr != nil {
 				col := ""
 				var fe *fieldError
 				if errors.As(ierr, &fe) {
 					col = fe.col
 				}
-				errs = append(errs, ImportError{Line: recLine, Column: col, Reason: ierr.Error()})
+				b.errs = append(b.errs, ImportError{Line: recLine, Column: col, Reason: ierr.Error()})
 			} else {
-				batch = append(batch, pendingRow{recLine, r})
+				b.rows = append(b.rows, pendingRow{recLine, row})
 			}
 		}
-		if int(rowsInBatch) >= s.opts.BatchSize {
-			next := baseOff + cr.InputOffset()
-			if err := s.commitBatch(ctx, id, &a, o, batch, errs, rowsInBatch, committed, next, lastEnd); err != nil {
-				return err
+		if int(b.read) >= s.opts.BatchSize {
+			b.offset = offset + cr.InputOffset()
+			if !send(b) {
+				return
 			}
-			committed = next
-			batch, errs, rowsInBatch = batch[:0], errs[:0], 0
-			batches++
-			if s.d == postgres && batches&(batches-1) == 0 {
-				// The planner's statistics of a table growing from empty
-				// are stale at once: without this, the per-batch lookup of
-				// existing addresses turns into a sequential scan and the
-				// import goes quadratic. Refresh them as the table doubles.
-				if _, err := s.db.ExecContext(ctx, `ANALYZE contacts`); err != nil {
-					return fmt.Errorf("analyze: %w", err)
-				}
-			}
-			if s.opts.afterBatch != nil {
-				s.opts.afterBatch()
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return err
+			b = readBatch{endLine: b.endLine}
 		}
 	}
-	if rowsInBatch > 0 {
-		return s.commitBatch(ctx, id, &a, o, batch, errs, rowsInBatch, committed, baseOff+cr.InputOffset(), lastEnd)
+	if b.read > 0 {
+		b.offset = offset + cr.InputOffset()
+		send(b)
 	}
-	return nil
 }
 
 // recordEndLine is the absolute line the record just read ends on.
