@@ -355,8 +355,14 @@ func (s *Store) RunImport(ctx context.Context, id int64) error {
 	if err := json.Unmarshal([]byte(hdr), &h); err != nil {
 		return fmt.Errorf("audience: import %d: %w", id, err)
 	}
-	if _, err := s.exec(ctx, s.db, `UPDATE imports SET state = ?, updated_at = ? WHERE id = ?`, ImportRunning, s.now(), id); err != nil {
+	// Only an unfinished job becomes running: another runner may have
+	// finished it since it was read above.
+	res, err := s.exec(ctx, s.db, `UPDATE imports SET state = ?, updated_at = ? WHERE id = ? AND state IN (?, ?)`, ImportRunning, s.now(), id, ImportQueued, ImportRunning)
+	if err != nil {
 		return fmt.Errorf("audience: import %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return nil
 	}
 	for {
 		err = s.runImport(ctx, id, audience, path, &o, &h, offset, line)
@@ -382,12 +388,12 @@ func (s *Store) RunImport(ctx context.Context, id int64) error {
 		if ctx.Err() != nil {
 			return err // stopped, not failed: resumes later
 		}
-		if _, uerr := s.exec(context.WithoutCancel(ctx), s.db, `UPDATE imports SET state = ?, error = ?, updated_at = ? WHERE id = ?`, ImportFailed, err.Error(), s.now(), id); uerr != nil {
+		if _, uerr := s.exec(context.WithoutCancel(ctx), s.db, `UPDATE imports SET state = ?, error = ?, updated_at = ? WHERE id = ? AND state = ?`, ImportFailed, err.Error(), s.now(), id, ImportRunning); uerr != nil {
 			return errors.Join(err, uerr)
 		}
 		return err
 	}
-	if _, err := s.exec(ctx, s.db, `UPDATE imports SET state = ?, updated_at = ? WHERE id = ?`, ImportDone, s.now(), id); err != nil {
+	if _, err := s.exec(ctx, s.db, `UPDATE imports SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, ImportDone, s.now(), id, ImportRunning); err != nil {
 		return fmt.Errorf("audience: import %d: %w", id, err)
 	}
 	if s.d == postgres {
