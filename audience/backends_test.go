@@ -7,19 +7,27 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
-// pgAdmin is the PostgreSQL server every store test also runs against
-// (trust auth on loopback, as on the development machine and in CI).
-const pgAdmin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+// pgServer is the PostgreSQL server every store test also runs against
+// (trust auth on loopback, as on the development machine and in CI);
+// PETREL_TEST_POSTGRES overrides it ("postgres://user@host:port").
+func pgServer() string {
+	if v := os.Getenv("PETREL_TEST_POSTGRES"); v != "" {
+		return strings.TrimRight(v, "/")
+	}
+	return "postgres://postgres@127.0.0.1:5432"
+}
 
 // newPGDatabase creates a fresh database and returns its URL; it is
 // dropped when the test ends. Without a reachable server the test fails
 // under CI=true and is skipped otherwise.
 func newPGDatabase(t testing.TB) string {
 	t.Helper()
+	pgAdmin := pgServer() + "/postgres?sslmode=disable"
 	admin, err := sql.Open("pgx", pgAdmin)
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +56,7 @@ func newPGDatabase(t testing.TB) string {
 		}
 		admin.Close()
 	})
-	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
+	return pgServer() + "/" + name + "?sslmode=disable"
 }
 
 // backendDSN returns a fresh database of the named backend.
