@@ -45,6 +45,7 @@ type Config struct {
 	Shaping   ShapingConfig  `toml:"shaping"`
 	Sending   SendingConfig  `toml:"sending"`
 	Verify    VerifyConfig   `toml:"verify"`
+	ESP       ESPConfig      `toml:"esp"`
 }
 
 // LogConfig selects the log format and level.
@@ -136,6 +137,7 @@ func Default() *Config {
 		Shaping:             defaultShaping(),
 		Sending:             defaultSending(),
 		Verify:              defaultVerify(),
+		ESP:                 defaultESP(),
 	}
 }
 
@@ -268,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Verify.validate(); err != nil {
 		return fmt.Errorf("verify: %w", err)
+	}
+	if err := c.ESP.validate(); err != nil {
+		return fmt.Errorf("esp: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,55 @@
+package config
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+)
+
+// ESPConfig is the [esp] section: the database of the ESP layer
+// (audiences, contacts, segments, imports, consent).
+type ESPConfig struct {
+	// Database is a postgres:// (or postgresql://) URL for PostgreSQL, or
+	// the path of an embedded SQLite file; "" means <data_dir>/esp.db.
+	Database string `toml:"database"`
+	// ImportDir keeps uploaded CSV files until their import job finishes;
+	// "" means <data_dir>/imports.
+	ImportDir string `toml:"import_dir"`
+	// ImportBatch is the number of CSV rows committed per transaction.
+	ImportBatch int `toml:"import_batch"`
+	// MaxUploadBytes caps one CSV upload.
+	MaxUploadBytes int64 `toml:"max_upload_bytes"`
+}
+
+func defaultESP() ESPConfig {
+	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30}
+}
+
+func (e *ESPConfig) validate() error {
+	e.Database = strings.TrimSpace(e.Database)
+	switch {
+	case e.ImportBatch <= 0 || e.ImportBatch > 10000:
+		return errors.New("import_batch must be 1 to 10000")
+	case e.MaxUploadBytes <= 0:
+		return errors.New("max_upload_bytes must be positive")
+	case strings.Contains(e.Database, "://") && !strings.HasPrefix(e.Database, "postgres://") && !strings.HasPrefix(e.Database, "postgresql://"):
+		return errors.New("database: want a postgres:// URL or a file path")
+	}
+	return nil
+}
+
+// DatabaseDSN returns Database, or the default SQLite file in dataDir.
+func (e *ESPConfig) DatabaseDSN(dataDir string) string {
+	if e.Database != "" {
+		return e.Database
+	}
+	return filepath.Join(dataDir, "esp.db")
+}
+
+// ImportPath returns ImportDir, or the default under dataDir.
+func (e *ESPConfig) ImportPath(dataDir string) string {
+	if e.ImportDir != "" {
+		return e.ImportDir
+	}
+	return filepath.Join(dataDir, "imports")
+}
