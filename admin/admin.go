@@ -32,6 +32,8 @@ type Options struct {
 	Tracking http.Handler
 	// Verify is verify.Verifier.Handler.
 	Verify http.Handler
+	// Audiences is audience.Handler (audiences.go).
+	Audiences http.Handler
 	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
 	PolicyStatus func() any
 	// Metrics is the Prometheus handler; MetricsAccess is [metrics]
@@ -66,6 +68,7 @@ func New(o Options) *Router {
 	r.mountPolicy(o)
 	r.mountSystem(o)
 	r.mountTracking(o)
+	r.mountAudiences(o)
 	return r
 }
 

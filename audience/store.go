@@ -89,11 +89,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		}
 	} else {
 		s.d = sqlite
-		// WAL lets readers run beside the one writer; IMMEDIATE write
+		// WAL lets readers run beside the one writer (synchronous FULL: a
+		// committed transaction survives power loss, not only kill -9); IMMEDIATE write
 		// transactions take the write lock up front so two writers queue
 		// on busy_timeout instead of failing to upgrade a read lock. The
 		// page cache is 32 MiB per connection (default 2 MiB).
-		s.db, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_pragma=foreign_keys(1)&_txlock=immediate")
+		s.db, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-32768)&_pragma=foreign_keys(1)&_txlock=immediate")
 		if err == nil {
 			s.db.SetMaxOpenConns(4)
 		}

@@ -204,6 +204,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Submitter: sub,
 		Logger:    log, Registry: reg,
 	})
+	audH, err := d.openAudiences(ctx, log.With("component", "audience"))
+	if err != nil {
+		return nil, err
+	}
 	trk, err := openTracking(cfg.DataDir, log.With("component", "tracking"))
 	if err != nil {
 		return nil, err
@@ -220,6 +224,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Policy:              pol.Handler(),
 		Unsubscribe:         pol.PublicHandler(),
 		Tracking:            trk.handler,
+		Audiences:           audH,
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },
 		MetricsAccess:       cfg.Metrics.Access,

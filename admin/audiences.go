@@ -1,0 +1,20 @@
+package admin
+
+// mountAudiences mounts the ESP audience API (audience.Handler; its doc
+// comment lists every route): audiences, fields, contacts, tags,
+// segments, imports, consent, export and erasure, all behind the key.
+// CSV uploads bound their own body ([esp] max_upload_bytes).
+func (r *Router) mountAudiences(o Options) {
+	h := o.Audiences
+	if h == nil {
+		return
+	}
+	const jsonBody = 16 << 20
+	r.private("GET /api/v1/audiences", 0, h)
+	r.private("POST /api/v1/audiences", jsonBody, h)
+	r.private("POST /api/v1/audiences/{aid}/imports", HandlerBounded, h)
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		r.private(m+" /api/v1/audiences/", jsonBody, h)
+	}
+	r.private("GET /api/v1/imports/", 0, h)
+}
