@@ -1,0 +1,78 @@
+package campaign
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/petrel-mta/petrel/audience"
+)
+
+// AudienceSource reads a campaign's recipients from an audience, filtered
+// by a segment expression (evaluated when each page is read, so it is
+// never stale). A contact that is not active is skipped with its status
+// as the reason; with RequireConsent, one whose latest ledger entry for
+// ConsentPurpose is not a grant is skipped as "no_consent".
+type AudienceSource struct {
+	Store    *audience.Store
+	Audience int64
+	Segment  string
+	// RequireConsent skips contacts without a grant for ConsentPurpose
+	// ("marketing" when empty): marketing mail needs consent.
+	RequireConsent bool
+	ConsentPurpose string
+}
+
+// Page implements Source.
+func (a AudienceSource) Page(ctx context.Context, after int64, limit int) ([]Recipient, error) {
+	cs, _, err := a.Store.ListContacts(ctx, a.Audience, audience.ListOptions{Segment: a.Segment, After: after, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	purpose := a.ConsentPurpose
+	if purpose == "" {
+		purpose = "marketing"
+	}
+	out := make([]Recipient, 0, len(cs))
+	for _, c := range cs {
+		r := Recipient{ID: c.ID, Email: c.Email, Name: c.Name, Values: contactValues(c)}
+		switch {
+		case c.Status != audience.Active:
+			r.Skip = string(c.Status)
+		case a.RequireConsent:
+			ok, err := a.Store.HasConsent(ctx, a.Audience, c.ID, purpose)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				r.Skip = "no_consent"
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// contactValues are the placeholders a contact fills: email, name (and
+// first_name, its first word), the default fields and every custom field.
+func contactValues(c audience.Contact) Map {
+	m := Map{"email": c.Email, "name": c.Name, "phone": c.Phone, "gender": c.Gender, "birthday": c.Birthday,
+		"time_zone": c.TimeZone, "locale": c.Locale}
+	if c.Age != nil {
+		m["age"] = strconv.Itoa(*c.Age)
+	}
+	first := c.Name
+	for i, r := range c.Name {
+		if r == ' ' {
+			first = c.Name[:i]
+			break
+		}
+	}
+	m["first_name"] = first
+	for k, v := range c.Fields {
+		if v != nil {
+			m[k] = fmt.Sprint(v)
+		}
+	}
+	return m
+}
