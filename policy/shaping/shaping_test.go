@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -711,22 +712,60 @@ max_message_rate = "1/min"
 	}
 }
 
-// FuzzObserve feeds arbitrary remote replies to the automation rules: no
-// panic, and the Shaper keeps answering.
+// FuzzObserve feeds arbitrary remote replies to the automation rules and
+// then asks for a connection and a message to the same destination: no
+// panic, every answer comes at once (a permit, or a *mta.PolicyError
+// deferral: never a wait past max_wait), permits are released so slots do
+// not leak, and a destination no reply was about still gets its permit.
 func FuzzObserve(f *testing.F) {
 	f.Add(421, "4.7.28", "Our system has detected an unusual rate of unsolicited mail")
 	f.Add(421, "4.7.0", "[TSS04] Messages from 192.0.2.1 temporarily deferred")
 	f.Add(550, "5.7.1", "Unfortunately, messages from [192.0.2.1] weren't sent. (S3150)")
 	f.Add(0, "", "dial tcp: connection refused")
 	f.Add(-1, "\x00", "\xff\xfe")
-	s, err := New(config.ShapingConfig{}, "petrel.test", nil, nil)
+	const maxWait = 20 * time.Millisecond
+	s, err := New(config.ShapingConfig{MaxWait: config.Duration{Duration: maxWait}}, "petrel.test", nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
+	answers := func(t *testing.T, what string, d mta.Dest, acquire func(context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := acquire(ctx)
+		if took := time.Since(start); took > maxWait+time.Second {
+			t.Fatalf("%s %+v took %v (max_wait %v)", what, d, took, maxWait)
+		}
+		var pe *mta.PolicyError
+		if err != nil && !errors.As(err, &pe) {
+			t.Fatalf("%s %+v: %v, want a permit or a *mta.PolicyError", what, d, err)
+		}
+	}
+	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, code int, enhanced, text string) {
 		for _, d := range []mta.Dest{{Domain: "gmail.com"}, {Domain: "x.test", MXHost: "mx.yahoodns.net"}, {Domain: "hotmail.com", Stream: "marketing"}} {
 			s.Observe(d, "default", code, enhanced, text)
+			answers(t, "AcquireConn", d, func(ctx context.Context) error {
+				p, err := s.AcquireConn(ctx, d)
+				if err == nil {
+					if p.Release == nil {
+						t.Fatalf("AcquireConn %+v: permit without Release", d)
+					}
+					p.Release()
+				}
+				return err
+			})
+			answers(t, "AcquireMessage", d, func(ctx context.Context) error { return s.AcquireMessage(ctx, d, "default") })
 		}
+		// A fresh domain each time: the default rule's own connection rate
+		// would refuse a domain asked for on every input.
+		bystander := mta.Dest{Domain: fmt.Sprintf("untouched%d.test", n.Add(1))}
+		p, err := s.AcquireConn(context.Background(), bystander)
+		if err != nil {
+			t.Fatalf("AcquireConn %+v after replies about other destinations: %v", bystander, err)
+		}
+		p.Release()
 		_ = s.Status()
 	})
 }
