@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -60,6 +61,7 @@ type env struct {
 	http    string // daemon HTTP address
 	key     string
 	extra   string // extra TOML appended to the config
+	retry   string // [delivery] retry_schedule (TOML array); default ["1s", "2s"]
 	cmd     *exec.Cmd
 	logBuf  *syncBuffer
 	cfgPath string
@@ -153,12 +155,12 @@ timeout = "2s"
 
 [delivery]
 smtp_port = %d
-retry_schedule = ["1s", "2s"]
+retry_schedule = %s
 max_queue_lifetime = "1h"
 connect_timeout = "2s"
 command_timeout = "10s"
 shutdown_timeout = "5s"
-%s`, e.dataDir, e.smtp, e.http, e.key, e.dns.Addr, e.mxPort, e.extra)
+%s`, e.dataDir, e.smtp, e.http, e.key, e.dns.Addr, e.mxPort, cmp.Or(e.retry, `["1s", "2s"]`), e.extra)
 		e.cfgPath = filepath.Join(e.t.TempDir(), "petrel.toml")
 		if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 			e.t.Fatal(err)
@@ -587,6 +589,8 @@ func TestBadInputKeepsServing(t *testing.T) {
 
 func TestQueueCLI(t *testing.T) {
 	e := newEnv(t)
+	// A deferred recipient is retried only when released or flushed.
+	e.retry = `["30m"]`
 	e.dns.Add("held.test. 60 IN MX 10 mx.held.test.", "mx.held.test. 60 IN A 127.0.0.9") // nothing listens: deferred
 	e.start()
 	var acc struct{ ID string }
@@ -626,16 +630,42 @@ func TestQueueCLI(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "delivery after release", func() bool { return mx.Count() == 1 })
 
-	// flush and delete on a new deferred message.
+	// flush: two deferred messages; the MX then takes one of them. With a
+	// 30-minute retry step only the flush can make it try again now.
 	mx.SetScript(testnet.MXScript{OnRcpt: func(string, int) error { return testnet.Reply(450, "4.2.0", "busy") }})
-	code, err = e.api("POST", "/api/v1/messages", map[string]any{"from": "a@sender.test", "to": []string{"y@held.test"}, "subject": "cli2", "text": "hello"}, &acc)
-	if err != nil || code != 202 {
-		t.Fatalf("inject: %d %v", code, err)
+	var ids [2]string
+	for i, rcpt := range []string{"y@held.test", "z@held.test"} {
+		code, err = e.api("POST", "/api/v1/messages", map[string]any{"from": "a@sender.test", "to": []string{rcpt}, "subject": "cli2", "text": "hello"}, &acc)
+		if err != nil || code != 202 {
+			t.Fatalf("inject: %d %v", code, err)
+		}
+		ids[i] = acc.ID
+		waitFor(t, 10*time.Second, rcpt+" deferred", func() bool { return e.message(acc.ID).Recipients[0].State == "deferred" })
 	}
-	waitFor(t, 10*time.Second, "deferred", func() bool { return e.message(acc.ID).Recipients[0].State == "deferred" })
-	if out, err = e.ctl("queue", "flush"); err != nil {
+	mx.SetScript(testnet.MXScript{OnRcpt: func(rcpt string, _ int) error {
+		if rcpt == "z@held.test" {
+			return testnet.Reply(450, "4.2.0", "still busy")
+		}
+		return nil
+	}})
+	time.Sleep(1500 * time.Millisecond) // no retry is due: nothing may happen
+	if n, st := mx.Count(), e.message(ids[0]).Recipients[0].State; n != 1 || st != "deferred" {
+		t.Fatalf("before flush: %d delivered, y@held.test %s; want 1 and deferred (retry step is 30m)", n, st)
+	}
+	if out, err = e.ctl("queue", "flush"); err != nil || !strings.Contains(out, "flush: 2 recipient") {
 		t.Fatalf("flush: %v %s", err, out)
 	}
+	waitFor(t, 10*time.Second, "y@held.test delivered after flush", func() bool {
+		return mx.Count() == 2 && e.message(ids[0]).Recipients[0].State == "delivered"
+	})
+	waitFor(t, 10*time.Second, "z@held.test retried after flush", func() bool {
+		r := e.message(ids[1]).Recipients[0]
+		return r.Attempts == 2 && r.State == "deferred" && strings.Contains(r.LastReply, "still busy")
+	})
+	if out, err = e.ctl("queue", "flush"); err != nil || !strings.Contains(out, "flush: 1 recipient") {
+		t.Fatalf("second flush (only z@held.test is deferred): %v %s", err, out)
+	}
+	acc.ID = ids[1]
 	if out, err = e.ctl("queue", "delete", acc.ID); err != nil || !strings.Contains(out, "1 recipient") {
 		t.Fatalf("delete: %v %s", err, out)
 	}
