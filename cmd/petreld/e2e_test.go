@@ -31,7 +31,15 @@ import (
 
 var binDir string
 
+// binDirEnv passes the built binaries to this test binary re-run as a
+// child process (which then skips the build).
+const binDirEnv = "PETREL_E2E_BIN_DIR"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(netnsChildEnv) != "" {
+		binDir = os.Getenv(binDirEnv)
+		os.Exit(netnsChild())
+	}
 	dir, err := os.MkdirTemp("", "petreld-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
