@@ -729,9 +729,7 @@ func TestGracefulShutdownKeepsQueue(t *testing.T) {
 //     resubmissions <= kills x crashInjectors. They are not a delivery
 //     duplicate but are bounded all the same.
 func TestCrashRecovery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test is not short")
-	}
+	testnet.SkipIfShort(t, "crash test")
 	const (
 		total          = 2000
 		crashWorkers   = 16 // [delivery] workers: the in-flight window
