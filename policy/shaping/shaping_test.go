@@ -100,45 +100,6 @@ func TestDefaultsParse(t *testing.T) {
 	}
 }
 
-func TestMatch(t *testing.T) {
-	s, _ := newShaper(t, `
-[[shaping.rule]]
-name = "bigmail"
-mx_suffixes = [".bigmail.test"]
-connection_limit = 3
-[[shaping.rule]]
-name = "eu-bigmail"
-mx_suffixes = [".eu.bigmail.test"]
-[[shaping.rule]]
-name = "gmail"
-domains = ["Gmail.com"]
-`)
-	tests := []struct {
-		domain, mx, wantRule, wantKey string
-	}{
-		{"gmail.com", "", "gmail", "gmail"}, // user rule named differently: domain wins over shipped google
-		{"googlemail.com", "", "google", "google"},
-		{"workspace.example", "aspmx.l.google.com", "google", "google"},
-		{"other.example", "alt4.aspmx.l.google.com", "google", "google"},
-		{"aol.com", "mx-aol.mail.gm0.yahoodns.net", "yahoo", "yahoo"},
-		{"corp.example", "corp-example.mail.protection.outlook.com", "office365", "office365"},
-		{"hotmail.com", "hotmail-com.olc.protection.outlook.com", "outlook", "outlook"},
-		{"a.test", "mx1.bigmail.test", "bigmail", "bigmail"},
-		{"b.test", "bigmail.test", "bigmail", "bigmail"},
-		{"c.test", "mx.eu.bigmail.test", "eu-bigmail", "eu-bigmail"},
-		{"d.test", "notbigmail.test", "default", "default:d.test"},
-		{"e.test", "", "default", "default:e.test"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.domain+"/"+tt.mx, func(t *testing.T) {
-			r, key := s.rs.Load().match(mta.Dest{Domain: tt.domain, MXHost: tt.mx})
-			if r.cfg.Name != tt.wantRule || key != tt.wantKey {
-				t.Fatalf("match = %s/%s, want %s/%s", r.cfg.Name, key, tt.wantRule, tt.wantKey)
-			}
-		})
-	}
-}
-
 func TestConnPermitCarriesRule(t *testing.T) {
 	s, _ := newShaper(t, ``)
 	tests := []struct {
