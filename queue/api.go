@@ -16,6 +16,10 @@ var ErrNotFound = errors.New("queue: message not found")
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("queue: closed")
 
+// ErrBadCursor is returned for a malformed list cursor or event sequence
+// (they come from clients' query strings).
+var ErrBadCursor = errors.New("queue: malformed cursor")
+
 // Envelope is what ingest hands the queue with a body.
 type Envelope struct {
 	// From is the envelope sender (MAIL FROM); "" is the null sender <>.
