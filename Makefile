@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: run build test vet fmt-check fuzz bench bench-quick
+.PHONY: run build test vet fmt-check fuzz fuzz-long bench bench-quick
 
 run:
 	$(GO) run ./cmd/petreld
@@ -28,6 +28,21 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# fuzz-long runs every fuzz target for FUZZLONG (default 10m) with one
+# worker, one target at a time, goes on after a failure and lists the
+# failed targets at the end (a crasher is written to the package's
+# testdata/fuzz/<Target>/). Not part of CI: about 4 hours for all targets.
+FUZZLONG ?= 10m
+.PHONY: fuzz-long
+fuzz-long:
+	@failed=""; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$(date -u +%H:%M:%S) $$pkg $$f ($(FUZZLONG))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZLONG) -parallel 1 $$pkg || failed="$$failed $$pkg.$$f"; \
+	  done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz-long: failed:$$failed"; exit 1; fi; echo "fuzz-long: every target passed"
 
 # bench runs every benchmark scenario of issue 3 (see bench/RESULTS.md):
 # it installs Postfix if missing, makes sure the system Postfix is not left
