@@ -31,9 +31,10 @@ func rssMB(t *testing.T) float64 {
 	return 0
 }
 
-// TestQueueMillion (PETREL_QUEUE_N=1000000 go test -run Million ./queue/)
-// queues N one-recipient messages, checks memory stays flat, restarts and
-// checks the first batch is handed out at once without a spool scan.
+// TestQueueMillion queues N one-recipient messages (20,000 by default;
+// PETREL_QUEUE_N=1000000 go test -run Million ./queue/ for the full size),
+// logs memory, restarts and checks the first batch is handed out at once
+// without a spool scan, then drains part of it.
 func TestQueueMillion(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("PETREL_QUEUE_N"))
 	if n <= 0 {
