@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: run dev build test test-ports vet fmt-check fuzz bench bench-quick
+.PHONY: run dev build test test-ports vet fmt-check fuzz fuzz-long bench bench-quick
 
 run:
 	$(GO) run ./cmd/petreld
@@ -56,6 +56,30 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# fuzz-long runs every fuzz target for FUZZLONG (default 10m) with one
+# worker, one target at a time, goes on after a failure and lists the
+# failed targets at the end (a crasher is written to the package's
+# testdata/fuzz/<Target>/). A non-zero exit that wrote no crasher is Go
+# 1.26's fuzztime deadline race (golang/go#75804, "context deadline
+# exceeded"), reported as a flake, not a failure. Not part of CI: about
+# 4 hours for all targets.
+FUZZLONG ?= 10m
+.PHONY: fuzz-long
+fuzz-long:
+	@failed=""; flaked=""; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$(date -u +%H:%M:%S) $$pkg $$f ($(FUZZLONG))"; \
+	    before=$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null | wc -l); \
+	    if ! $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZLONG) -parallel 1 $$pkg; then \
+	      if [ "$$(ls $$dir/testdata/fuzz/$$f 2>/dev/null | wc -l)" -gt "$$before" ]; then failed="$$failed $$pkg.$$f"; \
+	      else flaked="$$flaked $$pkg.$$f"; fi; \
+	    fi; \
+	  done; \
+	done; \
+	if [ -n "$$flaked" ]; then echo "fuzz-long: no crasher written, fuzztime deadline flake (golang/go#75804):$$flaked"; fi; \
+	if [ -n "$$failed" ]; then echo "fuzz-long: crashers written:$$failed"; exit 1; fi; echo "fuzz-long: no crasher found"
 
 # bench runs every benchmark scenario of issue 3 (see bench/RESULTS.md):
 # it installs Postfix if missing, makes sure the system Postfix is not left

@@ -213,6 +213,8 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, queue.ErrNotFound):
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, queue.ErrBadCursor):
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case errors.Is(err, queue.ErrClosed):
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
 	default:

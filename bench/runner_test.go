@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 func TestParseProcStatus(t *testing.T) {
@@ -39,7 +40,7 @@ func TestParseProcStatus(t *testing.T) {
 	// Our own process has a real status file.
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Skip("no /proc")
+		testnet.SkipOrFail(t, "no /proc")
 	}
 	if hwm, ok := ParseProcStatus(b, "VmHWM"); !ok || hwm < 1<<20 {
 		t.Errorf("own VmHWM = %d, %v", hwm, ok)
@@ -222,7 +223,7 @@ func TestParseProcStat(t *testing.T) {
 	}
 	b, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
-		t.Skip("no /proc")
+		testnet.SkipOrFail(t, "no /proc")
 	}
 	own, ok := ParseProcStat(b)
 	if !ok {

@@ -6,48 +6,6 @@ import (
 	"testing"
 )
 
-func TestClassify(t *testing.T) {
-	tests := []struct {
-		code     int
-		enhanced string
-		text     string
-		reason   string
-		status   string
-		hard     bool
-	}{
-		{550, "5.1.1", "5.1.1 <a@b.example>: Recipient address rejected: User unknown in local recipient table", "userunknown", "5.1.1", true},
-		{550, "", "550 No such user here", "userunknown", "5.0.911", true},
-		{552, "5.2.2", "5.2.2 Mailbox full", "mailboxfull", "5.2.2", false},
-		{452, "4.2.2", "4.2.2 The email account that you tried to reach is over quota", "mailboxfull", "4.2.2", false},
-		{554, "5.7.1", "5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", "blocked", "5.7.1", false},
-		{550, "5.7.1", "5.7.1 Message rejected as spam by Content Filtering.", "spamdetected", "5.7.1", false},
-		{550, "5.7.26", "5.7.26 Unauthenticated email from example.com is not accepted due to domain's DMARC policy", "authfailure", "5.7.26", false},
-		{421, "4.7.0", "4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints", "badreputation", "4.7.0", false},
-		{550, "5.1.2", "5.1.2 Host unknown: domain does not exist", "hostunknown", "5.1.2", true},
-		{552, "5.3.4", "5.3.4 Message size exceeds fixed maximum message size", "mesgtoobig", "5.3.4", false},
-		{421, "", "Too many concurrent SMTP connections; please try again later", "toomanyconn", "4.0.945", false},
-		{550, "5.7.25", "5.7.25 The IP address sending this message does not have a PTR record setup", "requireptr", "5.7.25", false},
-		{554, "5.7.1", "5.7.1 <a@b.example>: Relay access denied", "norelaying", "5.7.1", false},
-		{550, "5.2.1", "5.2.1 The email account that you tried to reach is disabled", "suspend", "5.2.1", false},
-		{521, "", "521 example.com does not accept mail", "notaccept", "5.0.932", true},
-		{556, "5.1.10", "5.1.10 Recipient address has null MX", "notaccept", "5.1.10", true},
-		{250, "2.0.0", "2.0.0 Ok: queued", "delivered", "2.0.0", false},
-		{452, "4.3.1", "", "systemfull", "4.3.1", false},
-		{0, "", "", "undefined", "5.0.900", false},
-		{550, "", "something nobody has seen before", "onhold", "5.0.901", false},
-		{554, "5.6.0", "5.6.0 Message contains invalid header", "contenterror", "5.6.0", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.text, func(t *testing.T) {
-			c := Classify(tt.code, tt.enhanced, tt.text)
-			if c.Reason != tt.reason || c.Status != tt.status || c.Hard != tt.hard {
-				t.Fatalf("Classify(%d,%q,%q) = %+v; want reason=%s status=%s hard=%v",
-					tt.code, tt.enhanced, tt.text, c, tt.reason, tt.status, tt.hard)
-			}
-		})
-	}
-}
-
 func TestLoadRules(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "rules.toml")

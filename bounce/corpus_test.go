@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 // corpusDir is the shared bounce corpus, beside the repository checkout.
@@ -31,7 +33,7 @@ func loadLabels(t *testing.T) map[string][]corpusLabel {
 	t.Helper()
 	f, err := os.Open(filepath.Join(corpusDir, "labels.jsonl"))
 	if err != nil {
-		t.Skipf("bounce corpus not found at %s (expected ../shared beside the repo): %v", corpusDir, err)
+		testnet.SkipOrFail(t, "bounce corpus not found at %s (expected ../shared beside the repo): %v", corpusDir, err)
 	}
 	defer f.Close()
 	out := map[string][]corpusLabel{}

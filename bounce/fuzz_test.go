@@ -39,6 +39,13 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(vacationSeed))
 	f.Add([]byte("Content-Type: multipart/report; boundary=x\r\n\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822;a@b\r\nStatus: 5.1.1\r\n--x--\r\n"))
 	f.Add([]byte(""))
+	// Amazon SES notification JSON (decoded by parseSES).
+	f.Add([]byte("From: no-reply@sns.example\r\nSubject: AWS Notification Message\r\n\r\n" +
+		`{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"a@dest.example",` +
+		`"action":"failed","status":"5.1.1","diagnosticCode":"smtp; 550 5.1.1 user unknown"}],"reportingMTA":"dsn; a.example"},` +
+		`"mail":{"source":"app@example.org","messageId":"m1","headers":[{"name":"X-Petrel-ID","value":"00000000000000000000000000"}]}}`))
+	f.Add([]byte("Subject: x\r\n\r\n" + `{"notificationType":"Complaint","complaint":{"complainedRecipients":[{"emailAddress":"b@dest.example"}],` +
+		`"complaintFeedbackType":"abuse"},"mail":{"headers":[{"name":1}]}}`))
 	for _, m := range shapeMessages {
 		f.Add([]byte(m.raw))
 	}

@@ -106,35 +106,3 @@ func TestParseShapes(t *testing.T) {
 		})
 	}
 }
-
-// TestClassifyMTAWording checks the per-MTA texts of rules.toml's pass 0
-// and the Gmail "(state N)" codes, which yield to a specific status.
-func TestClassifyMTAWording(t *testing.T) {
-	tests := []struct {
-		name     string
-		code     int
-		enhanced string
-		text     string
-		reason   string
-	}{
-		{"fml non-member", 0, "", "You are not a member of this mailing list <ml@example.org>.", "rejected"},
-		{"fml duplicate", 0, "", "Duplicated Message-ID in <ml@example.org>.", "systemerror"},
-		{"qmail-ldap", 0, "", "Unable to contact LDAP server. (#4.4.3) I'm not going to try again; this message has been in the queue too long.", "systemerror"},
-		{"exim null mx", 0, "", "an MX or SRV record indicated no SMTP service", "notaccept"},
-		{"exim syntax", 0, "", "malformed address: <a@example.net> may not follow b@example.com", "syntaxerror"},
-		{"opensmtpd network", 0, "", "Network error on destination MXs", "networkerror"},
-		{"ezweb expired", 0, "", "Your message was not delivered within 0 days and 1 hours. Remote host is not responding.", "expired"},
-		{"imail url", 550, "", "550-REJECTED - Blacklisted URL in message. (example.com) in [black].", "spamdetected"},
-		{"gmail state 18", 554, "5.7.0", "554 554 5.7.0 Header error (state 18).", "filtered"},
-		{"gmail state 6", 500, "", "500 Remote server does not support TLS (state 6).", "failedstarttls"},
-		{"gmail state yields to 5.2.2", 552, "5.2.2", "552 552 5.2.2 <a@example.jp>... Mailbox Full (state 18).", "mailboxfull"},
-		{"bare policy violation is not policyviolation", 550, "5.7.0", "550 5.7.0 <a@example.net>: Recipient address rejected: Policy violation.", "securityerror"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if c := Classify(tt.code, tt.enhanced, tt.text); c.Reason != tt.reason {
-				t.Fatalf("Classify(%d, %q, %q) = %+v; want %s", tt.code, tt.enhanced, tt.text, c, tt.reason)
-			}
-		})
-	}
-}

@@ -1,10 +1,18 @@
 package events
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"io"
+	"mime/quotedprintable"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/petrel-mta/petrel/bounce"
+	"github.com/petrel-mta/petrel/policy/suppress"
 )
 
 func TestFeedbackReports(t *testing.T) {
@@ -148,20 +156,122 @@ func TestFeedbackReports(t *testing.T) {
 
 // FuzzHandle feeds arbitrary bytes to the feedback handler with a real
 // queue and policy engine behind it: it must never panic, and a report
-// without a valid token must never suppress anyone.
+// without a valid credential for a message must suppress no one. The
+// credentials are what identify accepts: a VERP token that verifies under
+// the bounce secret, or (feedback reports only) the message's ID, which
+// carries 64 random bits. Every new suppression must be a recipient of a
+// message whose credential the input carries; the seeds carry real ones
+// (so the fuzzer reaches the suppressing paths) next to forged ones.
 func FuzzHandle(f *testing.F) {
 	bc := testBounceConfig()
-	v := bounce.VERP{Domain: bc.Domain, Secret: []byte(bc.Secret)}
-	rp := v.Encode("0c2l8q1ju4a1e1v7f3k0g5d2hs", 0)
-	f.Add("x@"+bc.Domain, dsn(rp, "bob@example.test", "failed", "5.1.1", "550 5.1.1 unknown"))
-	f.Add("fbl@petrel.test", arf("fbl@petrel.test", rp, "gina@example.test"))
-	f.Add(rp, autoReply(rp, "hank@example.test"))
-	f.Add(rp, []byte("Content-Type: multipart/report; boundary=x\r\n\r\n--x\r\n--x--"))
-	f.Add("", []byte{})
 	w := newWorld(f, bc, nil)
+	forger := bounce.VERP{Domain: bc.Domain, Secret: []byte("not-our-secret")}
+	msgs := map[string][]string{ // message ID -> recipients
+		w.enqueue("marketing", "alice@example.test", "bob@example.test"): {"alice@example.test", "bob@example.test"},
+		w.enqueue("transactional", "carl@example.test"):                  {"carl@example.test"},
+	}
+	for id := range msgs {
+		rp, any := w.verp.Encode(id, 1), w.verp.Encode(id, bounce.AnyRecipient)
+		f.Add(rp, dsn(rp, "bob@example.test", "failed", "5.1.1", "550 5.1.1 unknown"))
+		f.Add(any, dsn(any, "carl@example.test", "failed", "5.1.1", "550 5.1.1 unknown"))
+		f.Add("fbl@petrel.test", arf("fbl@petrel.test", w.verp.Encode(id, 0), "alice@example.test"))
+		f.Add("fbl@petrel.test", []byte(strings.Replace(string(arf("fbl@petrel.test", "news@sender.test", "carl@example.test")),
+			"Subject: Sale", "X-Petrel-ID: "+id+"\r\nSubject: Sale", 1)))
+		f.Add(forger.Encode(id, 0), dsn(forger.Encode(id, 0), "alice@example.test", "failed", "5.1.1", "550 5.1.1 unknown"))
+		f.Add(rp, autoReply(rp, "alice@example.test"))
+	}
+	f.Add("x@"+bc.Domain, dsn("x@"+bc.Domain, "bob@example.test", "failed", "5.1.1", "550 5.1.1 unknown"))
+	f.Add("fbl@petrel.test", arf("fbl@petrel.test", "news@sender.test", "alice@example.test"))
+	f.Add("a@b", []byte("Content-Type: multipart/report; boundary=x\r\n\r\n--x\r\n--x--"))
+	f.Add("", []byte{})
+	store := w.pol.Suppressions()
 	f.Fuzz(func(t *testing.T, rcpt string, raw []byte) {
+		before := suppressionSet(t, store)
 		if err := w.svc.Handle(context.Background(), rcpt, raw); err != nil {
 			t.Fatalf("Handle: %v", err)
 		}
+		after := suppressionSet(t, store)
+		creds := credentials(w.verp, rcpt, raw, msgs)
+		for k, e := range after {
+			if _, ok := before[k]; ok {
+				continue
+			}
+			allowed := false
+			for id := range creds {
+				allowed = allowed || slices.Contains(msgs[id], strings.ToLower(e.Address))
+			}
+			if !allowed {
+				t.Errorf("%s suppressed in %s (reason %s, source %s) by a report with no credential for a message to it (credentials: %v)",
+					e.Address, e.Stream, e.Reason, e.Source, creds)
+			}
+			// Start the next input from the same state.
+			if _, err := store.Remove(e.Stream, e.Address); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
+}
+
+// suppressionSet lists every suppression entry, keyed by stream and
+// address.
+func suppressionSet(t *testing.T, s *suppress.Store) map[string]suppress.Entry {
+	t.Helper()
+	set := map[string]suppress.Entry{}
+	for after := ""; ; {
+		p, err := s.List("", after, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range p.Entries {
+			set[e.Stream+"\x00"+strings.ToLower(e.Address)] = e
+		}
+		if after = p.Next; after == "" {
+			return set
+		}
+	}
+}
+
+var (
+	verpAddrRe  = regexp.MustCompile(`(?i)bounces\+[a-z0-9]+@[a-z0-9.-]+`)
+	base64RunRe = regexp.MustCompile(`[A-Za-z0-9+/=\r\n]{16,}`)
+	foldRe      = regexp.MustCompile(`\r?\n[ \t]+`)
+)
+
+// credentials returns the IDs of the known messages that the input names
+// in a way identify could accept: a verifying VERP address or the bare
+// message ID, found in the raw bytes, in the header-unfolded and
+// quoted-printable-decoded text, or in any base64 run (an over-
+// approximation: extra credentials only make the check laxer).
+func credentials(v bounce.VERP, rcpt string, raw []byte, msgs map[string][]string) map[string]bool {
+	texts := []string{rcpt, string(raw)}
+	unfolded := foldRe.ReplaceAllString(string(raw), " ")
+	texts = append(texts, unfolded)
+	if qp, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(raw))); len(qp) > 0 || err == nil {
+		texts = append(texts, string(qp))
+	}
+	for _, run := range base64RunRe.FindAll(raw, -1) {
+		clean := bytes.Map(func(r rune) rune {
+			if r == '\r' || r == '\n' {
+				return -1
+			}
+			return r
+		}, run)
+		dec := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
+		n, _ := base64.StdEncoding.Decode(dec, clean)
+		texts = append(texts, string(dec[:n]))
+	}
+	found := map[string]bool{}
+	for _, s := range texts {
+		for _, a := range verpAddrRe.FindAllString(s, -1) {
+			if id, _, err := v.Decode(a); err == nil && msgs[id] != nil {
+				found[id] = true
+			}
+		}
+		for id := range msgs {
+			if strings.Contains(strings.ToLower(s), strings.ToLower(id)) {
+				found[id] = true
+			}
+		}
+	}
+	return found
 }

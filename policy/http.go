@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/policy/dkim"
 	"github.com/petrel-mta/petrel/policy/domains"
 	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/policy/unsub"
@@ -186,6 +187,12 @@ func (e *Engine) addDomain(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := domains.Normalize(req.Domain); err != nil {
 		badRequest(w, err)
+		return
+	}
+	switch req.Algorithm {
+	case "", dkim.AlgoRSA, dkim.AlgoEd25519:
+	default:
+		badRequest(w, fmt.Errorf("algorithm %q: want %q or %q", req.Algorithm, dkim.AlgoRSA, dkim.AlgoEd25519))
 		return
 	}
 	info, err := e.AddDomain(r.Context(), req.Domain, req.Algorithm, req.Dual)

@@ -67,7 +67,7 @@ func (q *Queue) List(ctx context.Context, after string, limit int) ([]RcptInfo, 
 		id, idxs, ok := strings.Cut(after, ".")
 		idx, err := strconv.ParseUint(idxs, 10, 32)
 		if !ok || err != nil || !validID(id) {
-			return nil, "", fmt.Errorf("queue: malformed list cursor %q", after)
+			return nil, "", fmt.Errorf("%w: list cursor %q", ErrBadCursor, after)
 		}
 		lower = append(rcptKey(id, int(idx)), 0)
 	}

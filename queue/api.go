@@ -18,6 +18,10 @@ var ErrNotFound = errors.New("queue: message not found")
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("queue: closed")
 
+// ErrBadCursor is returned for a malformed list cursor or event sequence
+// (they come from clients' query strings).
+var ErrBadCursor = errors.New("queue: malformed cursor")
+
 // Envelope is what ingest hands the queue with a body (mta.Envelope).
 type Envelope = mta.Envelope
 

@@ -12,18 +12,26 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 const crashChildEnv = "PETREL_QUEUE_CRASH_CHILD_DIR"
 
-// TestCrashChild is the child half of TestCrashKeepsAcknowledged: it
+// TestMain runs crashChild instead of the tests in the child process of
+// TestCrashKeepsAcknowledged.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		crashChild(dir)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild is the child half of TestCrashKeepsAcknowledged: it
 // enqueues concurrently and prints "id body" for every acknowledged
 // message until it is killed.
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(crashChildEnv)
-	if dir == "" {
-		t.Skip("child process of TestCrashKeepsAcknowledged")
-	}
+func crashChild(dir string) {
 	q, err := Open(dir, Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
@@ -58,13 +66,11 @@ func TestCrashChild(t *testing.T) {
 // several times, and checks that every acknowledged message survives with
 // its body and is handed out after restart.
 func TestCrashKeepsAcknowledged(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns processes")
-	}
+	testnet.SkipIfShort(t, "spawns processes")
 	dir := t.TempDir()
 	acked := map[string]string{}
 	for round := range 3 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

@@ -150,11 +150,11 @@ func seqString(n uint64) string {
 
 func parseSeq(s string) (uint64, error) {
 	if len(s) != 16 {
-		return 0, fmt.Errorf("queue: malformed event seq %q", s)
+		return 0, fmt.Errorf("%w: event seq %q", ErrBadCursor, s)
 	}
 	n, err := strconv.ParseUint(s, 16, 64)
 	if err != nil {
-		return 0, fmt.Errorf("queue: malformed event seq %q: %w", s, err)
+		return 0, fmt.Errorf("%w: event seq %q: %v", ErrBadCursor, s, err)
 	}
 	return n, nil
 }

@@ -12,13 +12,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 // rssMB reads this process's resident set size.
 func rssMB(t *testing.T) float64 {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Skip("no /proc")
+		testnet.SkipOrFail(t, "no /proc")
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
@@ -29,13 +31,14 @@ func rssMB(t *testing.T) float64 {
 	return 0
 }
 
-// TestQueueMillion (PETREL_QUEUE_N=1000000 go test -run Million ./queue/)
-// queues N one-recipient messages, checks memory stays flat, restarts and
-// checks the first batch is handed out at once without a spool scan.
+// TestQueueMillion queues N one-recipient messages (20,000 by default;
+// PETREL_QUEUE_N=1000000 go test -run Million ./queue/ for the full size),
+// logs memory, restarts and checks the first batch is handed out at once
+// without a spool scan, then drains part of it.
 func TestQueueMillion(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("PETREL_QUEUE_N"))
 	if n <= 0 {
-		t.Skip("set PETREL_QUEUE_N (e.g. 1000000) to run")
+		n = 20000 // the 1M run is bench's queue_1m scenario; this keeps the test's path exercised
 	}
 	dir := t.TempDir()
 	q, err := Open(dir, Options{})
@@ -104,7 +107,7 @@ func TestQueueMillion(t *testing.T) {
 		t.Fatalf("first batch after %v", first)
 	}
 	// Drain a slice of it through Next+Complete with 32 workers.
-	const drain = 100000
+	drain := int64(min(100000, n/2))
 	var done atomic.Int64
 	start = time.Now()
 	q.Complete(ctx, b, results(b, Delivered, 250, "ok"))
@@ -129,5 +132,5 @@ func TestQueueMillion(t *testing.T) {
 	el = time.Since(start)
 	runtime.ReadMemStats(&ms)
 	t.Logf("delivered %d in %v (%.0f rcpts/s); RSS %.0f MB, Go heap in use %.0f MB; stats %+v",
-		drain, el.Round(time.Millisecond), drain/el.Seconds(), rssMB(t), float64(ms.HeapInuse)/(1<<20), q.Stats())
+		drain, el.Round(time.Millisecond), float64(drain)/el.Seconds(), rssMB(t), float64(ms.HeapInuse)/(1<<20), q.Stats())
 }

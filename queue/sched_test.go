@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 // dsnRecorder is an OnFailure hook that builds a tiny DSN and records calls.
@@ -515,9 +517,7 @@ func TestReadySetBounded(t *testing.T) {
 	if raceEnabled {
 		msgs = 100
 	}
-	if testing.Short() {
-		t.Skip("long")
-	}
+	testnet.SkipIfShort(t, "100k recipients")
 	q := openTest(t, t.TempDir(), Options{ReadyLimit: limit, MaxBatchRcpts: 50})
 	ctx, cancelAll := context.WithTimeout(context.Background(), time.Minute)
 	defer cancelAll()

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"io"
@@ -180,6 +181,37 @@ func FuzzParseCSV(f *testing.F) {
 			if a == "" || a != strings.TrimSpace(a) {
 				t.Fatalf("bad entry %q", a)
 			}
+		}
+	})
+}
+
+// FuzzParseJSONList: a job's JSON body is untrusted; the decoder must not
+// panic, must accept exactly a JSON array of strings or an object with an
+// "addresses" array, and what it returns must survive a round trip.
+func FuzzParseJSONList(f *testing.F) {
+	for _, s := range []string{`["a@b.test","c@d.test"]`, `{"addresses":["a@b.test"]}`, `[]`, `{}`, `null`,
+		`[1,2]`, `{"addresses":"a@b.test"}`, `["a@b.test"] trailing`, `{"addresses":["\u0000"],"x":1}`, `[` + strings.Repeat(`"x",`, 50) + `"y"]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := parseJSONList(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		var list []string
+		var obj struct {
+			Addresses []string `json:"addresses"`
+		}
+		if json.Unmarshal(b, &list) != nil && json.Unmarshal(b, &obj) != nil {
+			t.Fatalf("accepted %q, which is neither a list nor an object of addresses", b)
+		}
+		again, err := json.Marshal(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := parseJSONList(bytes.NewReader(again))
+		if err != nil || strings.Join(back, "\x00") != strings.Join(got, "\x00") {
+			t.Fatalf("round trip of %q: %q, %v", got, back, err)
 		}
 	})
 }

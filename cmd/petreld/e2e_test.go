@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,7 +31,15 @@ import (
 
 var binDir string
 
+// binDirEnv passes the built binaries to this test binary re-run as a
+// child process (which then skips the build).
+const binDirEnv = "PETREL_E2E_BIN_DIR"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(netnsChildEnv) != "" {
+		binDir = os.Getenv(binDirEnv)
+		os.Exit(netnsChild())
+	}
 	dir, err := os.MkdirTemp("", "petreld-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,6 +70,7 @@ type env struct {
 	key     string
 	extra   string   // extra TOML appended to the config
 	flags   []string // extra petreld flags
+	retry   string   // [delivery] retry_schedule (TOML array); default ["1s", "2s"]
 	cmd     *exec.Cmd
 	logBuf  *syncBuffer
 	cfgPath string
@@ -153,12 +164,12 @@ timeout = "2s"
 
 [delivery]
 smtp_port = %d
-retry_schedule = ["1s", "2s"]
+retry_schedule = %s
 max_queue_lifetime = "1h"
 connect_timeout = "2s"
 command_timeout = "10s"
 shutdown_timeout = "5s"
-%s`, e.dataDir, e.smtp, e.http, e.key, e.dns.Addr, e.mxPort, e.extra)
+%s`, e.dataDir, e.smtp, e.http, e.key, e.dns.Addr, e.mxPort, cmp.Or(e.retry, `["1s", "2s"]`), e.extra)
 		e.cfgPath = filepath.Join(e.t.TempDir(), "petrel.toml")
 		if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 			e.t.Fatal(err)
@@ -587,6 +598,8 @@ func TestBadInputKeepsServing(t *testing.T) {
 
 func TestQueueCLI(t *testing.T) {
 	e := newEnv(t)
+	// A deferred recipient is retried only when released or flushed.
+	e.retry = `["30m"]`
 	e.dns.Add("held.test. 60 IN MX 10 mx.held.test.", "mx.held.test. 60 IN A 127.0.0.9") // nothing listens: deferred
 	e.start()
 	var acc struct{ ID string }
@@ -626,16 +639,42 @@ func TestQueueCLI(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "delivery after release", func() bool { return mx.Count() == 1 })
 
-	// flush and delete on a new deferred message.
+	// flush: two deferred messages; the MX then takes one of them. With a
+	// 30-minute retry step only the flush can make it try again now.
 	mx.SetScript(testnet.MXScript{OnRcpt: func(string, int) error { return testnet.Reply(450, "4.2.0", "busy") }})
-	code, err = e.api("POST", "/api/v1/messages", map[string]any{"from": "a@sender.test", "to": []string{"y@held.test"}, "subject": "cli2", "text": "hello"}, &acc)
-	if err != nil || code != 202 {
-		t.Fatalf("inject: %d %v", code, err)
+	var ids [2]string
+	for i, rcpt := range []string{"y@held.test", "z@held.test"} {
+		code, err = e.api("POST", "/api/v1/messages", map[string]any{"from": "a@sender.test", "to": []string{rcpt}, "subject": "cli2", "text": "hello"}, &acc)
+		if err != nil || code != 202 {
+			t.Fatalf("inject: %d %v", code, err)
+		}
+		ids[i] = acc.ID
+		waitFor(t, 10*time.Second, rcpt+" deferred", func() bool { return e.message(acc.ID).Recipients[0].State == "deferred" })
 	}
-	waitFor(t, 10*time.Second, "deferred", func() bool { return e.message(acc.ID).Recipients[0].State == "deferred" })
-	if out, err = e.ctl("queue", "flush"); err != nil {
+	mx.SetScript(testnet.MXScript{OnRcpt: func(rcpt string, _ int) error {
+		if rcpt == "z@held.test" {
+			return testnet.Reply(450, "4.2.0", "still busy")
+		}
+		return nil
+	}})
+	time.Sleep(1500 * time.Millisecond) // no retry is due: nothing may happen
+	if n, st := mx.Count(), e.message(ids[0]).Recipients[0].State; n != 1 || st != "deferred" {
+		t.Fatalf("before flush: %d delivered, y@held.test %s; want 1 and deferred (retry step is 30m)", n, st)
+	}
+	if out, err = e.ctl("queue", "flush"); err != nil || !strings.Contains(out, "flush: 2 recipient") {
 		t.Fatalf("flush: %v %s", err, out)
 	}
+	waitFor(t, 10*time.Second, "y@held.test delivered after flush", func() bool {
+		return mx.Count() == 2 && e.message(ids[0]).Recipients[0].State == "delivered"
+	})
+	waitFor(t, 10*time.Second, "z@held.test retried after flush", func() bool {
+		r := e.message(ids[1]).Recipients[0]
+		return r.Attempts == 2 && r.State == "deferred" && strings.Contains(r.LastReply, "still busy")
+	})
+	if out, err = e.ctl("queue", "flush"); err != nil || !strings.Contains(out, "flush: 1 recipient") {
+		t.Fatalf("second flush (only z@held.test is deferred): %v %s", err, out)
+	}
+	acc.ID = ids[1]
 	if out, err = e.ctl("queue", "delete", acc.ID); err != nil || !strings.Contains(out, "1 recipient") {
 		t.Fatalf("delete: %v %s", err, out)
 	}
@@ -668,26 +707,52 @@ func TestGracefulShutdownKeepsQueue(t *testing.T) {
 }
 
 // TestCrashRecovery injects 2,000 messages concurrently, SIGKILLs petreld
-// several times while it delivers, and checks every acknowledged message
-// reaches the sink.
+// several times while it delivers, and checks that every acknowledged
+// message reaches the sink (a lost one is reported by id, with its queue
+// state) and that duplicates stay within what invariant 2 allows.
+//
+// Two kinds of extra copy can reach the sink, and the test tells them apart
+// by the Message-ID petreld adds at ingest (the test's messages carry none):
+//
+//   - Redelivery of one queued message (same Message-ID twice). Invariant 2
+//     allows it only for a kill between the remote 250 and the synced commit
+//     that marks the recipient delivered. A delivery worker holds one
+//     transaction at a time and calls Complete before it takes the next batch,
+//     and every message here has one recipient, so at the instant of a kill at
+//     most crashWorkers recipients are between 250 and commit. Each such
+//     recipient is redelivered at most once per kill (a later kill that
+//     catches it again counts in that kill's window), so redeliveries <=
+//     kills x crashWorkers.
+//   - Resubmission by the client (same X-Test-Id, new Message-ID): the daemon
+//     committed and was killed before the client read the 250 (or before
+//     QUIT finished), so the client retried as any SMTP client would. Each of
+//     the crashInjectors clients has at most one transaction open, so
+//     resubmissions <= kills x crashInjectors. They are not a delivery
+//     duplicate but are bounded all the same.
 func TestCrashRecovery(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test is not short")
-	}
+	testnet.SkipIfShort(t, "crash test")
+	const (
+		total          = 2000
+		crashWorkers   = 16 // [delivery] workers: the in-flight window
+		crashInjectors = 20
+		kills          = 3
+	)
 	e := newEnv(t)
+	e.extra = fmt.Sprintf("workers = %d\n", crashWorkers)
 	var mu sync.Mutex
-	seen := map[string]int{}
-	mx := e.mx(2, "sink.test", testnet.MXScript{OnData: func(from string, rcpts []string, data []byte) error {
-		id := header(t, data, "X-Test-Id")
+	seen := map[string]map[string]int{} // X-Test-Id -> Message-ID -> deliveries
+	e.mx(2, "sink.test", testnet.MXScript{OnData: func(from string, rcpts []string, data []byte) error {
+		id, mid := header(t, data, "X-Test-Id"), header(t, data, "Message-ID")
 		mu.Lock()
-		seen[id]++
+		if seen[id] == nil {
+			seen[id] = map[string]int{}
+		}
+		seen[id][mid]++
 		mu.Unlock()
 		return nil
 	}})
-	_ = mx
 	e.start()
 
-	const total = 2000
 	acked := make(chan string, total)
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(context.Background())
@@ -697,7 +762,7 @@ func TestCrashRecovery(t *testing.T) {
 		next <- i
 	}
 	close(next)
-	for w := 0; w < 20; w++ {
+	for w := 0; w < crashInjectors; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -718,14 +783,12 @@ func TestCrashRecovery(t *testing.T) {
 	go func() { wg.Wait(); close(injected) }()
 
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
-	kills := 0
-	for kills < 3 {
+	for k := 1; k <= kills; k++ {
 		// Let it accept and deliver a while, then kill -9.
 		target := count() + 150
 		testnet.Wait(10*time.Second, func() bool { return count() >= target })
 		e.kill()
-		kills++
-		t.Logf("kill %d: %d distinct delivered so far", kills, count())
+		t.Logf("kill %d: %d distinct delivered so far", k, count())
 		time.Sleep(200 * time.Millisecond)
 		e.start()
 	}
@@ -739,30 +802,47 @@ func TestCrashRecovery(t *testing.T) {
 	for id := range acked {
 		ackedIDs[id] = true
 	}
-	waitFor(t, 90*time.Second, "every acknowledged message at the sink", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for id := range ackedIDs {
-			if seen[id] == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	mu.Lock()
-	dups, lost := 0, 0
-	for id := range ackedIDs {
-		if seen[id] == 0 {
-			lost++
-		}
-		dups += max(0, seen[id]-1)
-	}
-	mu.Unlock()
-	t.Logf("crash test: %d acknowledged, %d kills, lost=%d duplicates=%d", len(ackedIDs), kills, lost, dups)
-	if lost != 0 {
-		t.Fatalf("lost %d acknowledged messages", lost)
-	}
 	if len(ackedIDs) != total {
 		t.Fatalf("only %d of %d acknowledged", len(ackedIDs), total)
+	}
+	missing := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		var ids []string
+		for id := range ackedIDs {
+			if len(seen[id]) == 0 {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	// Wait for the sink without failing on timeout: what is still missing
+	// then is the finding, reported as lost below.
+	testnet.Wait(90*time.Second, func() bool { return len(missing()) == 0 })
+	lost := missing()
+
+	mu.Lock()
+	redelivered, resubmitted := 0, 0
+	for _, mids := range seen {
+		resubmitted += len(mids) - 1
+		for _, n := range mids {
+			redelivered += n - 1
+		}
+	}
+	mu.Unlock()
+	t.Logf("crash test: %d acknowledged, %d kills, lost=%d redelivered=%d (bound %d) resubmitted=%d (bound %d)",
+		len(ackedIDs), kills, len(lost), redelivered, kills*crashWorkers, resubmitted, kills*crashInjectors)
+	if len(lost) != 0 {
+		t.Errorf("lost %d acknowledged messages (X-Test-Id): %s", len(lost), strings.Join(lost[:min(len(lost), 20)], " "))
+		if out, err := e.ctl("queue", "list"); err == nil {
+			t.Logf("queue after the wait:\n%s", out)
+		}
+	}
+	if redelivered > kills*crashWorkers {
+		t.Errorf("%d redeliveries over %d kills: invariant 2 allows at most kills x workers = %d", redelivered, kills, kills*crashWorkers)
+	}
+	if resubmitted > kills*crashInjectors {
+		t.Errorf("%d client resubmissions delivered over %d kills: at most kills x clients = %d", resubmitted, kills, kills*crashInjectors)
 	}
 }

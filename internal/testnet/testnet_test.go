@@ -2,6 +2,8 @@ package testnet
 
 import (
 	"net/smtp"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -77,4 +79,26 @@ func TestMXScript(t *testing.T) {
 	if mx.Count() != 1 || mx.Mails()[0].Rcpts[0] != "grey@x.test" {
 		t.Fatalf("mails: %+v", mx.Mails())
 	}
+}
+
+// TestSkipOrFail runs TestSkipOrFailProbe in a child process with and
+// without CI=true: a skip outside CI, a failure in CI.
+func TestSkipOrFail(t *testing.T) {
+	for _, tc := range []struct{ ci, want string }{{"true", "--- FAIL: TestSkipOrFailProbe"}, {"", "--- SKIP: TestSkipOrFailProbe"}} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSkipOrFailProbe$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "CI="+tc.ci, "PETREL_SKIP_PROBE=1")
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), tc.want) || !strings.Contains(string(out), "missing thing") {
+			t.Errorf("CI=%q: want %q with the reason, got:\n%s", tc.ci, tc.want, out)
+		}
+	}
+}
+
+// TestSkipOrFailProbe is TestSkipOrFail's child; it does nothing (and
+// passes) unless PETREL_SKIP_PROBE is set.
+func TestSkipOrFailProbe(t *testing.T) {
+	if os.Getenv("PETREL_SKIP_PROBE") == "" {
+		return
+	}
+	SkipOrFail(t, "missing %s", "thing")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,45 +97,6 @@ func TestDefaultsParse(t *testing.T) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(defaultsTOML), &raw); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestMatch(t *testing.T) {
-	s, _ := newShaper(t, `
-[[shaping.rule]]
-name = "bigmail"
-mx_suffixes = [".bigmail.test"]
-connection_limit = 3
-[[shaping.rule]]
-name = "eu-bigmail"
-mx_suffixes = [".eu.bigmail.test"]
-[[shaping.rule]]
-name = "gmail"
-domains = ["Gmail.com"]
-`)
-	tests := []struct {
-		domain, mx, wantRule, wantKey string
-	}{
-		{"gmail.com", "", "gmail", "gmail"}, // user rule named differently: domain wins over shipped google
-		{"googlemail.com", "", "google", "google"},
-		{"workspace.example", "aspmx.l.google.com", "google", "google"},
-		{"other.example", "alt4.aspmx.l.google.com", "google", "google"},
-		{"aol.com", "mx-aol.mail.gm0.yahoodns.net", "yahoo", "yahoo"},
-		{"corp.example", "corp-example.mail.protection.outlook.com", "office365", "office365"},
-		{"hotmail.com", "hotmail-com.olc.protection.outlook.com", "outlook", "outlook"},
-		{"a.test", "mx1.bigmail.test", "bigmail", "bigmail"},
-		{"b.test", "bigmail.test", "bigmail", "bigmail"},
-		{"c.test", "mx.eu.bigmail.test", "eu-bigmail", "eu-bigmail"},
-		{"d.test", "notbigmail.test", "default", "default:d.test"},
-		{"e.test", "", "default", "default:e.test"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.domain+"/"+tt.mx, func(t *testing.T) {
-			r, key := s.rs.Load().match(mta.Dest{Domain: tt.domain, MXHost: tt.mx})
-			if r.cfg.Name != tt.wantRule || key != tt.wantKey {
-				t.Fatalf("match = %s/%s, want %s/%s", r.cfg.Name, key, tt.wantRule, tt.wantKey)
-			}
-		})
 	}
 }
 
@@ -711,22 +673,60 @@ max_message_rate = "1/min"
 	}
 }
 
-// FuzzObserve feeds arbitrary remote replies to the automation rules: no
-// panic, and the Shaper keeps answering.
+// FuzzObserve feeds arbitrary remote replies to the automation rules and
+// then asks for a connection and a message to the same destination: no
+// panic, every answer comes at once (a permit, or a *mta.PolicyError
+// deferral: never a wait past max_wait), permits are released so slots do
+// not leak, and a destination no reply was about still gets its permit.
 func FuzzObserve(f *testing.F) {
 	f.Add(421, "4.7.28", "Our system has detected an unusual rate of unsolicited mail")
 	f.Add(421, "4.7.0", "[TSS04] Messages from 192.0.2.1 temporarily deferred")
 	f.Add(550, "5.7.1", "Unfortunately, messages from [192.0.2.1] weren't sent. (S3150)")
 	f.Add(0, "", "dial tcp: connection refused")
 	f.Add(-1, "\x00", "\xff\xfe")
-	s, err := New(config.ShapingConfig{}, "petrel.test", nil, nil)
+	const maxWait = time.Millisecond // a rate wait longer than this is refused at once: fast execs
+	s, err := New(config.ShapingConfig{MaxWait: config.Duration{Duration: maxWait}}, "petrel.test", nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
+	answers := func(t *testing.T, what string, d mta.Dest, acquire func(context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := acquire(ctx)
+		if took := time.Since(start); took > maxWait+time.Second {
+			t.Fatalf("%s %+v took %v (max_wait %v)", what, d, took, maxWait)
+		}
+		var pe *mta.PolicyError
+		if err != nil && !errors.As(err, &pe) {
+			t.Fatalf("%s %+v: %v, want a permit or a *mta.PolicyError", what, d, err)
+		}
+	}
+	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, code int, enhanced, text string) {
 		for _, d := range []mta.Dest{{Domain: "gmail.com"}, {Domain: "x.test", MXHost: "mx.yahoodns.net"}, {Domain: "hotmail.com", Stream: "marketing"}} {
 			s.Observe(d, "default", code, enhanced, text)
+			answers(t, "AcquireConn", d, func(ctx context.Context) error {
+				p, err := s.AcquireConn(ctx, d)
+				if err == nil {
+					if p.Release == nil {
+						t.Fatalf("AcquireConn %+v: permit without Release", d)
+					}
+					p.Release()
+				}
+				return err
+			})
+			answers(t, "AcquireMessage", d, func(ctx context.Context) error { return s.AcquireMessage(ctx, d, "default") })
 		}
+		// A fresh domain each time: the default rule's own connection rate
+		// would refuse a domain asked for on every input.
+		bystander := mta.Dest{Domain: fmt.Sprintf("untouched%d.test", n.Add(1))}
+		p, err := s.AcquireConn(context.Background(), bystander)
+		if err != nil {
+			t.Fatalf("AcquireConn %+v after replies about other destinations: %v", bystander, err)
+		}
+		p.Release()
 		_ = s.Status()
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 func openT(t testing.TB) *Store {
@@ -262,9 +264,7 @@ func genCSV(n int, stream string) io.Reader {
 }
 
 func TestMillionEntries(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1M-entry import skipped in -short")
-	}
+	testnet.SkipIfShort(t, "1M-entry import")
 	s := openT(t)
 	const n = 1_000_000
 	got, err := s.Import(genCSV(n, "marketing"), "")
