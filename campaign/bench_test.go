@@ -72,7 +72,7 @@ func BenchmarkEngineSend20KB(b *testing.B) {
 	e := &Engine{Submitter: ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "petrel.test", Spool: q, Logger: slog.New(slog.DiscardHandler)}), Progress: prog}
 	b.ResetTimer()
 	start := time.Now()
-	st, err := e.Run(context.Background(), Send{ID: "bench", Template: tpl, From: &gomail.Address{Address: "news@shop.test"}, PageSize: 500}, genSource{int64(b.N)})
+	st, err := e.Run(context.Background(), Send{ID: "bench", Template: tpl, From: &gomail.Address{Address: "news@shop.test"}, PageSize: 500}, genSource{n: int64(b.N)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -23,9 +23,15 @@ import (
 )
 
 // genSource is n contacts with ids 1..n; every 10th has unsubscribed.
-type genSource struct{ n int64 }
+// pause slows every page (the crash test's child runs long enough to be
+// killed several times on any machine).
+type genSource struct {
+	n     int64
+	pause time.Duration
+}
 
 func (g genSource) Page(_ context.Context, after int64, limit int) ([]Recipient, error) {
+	time.Sleep(g.pause)
 	var out []Recipient
 	for id := after + 1; id <= g.n && len(out) < limit; id++ {
 		r := Recipient{ID: id, Email: fmt.Sprintf("c%d@example.test", id), Values: Map{"first_name": "C" + strconv.FormatInt(id, 10)}}
@@ -83,11 +89,11 @@ func runChild(dir string, n int64) error {
 		return err
 	}
 	e := &Engine{Submitter: ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "petrel.test", Spool: q, Logger: slog.New(slog.DiscardHandler)}), Progress: prog}
-	_, err = e.Run(ctx, Send{ID: "spring", Template: tpl, From: &mail.Address{Address: "news@shop.test"}, PageSize: 40}, genSource{n})
+	_, err = e.Run(ctx, Send{ID: "spring", Template: tpl, From: &mail.Address{Address: "news@shop.test"}, PageSize: 40}, genSource{n: n, pause: 10 * time.Millisecond})
 	return err
 }
 
-// TestSendExactlyOnceAcrossKill9 runs a 3,000-contact send in a child
+// TestSendExactlyOnceAcrossKill9 runs a 6,000-contact send (paced at 10 ms a page, so it lasts long enough to be killed on any machine) in a child
 // process over a real Pebble queue and a real SQLite progress table,
 // kills it with SIGKILL at random moments until it finishes by itself,
 // and then counts the queue: every contact that may be mailed has exactly
@@ -95,7 +101,7 @@ func runChild(dir string, n int64) error {
 // match.
 func TestSendExactlyOnceAcrossKill9(t *testing.T) {
 	dir := t.TempDir()
-	const n = 3000
+	const n = 6000
 	kills := 0
 	for attempt := 0; ; attempt++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -114,7 +120,7 @@ func TestSendExactlyOnceAcrossKill9(t *testing.T) {
 					t.Fatalf("child failed: %v\n%s", err, stderr.String())
 				}
 				goto finished
-			case <-time.After(time.Duration(150+rand.IntN(400)) * time.Millisecond):
+			case <-time.After(time.Duration(100+rand.IntN(300)) * time.Millisecond):
 				cmd.Process.Signal(syscall.SIGKILL)
 				<-done
 				kills++
@@ -197,18 +203,18 @@ func TestSendResumeAndDone(t *testing.T) {
 	tpl, _ := Compile(Content{Subject: "s", Text: "hi %first_name%"}, nil)
 	e := &Engine{Submitter: ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "petrel.test", Spool: q, Logger: slog.New(slog.DiscardHandler)}), Progress: prog}
 	send := Send{ID: "c2", Template: tpl, From: &mail.Address{Address: "news@shop.test"}, PageSize: 7}
-	st, err := e.Run(ctx, send, genSource{25})
+	st, err := e.Run(ctx, send, genSource{n: 25})
 	if err != nil || !st.Done || st.Sent != 23 || st.Skipped["unsubscribed"] != 2 {
 		t.Fatalf("first run: %+v %v", st, err)
 	}
-	st, err = e.Run(ctx, send, genSource{50}) // done: the grown source is not sent again
+	st, err = e.Run(ctx, send, genSource{n: 50}) // done: the grown source is not sent again
 	if err != nil || st.Sent != 23 {
 		t.Fatalf("second run: %+v %v", st, err)
 	}
 	if s := q.Stats(); s.Messages != 23 {
 		t.Fatalf("%d messages queued, want 23", s.Messages)
 	}
-	if _, err := e.Run(ctx, Send{ID: "x", From: send.From}, genSource{1}); err != ErrNoTemplate {
+	if _, err := e.Run(ctx, Send{ID: "x", From: send.From}, genSource{n: 1}); err != ErrNoTemplate {
 		t.Fatalf("no template: %v", err)
 	}
 }

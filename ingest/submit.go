@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -130,6 +131,28 @@ type Spool interface {
 	EnqueueBatch(ctx context.Context, msgs []mta.NewMessage) ([]string, error)
 }
 
+// idempotencyLookup is optionally implemented by a Spool (*queue.Queue):
+// the ID a message with an idempotency key was enqueued as.
+type idempotencyLookup interface {
+	Idempotent(key string) (id string, ok bool, err error)
+}
+
+// repeat returns the receipt of an already enqueued message with env's
+// idempotency key, so a repeat answers what the first submission did
+// without running policy again (a recipient suppressed in between must
+// not make a message that was sent look skipped).
+func (s *Submitter) repeat(env Envelope) (Receipt, bool, error) {
+	l, ok := s.spool.(idempotencyLookup)
+	if env.IdempotencyKey == "" || !ok {
+		return Receipt{}, false, nil
+	}
+	id, ok, err := l.Idempotent(env.IdempotencyKey)
+	if err != nil || !ok {
+		return Receipt{}, false, err
+	}
+	return Receipt{ID: id, Stream: cmp.Or(env.Stream, DefaultStream), Queued: env.Rcpts}, true, nil
+}
+
 // spaceChecker is optionally implemented by a Spool (*queue.Queue).
 type spaceChecker interface {
 	// CheckSpace returns an error wrapping mta.ErrInsufficientStorage
@@ -205,6 +228,11 @@ func NewSubmitter(o SubmitOptions) *Submitter {
 // synced commit. A nil error means the message is durable. body is not
 // kept: the caller may reuse it once Submit returned.
 func (s *Submitter) Submit(ctx context.Context, env Envelope, body []byte) (Receipt, error) {
+	if rc, ok, err := s.repeat(env); err != nil {
+		return rc, &TemporaryError{err}
+	} else if ok {
+		return rc, nil
+	}
 	nm, rc, err := s.Prepare(ctx, env, body)
 	if err != nil {
 		return rc, err
@@ -232,6 +260,12 @@ func (s *Submitter) SubmitBatch(ctx context.Context, subs []Submission) ([]Recei
 	msgs := make([]mta.NewMessage, 0, len(subs))
 	idx := make([]int, 0, len(subs))
 	for i, sub := range subs {
+		if rc, ok, err := s.repeat(sub.Envelope); err != nil {
+			return nil, &TemporaryError{err}
+		} else if ok {
+			rcs[i] = rc
+			continue
+		}
 		nm, rc, err := s.Prepare(ctx, sub.Envelope, sub.Body)
 		var temp *TemporaryError
 		if errors.As(err, &temp) {

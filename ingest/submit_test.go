@@ -353,3 +353,36 @@ func TestSuppressionCheckedOnce(t *testing.T) {
 		t.Errorf("HTTP: %d %s, %d checks", status, body, pol.checks["erin@example.com"])
 	}
 }
+
+// TestRepeatIdempotencyKeyBeforePolicy: a message resubmitted with its
+// idempotency key (a campaign page after a crash) answers the first
+// message's id even when its recipient was suppressed in between: the
+// repeat is answered from the spool before policy runs, so a message that
+// was sent is never counted as skipped, and nothing is stored twice.
+func TestRepeatIdempotencyKeyBeforePolicy(t *testing.T) {
+	q := openQueue(t)
+	pol := &testPolicy{suppressed: map[string]string{}}
+	s := NewSubmitter(SubmitOptions{Hostname: "petrel.test", Spool: q, Policy: pol, Logger: slog.New(slog.DiscardHandler)})
+	env := Envelope{From: "news@shop.test", Rcpts: []string{"ann@example.com"}, Stream: "marketing", Source: "campaign",
+		IdempotencyKey: "campaign:c1:7"}
+	body := []byte("From: news@shop.test\r\nTo: ann@example.com\r\nSubject: s\r\n\r\nhi\r\n")
+	rcs, err := s.SubmitBatch(context.Background(), []Submission{{Envelope: env, Body: body}})
+	if err != nil || rcs[0].Err != nil || rcs[0].ID == "" {
+		t.Fatalf("first: %+v %v", rcs, err)
+	}
+	pol.suppressed["marketing ann@example.com"] = "unsubscribe"
+	again, err := s.SubmitBatch(context.Background(), []Submission{{Envelope: env, Body: body}})
+	if err != nil || again[0].Err != nil || again[0].ID != rcs[0].ID {
+		t.Fatalf("repeat: %+v %v, want id %s and no error", again, err, rcs[0].ID)
+	}
+	if rc, err := s.Submit(context.Background(), env, body); err != nil || rc.ID != rcs[0].ID {
+		t.Fatalf("repeat via Submit: %+v %v", rc, err)
+	}
+	if st := q.Stats(); st.Messages != 1 {
+		t.Fatalf("%d messages stored, want 1", st.Messages)
+	}
+	env.IdempotencyKey = "campaign:c1:8" // a new key still meets the suppression
+	if _, err := s.Submit(context.Background(), env, body); !errors.Is(err, ErrAllSuppressed) {
+		t.Fatalf("new key for a suppressed recipient: %v", err)
+	}
+}

@@ -429,7 +429,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, 
 				ids[i] = id
 				continue
 			}
-			id, ok, err := q.idempotent(k)
+			id, ok, err := q.Idempotent(k)
 			if err != nil {
 				t.abort()
 				return nil, err
@@ -467,9 +467,10 @@ func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, 
 	return ids, nil
 }
 
-// idempotent returns the ID a message with idempotency key k was enqueued
-// as, if any.
-func (q *Queue) idempotent(k string) (string, bool, error) {
+// Idempotent returns the ID a message with idempotency key k was
+// enqueued as, if any (ingest answers a repeat with it before running
+// policy again).
+func (q *Queue) Idempotent(k string) (string, bool, error) {
 	v, closer, err := q.db.Get(idemKey(k))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return "", false, nil
