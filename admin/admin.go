@@ -30,6 +30,8 @@ type Options struct {
 	// Tracking is the open pixel and click redirect (tracking.Handler,
 	// public).
 	Tracking http.Handler
+	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
+	TrackingStats http.Handler
 	// Verify is verify.Verifier.Handler.
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
@@ -68,6 +70,7 @@ func New(o Options) *Router {
 	r.mountPolicy(o)
 	r.mountSystem(o)
 	r.mountTracking(o)
+	r.mountTrackingStats(o)
 	r.mountAudiences(o)
 	return r
 }

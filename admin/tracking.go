@@ -14,3 +14,13 @@ func (r *Router) mountTracking(o Options) {
 	r.public("GET /t/o/{token}", 0, o.Tracking)
 	r.public("GET /t/c/{token}", 0, o.Tracking)
 }
+
+// mountTrackingStats mounts the engagement report behind the key:
+//
+//	GET /api/v1/stats/campaigns/{campaign}   opens, clicks (human, machine, unique), CTOR, per link, hourly
+func (r *Router) mountTrackingStats(o Options) {
+	if o.TrackingStats == nil {
+		return
+	}
+	r.private("GET /api/v1/stats/campaigns/{campaign}", 0, o.TrackingStats)
+}

@@ -224,6 +224,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Policy:              pol.Handler(),
 		Unsubscribe:         pol.PublicHandler(),
 		Tracking:            trk.handler,
+		TrackingStats:       trk.log.StatsHandler(),
 		Audiences:           audH,
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },

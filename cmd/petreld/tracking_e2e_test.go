@@ -77,6 +77,11 @@ func TestTrackingThroughDaemon(t *testing.T) {
 	if c.Campaign != "spring" || c.Recipient != "c1" || c.URL != "https://shop.test/sale?x=1" || c.Machine {
 		t.Fatalf("clicked event %+v", c)
 	}
+	var rep tracking.CampaignReport
+	if code, err := e.api("GET", "/api/v1/stats/campaigns/spring", nil, &rep); err != nil || code != 200 ||
+		rep.Opens != 1 || rep.UniqueOpens != 1 || rep.Clicks != 1 || rep.UniqueClicks != 1 || rep.ClickToOpenRate != 1 || rep.ClicksPerLink["0"] != 1 {
+		t.Fatalf("campaign stats: %d %v %+v", code, err, rep)
+	}
 	e.stop()
 	e.start()
 	time.Sleep(1500 * time.Millisecond) // a forwarder pass after restart must not repeat them
