@@ -36,6 +36,8 @@ type Options struct {
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
 	Audiences http.Handler
+	// Campaigns is campaign.Service.Handler (audiences.go).
+	Campaigns http.Handler
 	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
 	PolicyStatus func() any
 	// Metrics is the Prometheus handler; MetricsAccess is [metrics]
@@ -72,6 +74,7 @@ func New(o Options) *Router {
 	r.mountTracking(o)
 	r.mountTrackingStats(o)
 	r.mountAudiences(o)
+	r.mountCampaigns(o)
 	return r
 }
 

@@ -18,3 +18,14 @@ func (r *Router) mountAudiences(o Options) {
 	}
 	r.private("GET /api/v1/imports/", 0, h)
 }
+
+// mountCampaigns mounts the campaign API (campaign.Service.Handler).
+func (r *Router) mountCampaigns(o Options) {
+	h := o.Campaigns
+	if h == nil {
+		return
+	}
+	r.private("POST /api/v1/campaigns", 16<<20, h)
+	r.private("GET /api/v1/campaigns/{id}", 0, h)
+	r.private("POST /api/v1/campaigns/{id}/send", 0, h)
+}

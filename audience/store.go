@@ -117,6 +117,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// DB is the ESP database, for the other ESP packages' own tables (the
+// campaign engine's progress); Postgres reports its dialect.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Postgres reports whether the store is on PostgreSQL ($n placeholders).
+func (s *Store) Postgres() bool { return s.d == postgres }
+
 // Close closes the database.
 func (s *Store) Close() error {
 	s.stmtMu.Lock()

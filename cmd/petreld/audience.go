@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/petrel-mta/petrel/audience"
+	"github.com/petrel-mta/petrel/campaign"
 )
 
 // openAudiences opens the ESP database ([esp] database: embedded SQLite
@@ -14,17 +15,32 @@ import (
 // running its migrations, and returns the audience API. Import jobs left
 // unfinished by a previous process resume in the background; they stop
 // when petreld shuts down (the store closes after them).
-func (d *daemon) openAudiences(ctx context.Context, log *slog.Logger) (http.Handler, error) {
+func (d *daemon) openAudiences(ctx context.Context, log *slog.Logger) (*audience.Store, http.Handler, error) {
 	cfg := d.cfg
 	st, err := audience.Open(ctx, cfg.ESP.DatabaseDSN(cfg.DataDir), audience.Options{
 		ImportDir: cfg.ESP.ImportPath(cfg.DataDir),
 		BatchSize: cfg.ESP.ImportBatch,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("[esp] database: %w", err)
+		return nil, nil, fmt.Errorf("[esp] database: %w", err)
 	}
 	d.closers = append(d.closers, st.Close)
 	jobs, cancel := context.WithCancel(context.Background())
 	d.closers = append(d.closers, func() error { cancel(); return nil }) // runs before st.Close
-	return audience.Handler(st, audience.HandlerOptions{Context: jobs, Logger: log, MaxUpload: cfg.ESP.MaxUploadBytes, ResumeImports: true}), nil
+	return st, audience.Handler(st, audience.HandlerOptions{Context: jobs, Logger: log, MaxUpload: cfg.ESP.MaxUploadBytes, ResumeImports: true}), nil
+}
+
+// openCampaigns sets up the campaign service on the ESP database; its
+// sends go through sub (ingest's one entry point) and are started (and
+// resumed, for campaigns left sending) by startCampaigns. At shutdown the
+// sends stop before the ESP store and the queue close.
+func (d *daemon) openCampaigns(ctx context.Context, st *audience.Store, sub campaign.Submitter, log *slog.Logger) (*campaign.Service, error) {
+	svc, err := campaign.NewService(ctx, st, sub, log)
+	if err != nil {
+		return nil, err
+	}
+	sends, cancel := context.WithCancel(context.Background())
+	d.campaignCtx = sends
+	d.closers = append(d.closers, func() error { cancel(); svc.Wait(); return nil })
+	return svc, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/petrel-mta/petrel/admin"
 	"github.com/petrel-mta/petrel/bounce"
+	"github.com/petrel-mta/petrel/campaign"
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/delivery"
 	"github.com/petrel-mta/petrel/dns"
@@ -38,13 +39,15 @@ type daemon struct {
 	cfgPath string
 	log     *slog.Logger
 
-	tracking *trackingPart
-	q        *queue.Queue
-	rules    *bounce.Rules
-	shaper   *shaping.Shaper
-	policy   *policy.Engine
-	smtp     *ingest.SMTPServer
-	httpSrv  *http.Server
+	tracking    *trackingPart
+	campaigns   *campaign.Service
+	campaignCtx context.Context
+	q           *queue.Queue
+	rules       *bounce.Rules
+	shaper      *shaping.Shaper
+	policy      *policy.Engine
+	smtp        *ingest.SMTPServer
+	httpSrv     *http.Server
 	// metricsSrv serves [metrics] listen when it is set.
 	metricsSrv *http.Server
 	// router is the [http] listener's route table.
@@ -204,10 +207,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Submitter: sub,
 		Logger:    log, Registry: reg,
 	})
-	audH, err := d.openAudiences(ctx, log.With("component", "audience"))
+	espStore, audH, err := d.openAudiences(ctx, log.With("component", "audience"))
 	if err != nil {
 		return nil, err
 	}
+	camps, err := d.openCampaigns(ctx, espStore, sub, log.With("component", "campaign"))
+	if err != nil {
+		return nil, err
+	}
+	d.campaigns = camps
 	trk, err := openTracking(cfg.DataDir, log.With("component", "tracking"))
 	if err != nil {
 		return nil, err
@@ -226,6 +234,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(),
 		Audiences:           audH,
+		Campaigns:           camps.Handler(),
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },
 		MetricsAccess:       cfg.Metrics.Access,
@@ -294,6 +303,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if metricsLn != nil {
 		serveHTTP(log, "metrics server", d.metricsSrv, metricsLn)
 		started = append(started, "metrics", metricsLn.Addr().String())
+	}
+	// Campaigns left sending by a previous process resume now.
+	if err := d.campaigns.Start(d.campaignCtx); err != nil {
+		return nil, fmt.Errorf("campaigns: %w", err)
 	}
 	log.Info("petreld started", started...)
 	return d, nil

@@ -1,0 +1,294 @@
+package campaign
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-message/mail"
+
+	"github.com/petrel-mta/petrel/audience"
+)
+
+// Spec is what a campaign sends and to whom.
+type Spec struct {
+	ID       string `json:"id"`
+	Audience int64  `json:"audience"`
+	// Segment is a CEL expression over the audience ("" = everyone).
+	Segment   string `json:"segment,omitempty"`
+	Subject   string `json:"subject"`
+	Preheader string `json:"preheader,omitempty"`
+	HTML      string `json:"html,omitempty"`
+	Text      string `json:"text,omitempty"`
+	From      string `json:"from"`
+	FromName  string `json:"from_name,omitempty"`
+	ReplyTo   string `json:"reply_to,omitempty"`
+	// Stream is "marketing" when empty.
+	Stream string `json:"stream,omitempty"`
+	// RequireConsent (default true on the marketing stream) mails only
+	// contacts with a marketing grant in the consent ledger.
+	RequireConsent *bool   `json:"require_consent,omitempty"`
+	PageSize       int     `json:"page_size,omitempty"`
+	Rate           float64 `json:"rate,omitempty"`
+}
+
+// Campaign statuses.
+const (
+	StatusDraft   = "draft"
+	StatusSending = "sending"
+	StatusSent    = "sent"
+	StatusFailed  = "failed"
+)
+
+// Campaign is a stored campaign with its status and progress.
+type Campaign struct {
+	Spec     Spec      `json:"spec"`
+	Status   string    `json:"status"`
+	Error    string    `json:"error,omitempty"`
+	Progress State     `json:"progress"`
+	Created  time.Time `json:"created"`
+}
+
+var campaignID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// templateFields are the placeholders every campaign may use besides the
+// audience's custom fields.
+var templateFields = []string{"email", "name", "first_name", "phone", "gender", "birthday", "age", "time_zone", "locale"}
+
+// Service keeps campaigns in the ESP database and runs their sends, one
+// goroutine per sending campaign; Start resumes the ones a previous
+// process left sending.
+type Service struct {
+	aud    *audience.Store
+	db     *sql.DB
+	pg     bool
+	prog   *SQLProgress
+	engine *Engine
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+	ctx     context.Context
+}
+
+// NewService creates the campaigns table in aud's database.
+func NewService(ctx context.Context, aud *audience.Store, sub Submitter, log *slog.Logger) (*Service, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db := aud.DB()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS campaigns (
+		id      TEXT PRIMARY KEY,
+		spec    TEXT NOT NULL,
+		status  TEXT NOT NULL,
+		error   TEXT NOT NULL DEFAULT '',
+		created BIGINT NOT NULL
+	)`); err != nil {
+		return nil, fmt.Errorf("campaign: campaigns table: %w", err)
+	}
+	prog, err := NewSQLProgress(ctx, db, aud.Postgres())
+	if err != nil {
+		return nil, err
+	}
+	return &Service{aud: aud, db: db, pg: aud.Postgres(), prog: prog, log: log,
+		engine: &Engine{Submitter: sub, Progress: prog, Logger: log}, running: map[string]bool{}}, nil
+}
+
+func (s *Service) arg(n int) string {
+	if s.pg {
+		return fmt.Sprintf("$%d", n)
+	}
+	return "?"
+}
+
+// invalidError is a Spec that cannot be stored (HTTP 400).
+type invalidError struct{ error }
+
+func (e *invalidError) Unwrap() error { return e.error }
+
+// ErrExists is returned by Create for an id already used.
+var ErrExists = errors.New("campaign: a campaign with this id exists")
+
+// ErrNotFound is returned for an unknown campaign.
+var ErrNotFound = errors.New("campaign: no such campaign")
+
+// compile checks sp's template against its audience's fields.
+func (s *Service) compile(ctx context.Context, sp Spec) (*Compiled, error) {
+	a, err := s.aud.Audience(ctx, sp.Audience)
+	if err != nil {
+		return nil, err
+	}
+	names := append([]string(nil), templateFields...)
+	for _, f := range a.Fields {
+		names = append(names, f.Name)
+	}
+	return Compile(Content{Subject: sp.Subject, Preheader: sp.Preheader, HTML: sp.HTML, Text: sp.Text}, NewFieldSet(names...))
+}
+
+// Create validates sp (id, sender, template against the audience's
+// fields, segment expression) and stores it as a draft.
+func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
+	if !campaignID.MatchString(sp.ID) {
+		return Campaign{}, &invalidError{fmt.Errorf("campaign: id %q must be 1-64 of a-z, 0-9, _ and -", sp.ID)}
+	}
+	if _, err := mail.ParseAddress(sp.From); err != nil {
+		return Campaign{}, &invalidError{fmt.Errorf("campaign: from %q: %w", sp.From, err)}
+	}
+	if _, err := s.compile(ctx, sp); err != nil {
+		return Campaign{}, err
+	}
+	if sp.Segment != "" {
+		if err := s.aud.CheckExpression(ctx, sp.Audience, sp.Segment); err != nil {
+			return Campaign{}, err
+		}
+	}
+	raw, _ := json.Marshal(sp)
+	now := time.Now().UTC()
+	_, err := s.db.ExecContext(ctx, "INSERT INTO campaigns (id, spec, status, created) VALUES ("+s.arg(1)+", "+s.arg(2)+", "+s.arg(3)+", "+s.arg(4)+")",
+		sp.ID, string(raw), StatusDraft, now.Unix())
+	if err != nil {
+		if c, gerr := s.Get(ctx, sp.ID); gerr == nil && c.Spec.ID == sp.ID {
+			return Campaign{}, ErrExists
+		}
+		return Campaign{}, fmt.Errorf("campaign: create: %w", err)
+	}
+	return Campaign{Spec: sp, Status: StatusDraft, Created: time.Unix(now.Unix(), 0).UTC()}, nil
+}
+
+// Get returns a campaign with its progress.
+func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
+	var raw, status, errText string
+	var created int64
+	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created FROM campaigns WHERE id = "+s.arg(1), id).Scan(&raw, &status, &errText, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Campaign{}, ErrNotFound
+	}
+	if err != nil {
+		return Campaign{}, fmt.Errorf("campaign: get: %w", err)
+	}
+	c := Campaign{Status: status, Error: errText, Created: time.Unix(created, 0).UTC()}
+	if err := json.Unmarshal([]byte(raw), &c.Spec); err != nil {
+		return Campaign{}, fmt.Errorf("campaign: corrupt spec of %s: %w", id, err)
+	}
+	if c.Progress, err = s.prog.Load(ctx, id); err != nil {
+		return Campaign{}, err
+	}
+	return c, nil
+}
+
+func (s *Service) setStatus(ctx context.Context, id, status, errText string) error {
+	_, err := s.db.ExecContext(ctx, "UPDATE campaigns SET status = "+s.arg(1)+", error = "+s.arg(2)+" WHERE id = "+s.arg(3), status, errText, id)
+	if err != nil {
+		return fmt.Errorf("campaign: status: %w", err)
+	}
+	return nil
+}
+
+// Start remembers ctx as the lifetime of sends and resumes every
+// campaign left sending by a previous process.
+func (s *Service) Start(ctx context.Context) error {
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+	rows, err := s.db.QueryContext(ctx, "SELECT id FROM campaigns WHERE status = "+s.arg(1), StatusSending)
+	if err != nil {
+		return fmt.Errorf("campaign: resume: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		s.log.Info("resuming campaign send", "campaign", id)
+		s.run(id)
+	}
+	return rows.Err()
+}
+
+// Send marks a draft sending (durably, so a restart resumes it) and
+// starts it. Sending a campaign that is sending or sent is a no-op.
+func (s *Service) Send(ctx context.Context, id string) (Campaign, error) {
+	c, err := s.Get(ctx, id)
+	if err != nil {
+		return c, err
+	}
+	if c.Status == StatusDraft || c.Status == StatusFailed {
+		if err := s.setStatus(ctx, id, StatusSending, ""); err != nil {
+			return c, err
+		}
+		c.Status = StatusSending
+	}
+	if c.Status == StatusSending {
+		s.run(id)
+	}
+	return c, nil
+}
+
+// run starts the send of id unless it is running.
+func (s *Service) run(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[id] || s.ctx == nil {
+		return
+	}
+	s.running[id] = true
+	s.wg.Add(1)
+	go func(ctx context.Context) {
+		defer s.wg.Done()
+		defer func() { s.mu.Lock(); delete(s.running, id); s.mu.Unlock() }()
+		if err := s.runOnce(ctx, id); err != nil && ctx.Err() == nil {
+			s.log.Error("campaign send failed", "campaign", id, "err", err)
+			s.setStatus(context.Background(), id, StatusFailed, err.Error())
+		}
+	}(s.ctx)
+}
+
+func (s *Service) runOnce(ctx context.Context, id string) error {
+	c, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	sp := c.Spec
+	tpl, err := s.compile(ctx, sp)
+	if err != nil {
+		return err
+	}
+	stream := sp.Stream
+	if stream == "" {
+		stream = "marketing"
+	}
+	consent := stream == "marketing"
+	if sp.RequireConsent != nil {
+		consent = *sp.RequireConsent
+	}
+	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: stream,
+		PageSize: sp.PageSize, Rate: sp.Rate}
+	if sp.ReplyTo != "" {
+		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}
+	}
+	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, RequireConsent: consent}
+	st, err := s.engine.Run(ctx, send, src)
+	if err != nil {
+		return err
+	}
+	if st.Done {
+		return s.setStatus(context.Background(), id, StatusSent, "")
+	}
+	return nil
+}
+
+// Wait waits for the running sends to stop (after their ctx ended).
+func (s *Service) Wait() { s.wg.Wait() }
