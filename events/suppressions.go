@@ -25,6 +25,9 @@ type SuppressionOutbox interface {
 // this package.
 type Event = queue.Event
 
+// EventFilter selects events of the log (queue.EventFilter).
+type EventFilter = queue.EventFilter
+
 // EventAppender appends events to the event log (*queue.Queue).
 type EventAppender interface {
 	AppendEvents(ctx context.Context, evs []queue.Event) error

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/petrel-mta/petrel/admin"
+	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/bounce"
 	"github.com/petrel-mta/petrel/campaign"
 	"github.com/petrel-mta/petrel/config"
@@ -41,6 +42,7 @@ type daemon struct {
 
 	tracking    *trackingPart
 	campaigns   *campaign.Service
+	esp         *audience.Store
 	campaignCtx context.Context
 	q           *queue.Queue
 	rules       *bounce.Rules
@@ -216,6 +218,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		return nil, err
 	}
 	d.campaigns = camps
+	d.esp = espStore
 	trk, err := openTracking(cfg.DataDir, log.With("component", "tracking"))
 	if err != nil {
 		return nil, err
@@ -285,6 +288,13 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	go func() {
 		defer d.delivery.Done()
 		tracking.Forward(dctx, trk.log, q, time.Second, log.With("component", "tracking"))
+	}()
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		// Contacts follow the suppression list (bounced, complained,
+		// unsubscribed): ARCHITECTURE.md, ESP layer.
+		d.esp.FollowSuppressions(dctx, q, time.Second, log.With("component", "audience"))
 	}()
 	d.delivery.Add(1)
 	go func() {

@@ -1,0 +1,114 @@
+package audience
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/petrel-mta/petrel/events"
+)
+
+// EventLog is the MTA's event log as the ESP reads it (*queue.Queue): a
+// durable named cursor, as webhooks read it.
+type EventLog interface {
+	Events(ctx context.Context, f events.EventFilter) ([]events.Event, error)
+	Cursor(name string) (string, error)
+	SetCursor(name, seq string) error
+}
+
+// suppressionCursor names the event-log cursor of ApplySuppressionEvents.
+const suppressionCursor = "esp:contacts"
+
+// statusFor maps a suppression ("suppressed" event) to the contact
+// status it implies; ok false leaves contacts alone (a manual
+// suppression, or an unsubscribe from a stream other than marketing).
+func statusFor(ev events.Event) (Status, bool) {
+	switch ev.Reason {
+	case "hard_bounce":
+		return Bounced, true
+	case "complaint":
+		return Complained, true
+	case "unsubscribe":
+		if ev.Stream == "marketing" || ev.Stream == "*" {
+			return Unsubscribed, true
+		}
+	}
+	return "", false
+}
+
+// ApplySuppressionEvents reads the "suppressed" events after the ESP's
+// cursor and makes contacts agree with them: a hard bounce marks every
+// contact with that address (in every audience) bounced, a complaint
+// complained, a marketing unsubscribe unsubscribed; complaints and
+// unsubscribes also append a marketing withdrawal to the consent ledger.
+// Erased contacts stay erased. Each page is one transaction, and the
+// cursor moves only after it commits (at least once; applying an event
+// twice changes nothing). It returns how many events it read.
+func (s *Store) ApplySuppressionEvents(ctx context.Context, log EventLog) (int, error) {
+	after, err := log.Cursor(suppressionCursor)
+	if err != nil {
+		return 0, err
+	}
+	evs, err := log.Events(ctx, events.EventFilter{After: after, Type: "suppressed", Limit: 1000})
+	if err != nil || len(evs) == 0 {
+		return 0, err
+	}
+	now := s.opts.Now().UTC().Unix()
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		for _, ev := range evs {
+			st, ok := statusFor(ev)
+			if !ok {
+				continue
+			}
+			_, key, err := NormalizeEmail(ev.Recipient)
+			if err != nil {
+				continue // not an address we could have stored
+			}
+			if st != Bounced {
+				source := "unsubscribe"
+				if st == Complained {
+					source = "complaint"
+				}
+				if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO consent (contact_id, purpose, action, at, source, ip, user_agent, text_version)
+					SELECT id, 'marketing', 'withdrawn', ?, ?, '', '', '' FROM contacts WHERE email_key = ? AND status NOT IN ('erased', ?)`),
+					now, source, key, string(st)); err != nil {
+					return fmt.Errorf("audience: withdraw consent: %w", err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE contacts SET status = ?, updated_at = ? WHERE email_key = ? AND status NOT IN ('erased', ?)`),
+				string(st), now, key, string(st)); err != nil {
+				return fmt.Errorf("audience: contact status: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(evs), log.SetCursor(suppressionCursor, evs[len(evs)-1].Seq)
+}
+
+// FollowSuppressions runs ApplySuppressionEvents until ctx ends, every
+// interval when there is nothing new.
+func (s *Store) FollowSuppressions(ctx context.Context, log EventLog, interval time.Duration, logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	for {
+		n, err := s.ApplySuppressionEvents(ctx, log)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			logger.Warn("apply suppression events to contacts (will retry)", "err", err)
+		}
+		if n > 0 && err == nil {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
