@@ -216,3 +216,22 @@ func bodyContentOffset(src string) int {
 		}
 	}
 }
+
+// bodyEndOffset returns the byte offset of the </body> end tag of src, or
+// len(src) when there is none (content is then appended).
+func bodyEndOffset(src string) int {
+	z := xhtml.NewTokenizer(strings.NewReader(src))
+	off := 0
+	for {
+		tt := z.Next()
+		if tt == xhtml.ErrorToken {
+			return len(src)
+		}
+		if tt == xhtml.EndTagToken {
+			if name, _ := z.TagName(); atom.Lookup(name) == atom.Body {
+				return off
+			}
+		}
+		off += len(z.Raw())
+	}
+}

@@ -86,6 +86,9 @@ type Send struct {
 	Rate float64
 	// Extra header fields added to every message.
 	Extra [][2]string
+	// Unsubscribe gives a recipient's %unsubscribe_url%
+	// (policy.Engine.UnsubscribeURL); nil leaves it empty.
+	Unsubscribe func(stream, rcpt string) string
 }
 
 // Engine runs sends. It is safe for concurrent use by different
@@ -178,7 +181,7 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 				next.Skipped[r.Skip]++
 				continue
 			}
-			msg, err := s.build(r, now())
+			msg, err := s.build(r, stream, now())
 			if err != nil {
 				next.Skipped["render_error"]++
 				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
@@ -221,8 +224,12 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 }
 
 // build renders the message for r.
-func (s Send) build(r Recipient, now time.Time) ([]byte, error) {
-	rendered := s.Template.Render(r.Values)
+func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
+	vals := r.Values
+	if s.Unsubscribe != nil {
+		vals = withValue{vals, "unsubscribe_url", s.Unsubscribe(stream, r.Email)}
+	}
+	rendered := s.Template.Render(vals)
 	env := Envelope{
 		From:  s.From,
 		To:    []*mail.Address{{Name: r.Name, Address: r.Email}},
@@ -233,4 +240,20 @@ func (s Send) build(r Recipient, now time.Time) ([]byte, error) {
 		env.ReplyTo = []*mail.Address{s.ReplyTo}
 	}
 	return BuildMessage(env, rendered)
+}
+
+// withValue is vals with one more field.
+type withValue struct {
+	Values
+	name, value string
+}
+
+func (w withValue) Value(field string) (string, bool) {
+	if field == w.name {
+		return w.value, true
+	}
+	if w.Values == nil {
+		return "", false
+	}
+	return w.Values.Value(field)
 }

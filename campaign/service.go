@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,9 +35,12 @@ type Spec struct {
 	Stream string `json:"stream,omitempty"`
 	// RequireConsent (default true on the marketing stream) mails only
 	// contacts with a marketing grant in the consent ledger.
-	RequireConsent *bool   `json:"require_consent,omitempty"`
-	PageSize       int     `json:"page_size,omitempty"`
-	Rate           float64 `json:"rate,omitempty"`
+	RequireConsent *bool `json:"require_consent,omitempty"`
+	// PostalAddress is the sender's physical postal address, required on
+	// the marketing stream (CAN-SPAM); it goes into the automatic footer.
+	PostalAddress string  `json:"postal_address,omitempty"`
+	PageSize      int     `json:"page_size,omitempty"`
+	Rate          float64 `json:"rate,omitempty"`
 }
 
 // Campaign statuses.
@@ -59,7 +64,7 @@ var campaignID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // templateFields are the placeholders every campaign may use besides the
 // audience's custom fields.
-var templateFields = []string{"email", "name", "first_name", "phone", "gender", "birthday", "age", "time_zone", "locale"}
+var templateFields = []string{"email", "name", "first_name", "phone", "gender", "birthday", "age", "time_zone", "locale", "unsubscribe_url"}
 
 // Service keeps campaigns in the ESP database and runs their sends, one
 // goroutine per sending campaign; Start resumes the ones a previous
@@ -71,6 +76,7 @@ type Service struct {
 	prog   *SQLProgress
 	engine *Engine
 	log    *slog.Logger
+	unsub  func(stream, rcpt string) string
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -78,8 +84,10 @@ type Service struct {
 	ctx     context.Context
 }
 
-// NewService creates the campaigns table in aud's database.
-func NewService(ctx context.Context, aud *audience.Store, sub Submitter, log *slog.Logger) (*Service, error) {
+// NewService creates the campaigns table in aud's database. unsub gives a
+// recipient's unsubscribe link (policy.Engine.UnsubscribeURL); marketing
+// campaigns cannot be created without one.
+func NewService(ctx context.Context, aud *audience.Store, sub Submitter, unsub func(stream, rcpt string) string, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -97,7 +105,7 @@ func NewService(ctx context.Context, aud *audience.Store, sub Submitter, log *sl
 	if err != nil {
 		return nil, err
 	}
-	return &Service{aud: aud, db: db, pg: aud.Postgres(), prog: prog, log: log,
+	return &Service{aud: aud, db: db, pg: aud.Postgres(), prog: prog, log: log, unsub: unsub,
 		engine: &Engine{Submitter: sub, Progress: prog, Logger: log}, running: map[string]bool{}}, nil
 }
 
@@ -119,7 +127,16 @@ var ErrExists = errors.New("campaign: a campaign with this id exists")
 // ErrNotFound is returned for an unknown campaign.
 var ErrNotFound = errors.New("campaign: no such campaign")
 
-// compile checks sp's template against its audience's fields.
+func (sp Spec) stream() string {
+	if sp.Stream == "" {
+		return "marketing"
+	}
+	return sp.Stream
+}
+
+// compile checks sp's template against its audience's fields. A
+// marketing template without %unsubscribe_url% gets an automatic footer
+// with the postal address and the unsubscribe link, in both parts.
 func (s *Service) compile(ctx context.Context, sp Spec) (*Compiled, error) {
 	a, err := s.aud.Audience(ctx, sp.Audience)
 	if err != nil {
@@ -129,7 +146,30 @@ func (s *Service) compile(ctx context.Context, sp Spec) (*Compiled, error) {
 	for _, f := range a.Fields {
 		names = append(names, f.Name)
 	}
-	return Compile(Content{Subject: sp.Subject, Preheader: sp.Preheader, HTML: sp.HTML, Text: sp.Text}, NewFieldSet(names...))
+	c := Content{Subject: sp.Subject, Preheader: sp.Preheader, HTML: sp.HTML, Text: sp.Text}
+	if sp.stream() == "marketing" {
+		c = withFooter(c, sp.PostalAddress)
+	}
+	return Compile(c, NewFieldSet(names...))
+}
+
+// withFooter adds the compliance footer unless the content already links
+// %unsubscribe_url% itself.
+func withFooter(c Content, postal string) Content {
+	if strings.Contains(c.HTML+c.Text, "%unsubscribe_url%") {
+		return c
+	}
+	addr := strings.ReplaceAll(postal, "%", "%%")
+	if c.Text == "" && c.HTML != "" {
+		c.Text = HTMLToText(c.HTML)
+	}
+	c.Text = strings.TrimRight(c.Text, "\n") + "\n\n--\n" + addr + "\nUnsubscribe: %unsubscribe_url%\n"
+	if c.HTML != "" {
+		at := bodyEndOffset(c.HTML)
+		footer := `<p style="font-size:12px;color:#666666">` + html.EscapeString(addr) + `<br><a href="%unsubscribe_url%">Unsubscribe</a></p>`
+		c.HTML = c.HTML[:at] + footer + c.HTML[at:]
+	}
+	return c
 }
 
 // Create validates sp (id, sender, template against the audience's
@@ -140,6 +180,14 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	}
 	if _, err := mail.ParseAddress(sp.From); err != nil {
 		return Campaign{}, &invalidError{fmt.Errorf("campaign: from %q: %w", sp.From, err)}
+	}
+	if sp.stream() == "marketing" {
+		if strings.TrimSpace(sp.PostalAddress) == "" {
+			return Campaign{}, &invalidError{errors.New("campaign: postal_address is required for marketing mail (CAN-SPAM)")}
+		}
+		if s.unsub == nil || s.unsub("marketing", sp.From) == "" {
+			return Campaign{}, &invalidError{errors.New("campaign: marketing mail needs an unsubscribe link: set [sending] unsubscribe_url (or [bounce] domain for the mailto form)")}
+		}
 	}
 	if _, err := s.compile(ctx, sp); err != nil {
 		return Campaign{}, err
@@ -275,7 +323,7 @@ func (s *Service) runOnce(ctx context.Context, id string) error {
 		consent = *sp.RequireConsent
 	}
 	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: stream,
-		PageSize: sp.PageSize, Rate: sp.Rate}
+		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub}
 	if sp.ReplyTo != "" {
 		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}
 	}

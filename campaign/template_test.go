@@ -258,3 +258,30 @@ func TestPreheaderPlacement(t *testing.T) {
 		})
 	}
 }
+
+func TestComplianceFooter(t *testing.T) {
+	tests := []struct {
+		name               string
+		in                 Content
+		wantHTML, wantText string
+	}{
+		{"html and generated text", Content{Subject: "s", HTML: "<html><body><p>Hi</p></body></html>"},
+			`<html><body><p>Hi</p><p style="font-size:12px;color:#666666">Shop &amp; Co, 100%% Road<br><a href="%unsubscribe_url%">Unsubscribe</a></p></body></html>`,
+			"Hi\n\n--\nShop & Co, 100%% Road\nUnsubscribe: %unsubscribe_url%\n"},
+		{"text only", Content{Subject: "s", Text: "Hello\n\n"}, "", "Hello\n\n--\nShop & Co, 100%% Road\nUnsubscribe: %unsubscribe_url%\n"},
+		{"own link: untouched", Content{Subject: "s", Text: "Bye: %unsubscribe_url%"}, "", "Bye: %unsubscribe_url%"},
+	}
+	for _, tc := range tests {
+		got := withFooter(tc.in, "Shop & Co, 100% Road")
+		if got.HTML != tc.wantHTML || got.Text != tc.wantText {
+			t.Errorf("%s:\n got %q / %q\nwant %q / %q", tc.name, got.HTML, got.Text, tc.wantHTML, tc.wantText)
+		}
+		tpl, err := Compile(got, NewFieldSet("unsubscribe_url"))
+		if err != nil {
+			t.Fatalf("%s: footer does not compile: %v", tc.name, err)
+		}
+		if r := tpl.Render(Map{"unsubscribe_url": "https://u.test/x"}); !strings.Contains(r.Text, "https://u.test/x") || strings.Contains(r.Text, "%%") {
+			t.Errorf("%s: rendered text %q", tc.name, r.Text)
+		}
+	}
+}

@@ -312,3 +312,19 @@ func (e *Engine) UnsubscribeMailto(rcpt string) (ok bool, err error) {
 	_, err = e.Unsubscribe(stream, addr, "mailto")
 	return true, err
 }
+
+// UnsubscribeURL is the link a marketing message puts in its body for
+// rcpt in stream (%unsubscribe_url%): the page behind the one-click
+// endpoint (<sending.unsubscribe_url>/unsubscribe/<token>), or the mailto
+// address of List-Unsubscribe when no HTTPS base is configured; "" when
+// neither is.
+func (e *Engine) UnsubscribeURL(stream, rcpt string) string {
+	tok := e.tokens.Make(stream, rcpt)
+	switch {
+	case e.cfg.Sending.UnsubscribeURL != "":
+		return e.cfg.Sending.UnsubscribeURL + "/unsubscribe/" + tok
+	case e.unsubDomain != "":
+		return "mailto:unsubscribe+" + tok + "@" + e.unsubDomain
+	}
+	return ""
+}

@@ -35,7 +35,7 @@ func (d *daemon) openAudiences(ctx context.Context, log *slog.Logger) (*audience
 // resumed, for campaigns left sending) by startCampaigns. At shutdown the
 // sends stop before the ESP store and the queue close.
 func (d *daemon) openCampaigns(ctx context.Context, st *audience.Store, sub campaign.Submitter, log *slog.Logger) (*campaign.Service, error) {
-	svc, err := campaign.NewService(ctx, st, sub, log)
+	svc, err := campaign.NewService(ctx, st, sub, d.policy.UnsubscribeURL, log)
 	if err != nil {
 		return nil, err
 	}

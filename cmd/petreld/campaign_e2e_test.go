@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/quotedprintable"
 	"net/http"
+	"net/mail"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +41,7 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 		}
 		return nil
 	}})
+	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
 	e.start()
 
 	var a struct{ ID int64 }
@@ -75,13 +78,18 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 	})
 
 	spec := map[string]any{"id": "winter", "audience": a.ID, "segment": `city == "Taipei"`, "from": "news@shop.test", "from_name": "Shop",
-		"subject": "Hello %first_name%", "text": "Dear %name%, news from %city%.\n", "page_size": 10, "rate": 150}
+		"subject": "Hello %first_name%", "text": "Dear %name%, news from %city%.\n", "page_size": 10, "rate": 150,
+		"postal_address": "Shop Ltd, 1 Harbour Road, Taipei"}
 	var bad struct {
 		Error struct{ Code, Message string }
 	}
-	badSpec := map[string]any{"id": "bad", "audience": a.ID, "from": "news@shop.test", "subject": "Hi %nickname%", "text": "x"}
+	badSpec := map[string]any{"id": "bad", "audience": a.ID, "from": "news@shop.test", "subject": "Hi %nickname%", "text": "x", "postal_address": "x"}
 	if code, _ := e.api("POST", "/api/v1/campaigns", badSpec, &bad); code != 400 || bad.Error.Code != "invalid_template" || !strings.Contains(bad.Error.Message, "1:4") {
 		t.Fatalf("unknown field: %d %+v", code, bad)
+	}
+	noAddr := map[string]any{"id": "noaddr", "audience": a.ID, "from": "news@shop.test", "subject": "Hi", "text": "x"}
+	if code, _ := e.api("POST", "/api/v1/campaigns", noAddr, &bad); code != 400 || !strings.Contains(bad.Error.Message, "postal_address") {
+		t.Fatalf("marketing campaign without a postal address: %d %+v", code, bad)
 	}
 	if code, err := e.api("POST", "/api/v1/campaigns", spec, nil); err != nil || code != 201 {
 		t.Fatalf("create campaign: %d %v", code, err)
@@ -126,6 +134,11 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 			if !strings.Contains(b, fmt.Sprintf("Dear Contact %d, news from Taipei.", i)) {
 				t.Errorf("%s: body not personalised: %q", addr, b)
 			}
+			// The automatic footer: postal address and this contact's link.
+			if !strings.Contains(b, "Shop Ltd, 1 Harbour Road, Taipei") || !strings.Contains(b, "Unsubscribe: https://mail.shop.test/unsubscribe/") ||
+				!strings.Contains(b, "List-Unsubscribe:") {
+				t.Errorf("%s: no compliance footer or List-Unsubscribe: %q", addr, b)
+			}
 		}
 	}
 	t.Logf("%d at the MX when killed; final: %d recipients, status %s, sent %d", killedAt, len(got), c.Status, c.Progress.Sent)
@@ -135,4 +148,34 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 	if c.Progress.Sent != n/2 || !c.Progress.Done {
 		t.Fatalf("progress %+v, want %d sent", c.Progress, n/2)
 	}
+	// The footer's link unsubscribes the recipient (one-click POST), and
+	// the contact's status follows.
+	var link string
+	for _, b := range got["c0@example.test"] {
+		m, err := mail.ReadMessage(strings.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(quotedprintable.NewReader(m.Body))
+		_, after, ok := strings.Cut(string(text), "Unsubscribe: https://mail.shop.test")
+		if !ok {
+			t.Fatalf("no unsubscribe link in %q", text)
+		}
+		link = strings.TrimSpace(strings.SplitN(after, "\n", 2)[0])
+	}
+	resp, err = http.Post("http://"+e.http+link, "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("one-click unsubscribe %s: %d", link, resp.StatusCode)
+	}
+	waitFor(t, 15*time.Second, "c0 unsubscribed in the audience", func() bool {
+		var page struct {
+			Contacts []struct{ Email, Status string }
+		}
+		e.api("GET", fmt.Sprintf("/api/v1/audiences/%d/contacts?limit=1", a.ID), nil, &page)
+		return len(page.Contacts) == 1 && page.Contacts[0].Email == "c0@example.test" && page.Contacts[0].Status == "unsubscribed"
+	})
 }
