@@ -38,6 +38,8 @@ type Options struct {
 	Audiences http.Handler
 	// Campaigns is campaign.Service.Handler (audiences.go).
 	Campaigns http.Handler
+	// Templates is campaign.Templates.Handler (audiences.go).
+	Templates http.Handler
 	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
 	PolicyStatus func() any
 	// Metrics is the Prometheus handler; MetricsAccess is [metrics]
@@ -75,6 +77,7 @@ func New(o Options) *Router {
 	r.mountTrackingStats(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
+	r.mountTemplates(o)
 	return r
 }
 

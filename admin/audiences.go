@@ -29,3 +29,15 @@ func (r *Router) mountCampaigns(o Options) {
 	r.private("GET /api/v1/campaigns/{id}", 0, h)
 	r.private("POST /api/v1/campaigns/{id}/send", 0, h)
 }
+
+// mountTemplates mounts the template API (campaign.Templates.Handler).
+func (r *Router) mountTemplates(o Options) {
+	h := o.Templates
+	if h == nil {
+		return
+	}
+	r.private("POST /api/v1/templates", 16<<20, h)
+	r.private("GET /api/v1/templates/{call}", 0, h)
+	r.private("GET /api/v1/templates/{call}/versions", 0, h)
+	r.private("POST /api/v1/templates/{call}/preview", 0, h)
+}

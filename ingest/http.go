@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,8 @@ type HTTPOptions struct {
 	Spool Spool
 	// HopCountLimit is SubmitOptions.HopCountLimit.
 	HopCountLimit int
+	// Templates renders "template" requests; nil refuses them (422).
+	Templates TemplateRenderer
 	// Policy may be nil.
 	Policy Policy
 	// Recipients, if set, vets each recipient (verify at ingest).
@@ -73,7 +76,22 @@ type SendRequest struct {
 	// Stream overrides the API key's stream (and any X-Petrel-Stream).
 	Stream   string `json:"stream,omitempty"`
 	Campaign string `json:"campaign,omitempty"`
+	// Template names a stored template by its call name: its subject,
+	// HTML and text are rendered with Variables (HTML-escaped in HTML),
+	// instead of subject/text/html/raw.
+	Template  string            `json:"template,omitempty"`
+	Variables map[string]string `json:"variables,omitempty"`
 }
+
+// TemplateRenderer renders stored templates by call name for HTTP
+// injection (*campaign.Templates). An unknown call name is an error
+// wrapping ErrUnknownTemplate.
+type TemplateRenderer interface {
+	RenderTemplate(ctx context.Context, callName string, vars map[string]string) (subject, html, text, typ string, err error)
+}
+
+// ErrUnknownTemplate: no template has the call name (HTTP 422).
+var ErrUnknownTemplate = errors.New("unknown template")
 
 // SendResponse is the 202 answer to POST /api/v1/messages.
 type SendResponse struct {
@@ -219,6 +237,11 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 				fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}
 		}
 		return nil, badRequest("invalid_request", "%v", err)
+	}
+	if req.Template != "" {
+		if err := h.renderTemplate(r.Context(), &req); err != nil {
+			return nil, err
+		}
 	}
 	env, msg, err := h.prepare(req, key)
 	if err != nil {
@@ -416,4 +439,28 @@ func remoteIP(r *http.Request) string {
 		return "unknown"
 	}
 	return host
+}
+
+// renderTemplate replaces req's template reference by its rendered
+// subject, HTML and text; a marketing template goes to the marketing
+// stream unless the request names one.
+func (h *httpHandler) renderTemplate(ctx context.Context, req *SendRequest) error {
+	if req.Raw != "" || req.Subject != "" || req.Text != "" || req.HTML != "" {
+		return badRequest("invalid_request", "template excludes raw, subject, text and html")
+	}
+	if h.opts.Templates == nil {
+		return unprocessable("templates_unavailable", "this server has no template store")
+	}
+	subject, html, text, typ, err := h.opts.Templates.RenderTemplate(ctx, req.Template, req.Variables)
+	switch {
+	case errors.Is(err, ErrUnknownTemplate):
+		return unprocessable("unknown_template", "no template with call name %q", req.Template)
+	case err != nil:
+		return &apiError{http.StatusServiceUnavailable, "temporary_failure", "template store: " + err.Error()}
+	}
+	req.Subject, req.HTML, req.Text, req.Template = subject, html, text, ""
+	if typ == "marketing" && req.Stream == "" {
+		req.Stream = "marketing"
+	}
+	return nil
 }

@@ -179,3 +179,67 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 		return len(page.Contacts) == 1 && page.Contacts[0].Email == "c0@example.test" && page.Contacts[0].Status == "unsubscribed"
 	})
 }
+
+// TestTransactionalTemplateThroughDaemon: an app saves a template over
+// the API and sends it by call name with variables; the real MX receives
+// the rendered message (variables HTML-escaped in the HTML part); an
+// unknown call name is a 422 and a template with an undeclared variable
+// is refused when saved.
+func TestTransactionalTemplateThroughDaemon(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var got []string
+	e.mx(2, "example.test", testnet.MXScript{OnData: func(from string, rcpts []string, data []byte) error {
+		mu.Lock()
+		got = append(got, string(data))
+		mu.Unlock()
+		return nil
+	}})
+	e.start()
+	tpl := map[string]any{"call_name": "order-shipped", "name": "Order shipped", "subject": "Order %order_id% shipped",
+		"html": "<p>Hello %name|there%, your order <b>%order_id%</b> is on its way.</p>", "variables": []string{"order_id", "name"}}
+	if code, err := e.api("POST", "/api/v1/templates", tpl, nil); err != nil || code != 201 {
+		t.Fatalf("save template: %d %v", code, err)
+	}
+	var bad struct {
+		Error struct{ Code, Message string }
+	}
+	if code, _ := e.api("POST", "/api/v1/templates", map[string]any{"call_name": "x", "subject": "s", "text": "%undeclared%"}, &bad); code != 400 || bad.Error.Code != "invalid_template" {
+		t.Fatalf("undeclared variable: %d %+v", code, bad)
+	}
+	req := map[string]any{"from": "shop@sender.test", "to": []string{"ann@example.test"}, "template": "order-shipped",
+		"variables": map[string]string{"order_id": "<A-17>", "name": "Ann"}}
+	if code, err := e.api("POST", "/api/v1/messages", req, nil); err != nil || code != 202 {
+		t.Fatalf("send by call name: %d %v", code, err)
+	}
+	req["template"] = "nope"
+	if code, _ := e.api("POST", "/api/v1/messages", req, &bad); code != 422 || bad.Error.Code != "unknown_template" {
+		t.Fatalf("unknown template: %d %+v", code, bad)
+	}
+	waitFor(t, 15*time.Second, "the message at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	m, err := mail.ReadMessage(strings.NewReader(got[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Header.Get("Subject"); s != "Order <A-17> shipped" {
+		t.Errorf("subject %q", s)
+	}
+	raw, _ := io.ReadAll(m.Body)
+	body := decodeQP(string(raw))
+	if !strings.Contains(body, "Hello Ann, your order <b>&lt;A-17&gt;</b> is on its way.") {
+		t.Errorf("html part not rendered and escaped: %s", body)
+	}
+	if !strings.Contains(body, "Hello Ann, your order <A-17> is on its way.") {
+		t.Errorf("generated text part missing: %s", body)
+	}
+}
+
+func decodeQP(s string) string {
+	b, err := io.ReadAll(quotedprintable.NewReader(strings.NewReader(s)))
+	if err != nil {
+		return s
+	}
+	return string(b)
+}

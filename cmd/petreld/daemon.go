@@ -203,12 +203,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if keyPath != "" {
 		log.Info("no [[http.api_keys]] configured: using the local key in "+keyPath+" (petrelctl reads it from its -data-dir)", "path", keyPath)
 	}
-	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
-		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
-		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Submitter: sub,
-		Logger:    log, Registry: reg,
-	})
 	espStore, audH, err := d.openAudiences(ctx, log.With("component", "audience"))
 	if err != nil {
 		return nil, err
@@ -219,6 +213,16 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.campaigns = camps
 	d.esp = espStore
+	tpls, err := campaign.NewTemplates(ctx, espStore.DB(), espStore.Postgres())
+	if err != nil {
+		return nil, err
+	}
+	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
+		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
+		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
+		Submitter: sub, Templates: tpls,
+		Logger: log, Registry: reg,
+	})
 	trk, err := openTracking(cfg.DataDir, log.With("component", "tracking"))
 	if err != nil {
 		return nil, err
@@ -238,6 +242,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		TrackingStats:       trk.log.StatsHandler(),
 		Audiences:           audH,
 		Campaigns:           camps.Handler(),
+		Templates:           tpls.Handler(),
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },
 		MetricsAccess:       cfg.Metrics.Access,
