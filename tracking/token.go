@@ -117,6 +117,11 @@ func (s *Signer) Decode(str string) (Token, error) {
 	if len(str) > base64.RawURLEncoding.EncodedLen(2+3*maxTokenField+maxURL+6*binary.MaxVarintLen64+macSize) {
 		return Token{}, ErrBadToken
 	}
+	for i := 0; i < len(str); i++ { // the decoder would skip CR and LF
+		if c := str[i]; !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return Token{}, ErrBadToken
+		}
+	}
 	p, err := base64.RawURLEncoding.DecodeString(str)
 	if err != nil || len(p) < 2+macSize {
 		return Token{}, ErrBadToken
