@@ -3,12 +3,12 @@ package audience
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/petrel-mta/petrel/events"
+	"github.com/petrel-mta/petrel/internal/poll"
 )
 
 // EventLog is the MTA's event log as the ESP reads it (*queue.Queue): a
@@ -94,21 +94,7 @@ func (s *Store) ApplySuppressionEvents(ctx context.Context, log EventLog) (int, 
 // FollowSuppressions runs ApplySuppressionEvents until ctx ends, every
 // interval when there is nothing new.
 func (s *Store) FollowSuppressions(ctx context.Context, log EventLog, interval time.Duration, logger *slog.Logger) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	for {
-		n, err := s.ApplySuppressionEvents(ctx, log)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			logger.Warn("apply suppression events to contacts (will retry)", "err", err)
-		}
-		if n > 0 && err == nil {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(interval):
-		}
-	}
+	poll.Run(ctx, interval, nil, logger, "apply suppression events to contacts", func(ctx context.Context) (int, error) {
+		return s.ApplySuppressionEvents(ctx, log)
+	})
 }

@@ -2,11 +2,11 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/petrel-mta/petrel/internal/poll"
 	"github.com/petrel-mta/petrel/policy/suppress"
 	"github.com/petrel-mta/petrel/queue"
 )
@@ -70,28 +70,15 @@ func DrainSuppressions(ctx context.Context, ob SuppressionOutbox, log EventAppen
 }
 
 // ForwardSuppressions runs DrainSuppressions whenever the outbox signals
-// new changes (and every retry interval after a failure) until ctx ends.
+// new changes, and every 5 s (a retry after a failure), until ctx ends.
 // Call DrainSuppressions once before accepting mail so changes committed
 // before a crash get their events first.
 func ForwardSuppressions(ctx context.Context, ob SuppressionOutbox, log EventAppender, logger *slog.Logger) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	const retry = 5 * time.Second
-	for {
-		if _, err := DrainSuppressions(ctx, ob, log); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, queue.ErrClosed) {
-			logger.Warn("forward suppression events (will retry)", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(retry):
-			}
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ob.OutboxReady():
-		}
-	}
+	poll.Run(ctx, 5*time.Second, ob.OutboxReady(), logger, "forward suppression events", func(ctx context.Context) (int, error) {
+		// DrainSuppressions empties the outbox: nothing is left for an
+		// immediate second pass, so report no progress and wait for the
+		// next signal.
+		_, err := DrainSuppressions(ctx, ob, log)
+		return 0, err
+	})
 }

@@ -2,11 +2,11 @@ package tracking
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/petrel-mta/petrel/events"
+	"github.com/petrel-mta/petrel/internal/poll"
 )
 
 // forwardCursor names the engagement log's cursor of the event forwarder.
@@ -20,26 +20,9 @@ const forwardCursor = "events"
 // the append and the cursor repeats at most one page. It runs until ctx
 // ends, polling every interval when there is nothing new.
 func Forward(ctx context.Context, l *Log, to events.EventAppender, interval time.Duration, log *slog.Logger) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if interval <= 0 {
-		interval = time.Second
-	}
-	for {
-		n, err := ForwardOnce(ctx, l, to, 1000)
-		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, ErrLogClosed) {
-			log.Warn("forward engagements to the event log (will retry)", "err", err)
-		}
-		if n > 0 && err == nil {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(interval):
-		}
-	}
+	poll.Run(ctx, interval, nil, log, "forward engagements to the event log", func(ctx context.Context) (int, error) {
+		return ForwardOnce(ctx, l, to, 1000)
+	})
 }
 
 // ForwardOnce forwards up to limit engagements after the cursor and
