@@ -100,7 +100,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e := Engagement{Kind: tok.Kind, Campaign: tok.Campaign, Message: tok.Message, Recipient: tok.Recipient, Link: tok.Link, URL: tok.URL,
 			Time: now, IP: clientIP(r), UserAgent: r.UserAgent()}
 		Classify(&e, r.Method, tok.Sent)
-		h.Recorder.Record(r.Context(), e)
+		// The engagement happened even if the client goes away now (a
+		// request context also ends when net/http sees the connection
+		// close): record it, waiting at most a second for buffer room.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
+		h.Recorder.Record(rctx, e)
+		cancel()
 	}
 	w.Header().Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
 	w.Header().Set("Referrer-Policy", "no-referrer")

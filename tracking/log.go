@@ -104,6 +104,11 @@ func (l *Log) Record(ctx context.Context, e Engagement) {
 		return
 	}
 	select {
+	case l.in <- e: // room in the buffer: never let a done ctx win the race
+		return
+	default:
+	}
+	select {
 	case l.in <- e:
 	case <-ctx.Done():
 		l.log.Warn("engagement dropped: log buffer full", "kind", string(e.Kind), "campaign", e.Campaign)

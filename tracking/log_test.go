@@ -128,3 +128,25 @@ func BenchmarkLogRecord(b *testing.B) {
 	}
 	l.Close()
 }
+
+// TestRecordWithDoneContext: with room in the buffer an engagement is
+// recorded even when the caller's context has already ended (the
+// request's client went away after the pixel was asked for).
+func TestRecordWithDoneContext(t *testing.T) {
+	l, err := OpenLog(t.TempDir(), LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 100; i++ {
+		l.Record(ctx, Engagement{Kind: Open, Campaign: "c", Message: fmt.Sprint(i), Recipient: fmt.Sprint(i), Time: time.Now()})
+	}
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := l.CampaignStats("c"); st.Counters[CntUniqueOpens] != 100 {
+		t.Fatalf("recorded %d of 100 with a done context", st.Counters[CntUniqueOpens])
+	}
+}
