@@ -32,22 +32,6 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// parseInterleaved parses flags that may come before or after positional
-// arguments and returns the positional ones.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, errUsage
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 type audienceJSON struct {
 	ID          int64  `json:"id"`
 	Name        string `json:"name"`
@@ -110,7 +94,7 @@ func audiencesCreate(ctx context.Context, e *env, args []string) error {
 	doi := fs.Bool("double-opt-in", false, "contacts confirm by mail before they are active")
 	var fields multiFlag
 	fs.Var(&fields, "field", "custom field name:type[:v1|v2] (type text, number, boolean, date, datetime, enum)")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil || len(pos) != 1 {
 		return errUsage
 	}
@@ -147,7 +131,7 @@ func contactsList(ctx context.Context, e *env, args []string) error {
 	where := fs.String("where", "", "segment expression (CEL)")
 	limit := fs.Int("limit", 100, "page size")
 	after := fs.String("after", "", "cursor from the previous page")
-	if pos, err := parseInterleaved(fs, args); err != nil || len(pos) != 0 {
+	if pos, err := parseInterspersed(fs, args); err != nil || len(pos) != 0 {
 		return errUsage
 	}
 	aid, err := audienceID(ctx, e, *aud)
@@ -198,7 +182,7 @@ func segmentsCount(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("segments count", flag.ContinueOnError)
 	fs.SetOutput(e.Err)
 	aud := fs.String("audience", "", "audience id or name")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil || len(pos) != 1 {
 		return errUsage
 	}
@@ -246,7 +230,7 @@ func contactsImport(ctx context.Context, e *env, args []string) error {
 	var addTags, maps multiFlag
 	fs.Var(&addTags, "add-tag", "tag every imported contact (repeatable)")
 	fs.Var(&maps, "map", "COLUMN=FIELD maps a CSV column to a field; COLUMN= ignores it (repeatable)")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil || len(pos) != 1 {
 		return errUsage
 	}
@@ -333,7 +317,7 @@ func importsShow(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("imports show", flag.ContinueOnError)
 	fs.SetOutput(e.Err)
 	errs := fs.Bool("errors", false, "print the row errors as CSV (line, column, reason)")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil || len(pos) != 1 {
 		return errUsage
 	}
