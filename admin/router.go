@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-mta/petrel/account"
 	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
@@ -30,7 +31,8 @@ type Access string
 
 // Route access kinds.
 const (
-	// Private routes need "Authorization: Bearer <API key>" (401 without).
+	// Private routes need "Authorization: Bearer <API key>" or a
+	// dashboard session cookie (401 without; 403 when the role may not).
 	Private Access = "key"
 	// Public routes answer anyone (their own token, if any, authorises).
 	Public Access = "public"
@@ -65,17 +67,18 @@ type Router struct {
 	publicRead time.Duration
 	perIP      *ipLimiter
 	log        *slog.Logger
+	accounts   *account.Store // nil: API keys only
 }
 
 func newRouter(o *Options) *Router {
 	r := &Router{mux: http.NewServeMux(), keys: o.Keys, publicRead: o.PublicReadTimeout,
-		perIP: newIPLimiter(o.PublicMaxConnsPerIP), log: o.Logger}
+		perIP: newIPLimiter(o.PublicMaxConnsPerIP), log: o.Logger, accounts: o.Accounts}
 	if r.keys == nil {
 		r.keys = httpapi.NewKeys(nil) // no key opens a private route
 	}
 	// Anything unmatched is answered after the key check, so an unknown
 	// path reveals nothing to a client without a key.
-	r.mux.Handle("/", r.keys.Require(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.mux.Handle("/", r.auth(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})))
 	return r
@@ -87,11 +90,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.mux.Ser
 // Routes returns every mounted route, in mounting order.
 func (r *Router) Routes() []Route { return append([]Route(nil), r.routes...) }
 
-// private mounts h behind the API-key check (which comes first: a client
-// without a key is refused before its body counts). maxBody 0 means
-// DefaultMaxBody.
+// private mounts h behind auth (an API key or a dashboard session, and
+// the role check; it comes first: a client without either is refused
+// before its body counts). maxBody 0 means DefaultMaxBody.
 func (r *Router) private(pattern string, maxBody int64, h http.Handler) {
-	r.mount(Route{Pattern: pattern, Access: Private, MaxBody: maxBody}, h, r.keys.Require)
+	r.mount(Route{Pattern: pattern, Access: Private, MaxBody: maxBody}, h, r.auth)
 }
 
 // public mounts h without a key, under the public routes' per-IP cap and

@@ -45,6 +45,7 @@ var allowed = map[string][]string{
 	"audience": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events"},
 	"tracking": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience"},
 	"campaign": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience", "tracking"},
+	"account":  {"mta", "dns", "config", "internal/httpapi"},
 	// layer 6: the HTTP surface
 	"admin": {"*"},
 	// layer 7: wiring (every cmd/* component; see component)
