@@ -572,7 +572,6 @@ func hashPassword(password string) string {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(k))
 }
 
-
 // checkPassword verifies password against a PHC argon2id string, with
 // the parameters it names.
 func checkPassword(phc, password string) bool {

@@ -1,6 +1,7 @@
 package account
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -152,7 +153,11 @@ func (s *Store) LoginHandler() http.Handler {
 		if err != nil {
 			host = r.RemoteAddr
 		}
-		id, sess, err := s.Login(r.Context(), in.Email, in.Password, host)
+		// A login the client gives up on still completes (its cookie is
+		// lost, no harm); the password hash is slow under load.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+		defer cancel()
+		id, sess, err := s.Login(ctx, in.Email, in.Password, host)
 		if err != nil {
 			if errors.Is(err, ErrRateLimited) {
 				w.Header().Set("Retry-After", strconv.Itoa(int(s.opts.LoginWindow/time.Second)))

@@ -185,7 +185,7 @@ function importWizard(view, a) {
     for (const [col, s] of maps) mapping[col] = s.value;
     const opts = { on_duplicate: view.querySelector("input[name=dup]:checked").value, tags: tagMode.value, mapping,
       add_tags: addTags.value.split(",").map(s => s.trim()).filter(Boolean) };
-    if (consent.checked) { opts.consent_purpose = "marketing"; opts.consent_source = "dashboard import"; }
+    if (consent.checked) { opts.consent_purpose = "marketing"; opts.consent_source = "dashboard"; }
     const fd = new FormData();
     fd.append("options", JSON.stringify(opts));
     fd.append("file", file.files[0] || new Blob([paste.value], { type: "text/csv" }), file.files[0]?.name || "pasted.csv");
