@@ -16,6 +16,7 @@ package admin
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -157,19 +158,48 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 			return
 		}
 		defer r.perIP.release(ip)
+		if req.Body == nil || req.Body == http.NoBody {
+			// No body: no deadline to set. (A read deadline that passes
+			// while net/http's background read waits on the connection
+			// cancels the connection's context, and with it every later
+			// request on that keep-alive connection.)
+			h.ServeHTTP(w, req)
+			return
+		}
 		rc := http.NewResponseController(w)
 		if r.publicRead > 0 {
 			// The server's ReadTimeout is sized for injections; a public
 			// body gets much less.
 			_ = rc.SetReadDeadline(time.Now().Add(r.publicRead))
 		}
+		body := &eofReader{ReadCloser: req.Body}
+		req.Body = body
 		h.ServeHTTP(w, req)
+		if body.eof {
+			// Fully read: the connection stays usable; lift the body
+			// deadline so it cannot fire in net/http's background read.
+			_ = rc.SetReadDeadline(time.Time{})
+			return
+		}
 		// Whatever of the body the handler left unread is not read
 		// after it at the client's pace (outside the per-IP count): the
-		// connection closes instead. A fully read request keeps its
-		// keep-alive (the server sets fresh deadlines per request).
+		// connection closes instead.
 		_ = rc.SetReadDeadline(time.Now())
 	})
+}
+
+// eofReader records whether its body was read to the end.
+type eofReader struct {
+	io.ReadCloser
+	eof bool
+}
+
+func (b *eofReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
 // clientIP is the host part of a RemoteAddr.

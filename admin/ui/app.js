@@ -30,7 +30,10 @@ export function fmtDate(s) {
   if (!s) return "";
   const d = new Date(s);
   if (isNaN(d) || d.getFullYear() < 1971) return "";
-  return new Intl.DateTimeFormat(state.lang, { dateStyle: "medium", timeStyle: "short", timeZoneName: "short" }).format(d);
+  if (state.dateFmt?.lang !== state.lang) {
+    state.dateFmt = { lang: state.lang, f: new Intl.DateTimeFormat(state.lang, { year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit", timeZoneName: "short" }) };
+  }
+  return state.dateFmt.f.format(d);
 }
 export function timeZone() { return Intl.DateTimeFormat().resolvedOptions().timeZone; }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/quotedprintable"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -327,7 +328,7 @@ func TestDashboardSeedFlow(t *testing.T) {
 		}
 	}
 	checkName("First 10")
-	importCSV(writeCSV("update.csv", "Third", 0), "update", counts{"0", "1000", "0", "0"})
+	importCSV(writeCSV("update.csv", "Third", 0), "update", counts{"0", "1,000", "0", "0"})
 	checkName("Third 10")
 
 	// Contacts table: search and paging.
@@ -382,7 +383,7 @@ func TestDashboardSeedFlow(t *testing.T) {
 	visit("campaign-new", "#/campaigns/new")
 	u.run("campaign form", chromedp.SetValue(`#camp-audience`, aid, chromedp.ByID),
 		chromedp.Evaluate(`document.querySelector("#camp-audience").dispatchEvent(new Event("change"))`, nil),
-		chromedp.WaitVisible(`#camp-segment option[value='city == "Taipei"']`, chromedp.ByQuery),
+		chromedp.WaitReady(`#camp-segment option[value='city == "Taipei"']`, chromedp.ByQuery),
 		chromedp.SetValue(`#camp-segment`, `city == "Taipei"`, chromedp.ByID),
 		chromedp.SetValue(`#camp-domain`, "shop.test", chromedp.ByID),
 		chromedp.SendKeys(`#camp-from-name`, "Shop", chromedp.ByID),
@@ -404,7 +405,8 @@ func TestDashboardSeedFlow(t *testing.T) {
 	mu.Lock()
 	msg := got["c10@example.test"]
 	mu.Unlock()
-	if !strings.Contains(msg, "Subject: Hello Third 10") || !strings.Contains(msg, "utm_source=petrel") {
+	decoded, _ := io.ReadAll(quotedprintable.NewReader(strings.NewReader(msg)))
+	if !strings.Contains(msg, "Subject: Hello Third 10") || !strings.Contains(string(decoded), "https://shop.test/sale?utm_source=petrel") {
 		t.Errorf("delivered message not personalised or without UTM: %q", msg)
 	}
 

@@ -37,14 +37,14 @@ async function create(view) {
   const fromName = input({ id: "camp-from-name" });
   const replyTo = input({ id: "camp-reply-to", type: "email" });
   const tpl = select({ id: "camp-template" }, [["", t("camp.notemplate")], ...(tpls?.templates || []).map(x => [x.call_name, x.name || x.call_name])]);
-  const subject = input({ id: "camp-subject", required: true, size: 50 });
+  const subject = input({ id: "camp-subject", required: true, class: "wide" });
   const html = h("textarea", { id: "camp-html", rows: 8 });
   const text = h("textarea", { id: "camp-text", rows: 4 });
   tpl.addEventListener("change", () => {
     const x = (tpls?.templates || []).find(y => y.call_name === tpl.value);
     if (x) { subject.value = x.subject || ""; html.value = x.html || ""; text.value = x.text || ""; }
   });
-  const postal = input({ id: "camp-postal", size: 50 });
+  const postal = input({ id: "camp-postal", class: "wide" });
   const id = input({ id: "camp-id", required: true, pattern: "[a-z0-9][a-z0-9_\\-]*" });
   const utm = ["utm_source", "utm_medium", "utm_campaign"].map(k => input({ id: "camp-" + k, "data-utm": k }));
   const when = input({ id: "camp-when", type: "datetime-local" });

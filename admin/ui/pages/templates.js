@@ -31,7 +31,7 @@ async function editor(view, call) {
     call_name: input({ id: "tpl-call", required: true, value: tp.call_name, pattern: "[a-z0-9][a-z0-9_.\\-]*", readonly: call ? true : undefined }),
     name: input({ id: "tpl-name", value: tp.name }),
     type: select({ id: "tpl-type" }, [["marketing", t("type.marketing"), tp.type === "marketing"], ["transactional", t("type.transactional"), tp.type === "transactional"]]),
-    subject: input({ id: "tpl-subject", value: tp.subject, size: 50 }),
+    subject: input({ id: "tpl-subject", value: tp.subject, class: "wide" }),
     preheader: input({ id: "tpl-preheader", value: tp.preheader }),
     variables: input({ id: "tpl-vars", value: (tp.variables || []).join(", "), placeholder: "name, first_name" }),
   };

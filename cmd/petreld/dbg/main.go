@@ -35,6 +35,6 @@ func main() {
 	var buf []byte
 	err = chromedp.Run(ctx, emulation.SetDeviceMetricsOverride(390, 844, 2, false), chromedp.Sleep(150*time.Millisecond), chromedp.FullScreenshot(&buf, 80), emulation.ClearDeviceMetricsOverride(), chromedp.Evaluate(`location.hash`, &st))
 	fmt.Println("after shot", err, st)
-	err = chromedp.Run(ctx, chromedp.Evaluate(`location.hash="#/domains"`, nil), chromedp.Sleep(time.Second), chromedp.OuterHTML("main", &html))
+	err = chromedp.Run(ctx, chromedp.Evaluate(`location.hash="#/audiences/1"`, nil), chromedp.Sleep(3*time.Second), chromedp.OuterHTML("main", &html))
 	fmt.Println(err, html)
 }
