@@ -405,7 +405,8 @@ func TestDashboardSeedFlow(t *testing.T) {
 	mu.Lock()
 	msg := got["c10@example.test"]
 	mu.Unlock()
-	decoded, _ := io.ReadAll(quotedprintable.NewReader(strings.NewReader(msg)))
+	_, htmlPart, _ := strings.Cut(msg, "Content-Type: text/html; charset=utf-8\r\n\r\n")
+	decoded, _ := io.ReadAll(quotedprintable.NewReader(strings.NewReader(htmlPart)))
 	if !strings.Contains(msg, "Subject: Hello Third 10") || !strings.Contains(string(decoded), "https://shop.test/sale?utm_source=petrel") {
 		t.Errorf("delivered message not personalised or without UTM: %q", msg)
 	}
