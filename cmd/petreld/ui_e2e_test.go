@@ -138,8 +138,8 @@ func (u *ui) screenshot(name string) {
 	}{{"desktop", 1280, 900, false}, {"phone", 390, 844, false}} {
 		var buf []byte
 		u.run("screenshot "+name, emulation.SetDeviceMetricsOverride(v.w, v.h, 2, v.mobile), chromedp.Sleep(150*time.Millisecond),
-			chromedp.FullScreenshot(&buf, 80))
-		if err := os.WriteFile(filepath.Join(u.shot, name+"-"+v.suffix+".jpg"), buf, 0o644); err != nil {
+			chromedp.FullScreenshot(&buf, 100)) // 100: PNG
+		if err := os.WriteFile(filepath.Join(u.shot, name+"-"+v.suffix+".png"), buf, 0o644); err != nil {
 			u.t.Fatal(err)
 		}
 	}
