@@ -2,7 +2,7 @@
 // Every page calls the same JSON API as apps do, authenticated by the
 // session cookie; unsafe requests carry the session's CSRF token.
 // User data only ever reaches the DOM as text (h() makes text nodes;
-// nothing here assigns innerHTML).
+// nothing here parses a string as HTML).
 import { catalogs } from "./i18n.js";
 
 const state = { csrf: "", me: null, lang: "en", timers: [] };
