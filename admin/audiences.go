@@ -25,6 +25,7 @@ func (r *Router) mountCampaigns(o Options) {
 	if h == nil {
 		return
 	}
+	r.private("GET /api/v1/campaigns", 0, h)
 	r.private("POST /api/v1/campaigns", 16<<20, h)
 	r.private("GET /api/v1/campaigns/{id}", 0, h)
 	r.private("POST /api/v1/campaigns/{id}/send", 0, h)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/internal/httpapi"
@@ -11,11 +12,34 @@ import (
 
 // Handler serves the campaign API (mount it behind the API key):
 //
+//	GET  /api/v1/campaigns            newest first: ?status=&limit=&after= → {"campaigns":[Summary], "next": cursor}
 //	POST /api/v1/campaigns            create a draft (Spec); 400 names a template error's position
 //	GET  /api/v1/campaigns/{id}       spec, status (draft, sending, sent, failed) and progress
 //	POST /api/v1/campaigns/{id}/send  start (or resume) the send; 202
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/campaigns", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit := 0
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", "limit must be a positive integer")
+				return
+			}
+			limit = n
+		}
+		list, next, err := s.List(r.Context(), ListOptions{Status: q.Get("status"), After: q.Get("after"), Limit: limit})
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		out := map[string]any{"campaigns": list}
+		if next != "" {
+			out["next"] = next
+		}
+		httpapi.WriteJSON(w, http.StatusOK, out)
+	})
 	mux.HandleFunc("POST /api/v1/campaigns", func(w http.ResponseWriter, r *http.Request) {
 		var sp Spec
 		dec := json.NewDecoder(r.Body)

@@ -23,14 +23,20 @@ type Spec struct {
 	ID       string `json:"id"`
 	Audience int64  `json:"audience"`
 	// Segment is a CEL expression over the audience ("" = everyone).
-	Segment   string `json:"segment,omitempty"`
-	Subject   string `json:"subject"`
-	Preheader string `json:"preheader,omitempty"`
-	HTML      string `json:"html,omitempty"`
-	Text      string `json:"text,omitempty"`
-	From      string `json:"from"`
-	FromName  string `json:"from_name,omitempty"`
-	ReplyTo   string `json:"reply_to,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	// Template is the call name of a stored template whose content the
+	// campaign sends instead of inline content; TemplateVersion pins the
+	// version (0 at creation: the latest, which is then stored), so
+	// editing the template later never changes this campaign.
+	Template        string `json:"template,omitempty"`
+	TemplateVersion int64  `json:"template_version,omitempty"`
+	Subject         string `json:"subject,omitempty"`
+	Preheader       string `json:"preheader,omitempty"`
+	HTML            string `json:"html,omitempty"`
+	Text            string `json:"text,omitempty"`
+	From            string `json:"from"`
+	FromName        string `json:"from_name,omitempty"`
+	ReplyTo         string `json:"reply_to,omitempty"`
 	// Stream is "marketing" when empty.
 	Stream string `json:"stream,omitempty"`
 	// RequireConsent (default true on the marketing stream) mails only
@@ -43,13 +49,25 @@ type Spec struct {
 	Rate          float64 `json:"rate,omitempty"`
 }
 
-// Campaign statuses.
+// Campaign statuses: draft → scheduled → sending ⇄ paused → sent, and
+// cancelled (from draft, scheduled, sending or paused) or failed.
 const (
-	StatusDraft   = "draft"
-	StatusSending = "sending"
-	StatusSent    = "sent"
-	StatusFailed  = "failed"
+	StatusDraft     = "draft"
+	StatusScheduled = "scheduled"
+	StatusSending   = "sending"
+	StatusPaused    = "paused"
+	StatusSent      = "sent"
+	StatusCancelled = "cancelled"
+	StatusFailed    = "failed"
 )
+
+func validStatus(s string) bool {
+	switch s {
+	case StatusDraft, StatusScheduled, StatusSending, StatusPaused, StatusSent, StatusCancelled, StatusFailed:
+		return true
+	}
+	return false
+}
 
 // Campaign is a stored campaign with its status and progress.
 type Campaign struct {
@@ -58,6 +76,29 @@ type Campaign struct {
 	Error    string    `json:"error,omitempty"`
 	Progress State     `json:"progress"`
 	Created  time.Time `json:"created"`
+	Times
+}
+
+// Times are a campaign's milestones (absent until reached).
+type Times struct {
+	// ScheduledAt is when a scheduled campaign starts.
+	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	// FinishedAt is when the send ended (sent, cancelled or failed).
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	UpdatedAt  *time.Time `json:"updated_at,omitempty"`
+}
+
+func unixTime(sec int64) *time.Time {
+	if sec == 0 {
+		return nil
+	}
+	t := time.Unix(sec, 0).UTC()
+	return &t
+}
+
+func timesOf(sendAt, started, finished, updated int64) Times {
+	return Times{ScheduledAt: unixTime(sendAt), StartedAt: unixTime(started), FinishedAt: unixTime(finished), UpdatedAt: unixTime(updated)}
 }
 
 var campaignID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
@@ -77,6 +118,8 @@ type Service struct {
 	engine *Engine
 	log    *slog.Logger
 	unsub  func(stream, rcpt string) string
+
+	opts Options
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -105,9 +148,23 @@ func NewService(ctx context.Context, aud *audience.Store, sub Submitter, unsub f
 	if err != nil {
 		return nil, err
 	}
+	if err := migrateCampaigns(ctx, db, aud.Postgres()); err != nil {
+		return nil, err
+	}
 	return &Service{aud: aud, db: db, pg: aud.Postgres(), prog: prog, log: log, unsub: unsub,
 		engine: &Engine{Submitter: sub, Progress: prog, Logger: log}, running: map[string]bool{}}, nil
 }
+
+// Options are the service's optional collaborators; set them with
+// SetOptions before Start.
+type Options struct {
+	// Templates resolves Spec.Template (stored templates, pinned by
+	// version); nil refuses campaigns that name a template.
+	Templates *Templates
+}
+
+// SetOptions sets o (before Start).
+func (s *Service) SetOptions(o Options) { s.opts = o }
 
 func (s *Service) arg(n int) string {
 	if s.pg {
@@ -213,15 +270,16 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 // Get returns a campaign with its progress.
 func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	var raw, status, errText string
-	var created int64
-	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created FROM campaigns WHERE id = "+s.arg(1), id).Scan(&raw, &status, &errText, &created)
+	var created, sendAt, started, finished, updated int64
+	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at FROM campaigns WHERE id = "+s.arg(1), id).
+		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Campaign{}, ErrNotFound
 	}
 	if err != nil {
 		return Campaign{}, fmt.Errorf("campaign: get: %w", err)
 	}
-	c := Campaign{Status: status, Error: errText, Created: time.Unix(created, 0).UTC()}
+	c := Campaign{Status: status, Error: errText, Created: time.Unix(created, 0).UTC(), Times: timesOf(sendAt, started, finished, updated)}
 	if err := json.Unmarshal([]byte(raw), &c.Spec); err != nil {
 		return Campaign{}, fmt.Errorf("campaign: corrupt spec of %s: %w", id, err)
 	}
@@ -232,7 +290,19 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 }
 
 func (s *Service) setStatus(ctx context.Context, id, status, errText string) error {
-	_, err := s.db.ExecContext(ctx, "UPDATE campaigns SET status = "+s.arg(1)+", error = "+s.arg(2)+" WHERE id = "+s.arg(3), status, errText, id)
+	now := time.Now().Unix()
+	q := "UPDATE campaigns SET status = " + s.arg(1) + ", error = " + s.arg(2) + ", updated_at = " + s.arg(3)
+	args := []any{status, errText, now}
+	switch status {
+	case StatusSending:
+		q += ", started_at = CASE WHEN started_at = 0 THEN " + s.arg(4) + " ELSE started_at END"
+		args = append(args, now)
+	case StatusSent, StatusFailed, StatusCancelled:
+		q += ", finished_at = " + s.arg(4)
+		args = append(args, now)
+	}
+	q += " WHERE id = " + s.arg(len(args)+1)
+	_, err := s.db.ExecContext(ctx, q, append(args, id)...)
 	if err != nil {
 		return fmt.Errorf("campaign: status: %w", err)
 	}

@@ -116,6 +116,18 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 		return c.Status == "sent"
 	})
 	waitFor(t, 30*time.Second, "every segment contact at the MX", func() bool { return count() >= n/2 })
+	var list struct {
+		Campaigns []struct {
+			ID, Status string
+			StartedAt  *time.Time `json:"started_at"`
+			FinishedAt *time.Time `json:"finished_at"`
+			Progress   struct{ Sent int64 }
+		}
+	}
+	if code, err := e.api("GET", "/api/v1/campaigns?status=sent", nil, &list); err != nil || code != 200 || len(list.Campaigns) != 1 ||
+		list.Campaigns[0].ID != "winter" || list.Campaigns[0].Progress.Sent != n/2 || list.Campaigns[0].StartedAt == nil || list.Campaigns[0].FinishedAt == nil {
+		t.Fatalf("campaign list: %d %v %+v", code, err, list)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	twice := 0
