@@ -28,7 +28,9 @@ func (r *Router) mountCampaigns(o Options) {
 	r.private("GET /api/v1/campaigns", 0, h)
 	r.private("POST /api/v1/campaigns", 16<<20, h)
 	r.private("GET /api/v1/campaigns/{id}", 0, h)
-	r.private("POST /api/v1/campaigns/{id}/send", 0, h)
+	for _, action := range []string{"send", "schedule", "pause", "resume", "cancel", "test", "check"} {
+		r.private("POST /api/v1/campaigns/{id}/"+action, 0, h)
+	}
 }
 
 // mountTemplates mounts the template API (campaign.Templates.Handler).
