@@ -69,6 +69,8 @@ const maxBulk = 1000
 //	POST   /api/v1/audiences/{aid}/contacts/{cid}/consent      append {purpose, action, source, ip, user_agent, text_version}
 //	GET    /api/v1/audiences/{aid}/contacts/{cid}/export       contact data and ledger
 //	POST   /api/v1/audiences/{aid}/contacts/{cid}/erase        erase the person
+//	GET    /api/v1/audiences/{aid}/opt-in                      double opt-in confirmation mail (optin_http.go)
+//	PUT    /api/v1/audiences/{aid}/opt-in                      set it
 func Handler(s *Store, o HandlerOptions) http.Handler {
 	if o.Context == nil {
 		o.Context = context.Background()
@@ -118,6 +120,7 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 	m.HandleFunc("POST "+p+"/{aid}/contacts/{cid}/consent", h.addConsent)
 	m.HandleFunc("GET "+p+"/{aid}/contacts/{cid}/export", h.export)
 	m.HandleFunc("POST "+p+"/{aid}/contacts/{cid}/erase", h.erase)
+	h.mountOptIn(m, p)
 	return m
 }
 

@@ -44,3 +44,16 @@ func (d *daemon) openCampaigns(ctx context.Context, st *audience.Store, sub camp
 	d.closers = append(d.closers, func() error { cancel(); svc.Wait(); return nil })
 	return svc, nil
 }
+
+// openConfirmer sets up double opt-in: confirmations go through sub
+// (transactional stream) from confirm@<hostname> unless the audience sets
+// its own sender, with links under the public base URL ([sending]
+// unsubscribe_url, else the API listener). startConfirmer runs it.
+func (d *daemon) openConfirmer(ctx context.Context, st *audience.Store, sub audience.Submitter, log *slog.Logger) (*audience.Confirmer, error) {
+	base := d.cfg.Sending.UnsubscribeURL
+	if base == "" {
+		base = "http://" + d.cfg.HTTP.Listen
+	}
+	return st.NewConfirmer(ctx, audience.ConfirmerOptions{Submitter: sub, BaseURL: base, DefaultFrom: "confirm@" + d.cfg.Hostname,
+		TTL: d.cfg.ESP.ConfirmTTL.Duration, Logger: log})
+}
