@@ -26,8 +26,9 @@ type HandlerOptions struct {
 	Logger *slog.Logger
 	// MaxUpload caps one CSV upload in bytes (default 1 GiB).
 	MaxUpload int64
-	// ResumeImports starts, in the background, every import job left
-	// queued or running by a previous process (petreld sets it).
+	// ResumeImports starts, in the background, every import job and bulk
+	// upsert job left queued or running by a previous process (petreld
+	// sets it).
 	ResumeImports bool
 }
 
@@ -49,7 +50,7 @@ const maxBulk = 1000
 //	POST   /api/v1/audiences/{aid}/fields                      declare fields {fields:[{name,type,values}]}
 //	GET    /api/v1/audiences/{aid}/contacts                    page: ?segment=ID|NAME or ?where=EXPR, ?after=CURSOR, ?limit=N
 //	POST   /api/v1/audiences/{aid}/contacts                    create or update one contact (201 created, 200 updated)
-//	PUT    /api/v1/audiences/{aid}/contacts                    bulk upsert {contacts:[...], on_duplicate, tags} (≤1000)
+//	PUT    /api/v1/audiences/{aid}/contacts                    bulk upsert {contacts:[...], on_duplicate, tags}: ≤1000 at once (200), more as a job (202, jobs.go)
 //	GET    /api/v1/audiences/{aid}/contacts/{cid}              one contact
 //	PATCH  /api/v1/audiences/{aid}/contacts/{cid}              update fields of one contact
 //	DELETE /api/v1/audiences/{aid}/contacts/{cid}              delete one contact
@@ -71,6 +72,8 @@ const maxBulk = 1000
 //	POST   /api/v1/audiences/{aid}/contacts/{cid}/erase        erase the person
 //	GET    /api/v1/audiences/{aid}/opt-in                      double opt-in confirmation mail (optin_http.go)
 //	PUT    /api/v1/audiences/{aid}/opt-in                      set it
+//	GET    /api/v1/audiences/{aid}/jobs/{jid}                  bulk upsert job: state and counters
+//	GET    /api/v1/audiences/{aid}/jobs/{jid}/errors           its failed rows (?after=INDEX&limit=N)
 func Handler(s *Store, o HandlerOptions) http.Handler {
 	if o.Context == nil {
 		o.Context = context.Background()
@@ -90,6 +93,7 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 		for _, id := range pending {
 			h.startImport(id)
 		}
+		h.resumeContactJobs()
 	}
 	m := http.NewServeMux()
 	p := "/api/v1/audiences"
@@ -121,6 +125,7 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 	m.HandleFunc("GET "+p+"/{aid}/contacts/{cid}/export", h.export)
 	m.HandleFunc("POST "+p+"/{aid}/contacts/{cid}/erase", h.erase)
 	h.mountOptIn(m, p)
+	h.mountJobs(m, p)
 	return m
 }
 
@@ -415,12 +420,13 @@ func (h *handler) bulkUpsert(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = decode(w, r, &in)
 	}
-	if err == nil && len(in.Contacts) > maxBulk {
-		err = invalid("too_many_contacts", "at most %d contacts per request: use POST /api/v1/audiences/%d/imports for more", maxBulk, aid)
-	}
 	o := ImportOptions{OnDuplicate: in.OnDuplicate, Tags: in.Tags}
 	if err == nil {
 		err = o.check()
+	}
+	if err == nil && len(in.Contacts) > maxBulk {
+		h.bulkJob(w, r, aid, in.Contacts, o.OnDuplicate, o.Tags) // jobs.go
+		return
 	}
 	var res []RowResult
 	if err == nil {
