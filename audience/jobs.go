@@ -304,23 +304,7 @@ func (s *Store) commitJobBatch(ctx context.Context, id int64, a *Audience, dup O
 // startContactJob runs a bulk job in the background unless it already
 // runs in this process.
 func (h *handler) startContactJob(id int64) {
-	h.mu.Lock()
-	if h.running[-id] { // bulk jobs share the map with imports, negated
-		h.mu.Unlock()
-		return
-	}
-	h.running[-id] = true
-	h.mu.Unlock()
-	go func() {
-		defer func() {
-			h.mu.Lock()
-			delete(h.running, -id)
-			h.mu.Unlock()
-		}()
-		if err := h.s.RunContactJob(h.o.Context, id); err != nil && h.o.Context.Err() == nil {
-			h.o.Logger.Warn("audience: contact job failed", "job", id, "err", err)
-		}
-	}()
+	h.background("contacts", id, h.s.RunContactJob)
 }
 
 // resumeContactJobs starts the bulk jobs a previous process left.

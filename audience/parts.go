@@ -18,7 +18,7 @@ type schemaPart struct {
 	stmts []string
 }
 
-var schemaParts = []schemaPart{optInPart, jobsPart}
+var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart}
 
 // migrateParts applies the schema parts not yet recorded.
 func (s *Store) migrateParts(ctx context.Context) error {

@@ -203,7 +203,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if keyPath != "" {
 		log.Info("no [[http.api_keys]] configured: using the local key in "+keyPath+" (petrelctl reads it from its -data-dir)", "path", keyPath)
 	}
-	espStore, audH, err := d.openAudiences(ctx, log.With("component", "audience"))
+	espStore, audH, err := d.openAudiences(ctx, ver, log.With("component", "audience"))
 	if err != nil {
 		return nil, err
 	}
