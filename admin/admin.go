@@ -36,6 +36,9 @@ type Options struct {
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
 	Audiences http.Handler
+	// Confirm is the public double opt-in confirmation route
+	// (audience.Confirmer.Handler).
+	Confirm http.Handler
 	// Campaigns is campaign.Service.Handler (audiences.go).
 	Campaigns http.Handler
 	// Templates is campaign.Templates.Handler (audiences.go).

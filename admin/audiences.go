@@ -17,6 +17,12 @@ func (r *Router) mountAudiences(o Options) {
 		r.private(m+" /api/v1/audiences/", jsonBody, h)
 	}
 	r.private("GET /api/v1/imports/", 0, h)
+	if o.Confirm != nil {
+		// Public: the signed, expiring token is the credential; a GET only
+		// shows the form (link scanners follow GETs).
+		r.public("GET /confirm/{token}", 0, o.Confirm)
+		r.public("POST /confirm/{token}", 4<<10, o.Confirm)
+	}
 }
 
 // mountCampaigns mounts the campaign API (campaign.Service.Handler).

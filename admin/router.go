@@ -16,6 +16,7 @@ package admin
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -160,14 +161,41 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 			// body gets much less.
 			_ = rc.SetReadDeadline(time.Now().Add(r.publicRead))
 		}
+		body := &eofReader{r: req.Body}
+		if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+			body.eof = true
+		} else {
+			req.Body = body
+		}
 		h.ServeHTTP(w, req)
 		// Whatever of the body the handler left unread is not read
 		// after it at the client's pace (outside the per-IP count): the
 		// connection closes instead. A fully read request keeps its
-		// keep-alive (the server sets fresh deadlines per request).
-		_ = rc.SetReadDeadline(time.Now())
+		// keep-alive and its deadline: net/http is then already reading
+		// ahead for the next request, and a deadline in the past would
+		// fail that read and cancel the connection's context, and with
+		// it every later request on the connection.
+		if !body.eof {
+			_ = rc.SetReadDeadline(time.Now())
+		}
 	})
 }
+
+// eofReader records whether a request body was read to its end.
+type eofReader struct {
+	r   io.ReadCloser
+	eof bool
+}
+
+func (b *eofReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *eofReader) Close() error { return b.r.Close() }
 
 // clientIP is the host part of a RemoteAddr.
 func clientIP(remoteAddr string) string {

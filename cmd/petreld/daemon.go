@@ -203,7 +203,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if keyPath != "" {
 		log.Info("no [[http.api_keys]] configured: using the local key in "+keyPath+" (petrelctl reads it from its -data-dir)", "path", keyPath)
 	}
-	espStore, audH, err := d.openAudiences(ctx, log.With("component", "audience"))
+	espStore, audH, err := d.openAudiences(ctx, ver, log.With("component", "audience"))
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +213,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.campaigns = camps
 	d.esp = espStore
+	confirmer, err := d.openConfirmer(ctx, espStore, sub, log.With("component", "audience"))
+	if err != nil {
+		return nil, err
+	}
 	tpls, err := campaign.NewTemplates(ctx, espStore.DB(), espStore.Postgres())
 	if err != nil {
 		return nil, err
@@ -241,6 +245,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(),
 		Audiences:           audH,
+		Confirm:             confirmer.Handler(),
 		Campaigns:           camps.Handler(),
 		Templates:           tpls.Handler(),
 		Verify:              ver.Handler(),
@@ -300,6 +305,11 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		// Contacts follow the suppression list (bounced, complained,
 		// unsubscribed): ARCHITECTURE.md, ESP layer.
 		d.esp.FollowSuppressions(dctx, q, time.Second, log.With("component", "audience"))
+	}()
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		confirmer.Run(dctx) // double opt-in confirmations
 	}()
 	d.delivery.Add(1)
 	go func() {

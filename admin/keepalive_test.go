@@ -1,0 +1,58 @@
+package admin
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPublicKeepAliveContext: requests on one keep-alive connection
+// after public ones (without a body, and with a body read to its end)
+// still get a live context. The guard used to move the read deadline to
+// the past after every public request, which failed net/http's
+// read-ahead and cancelled the connection's context: the next request on
+// the connection (a confirm POST after its GET page) saw "context
+// canceled".
+func TestPublicKeepAliveContext(t *testing.T) {
+	var answers []string
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		time.Sleep(20 * time.Millisecond) // let a failed read-ahead cancel the context
+		answers = append(answers, fmt.Sprint(r.Context().Err()))
+		w.Write([]byte("ok"))
+	})
+	r := New(Options{Confirm: h, Audiences: http.NotFoundHandler(), PublicReadTimeout: 5 * time.Second})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for _, req := range []string{
+		"GET /confirm/x HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST /confirm/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+		"POST /confirm/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+		"GET /confirm/x HTTP/1.1\r\nHost: t\r\n\r\n",
+	} {
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("after %d answers %v: %v (connection closed)", len(answers), answers, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if got := strings.Join(answers, ","); got != "<nil>,<nil>,<nil>,<nil>" {
+		t.Fatalf("handler contexts: %s, want all live", got)
+	}
+}
