@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -170,16 +171,23 @@ func New(o Options) (*Service, error) {
 }
 
 // OnEvent is queue.Options.OnEvent: it hands ev to the metrics goroutine
-// and wakes the rules loop and the webhook dispatchers. It never blocks.
+// and wakes the rules loop and the webhook dispatchers that read events
+// of its type. It never blocks.
 func (s *Service) OnEvent(ev queue.Event) {
 	select {
 	case s.metricsCh <- ev:
 	default:
 		s.m.dropped.Inc()
 	}
-	wake(s.rulesWake)
+	// Only loops that read events of this type are woken; the others
+	// move their cursors past it on their next page or poll.
+	if slices.Contains(ruleTypes, ev.Type) {
+		wake(s.rulesWake)
+	}
 	for _, h := range s.hooks {
-		wake(h.wake)
+		if len(h.types) == 0 || h.types[ev.Type] {
+			wake(h.wake)
+		}
 	}
 }
 
