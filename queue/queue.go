@@ -92,6 +92,11 @@ type Queue struct {
 	lastSeq uint64
 	pending map[uint64]struct{}
 
+	// curMu guards cursorSynced: when each cursor was last written with
+	// a sync (SetCursor).
+	curMu        sync.Mutex
+	cursorSynced map[string]time.Time
+
 	oldestMu   sync.Mutex
 	oldest     time.Time
 	oldestSeen time.Time
@@ -146,7 +151,8 @@ func Open(dir string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open pebble at %s: %w", dir, err)
 	}
 	q := &Queue{dir: dir, db: db, opts: opts, log: opts.Logger, closedCh: make(chan struct{}),
-		pending: make(map[uint64]struct{}), space: sp}
+		pending: make(map[uint64]struct{}), space: sp,
+		cursorSynced: make(map[string]time.Time)}
 	q.sched.init(q)
 	q.wake.init()
 	if err := q.load(); err != nil {

@@ -90,7 +90,7 @@ func (t *txn) addNew(nm NewMessage) (string, error) {
 		}
 		rb := open[dom]
 		if rb == nil || len(rb.ents) >= t.q.opts.MaxBatchRcpts {
-			rb = &rbatch{id: id, domain: dom}
+			rb = &rbatch{id: id, domain: dom, meta: &m}
 			open[dom] = rb
 			t.fresh = append(t.fresh, rb)
 		}

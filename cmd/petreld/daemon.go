@@ -262,12 +262,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	d.router = admin.New(api)
 
 	// Listeners first, so a port clash fails start instead of a goroutine.
-	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
+	smtpLn, err := netx.Listen(cfg.SMTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("smtp listen: %w", err)
 	}
 	listeners = append(listeners, smtpLn)
-	smtpLn = netx.StickyTimeouts(smtpLn) // smtp.read_timeout ends a trickling client
+	smtpLn = netx.SMTP(smtpLn) // batched replies; smtp.read_timeout ends a trickling client
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
