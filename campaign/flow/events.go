@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"time"
 
@@ -46,6 +47,7 @@ type groupWriter struct {
 	ch   chan *pendingEvent
 	stop chan struct{}
 	done chan struct{}
+	once sync.Once
 }
 
 func newGroupWriter(s *Service) *groupWriter {
@@ -100,7 +102,7 @@ func (g *groupWriter) write(batch []*pendingEvent) error {
 
 // Close stops the inbox writer (after the requests it took).
 func (s *Service) Close() {
-	close(s.inbox.stop)
+	s.inbox.once.Do(func() { close(s.inbox.stop) })
 	<-s.inbox.done
 }
 

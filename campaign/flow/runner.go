@@ -509,7 +509,7 @@ type plan struct {
 	reason           string
 	timer            int64 // due time of the next timer (0: none)
 	sends            []int // indexes into the page's submissions
-	sendSteps        []string
+	sendRows         []int // their journal rows, completed after the submit
 }
 
 // processTimers runs one page of due timers, oldest due first: steps are
@@ -575,16 +575,15 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 	}
 	for _, p := range plans {
 		for i, si := range p.sends {
-			kind, detail := KindSent, ""
+			j := &t.journal[p.sendRows[i]]
 			if rc := rcs[si]; rc.Err != nil {
-				kind, detail = KindSkipped, "refused"
+				j.kind, j.detail = KindSkipped, "refused"
 				if errors.Is(rc.Err, ingest.ErrAllSuppressed) {
-					detail = "suppressed"
+					j.detail = "suppressed"
 				}
 			} else {
-				detail = rc.ID
+				j.detail = rc.ID
 			}
-			t.log(journalRow{run: p.d.run, flow: p.f.ID, version: p.f.Version, step: p.sendSteps[i], contact: p.d.contact, email: p.contact.Email, kind: kind, detail: detail})
 		}
 		if err := t.move(ctx, p.d.run, p.step, p.state, p.waitEvent, p.reason); err != nil {
 			return 0, err
@@ -697,7 +696,8 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 				continue
 			}
 			p.sends = append(p.sends, len(*subs))
-			p.sendSteps = append(p.sendSteps, st.ID)
+			p.sendRows = append(p.sendRows, len(t.journal))
+			logStep(i, KindSent, "")
 			*subs = append(*subs, sub)
 			planned[c.ID]++
 		case StepCondition:
