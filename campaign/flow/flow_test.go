@@ -163,10 +163,13 @@ func (fx *fixture) open() {
 }
 
 // run steps the runner until it has nothing to do.
-func (fx *fixture) run() {
+func (fx *fixture) run() { fx.t.Helper(); fx.runWith(nil) }
+
+// runWith is run with an event log.
+func (fx *fixture) runWith(log EventLog) {
 	fx.t.Helper()
 	for i := 0; i < 1000; i++ {
-		n, err := fx.svc.Step(fx.ctx, nil)
+		n, err := fx.svc.Step(fx.ctx, log)
 		if err != nil {
 			fx.t.Fatal(err)
 		}

@@ -53,10 +53,13 @@ func IdempotencyKey(flow string, run int64, step string) string {
 	return "flow:" + flow + ":" + strconv.FormatInt(run, 10) + ":" + step
 }
 
-// EventLog is the MTA's event log as the runner reads it (*queue.Queue):
-// opened and clicked events feed engagement triggers and conditions.
+// EventLog is the MTA's event log as the runner uses it (*queue.Queue):
+// opened and clicked events feed engagement triggers and conditions, and
+// every journal entry is appended to it as a "flow_step" event (so
+// webhooks, the events API and metrics see the steps).
 type EventLog interface {
 	Events(ctx context.Context, f events.EventFilter) ([]events.Event, error)
+	AppendEvents(ctx context.Context, evs []events.Event) error
 }
 
 // Run processes flows until ctx ends: custom events, audience changes,
@@ -87,6 +90,7 @@ func (s *Service) Step(ctx context.Context, log EventLog) (int, error) {
 		s.processChanges,
 		func(ctx context.Context) (int, error) { return s.processEngagement(ctx, log) },
 		s.processTimers,
+		func(ctx context.Context) (int, error) { return s.forwardSteps(ctx, log) },
 	} {
 		n, err := f(ctx)
 		total += n
@@ -491,6 +495,66 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 	return len(evs), t.commit(ctx)
 }
 
+// forwardSteps appends journal entries after the "eventlog" cursor to
+// the event log as "flow_step" events (Campaign "flow:<id>", Reason
+// "<step>:<kind>", MsgID the queue id of a sent message), one append per
+// page, then moves the cursor: at least once (a crash in between repeats
+// one page).
+func (s *Service) forwardSteps(ctx context.Context, log EventLog) (int, error) {
+	if log == nil {
+		return 0, nil
+	}
+	pos, err := s.cursor(ctx, "eventlog")
+	if err != nil {
+		return 0, err
+	}
+	after, _ := strconv.ParseInt(pos, 10, 64)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT j.id, j.flow_id, j.step_id, j.kind, j.detail, j.email, j.contact_id, r.audience_id, j.at
+		FROM flow_journal j JOIN flow_runs r ON r.id = j.run_id WHERE j.id > ? ORDER BY j.id LIMIT 1000`), after)
+	if err != nil {
+		return 0, fmt.Errorf("flow: journal: %w", err)
+	}
+	type row struct {
+		id, contact, aud, at     int64
+		flow, step, kind, detail string
+		email                    string
+	}
+	var rs []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.flow, &r.step, &r.kind, &r.detail, &r.email, &r.contact, &r.aud, &r.at); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		rs = append(rs, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(rs) == 0 {
+		return 0, err
+	}
+	emails := map[int64]string{}
+	evs := make([]events.Event, 0, len(rs))
+	for _, r := range rs {
+		if r.email == "" {
+			if e, ok := emails[r.contact]; ok {
+				r.email = e
+			} else if c, err := s.aud.Contact(ctx, r.aud, r.contact); err == nil {
+				r.email, emails[r.contact] = c.Email, c.Email
+			}
+		}
+		ev := events.Event{Type: "flow_step", Time: time.Unix(r.at, 0).UTC(), Recipient: r.email, Campaign: "flow:" + r.flow, Reason: r.step + ":" + r.kind}
+		if r.kind == KindSent {
+			ev.MsgID = r.detail
+		}
+		evs = append(evs, ev)
+	}
+	if err := log.AppendEvents(ctx, evs); err != nil {
+		return 0, err
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO flow_cursors (name, pos) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET pos = excluded.pos`), "eventlog", strconv.FormatInt(rs[len(rs)-1].id, 10))
+	return len(rs), err
+}
+
 // dueRun is a due timer with its run.
 type dueRun struct {
 	timer, run, aud, contact, version int64
@@ -537,12 +601,9 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 	if err := rows.Err(); err != nil || len(due) == 0 {
 		return 0, err
 	}
-	t, err := s.begin(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer t.tx.Rollback()
-	t.now = now.Unix()
+	// Plan first, without a transaction: steps write contacts (tags,
+	// fields) through audience, which takes the write lock itself.
+	t := &txn{s: s, now: now.Unix()}
 	var subs []ingest.Submission
 	var plans []*plan
 	planned := map[int64]int{} // contact -> sends planned in this page (frequency cap)
@@ -566,6 +627,10 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("flow: submit: %w", err)
 		}
 	}
+	if t.tx, err = s.db.BeginTx(ctx, nil); err != nil {
+		return 0, fmt.Errorf("flow: begin: %w", err)
+	}
+	defer t.tx.Rollback()
 	ids := make([]any, len(due))
 	for i, d := range due {
 		ids[i] = d.timer
@@ -744,7 +809,7 @@ func (s *Service) capped(ctx context.Context, t *txn, c audience.Contact, now ti
 		return time.Time{}, nil
 	}
 	since := now.Add(-s.opts.FrequencyWindow)
-	rows, err := t.tx.QueryContext(ctx, s.q(`SELECT at FROM flow_journal WHERE contact_id = ? AND kind = ? AND at > ? ORDER BY at`), c.ID, KindSent, since.Unix())
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at FROM flow_journal WHERE contact_id = ? AND kind = ? AND at > ? ORDER BY at`), c.ID, KindSent, since.Unix())
 	if err != nil {
 		return time.Time{}, fmt.Errorf("flow: frequency cap: %w", err)
 	}
