@@ -43,6 +43,8 @@ type Options struct {
 	Campaigns http.Handler
 	// Templates is campaign.Templates.Handler (audiences.go).
 	Templates http.Handler
+	// Flows is flow.Service.Handler (flows.go).
+	Flows http.Handler
 	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
 	PolicyStatus func() any
 	// Metrics is the Prometheus handler; MetricsAccess is [metrics]
@@ -81,6 +83,7 @@ func New(o Options) *Router {
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)
+	r.mountFlows(o)
 	return r
 }
 

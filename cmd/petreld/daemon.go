@@ -221,6 +221,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
+	flows, err := d.openFlows(ctx, espStore, tpls, sub, log.With("component", "flow"))
+	if err != nil {
+		return nil, err
+	}
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
@@ -248,6 +252,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Confirm:             confirmer.Handler(),
 		Campaigns:           camps.Handler(),
 		Templates:           tpls.Handler(),
+		Flows:               flows.Handler(),
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },
 		MetricsAccess:       cfg.Metrics.Access,
@@ -306,6 +311,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		// unsubscribed): ARCHITECTURE.md, ESP layer.
 		d.esp.FollowSuppressions(dctx, q, time.Second, log.With("component", "audience"))
 	}()
+	d.startFlows(dctx, flows, q)
 	d.delivery.Add(1)
 	go func() {
 		defer d.delivery.Done()
