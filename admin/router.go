@@ -9,13 +9,15 @@
 //
 // Every route is mounted through Router.private, which always wraps the
 // handler with the API-key check, except the short explicit list mounted
-// through Router.public (/unsubscribe/{token}, /healthz, and /metrics as
+// through Router.public (/unsubscribe/{token}, /preferences/{token}, the
+// tracking pixel and redirect, /healthz, and /metrics as
 // [metrics] access says). Routes lists them all, so a test can walk every
 // mounted route.
 package admin
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -160,13 +162,40 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 			// body gets much less.
 			_ = rc.SetReadDeadline(time.Now().Add(r.publicRead))
 		}
+		body := &eofBody{ReadCloser: req.Body}
+		if req.Body == nil || req.Body == http.NoBody {
+			body.eof = true
+		} else {
+			req.Body = body
+		}
 		h.ServeHTTP(w, req)
 		// Whatever of the body the handler left unread is not read
 		// after it at the client's pace (outside the per-IP count): the
 		// connection closes instead. A fully read request keeps its
-		// keep-alive (the server sets fresh deadlines per request).
-		_ = rc.SetReadDeadline(time.Now())
+		// keep-alive (the server sets fresh deadlines per request). The
+		// deadline is cut only then: once a body is read to its end
+		// (or there is none) net/http runs a background read on the
+		// connection, and a deadline firing under it cancels the
+		// connection's context, so every later request on that
+		// keep-alive connection would start with a canceled context.
+		if !body.eof {
+			_ = rc.SetReadDeadline(time.Now())
+		}
 	})
+}
+
+// eofBody records whether a request body was read to its end.
+type eofBody struct {
+	io.ReadCloser
+	eof bool
+}
+
+func (b *eofBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
 // clientIP is the host part of a RemoteAddr.
