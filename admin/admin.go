@@ -27,6 +27,10 @@ type Options struct {
 	Policy http.Handler
 	// Unsubscribe is policy.Engine.PublicHandler (public).
 	Unsubscribe http.Handler
+	// Preferences is the preference centre (tracking.Preferences,
+	// public); when set it serves /unsubscribe/{token} (page and RFC 8058
+	// one-click) in Unsubscribe's place, and /preferences/{token}.
+	Preferences http.Handler
 	// Tracking is the open pixel and click redirect (tracking.Handler,
 	// public).
 	Tracking http.Handler
@@ -79,6 +83,7 @@ func New(o Options) *Router {
 	r.mountPolicy(o)
 	r.mountSystem(o)
 	r.mountTracking(o)
+	r.mountPreferences(o)
 	r.mountTrackingStats(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)

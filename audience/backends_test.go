@@ -2,21 +2,18 @@ package audience
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
-// backendDSN returns a fresh database of the named backend.
-func backendDSN(t testing.TB, backend string) string {
-	if backend == "postgres" {
-		return testnet.PostgresDB(t) // fails under CI=true when unreachable
-	}
-	return filepath.Join(t.TempDir(), "esp.db")
-}
+// backendDSN returns a fresh database of the named backend: an SQLite
+// file, or a new petrel_test_<random> PostgreSQL database on
+// testnet.PostgresServer (PETREL_TEST_POSTGRES overrides it), dropped at
+// cleanup; an unreachable server fails under CI=true and skips otherwise.
+func backendDSN(t testing.TB, backend string) string { return testnet.ESPDSN(t, backend) }
 
-var backends = []string{"sqlite", "postgres"}
+var backends = testnet.ESPBackends
 
 // eachBackend runs f as a subtest per backend with a fresh, open store.
 func eachBackend(t *testing.T, opts Options, f func(t *testing.T, s *Store)) {

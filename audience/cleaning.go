@@ -327,7 +327,11 @@ func (s *Store) commitCleaning(ctx context.Context, id, from, to int64, cs []Con
 				tags = append(tags, tagRow{c.ID, TagRisky})
 			}
 		}
-		if err := s.insertTags(ctx, tx, tags); err != nil {
+		added, err := s.insertTags(ctx, tx, tags)
+		if err != nil {
+			return err
+		}
+		if err := s.logTagChanges(ctx, tx, nil, added); err != nil {
 			return err
 		}
 		_, err = s.exec(ctx, tx, `UPDATE cleaning_jobs SET cursor_id = ?, checked = checked + ?, skipped = skipped + ?, valid = valid + ?, risky = risky + ?, invalid = invalid + ?, unknown = unknown + ?, updated_at = ? WHERE id = ?`,

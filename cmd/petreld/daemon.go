@@ -246,6 +246,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Events:              d.events.svc.Load().Handler(),
 		Policy:              pol.Handler(),
 		Unsubscribe:         pol.PublicHandler(),
+		Preferences:         preferences(pol, espStore, log),
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(),
 		Audiences:           audH,

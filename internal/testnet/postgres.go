@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +14,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 )
 
-// PostgresServer is the PostgreSQL server store tests run against (trust
-// auth on loopback, as on the development machine and in CI);
-// PETREL_TEST_POSTGRES overrides it ("postgres://user@host:port").
+// PostgresServer is the PostgreSQL server ESP store tests run against
+// (trust auth on loopback); PETREL_TEST_POSTGRES overrides it.
 func PostgresServer() string {
 	if v := os.Getenv("PETREL_TEST_POSTGRES"); v != "" {
 		return strings.TrimRight(v, "/")
@@ -23,13 +23,12 @@ func PostgresServer() string {
 	return "postgres://postgres@127.0.0.1:5432"
 }
 
-// PostgresDB creates a fresh, uniquely named database on PostgresServer
-// and returns its URL; it is dropped when t ends. Without a reachable
-// server t is skipped (failed under CI, SkipOrFail).
+// PostgresDB creates a fresh, uniquely named database and returns its
+// URL; it is dropped (WITH FORCE) when the test ends. An unreachable
+// server is SkipOrFail.
 func PostgresDB(t testing.TB) string {
 	t.Helper()
-	adminURL := PostgresServer() + "/postgres?sslmode=disable"
-	admin, err := sql.Open("pgx", adminURL)
+	admin, err := sql.Open("pgx", PostgresServer()+"/postgres?sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +36,7 @@ func PostgresDB(t testing.TB) string {
 	defer cancel()
 	if err := admin.PingContext(ctx); err != nil {
 		admin.Close()
-		SkipOrFail(t, "PostgreSQL at %s unreachable: %v", adminURL, err)
+		SkipOrFail(t, "PostgreSQL at %s unreachable: %v", PostgresServer(), err)
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
@@ -55,4 +54,16 @@ func PostgresDB(t testing.TB) string {
 		admin.Close()
 	})
 	return PostgresServer() + "/" + name + "?sslmode=disable"
+}
+
+// ESPBackends are the ESP database backends every store test runs on.
+var ESPBackends = []string{"sqlite", "postgres"}
+
+// ESPDSN returns a fresh database of backend: an SQLite file in a
+// temporary directory, or a new PostgreSQL database.
+func ESPDSN(t testing.TB, backend string) string {
+	if backend == "postgres" {
+		return PostgresDB(t)
+	}
+	return filepath.Join(t.TempDir(), "esp.db")
 }
