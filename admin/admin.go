@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/petrel-mta/petrel/account"
 	"github.com/petrel-mta/petrel/config"
 	"github.com/petrel-mta/petrel/internal/httpapi"
 )
@@ -14,6 +15,11 @@ import (
 type Options struct {
 	// Keys authenticate the private routes; nil means no key is valid.
 	Keys *httpapi.Keys
+	// Accounts are the dashboard's users, sessions and database API keys
+	// (auth.go); nil means configured keys only, and no dashboard login.
+	Accounts *account.Store
+	// UI serves the web dashboard under /ui/ (ui.go).
+	UI bool
 	// Queue serves /api/v1/queue* and /api/v1/events (queue.go).
 	Queue Queue
 	// Messages is ingest's injection API (messages.go).
@@ -89,6 +95,8 @@ func New(o Options) *Router {
 	r.mountCampaigns(o)
 	r.mountTemplates(o)
 	r.mountFlows(o)
+	r.mountAccounts(o)
+	r.mountUI(o)
 	return r
 }
 

@@ -45,6 +45,7 @@ func (r *Router) mountTemplates(o Options) {
 	if h == nil {
 		return
 	}
+	r.private("GET /api/v1/templates", 0, h)
 	r.private("POST /api/v1/templates", 16<<20, h)
 	r.private("GET /api/v1/templates/{call}", 0, h)
 	r.private("GET /api/v1/templates/{call}/versions", 0, h)

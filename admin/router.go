@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-mta/petrel/account"
 	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
@@ -31,7 +32,8 @@ type Access string
 
 // Route access kinds.
 const (
-	// Private routes need "Authorization: Bearer <API key>" (401 without).
+	// Private routes need "Authorization: Bearer <API key>" or a
+	// dashboard session cookie (401 without; 403 when the role may not).
 	Private Access = "key"
 	// Public routes answer anyone (their own token, if any, authorises).
 	Public Access = "public"
@@ -66,17 +68,18 @@ type Router struct {
 	publicRead time.Duration
 	perIP      *ipLimiter
 	log        *slog.Logger
+	accounts   *account.Store // nil: API keys only
 }
 
 func newRouter(o *Options) *Router {
 	r := &Router{mux: http.NewServeMux(), keys: o.Keys, publicRead: o.PublicReadTimeout,
-		perIP: newIPLimiter(o.PublicMaxConnsPerIP), log: o.Logger}
+		perIP: newIPLimiter(o.PublicMaxConnsPerIP), log: o.Logger, accounts: o.Accounts}
 	if r.keys == nil {
 		r.keys = httpapi.NewKeys(nil) // no key opens a private route
 	}
 	// Anything unmatched is answered after the key check, so an unknown
 	// path reveals nothing to a client without a key.
-	r.mux.Handle("/", r.keys.Require(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.mux.Handle("/", r.auth(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})))
 	return r
@@ -88,11 +91,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.mux.Ser
 // Routes returns every mounted route, in mounting order.
 func (r *Router) Routes() []Route { return append([]Route(nil), r.routes...) }
 
-// private mounts h behind the API-key check (which comes first: a client
-// without a key is refused before its body counts). maxBody 0 means
-// DefaultMaxBody.
+// private mounts h behind auth (an API key or a dashboard session, and
+// the role check; it comes first: a client without either is refused
+// before its body counts). maxBody 0 means DefaultMaxBody.
 func (r *Router) private(pattern string, maxBody int64, h http.Handler) {
-	r.mount(Route{Pattern: pattern, Access: Private, MaxBody: maxBody}, h, r.keys.Require)
+	r.mount(Route{Pattern: pattern, Access: Private, MaxBody: maxBody}, h, r.auth)
 }
 
 // public mounts h without a key, under the public routes' per-IP cap and
@@ -155,47 +158,49 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 			return
 		}
 		defer r.perIP.release(ip)
+		if req.Body == nil || req.Body == http.NoBody {
+			// No body: no deadline to set. (A read deadline that passes
+			// while net/http's background read waits on the connection
+			// cancels the connection's context, and with it every later
+			// request on that keep-alive connection.)
+			h.ServeHTTP(w, req)
+			return
+		}
 		rc := http.NewResponseController(w)
 		if r.publicRead > 0 {
 			// The server's ReadTimeout is sized for injections; a public
 			// body gets much less.
 			_ = rc.SetReadDeadline(time.Now().Add(r.publicRead))
 		}
-		body := &eofReader{r: req.Body}
-		if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
-			body.eof = true
-		} else {
-			req.Body = body
-		}
+		body := &eofReader{ReadCloser: req.Body}
+		req.Body = body
 		h.ServeHTTP(w, req)
+		if body.eof {
+			// Fully read: the connection stays usable; lift the body
+			// deadline so it cannot fire in net/http's background read.
+			_ = rc.SetReadDeadline(time.Time{})
+			return
+		}
 		// Whatever of the body the handler left unread is not read
 		// after it at the client's pace (outside the per-IP count): the
-		// connection closes instead. A fully read request keeps its
-		// keep-alive and its deadline: net/http is then already reading
-		// ahead for the next request, and a deadline in the past would
-		// fail that read and cancel the connection's context, and with
-		// it every later request on the connection.
-		if !body.eof {
-			_ = rc.SetReadDeadline(time.Now())
-		}
+		// connection closes instead.
+		_ = rc.SetReadDeadline(time.Now())
 	})
 }
 
-// eofReader records whether a request body was read to its end.
+// eofReader records whether its body was read to the end.
 type eofReader struct {
-	r   io.ReadCloser
+	io.ReadCloser
 	eof bool
 }
 
 func (b *eofReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
+	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF {
 		b.eof = true
 	}
 	return n, err
 }
-
-func (b *eofReader) Close() error { return b.r.Close() }
 
 // clientIP is the host part of a RemoteAddr.
 func clientIP(remoteAddr string) string {

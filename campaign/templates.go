@@ -159,6 +159,29 @@ func (t *Templates) Versions(ctx context.Context, call string) ([]Template, erro
 	if err != nil {
 		return nil, fmt.Errorf("campaign: template versions: %w", err)
 	}
+	out, err := scanTemplates(rows)
+	if err == nil && len(out) == 0 {
+		return nil, ErrUnknownTemplate
+	}
+	return out, err
+}
+
+// List returns the latest version of every template, by call name (the
+// dashboard's template list).
+func (t *Templates) List(ctx context.Context) ([]Template, error) {
+	rows, err := t.db.QueryContext(ctx, "SELECT v.body FROM template_versions v JOIN templates t ON t.call_name = v.call_name AND t.version = v.version ORDER BY v.call_name")
+	if err != nil {
+		return nil, fmt.Errorf("campaign: templates: %w", err)
+	}
+	out, err := scanTemplates(rows)
+	if out == nil {
+		out = []Template{}
+	}
+	return out, err
+}
+
+// scanTemplates decodes rows of template bodies and closes rows.
+func scanTemplates(rows *sql.Rows) ([]Template, error) {
 	defer rows.Close()
 	var out []Template
 	for rows.Next() {
@@ -171,9 +194,6 @@ func (t *Templates) Versions(ctx context.Context, call string) ([]Template, erro
 			return nil, err
 		}
 		out = append(out, tp)
-	}
-	if len(out) == 0 {
-		return nil, ErrUnknownTemplate
 	}
 	return out, rows.Err()
 }
@@ -247,6 +267,7 @@ func (t *Templates) Preview(ctx context.Context, call string, v int64, vars map[
 //	POST /api/v1/templates                       save a new version {call_name,name,type,subject,preheader,html,text,variables}
 //	GET  /api/v1/templates/{call}                the latest version
 //	GET  /api/v1/templates/{call}/versions       every version, oldest first
+//	GET  /api/v1/templates                       latest version of every template
 //	POST /api/v1/templates/{call}/preview        {"variables":{...},"version":N}: rendered parts and the MIME message
 func (t *Templates) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -278,6 +299,14 @@ func (t *Templates) Handler() http.Handler {
 			return
 		}
 		httpapi.WriteJSON(w, http.StatusCreated, saved)
+	})
+	mux.HandleFunc("GET /api/v1/templates", func(w http.ResponseWriter, r *http.Request) {
+		tps, err := t.List(r.Context())
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"templates": tps})
 	})
 	mux.HandleFunc("GET /api/v1/templates/{call}", func(w http.ResponseWriter, r *http.Request) {
 		tp, err := t.Get(r.Context(), r.PathValue("call"), 0)

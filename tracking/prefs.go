@@ -3,6 +3,7 @@ package tracking
 import (
 	"context"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -140,7 +141,15 @@ func (p *Preferences) oneClick(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	_ = r.ParseForm() // List-Unsubscribe=One-Click; any POST counts (RFC 8058 clients vary)
+	// List-Unsubscribe=One-Click; any complete POST counts (RFC 8058
+	// clients vary in content type). The body is read whatever its type
+	// (ParseForm reads only a form's): a request whose body never
+	// arrives in full is not acted on.
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		pg.Error = pg.T("Something went wrong. Please try again.")
+		p.render(w, http.StatusBadRequest, pg)
+		return
+	}
 	p.leaveAll(w, r, pg, "one-click", "unsubscribe")
 }
 

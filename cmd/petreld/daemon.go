@@ -231,6 +231,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Submitter: sub, Templates: tpls,
 		Logger: log, Registry: reg,
 	})
+	accts, err := openAccounts(ctx, espStore, log.With("component", "account"))
+	if err != nil {
+		return nil, err
+	}
 	trk, err := openTracking(cfg.DataDir, log.With("component", "tracking"))
 	if err != nil {
 		return nil, err
@@ -240,6 +244,8 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{
 		Keys:                keys,
+		Accounts:            accts,
+		UI:                  true,
 		Queue:               q,
 		Messages:            ingestH,
 		MessageMaxBody:      2*cfg.SMTP.MaxMessageSize + 64<<10,

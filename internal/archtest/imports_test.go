@@ -47,6 +47,7 @@ var allowed = map[string][]string{
 	"campaign": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience", "tracking"},
 	// campaign/flow (automation flows) builds on campaign's templates and messages.
 	"campaign/flow": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience", "tracking", "campaign"},
+	"account":       {"mta", "dns", "config", "internal/httpapi"},
 	// layer 6: the HTTP surface
 	"admin": {"*"},
 	// layer 7: wiring (every cmd/* component; see component)

@@ -120,8 +120,16 @@ func (k *Keys) Lookup(token string) (Key, bool) {
 // "Authorization: Bearer <key>" with a configured key; the key is then
 // available through KeyFrom. Other requests get 401 with a JSON error and
 // "WWW-Authenticate: Bearer".
+//
+// A request whose context already carries a key (the admin router
+// authenticated it: a database key or a dashboard session) passes as it
+// is.
 func (k *Keys) Require(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := KeyFrom(r.Context()); ok {
+			next.ServeHTTP(w, r)
+			return
+		}
 		token, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
 			CloseAfterReply(w)
@@ -148,6 +156,9 @@ func CloseAfterReply(w http.ResponseWriter) {
 	w.Header().Set("Connection", "close")
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
+
+// BearerToken returns the token of r's "Authorization: Bearer" header.
+func BearerToken(r *http.Request) (string, bool) { return bearer(r.Header.Get("Authorization")) }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" value.
 func bearer(h string) (string, bool) {

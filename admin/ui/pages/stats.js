@@ -1,0 +1,74 @@
+import { h, t, field, input, api, run, table, message, go, fmtNum, fmtPct, fmtDate, every, lang } from "../app.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...kids) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+  for (const c of kids) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+// bars draws labelled horizontal bars as inline SVG (no library).
+export function bars(title, items) {
+  const max = Math.max(1, ...items.map(([, v]) => v));
+  const rowH = 22, w = 520, lw = 170;
+  return s("svg", { viewBox: `0 0 ${w} ${items.length * rowH + 24}`, width: "100%", role: "img", "aria-label": title, class: "chart" },
+    s("title", null, title),
+    ...items.flatMap(([label, v], i) => [
+      s("text", { x: 0, y: i * rowH + 15 }, label),
+      s("rect", { x: lw, y: i * rowH + 4, width: Math.max(1, (w - lw - 60) * v / max), height: 14, fill: "#0b57d0" }),
+      s("text", { x: lw + (w - lw - 60) * v / max + 6, y: i * rowH + 15 }, fmtNum(v)),
+    ]));
+}
+
+// line draws an hourly series as inline SVG.
+function line(title, points) {
+  const w = 520, hgt = 160, pad = 28;
+  const max = Math.max(1, ...points.map(p => p.count));
+  const x = i => pad + (points.length < 2 ? 0 : i * (w - 2 * pad) / (points.length - 1));
+  const y = v => hgt - pad - v * (hgt - 2 * pad) / max;
+  const fmt = new Intl.DateTimeFormat(lang(), { hour: "numeric", day: "numeric", month: "short" });
+  return s("svg", { viewBox: `0 0 ${w} ${hgt}`, width: "100%", role: "img", "aria-label": title, class: "chart" }, s("title", null, title),
+    s("line", { x1: pad, y1: hgt - pad, x2: w - pad, y2: hgt - pad, stroke: "#4a5563" }),
+    s("polyline", { fill: "none", stroke: "#0b57d0", "stroke-width": 2, points: points.map((p, i) => `${x(i)},${y(p.count)}`).join(" ") }),
+    ...points.map((p, i) => s("circle", { cx: x(i), cy: y(p.count), r: 3, fill: "#0b57d0" }, s("title", null, `${fmt.format(new Date(p.hour))}: ${fmtNum(p.count)}`))),
+    points.length ? s("text", { x: pad, y: hgt - 8 }, fmt.format(new Date(points[0].hour))) : s("text", { x: pad, y: hgt / 2 }, t("stats.nodata")),
+    s("text", { x: 2, y: pad }, fmtNum(max)));
+}
+
+export async function render(view, [id]) {
+  view.append(h("h1", null, id ? t("stats.campaign", { id }) : t("stats.title")));
+  const pick = input({ id: "stats-campaign", value: id || "" });
+  view.append(h("form", { class: "row", onsubmit: e => { e.preventDefault(); if (pick.value) go("#/stats/" + encodeURIComponent(pick.value)); } },
+    field(t("stats.pick"), pick), h("button", { type: "submit", class: "secondary" }, t("open"))));
+  const box = h("div", { id: "stats-body" });
+  view.append(box);
+  if (!id) {
+    const r = await run(box, () => api("GET", "/api/v1/stats"));
+    const cs = (await run(null, () => api("GET", "/api/v1/campaigns")))?.campaigns || [];
+    if (cs.length) view.append(h("h2", null, t("camp.title")), h("ul", null, cs.map(c => h("li", null, h("a", { href: "#/stats/" + encodeURIComponent(c.spec.id) }, c.spec.id)))));
+    if (!r) return;
+    view.append(h("h2", null, t("stats.streams", { w: r.window })), table([t("camp.stream"), { label: t("stats.sent"), num: true }, { label: t("stats.delivered"), num: true },
+      { label: t("stats.bounced"), num: true }, { label: t("stats.complained"), num: true }, { label: t("stats.bouncerate"), num: true }, { label: t("stats.complaintrate"), num: true }],
+    (r.streams || []).map(x => h("tr", null, h("td", null, x.stream), ...[x.sent, x.delivered, x.bounced, x.complained].map(v => h("td", { class: "num" }, fmtNum(v))),
+      h("td", { class: "num" }, fmtPct(x.bounce_rate)), h("td", { class: "num", style: x.complaint_rate > 0.003 ? "color:#a4161a" : undefined }, fmtPct(x.complaint_rate))))),
+    h("p", { class: "muted" }, t("stats.complaintline")));
+    return;
+  }
+  async function tick() {
+    const [rep, camp] = await Promise.all([run(box, () => api("GET", "/api/v1/stats/campaigns/" + encodeURIComponent(id))), run(null, () => api("GET", "/api/v1/campaigns/" + encodeURIComponent(id)))]);
+    if (!rep) return;
+    const nums = [["sent", camp?.progress?.sent ?? 0], ["opens", rep.opens], ["unique_opens", rep.unique_opens], ["machine_opens", rep.machine_opens],
+      ["clicks", rep.clicks], ["unique_clicks", rep.unique_clicks], ["machine_clicks", rep.machine_clicks]];
+    box.replaceChildren(
+      h("div", { class: "cards" }, ...nums.map(([k, v]) => h("div", { class: "stat", "data-stat": k }, h("div", { class: "muted" }, t("stats." + k)), h("div", { class: "v" }, fmtNum(v)))),
+        h("div", { class: "stat", "data-stat": "ctor" }, h("div", { class: "muted" }, t("stats.ctor")), h("div", { class: "v" }, fmtPct(rep.click_to_open_rate)))),
+      h("h2", null, t("stats.engagement")),
+      bars(t("stats.engagement"), nums.map(([k, v]) => [t("stats." + k), v])),
+      h("h2", null, t("stats.hourly")), line(t("stats.hourly"), rep.hourly_opens || []),
+      h("h2", null, t("stats.links")), bars(t("stats.links"), Object.entries(rep.clicks_per_link || {}).map(([k, v]) => [t("stats.link", { n: Number(k) + 1 }), v])),
+      h("p", { class: "muted" }, t("stats.updated", { at: fmtDate(new Date()) })));
+  }
+  await tick();
+  every(2000, tick);
+}
