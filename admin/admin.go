@@ -33,6 +33,10 @@ type Options struct {
 	Policy http.Handler
 	// Unsubscribe is policy.Engine.PublicHandler (public).
 	Unsubscribe http.Handler
+	// Preferences is the preference centre (tracking.Preferences,
+	// public); when set it serves /unsubscribe/{token} (page and RFC 8058
+	// one-click) in Unsubscribe's place, and /preferences/{token}.
+	Preferences http.Handler
 	// Tracking is the open pixel and click redirect (tracking.Handler,
 	// public).
 	Tracking http.Handler
@@ -42,10 +46,15 @@ type Options struct {
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
 	Audiences http.Handler
+	// Confirm is the public double opt-in confirmation route
+	// (audience.Confirmer.Handler).
+	Confirm http.Handler
 	// Campaigns is campaign.Service.Handler (audiences.go).
 	Campaigns http.Handler
 	// Templates is campaign.Templates.Handler (audiences.go).
 	Templates http.Handler
+	// Flows is flow.Service.Handler (flows.go).
+	Flows http.Handler
 	// PolicyStatus is the shaper's status (GET /api/v1/policy/status).
 	PolicyStatus func() any
 	// Metrics is the Prometheus handler; MetricsAccess is [metrics]
@@ -80,10 +89,12 @@ func New(o Options) *Router {
 	r.mountPolicy(o)
 	r.mountSystem(o)
 	r.mountTracking(o)
+	r.mountPreferences(o)
 	r.mountTrackingStats(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)
+	r.mountFlows(o)
 	r.mountAccounts(o)
 	r.mountUI(o)
 	return r

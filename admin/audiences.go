@@ -17,6 +17,12 @@ func (r *Router) mountAudiences(o Options) {
 		r.private(m+" /api/v1/audiences/", jsonBody, h)
 	}
 	r.private("GET /api/v1/imports/", 0, h)
+	if o.Confirm != nil {
+		// Public: the signed, expiring token is the credential; a GET only
+		// shows the form (link scanners follow GETs).
+		r.public("GET /confirm/{token}", 0, o.Confirm)
+		r.public("POST /confirm/{token}", 4<<10, o.Confirm)
+	}
 }
 
 // mountCampaigns mounts the campaign API (campaign.Service.Handler).
@@ -25,9 +31,12 @@ func (r *Router) mountCampaigns(o Options) {
 	if h == nil {
 		return
 	}
+	r.private("GET /api/v1/campaigns", 0, h)
 	r.private("POST /api/v1/campaigns", 16<<20, h)
 	r.private("GET /api/v1/campaigns/{id}", 0, h)
-	r.private("POST /api/v1/campaigns/{id}/send", 0, h)
+	for _, action := range []string{"send", "schedule", "pause", "resume", "cancel", "test", "check"} {
+		r.private("POST /api/v1/campaigns/{id}/"+action, 0, h)
+	}
 }
 
 // mountTemplates mounts the template API (campaign.Templates.Handler).

@@ -20,7 +20,7 @@ func (r *Router) mountSuppressions(o Options) {
 		r.private("GET /api/v1/suppressions/{stream}/{address}", 0, h)
 		r.private("DELETE /api/v1/suppressions/{stream}/{address}", 0, h)
 	}
-	if h := o.Unsubscribe; h != nil {
+	if h := o.Unsubscribe; h != nil && o.Preferences == nil {
 		r.public("GET /unsubscribe/{token}", 4<<10, h)
 		r.public("POST /unsubscribe/{token}", 4<<10, h)
 	}

@@ -15,6 +15,23 @@ func (r *Router) mountTracking(o Options) {
 	r.public("GET /t/c/{token}", 0, o.Tracking)
 }
 
+// mountPreferences mounts the preference centre (tracking.Preferences;
+// the List-Unsubscribe token authorises, no cookie):
+//
+//	GET  /unsubscribe/{token}   preference page (lists, leave one or all)
+//	POST /unsubscribe/{token}   RFC 8058 one-click: leave everything
+//	GET  /preferences/{token}   preference page
+//	POST /preferences/{token}   the page's form (same-origin browsers only)
+func (r *Router) mountPreferences(o Options) {
+	if o.Preferences == nil {
+		return
+	}
+	r.public("GET /unsubscribe/{token}", 4<<10, o.Preferences)
+	r.public("POST /unsubscribe/{token}", 4<<10, o.Preferences)
+	r.public("GET /preferences/{token}", 4<<10, o.Preferences)
+	r.public("POST /preferences/{token}", 4<<10, o.Preferences)
+}
+
 // mountTrackingStats mounts the engagement report behind the key:
 //
 //	GET /api/v1/stats/campaigns/{campaign}   opens, clicks (human, machine, unique), CTOR, per link, hourly

@@ -3,7 +3,6 @@ package audience
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
@@ -213,21 +212,7 @@ func (s *Store) erasureHash(key string) string {
 // open. It lives in the database so hashes stay comparable across
 // restarts and hosts sharing a PostgreSQL database.
 func (s *Store) loadErasureKey(ctx context.Context) error {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return fmt.Errorf("audience: erasure key: %w", err)
-	}
-	if _, err := s.exec(ctx, s.db, `INSERT INTO meta (k, v) VALUES ('erasure_key', ?) ON CONFLICT DO NOTHING`, hex.EncodeToString(b)); err != nil {
-		return fmt.Errorf("audience: erasure key: %w", err)
-	}
-	var v string
-	if err := s.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'erasure_key'`).Scan(&v); err != nil {
-		return fmt.Errorf("audience: erasure key: %w", err)
-	}
-	k, err := hex.DecodeString(v)
-	if err != nil {
-		return fmt.Errorf("audience: erasure key: %w", err)
-	}
+	k, err := s.metaSecret(ctx, "erasure_key")
 	s.erasure = k
-	return nil
+	return err
 }

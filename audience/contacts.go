@@ -447,13 +447,15 @@ func (s *Store) upsertChunk(ctx context.Context, tx *sql.Tx, a *Audience, rows [
 			add = append(add, tagRow{id, t})
 		}
 	}
-	if err := s.deleteTagsOf(ctx, tx, replace); err != nil {
+	removed, err := s.deleteTagsOf(ctx, tx, replace)
+	if err != nil {
 		return nil, err
 	}
-	if err := s.insertTags(ctx, tx, add); err != nil {
+	added, err := s.insertTags(ctx, tx, add)
+	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return out, s.logTagChanges(ctx, tx, removed, added)
 }
 
 func marshalFields(f map[string]any, dropNulls bool) []byte {
@@ -501,7 +503,10 @@ type tagRow struct {
 	tag string
 }
 
-func (s *Store) insertTags(ctx context.Context, tx dbtx, tags []tagRow) error {
+// insertTags adds tags and returns the rows that were not there (for the
+// change log).
+func (s *Store) insertTags(ctx context.Context, tx dbtx, tags []tagRow) ([]tagRow, error) {
+	var added []tagRow
 	for len(tags) > 0 {
 		n := min(len(tags), 5000)
 		chunk := tags[:n]
@@ -510,15 +515,20 @@ func (s *Store) insertTags(ctx context.Context, tx dbtx, tags []tagRow) error {
 		for _, t := range chunk {
 			args = append(args, t.id, t.tag)
 		}
-		q := `INSERT INTO contact_tags (contact_id, tag) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",") + ` ON CONFLICT DO NOTHING`
-		if _, err := s.bulkExec(ctx, tx, q, args...); err != nil {
-			return fmt.Errorf("audience: tags: %w", err)
+		q := `INSERT INTO contact_tags (contact_id, tag) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?),", n), ",") + ` ON CONFLICT DO NOTHING RETURNING contact_id, tag`
+		rows, err := scanTagRows(s.bulkQuery(ctx, tx, q, args...))
+		if err != nil {
+			return nil, fmt.Errorf("audience: tags: %w", err)
 		}
+		added = append(added, rows...)
 	}
-	return nil
+	return added, nil
 }
 
-func (s *Store) deleteTagsOf(ctx context.Context, tx dbtx, ids []int64) error {
+// deleteTagsOf removes every tag of the contacts and returns the removed
+// rows (for the change log).
+func (s *Store) deleteTagsOf(ctx context.Context, tx dbtx, ids []int64) ([]tagRow, error) {
+	var removed []tagRow
 	for len(ids) > 0 {
 		n := min(len(ids), 5000)
 		args := make([]any, n)
@@ -526,12 +536,14 @@ func (s *Store) deleteTagsOf(ctx context.Context, tx dbtx, ids []int64) error {
 			args[i] = id
 		}
 		ids = ids[n:]
-		q := `DELETE FROM contact_tags WHERE contact_id IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `)`
-		if _, err := s.exec(ctx, tx, q, args...); err != nil {
-			return fmt.Errorf("audience: tags: %w", err)
+		q := `DELETE FROM contact_tags WHERE contact_id IN (` + strings.TrimSuffix(strings.Repeat("?,", n), ",") + `) RETURNING contact_id, tag`
+		rows, err := scanTagRows(tx.QueryContext(ctx, s.q(q), args...))
+		if err != nil {
+			return nil, fmt.Errorf("audience: tags: %w", err)
 		}
+		removed = append(removed, rows...)
 	}
-	return nil
+	return removed, nil
 }
 
 const contactSelect = `SELECT c.id, c.audience_id, c.email, c.status, c.name, c.phone, c.gender, c.birthday, c.age, c.time_zone, c.locale, c.fields, c.created_at, c.updated_at, c.last_sent, c.last_opened, c.last_clicked FROM contacts c`
@@ -714,9 +726,13 @@ func (s *Store) TagContacts(ctx context.Context, audience int64, ids []int64, ta
 				for _, id := range chunk {
 					args = append(args, id)
 				}
-				q := `DELETE FROM contact_tags WHERE tag IN (` + strings.TrimSuffix(strings.Repeat("?,", len(tags)), ",") + `) AND contact_id IN (` + strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",") + `)`
-				if _, err := s.exec(ctx, tx, q, args...); err != nil {
+				q := `DELETE FROM contact_tags WHERE tag IN (` + strings.TrimSuffix(strings.Repeat("?,", len(tags)), ",") + `) AND contact_id IN (` + strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",") + `) RETURNING contact_id, tag`
+				removed, err := scanTagRows(tx.QueryContext(ctx, s.q(q), args...))
+				if err != nil {
 					return fmt.Errorf("audience: untag: %w", err)
+				}
+				if err := s.logTagChanges(ctx, tx, removed, nil); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -727,7 +743,11 @@ func (s *Store) TagContacts(ctx context.Context, audience int64, ids []int64, ta
 				add = append(add, tagRow{id, t})
 			}
 		}
-		return s.insertTags(ctx, tx, add)
+		added, err := s.insertTags(ctx, tx, add)
+		if err != nil {
+			return err
+		}
+		return s.logTagChanges(ctx, tx, nil, added)
 	})
 	return found, err
 }

@@ -26,9 +26,13 @@ type HandlerOptions struct {
 	Logger *slog.Logger
 	// MaxUpload caps one CSV upload in bytes (default 1 GiB).
 	MaxUpload int64
-	// ResumeImports starts, in the background, every import job left
-	// queued or running by a previous process (petreld sets it).
+	// ResumeImports starts, in the background, every import job and bulk
+	// upsert job left queued or running by a previous process (petreld
+	// sets it), and list-cleaning jobs when Verify is set.
 	ResumeImports bool
+	// Verify verifies addresses for list cleaning (cleaning.go); nil
+	// answers POST .../cleanings with 503.
+	Verify VerifyFunc
 }
 
 // maxJSONBody caps JSON request bodies.
@@ -49,7 +53,7 @@ const maxBulk = 1000
 //	POST   /api/v1/audiences/{aid}/fields                      declare fields {fields:[{name,type,values}]}
 //	GET    /api/v1/audiences/{aid}/contacts                    page: ?segment=ID|NAME or ?where=EXPR, ?after=CURSOR, ?limit=N
 //	POST   /api/v1/audiences/{aid}/contacts                    create or update one contact (201 created, 200 updated)
-//	PUT    /api/v1/audiences/{aid}/contacts                    bulk upsert {contacts:[...], on_duplicate, tags} (≤1000)
+//	PUT    /api/v1/audiences/{aid}/contacts                    bulk upsert {contacts:[...], on_duplicate, tags}: ≤1000 at once (200), more as a job (202, jobs.go)
 //	GET    /api/v1/audiences/{aid}/contacts/{cid}              one contact
 //	PATCH  /api/v1/audiences/{aid}/contacts/{cid}              update fields of one contact
 //	DELETE /api/v1/audiences/{aid}/contacts/{cid}              delete one contact
@@ -69,6 +73,13 @@ const maxBulk = 1000
 //	POST   /api/v1/audiences/{aid}/contacts/{cid}/consent      append {purpose, action, source, ip, user_agent, text_version}
 //	GET    /api/v1/audiences/{aid}/contacts/{cid}/export       contact data and ledger
 //	POST   /api/v1/audiences/{aid}/contacts/{cid}/erase        erase the person
+//	GET    /api/v1/audiences/{aid}/opt-in                      double opt-in confirmation mail (optin_http.go)
+//	PUT    /api/v1/audiences/{aid}/opt-in                      set it
+//	GET    /api/v1/audiences/{aid}/jobs/{jid}                  bulk upsert job: state and counters
+//	GET    /api/v1/audiences/{aid}/jobs/{jid}/errors           its failed rows (?after=INDEX&limit=N)
+//	POST   /api/v1/audiences/{aid}/cleanings                   list cleaning through verify {segment, older_than} (202, cleaning.go)
+//	GET    /api/v1/audiences/{aid}/cleanings/{jid}             its state and counts
+//	GET    /api/v1/audiences/{aid}/contacts/{cid}/verification the contact's last verdict
 func Handler(s *Store, o HandlerOptions) http.Handler {
 	if o.Context == nil {
 		o.Context = context.Background()
@@ -79,7 +90,7 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 	if o.MaxUpload <= 0 {
 		o.MaxUpload = 1 << 30
 	}
-	h := &handler{s: s, o: o, running: map[int64]bool{}}
+	h := &handler{s: s, o: o, running: map[string]bool{}}
 	if o.ResumeImports {
 		pending, err := s.PendingImports(o.Context)
 		if err != nil {
@@ -88,6 +99,8 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 		for _, id := range pending {
 			h.startImport(id)
 		}
+		h.resumeContactJobs()
+		h.resumeCleanings()
 	}
 	m := http.NewServeMux()
 	p := "/api/v1/audiences"
@@ -118,6 +131,9 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 	m.HandleFunc("POST "+p+"/{aid}/contacts/{cid}/consent", h.addConsent)
 	m.HandleFunc("GET "+p+"/{aid}/contacts/{cid}/export", h.export)
 	m.HandleFunc("POST "+p+"/{aid}/contacts/{cid}/erase", h.erase)
+	h.mountOptIn(m, p)
+	h.mountJobs(m, p)
+	h.mountCleaning(m, p)
 	return m
 }
 
@@ -126,27 +142,34 @@ type handler struct {
 	o HandlerOptions
 
 	mu      sync.Mutex
-	running map[int64]bool // import jobs running in this process
+	running map[string]bool // background jobs running in this process, by kind:id
 }
 
 // startImport runs an import job in the background unless it already
 // runs in this process (petreld calls it for PendingImports at start).
 func (h *handler) startImport(id int64) {
+	h.background("import", id, h.s.RunImport)
+}
+
+// background runs job kind's run(id) in a goroutine bounded by the
+// handler's context, unless that job already runs in this process.
+func (h *handler) background(kind string, id int64, run func(context.Context, int64) error) {
+	key := fmt.Sprintf("%s:%d", kind, id)
 	h.mu.Lock()
-	if h.running[id] {
+	if h.running[key] {
 		h.mu.Unlock()
 		return
 	}
-	h.running[id] = true
+	h.running[key] = true
 	h.mu.Unlock()
 	go func() {
 		defer func() {
 			h.mu.Lock()
-			delete(h.running, id)
+			delete(h.running, key)
 			h.mu.Unlock()
 		}()
-		if err := h.s.RunImport(h.o.Context, id); err != nil && h.o.Context.Err() == nil {
-			h.o.Logger.Warn("audience: import failed", "import", id, "err", err)
+		if err := run(h.o.Context, id); err != nil && h.o.Context.Err() == nil {
+			h.o.Logger.Warn("audience: "+kind+" job failed", kind, id, "err", err)
 		}
 	}()
 }
@@ -412,12 +435,13 @@ func (h *handler) bulkUpsert(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = decode(w, r, &in)
 	}
-	if err == nil && len(in.Contacts) > maxBulk {
-		err = invalid("too_many_contacts", "at most %d contacts per request: use POST /api/v1/audiences/%d/imports for more", maxBulk, aid)
-	}
 	o := ImportOptions{OnDuplicate: in.OnDuplicate, Tags: in.Tags}
 	if err == nil {
 		err = o.check()
+	}
+	if err == nil && len(in.Contacts) > maxBulk {
+		h.bulkJob(w, r, aid, in.Contacts, o.OnDuplicate, o.Tags) // jobs.go
+		return
 	}
 	var res []RowResult
 	if err == nil {

@@ -309,20 +309,7 @@ func (s *Store) ImportErrors(ctx context.Context, id, afterLine int64, limit int
 // PendingImports returns the ids of jobs not finished (queued, or running
 // when the process stopped): petreld resumes them at start.
 func (s *Store) PendingImports(ctx context.Context) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id FROM imports WHERE state IN (?, ?) ORDER BY id`), ImportQueued, ImportRunning)
-	if err != nil {
-		return nil, fmt.Errorf("audience: pending imports: %w", err)
-	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return s.unfinished(ctx, "imports")
 }
 
 // RunImport runs (or resumes) a job to its end. Each batch of rows, its

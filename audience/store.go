@@ -110,6 +110,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
+	if err := s.migrateParts(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	if err := s.changeSchema(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
 	if err := s.loadErasureKey(ctx); err != nil {
 		s.db.Close()
 		return nil, err

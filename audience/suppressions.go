@@ -14,7 +14,9 @@ import (
 // EventLog is the MTA's event log as the ESP reads it (*queue.Queue): a
 // durable named cursor, as webhooks read it.
 type EventLog interface {
-	Events(ctx context.Context, f events.EventFilter) ([]events.Event, error)
+	// EventsScan returns matching events and the Seq of the last event
+	// it examined, matching or not (queue.Queue.EventsScan).
+	EventsScan(ctx context.Context, f events.EventFilter) ([]events.Event, string, error)
 	Cursor(name string) (string, error)
 	SetCursor(name, seq string) error
 }
@@ -52,9 +54,17 @@ func (s *Store) ApplySuppressionEvents(ctx context.Context, log EventLog) (int, 
 	if err != nil {
 		return 0, err
 	}
-	evs, err := log.Events(ctx, events.EventFilter{After: after, Type: "suppressed", Limit: 1000})
-	if err != nil || len(evs) == 0 {
+	evs, scanned, err := log.EventsScan(ctx, events.EventFilter{After: after, Type: "suppressed", Limit: 1000})
+	if err != nil {
 		return 0, err
+	}
+	if len(evs) == 0 {
+		// Nothing but other types since the cursor: move past them, so
+		// they are not examined again.
+		if scanned == "" || scanned == after {
+			return 0, nil
+		}
+		return 0, log.SetCursor(suppressionCursor, scanned)
 	}
 	now := s.opts.Now().UTC().Unix()
 	err = s.tx(ctx, func(tx *sql.Tx) error {
@@ -88,7 +98,7 @@ func (s *Store) ApplySuppressionEvents(ctx context.Context, log EventLog) (int, 
 	if err != nil {
 		return 0, err
 	}
-	return len(evs), log.SetCursor(suppressionCursor, evs[len(evs)-1].Seq)
+	return len(evs), log.SetCursor(suppressionCursor, scanned)
 }
 
 // FollowSuppressions runs ApplySuppressionEvents until ctx ends, every

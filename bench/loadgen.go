@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -41,6 +42,9 @@ type SMTPLoad struct {
 	// for the handshake (default: InsecureSkipVerify for loopback tests).
 	StartTLS  bool
 	TLSConfig *tls.Config
+	// AuthUser and AuthPass, when set, authenticate every connection
+	// with AUTH PLAIN (after STARTTLS when StartTLS is set).
+	AuthUser, AuthPass string
 	// NoPipelining sends MAIL/RCPT/DATA one at a time even when the
 	// server offers PIPELINING.
 	NoPipelining bool
@@ -261,6 +265,13 @@ func dialSMTP(ctx context.Context, o *SMTPLoad) (*clientConn, error) {
 		if caps, err = c.ehlo(o.Helo); err != nil {
 			c.close()
 			return nil, err
+		}
+	}
+	if o.AuthUser != "" {
+		tok := base64.StdEncoding.EncodeToString([]byte("\x00" + o.AuthUser + "\x00" + o.AuthPass))
+		if err := c.cmd(235, "AUTH PLAIN "+tok); err != nil {
+			c.close()
+			return nil, fmt.Errorf("loadgen: AUTH: %w", err)
 		}
 	}
 	_, c.pipelining = caps["PIPELINING"]

@@ -34,6 +34,8 @@ type PetreldOptions struct {
 	// Key is the HTTP API key (default "bench-key").
 	Key    string
 	Logger *slog.Logger
+	// Group, when set, accounts petreld's CPU and memory.
+	Group *CPUGroup
 }
 
 // Petreld is a running petreld.
@@ -112,12 +114,19 @@ func StartPetreld(ctx context.Context, o PetreldOptions) (*Petreld, error) {
 		return nil, fmt.Errorf("petreld: %w", err)
 	}
 	p.log = lf
-	p.cmd = exec.Command(o.Binary, "-config", cfgPath)
+	if o.Group != nil {
+		p.cmd = o.Group.Command(o.Binary, "-config", cfgPath)
+	} else {
+		p.cmd = exec.Command(o.Binary, "-config", cfgPath)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	p.Started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("petreld: start: %w", err)
+	}
+	if o.Group != nil {
+		o.Group.Started(p.cmd.Process.Pid)
 	}
 	go func() {
 		p.waitErr = p.cmd.Wait()

@@ -50,6 +50,11 @@ type PostfixOptions struct {
 	// Concurrency is default_destination_concurrency_limit (default 20).
 	Concurrency int
 	Logger      *slog.Logger
+	// Group, when set, accounts every Postfix daemon's CPU and memory.
+	Group *CPUGroup
+	// Milter, when set, is smtpd_milters (e.g. "inet:127.0.0.1:PORT" of
+	// an OpenDKIM signing milter).
+	Milter string
 }
 
 // Postfix is a throw-away Postfix instance listening on a loopback port
@@ -57,6 +62,7 @@ type PostfixOptions struct {
 type Postfix struct {
 	cfgDir   string
 	queueDir string
+	logDir   string
 	addr     string
 	log      *slog.Logger
 }
@@ -134,11 +140,18 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 biff = no
 `, queueDir, dataDir, logDir, o.RelayPort, o.Concurrency)
+	if o.Milter != "" {
+		main += fmt.Sprintf("smtpd_milters = %s\nmilter_default_action = tempfail\nmilter_protocol = 6\n", o.Milter)
+	}
 	if err := os.WriteFile(filepath.Join(cfgDir, "main.cf"), []byte(main), 0o644); err != nil {
 		return nil, fmt.Errorf("postfix: %w", err)
 	}
-	p := &Postfix{cfgDir: cfgDir, queueDir: queueDir, addr: addr, log: log}
-	if out, err := exec.CommandContext(ctx, "postfix", "-c", cfgDir, "start").CombinedOutput(); err != nil {
+	p := &Postfix{cfgDir: cfgDir, queueDir: queueDir, logDir: logDir, addr: addr, log: log}
+	start := exec.CommandContext(ctx, "postfix", "-c", cfgDir, "start")
+	if o.Group != nil {
+		start = o.Group.Command("postfix", "-c", cfgDir, "start")
+	}
+	if out, err := start.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("postfix: start: %w: %s", err, out)
 	}
 	if err := WaitListening(ctx, addr, 20*time.Second); err != nil {
@@ -242,16 +255,34 @@ type SourceOptions struct {
 	Messages   int
 	Size       int
 	Recipients int
+	// PerConnection opens one connection per message (smtp-source without
+	// -d: the reference load, as most applications connect); otherwise
+	// each session's connection is kept open (-d).
+	PerConnection bool
+	// Group, when set, accounts smtp-source's CPU.
+	Group *CPUGroup
 }
 
-// RunSMTPSource runs smtp-source against o.Addr (one connection per
-// session kept open, -d) and returns how long it ran.
-func RunSMTPSource(ctx context.Context, o SourceOptions) (time.Duration, error) {
+// SourceArgs is smtp-source's command line for o.
+func SourceArgs(o SourceOptions) []string {
 	args := []string{"-s", strconv.Itoa(max(o.Sessions, 1)), "-m", strconv.Itoa(o.Messages),
-		"-l", strconv.Itoa(max(o.Size, 1)), "-r", strconv.Itoa(max(o.Recipients, 1)), "-d",
-		"-f", "bench@bench.test", "-t", "rcpt@sink.test", "-M", "source.bench.test", o.Addr}
+		"-l", strconv.Itoa(max(o.Size, 1)), "-r", strconv.Itoa(max(o.Recipients, 1))}
+	if !o.PerConnection {
+		args = append(args, "-d")
+	}
+	return append(args, "-f", "bench@bench.test", "-t", "rcpt@sink.test", "-M", "source.bench.test", o.Addr)
+}
+
+// RunSMTPSource runs smtp-source against o.Addr and returns how long it
+// ran.
+func RunSMTPSource(ctx context.Context, o SourceOptions) (time.Duration, error) {
+	args := SourceArgs(o)
+	cmd := exec.CommandContext(ctx, "smtp-source", args...)
+	if o.Group != nil {
+		cmd = o.Group.Command("smtp-source", args...)
+	}
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "smtp-source", args...).CombinedOutput()
+	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
 	if err != nil {
 		return d, fmt.Errorf("smtp-source: %w: %s", err, tail(out, 500))
@@ -385,4 +416,23 @@ func ParseSinkRecord(rec []byte) (int64, bool) {
 		return n, true
 	}
 	return 0, false
+}
+
+// Queued counts the queue files left in the instance's incoming, active,
+// deferred, hold and maildrop queues.
+func (p *Postfix) Queued(context.Context) (int, error) {
+	n := 0
+	for _, q := range []string{"incoming", "active", "deferred", "hold", "maildrop"} {
+		c, err := CountFiles(filepath.Join(p.queueDir, q))
+		if err != nil {
+			return n, fmt.Errorf("postfix queue: %w", err)
+		}
+		n += c
+	}
+	return n, nil
+}
+
+// Delivered counts "status=sent" lines in the instance's log.
+func (p *Postfix) Delivered(context.Context) (int64, error) {
+	return CountLogLines(filepath.Join(p.logDir, "postfix.log"), "status=sent")
 }

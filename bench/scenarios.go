@@ -22,6 +22,13 @@ import (
 
 // Scenario names, in the order Run executes them.
 const (
+	// ScenarioRefLoad is the headline: smtp-source, one connection per
+	// message, through every contender (LoadReference).
+	ScenarioRefLoad = "reference_load"
+	// ScenarioPerConn is the same shape from the harness's own load
+	// generator: per-message ack latency, and chasquid (AUTH).
+	ScenarioPerConn    = "per_connection"
+	ScenarioQueue10M   = "queue_10m"
 	ScenarioReference  = "reference_tools"
 	ScenarioNoop       = "noop"
 	ScenarioPetrel     = "petrel_relay"
@@ -35,7 +42,7 @@ const (
 )
 
 // AllScenarios lists every scenario Run knows.
-var AllScenarios = []string{ScenarioReference, ScenarioNoop, ScenarioPetrel, ScenarioPostfix, ScenarioRatioPF, ScenarioRatioNoop, ScenarioAckLatency, ScenarioDKIM, ScenarioQueue1M}
+var AllScenarios = []string{ScenarioRefLoad, ScenarioPerConn, ScenarioReference, ScenarioNoop, ScenarioPetrel, ScenarioPostfix, ScenarioRatioPF, ScenarioRatioNoop, ScenarioAckLatency, ScenarioDKIM, ScenarioQueue1M, ScenarioQueue10M}
 
 // Params sizes a run.
 type Params struct {
@@ -48,17 +55,29 @@ type Params struct {
 	QueueN int
 	// DrainLimit bounds how long queue_1m watches the backlog drain.
 	DrainLimit time.Duration
+	// Contenders of reference_load and per_connection (nil: all).
+	Contenders []string
+	// PeerN caps the message count of slow contenders (a run of Exim at
+	// ~100/s or OpenSMTPD at ~15/s over N would take most of an hour).
+	PeerN map[string]int
+	// Queue10MMessages × Queue10MRcpts recipients are queued by
+	// queue_10m (default 1,000,000 × 10 = 10M recipients), with
+	// Queue10MSteps checkpoints of disk use, RSS and injection cost.
+	Queue10MMessages, Queue10MRcpts, Queue10MSteps int
 }
 
 // QuickParams runs every scenario on a small N (CI smoke test).
 func QuickParams() Params {
-	return Params{N: 200, Size: 4096, Sessions: 10, Recipients: 1, Rounds: 3, QueueN: 2000, DrainLimit: 10 * time.Second}
+	return Params{N: 200, Size: 4096, Sessions: 10, Recipients: 1, Rounds: 3, QueueN: 2000, DrainLimit: 10 * time.Second,
+		Contenders: QuickContenders, Queue10MMessages: 2000, Queue10MRcpts: 10, Queue10MSteps: 2}
 }
 
 // FullParams is the reference configuration of issue 3: 20 sessions,
 // 20,000 × 4 KiB, one recipient, and 1,000,000 queued messages.
 func FullParams() Params {
-	return Params{N: 20000, Size: 4096, Sessions: 20, Recipients: 1, Rounds: 3, QueueN: 1_000_000, DrainLimit: 120 * time.Second}
+	return Params{N: 20000, Size: 4096, Sessions: 20, Recipients: 1, Rounds: 3, QueueN: 1_000_000, DrainLimit: 120 * time.Second,
+		PeerN:            map[string]int{ContExim: 2000, ContEximDKIM: 2000, ContOpenSMTPD: 500, ContHaraka: 5000, ContChasquid: 2000},
+		Queue10MMessages: 1_000_000, Queue10MRcpts: 10, Queue10MSteps: 5}
 }
 
 // Meta is stamped on every result line for reproducibility.
@@ -83,6 +102,13 @@ type Runner struct {
 	ProfileDir     string
 	ProfileSeconds int
 	profiled       bool
+	// PeerRoot is where bench/fetch-peers.sh unpacked the Debian peers
+	// (default DefaultPeerRoot()); HarakaDir the npm prefix of Haraka
+	// (default PeerRoot/haraka).
+	PeerRoot, HarakaDir string
+	// Instructions is the instructions/msg cell when no counter works.
+	Instructions string
+	table        []tableRow
 
 	petrelRates, postfixRates, noopRates []float64
 	petrelInject, petrelCPU, postfixCPU  []float64
@@ -128,6 +154,31 @@ func (r *Runner) Run(ctx context.Context, names []string) ([]*Line, error) {
 		names = AllScenarios
 	}
 	want := func(n string) bool { return slices.Contains(names, n) }
+	if r.PeerRoot == "" {
+		r.PeerRoot = DefaultPeerRoot()
+	}
+	conts := r.P.Contenders
+	if len(conts) == 0 {
+		conts = AllContenders
+	}
+	for _, sc := range []struct{ name, load string }{{ScenarioRefLoad, LoadReference}, {ScenarioPerConn, LoadPerConn}} {
+		if !want(sc.name) {
+			continue
+		}
+		if sc.load == LoadReference && !PostfixInstalled() {
+			r.emit(skipped(sc.name, "smtp-source_not_installed"))
+			continue
+		}
+		rounds := r.P.Rounds
+		if sc.load == LoadPerConn {
+			rounds = 1 // a latency run; the rates come from the reference rounds
+		}
+		stats := r.contend(ctx, sc.load, conts, rounds)
+		for _, cs := range stats {
+			r.emit(r.contLine(sc.name, cs))
+		}
+		r.addTableRows(sc.name, stats)
+	}
 	if want(ScenarioReference) {
 		r.emit(r.reference(ctx))
 	}
@@ -143,7 +194,13 @@ func (r *Runner) Run(ctx context.Context, names []string) ([]*Line, error) {
 	if want(ScenarioQueue1M) {
 		r.emit(r.queue1M(ctx))
 	}
+	if want(ScenarioQueue10M) {
+		for _, l := range r.queue10M(ctx) {
+			r.emit(l)
+		}
+	}
 	r.emit(r.summary())
+	r.PrintTable(r.Out)
 	return r.lines, ctx.Err()
 }
 
@@ -562,6 +619,8 @@ func (r *Runner) ackLatency(ctx context.Context) *Line {
 type DKIMSetup struct {
 	TOML    string
 	Records map[string]string
+	// KeyPath is the PEM private key (PKCS#8), readable by the peers.
+	KeyPath string
 }
 
 // NewDKIMSetup writes an RSA-2048 key (PKCS#8 PEM) to dir/bench.key.
@@ -575,7 +634,9 @@ func NewDKIMSetup(dir string) (*DKIMSetup, error) {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
 	path := filepath.Join(dir, "bench.key")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	// 0644: the peers' unprivileged daemons (Exim's delivery process)
+	// read it; the key is a throw-away for one run.
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o644); err != nil {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
@@ -583,6 +644,7 @@ func NewDKIMSetup(dir string) (*DKIMSetup, error) {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
 	return &DKIMSetup{
+		KeyPath: path,
 		TOML: fmt.Sprintf("[[sending.dkim]]\ndomain = \"bench.test\"\nselector = \"bench\"\nkey_file = %q\nalgorithm = \"rsa\"\n", path),
 		Records: map[string]string{
 			"bench._domainkey.bench.test": "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub),

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,11 @@ type SinkOptions struct {
 	// counted as DKIM-pass when at least one signature verifies, as
 	// DKIM-none when it has no signature, else as DKIM-fail.
 	DKIMRecords map[string]string
+	// CheckDuplicates keeps a digest of every accepted message (all its
+	// bytes, so an MTA's own Received line with its queue id makes two
+	// messages differ) and counts repeats as Duplicates: an MTA that
+	// delivers one queued message twice delivers the same bytes twice.
+	CheckDuplicates bool
 	// TLSConfig, when set, makes the sink offer STARTTLS.
 	TLSConfig *tls.Config
 	// Logger receives server errors; nil discards them.
@@ -51,6 +57,7 @@ type SinkStats struct {
 	DKIMPass   int64     `json:"dkim_pass"`
 	DKIMFail   int64     `json:"dkim_fail"`
 	DKIMNone   int64     `json:"dkim_none"`
+	Duplicates int64     `json:"duplicates"`
 	Sessions   int64     `json:"sessions"`
 	First      time.Time `json:"first"`
 	Last       time.Time `json:"last"`
@@ -73,12 +80,14 @@ type Sink struct {
 	dkimPass   atomic.Int64
 	dkimFail   atomic.Int64
 	dkimNone   atomic.Int64
+	duplicates atomic.Int64
 	sessions   atomic.Int64
 	first      atomic.Int64 // unix nanos of the first accepted message
 	last       atomic.Int64 // unix nanos of the latest accepted message
 
 	mu       sync.Mutex
 	serveErr error
+	seen     map[[16]byte]struct{}
 }
 
 // StartSink listens and serves until Close.
@@ -150,6 +159,7 @@ func (s *Sink) Stats() SinkStats {
 		DKIMPass:   s.dkimPass.Load(),
 		DKIMFail:   s.dkimFail.Load(),
 		DKIMNone:   s.dkimNone.Load(),
+		Duplicates: s.duplicates.Load(),
 		Sessions:   s.sessions.Load(),
 	}
 	if f := s.first.Load(); f != 0 {
@@ -258,7 +268,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	var n int64
 	var err error
 	verify := s.opts.DKIMRecords != nil
-	if verify {
+	if verify || s.opts.CheckDuplicates {
 		ss.buf.Reset()
 		n, err = ss.buf.ReadFrom(r)
 	} else {
@@ -285,6 +295,20 @@ func (ss *sinkSession) Data(r io.Reader) error {
 		default:
 			s.dkimFail.Add(1)
 		}
+	}
+	if s.opts.CheckDuplicates {
+		sum := sha256.Sum256(ss.buf.Bytes())
+		var k [16]byte
+		copy(k[:], sum[:])
+		s.mu.Lock()
+		if s.seen == nil {
+			s.seen = map[[16]byte]struct{}{}
+		}
+		if _, dup := s.seen[k]; dup {
+			s.duplicates.Add(1)
+		}
+		s.seen[k] = struct{}{}
+		s.mu.Unlock()
 	}
 	now := time.Now().UnixNano()
 	s.first.CompareAndSwap(0, now)

@@ -76,3 +76,8 @@ func contactValues(c audience.Contact) Map {
 	}
 	return m
 }
+
+// ContactValues are the placeholders a contact fills (email, name,
+// first_name, the default fields and every custom field), for other
+// senders of templates (automation flows).
+func ContactValues(c audience.Contact) Map { return contactValues(c) }

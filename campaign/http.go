@@ -1,9 +1,11 @@
 package campaign
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/internal/httpapi"
@@ -11,17 +13,45 @@ import (
 
 // Handler serves the campaign API (mount it behind the API key):
 //
+//	GET  /api/v1/campaigns            newest first: ?status=&limit=&after= → {"campaigns":[Summary], "next": cursor}
 //	POST /api/v1/campaigns            create a draft (Spec); 400 names a template error's position
 //	GET  /api/v1/campaigns/{id}       spec, status (draft, sending, sent, failed) and progress
-//	POST /api/v1/campaigns/{id}/send  start (or resume) the send; 202
+//	POST /api/v1/campaigns/{id}/send      start now (pre-send check first; 422 check_failed with the result); 202
+//	POST /api/v1/campaigns/{id}/schedule  {"send_at","time_zone"}: start then (400 invalid_schedule)
+//	POST /api/v1/campaigns/{id}/pause     stop after the current page (or hold a scheduled one)
+//	POST /api/v1/campaigns/{id}/resume    continue from the durable cursor
+//	POST /api/v1/campaigns/{id}/cancel    end it for good
+//	POST /api/v1/campaigns/{id}/test      {"to":[addresses]}: a marked test send, not counted
+//	POST /api/v1/campaigns/{id}/check     run the pre-send check, store and return it
+//
+// A transition the status does not allow is 409 invalid_state.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/campaigns", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		limit := 0
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", "limit must be a positive integer")
+				return
+			}
+			limit = n
+		}
+		list, next, err := s.List(r.Context(), ListOptions{Status: q.Get("status"), After: q.Get("after"), Limit: limit})
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		out := map[string]any{"campaigns": list}
+		if next != "" {
+			out["next"] = next
+		}
+		httpapi.WriteJSON(w, http.StatusOK, out)
+	})
 	mux.HandleFunc("POST /api/v1/campaigns", func(w http.ResponseWriter, r *http.Request) {
 		var sp Spec
-		dec := json.NewDecoder(r.Body)
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&sp); err != nil {
-			httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		if !decodeJSON(w, r, &sp) {
 			return
 		}
 		c, err := s.Create(r.Context(), sp)
@@ -39,21 +69,87 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpapi.WriteJSON(w, http.StatusOK, c)
 	})
-	mux.HandleFunc("POST /api/v1/campaigns/{id}/send", func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.Send(r.Context(), r.PathValue("id"))
+	action := func(name string, f func(ctx context.Context, id string) (Campaign, error)) {
+		mux.HandleFunc("POST /api/v1/campaigns/{id}/"+name, func(w http.ResponseWriter, r *http.Request) {
+			c, err := f(r.Context(), r.PathValue("id"))
+			if err != nil {
+				s.fail(w, err)
+				return
+			}
+			code := http.StatusOK
+			if name == "send" {
+				code = http.StatusAccepted
+			}
+			httpapi.WriteJSON(w, code, c)
+		})
+	}
+	action("send", s.Send)
+	action("pause", s.Pause)
+	action("resume", s.Resume)
+	action("cancel", s.Cancel)
+	mux.HandleFunc("POST /api/v1/campaigns/{id}/schedule", func(w http.ResponseWriter, r *http.Request) {
+		var sc Schedule
+		if !decodeJSON(w, r, &sc) {
+			return
+		}
+		c, err := s.Schedule(r.Context(), r.PathValue("id"), sc)
 		if err != nil {
 			s.fail(w, err)
 			return
 		}
-		httpapi.WriteJSON(w, http.StatusAccepted, c)
+		httpapi.WriteJSON(w, http.StatusOK, c)
+	})
+	mux.HandleFunc("POST /api/v1/campaigns/{id}/test", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			To []string `json:"to"`
+		}
+		if !decodeJSON(w, r, &req) {
+			return
+		}
+		res, err := s.TestSend(r.Context(), r.PathValue("id"), req.To)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusAccepted, map[string]any{"results": res})
+	})
+	mux.HandleFunc("POST /api/v1/campaigns/{id}/check", func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.Check(r.Context(), r.PathValue("id"))
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, res)
 	})
 	return mux
+}
+
+// decodeJSON reads r's body into v (unknown fields refused); false
+// means the 400 has been written.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		return false
+	}
+	return true
 }
 
 func (s *Service) fail(w http.ResponseWriter, err error) {
 	var se *SyntaxError
 	var ae *audience.Error
+	var ce *CheckError
+	var ste *StateError
+	var sce *scheduleError
 	switch {
+	case errors.As(err, &ce):
+		httpapi.WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{
+			"error": map[string]string{"code": "check_failed", "message": ce.Error()}, "check": ce.Result})
+	case errors.As(err, &ste):
+		httpapi.WriteError(w, http.StatusConflict, "invalid_state", err.Error())
+	case errors.As(err, &sce):
+		httpapi.WriteError(w, http.StatusBadRequest, "invalid_schedule", err.Error())
 	case errors.As(err, &se):
 		httpapi.WriteError(w, http.StatusBadRequest, "invalid_template", err.Error())
 	case errors.Is(err, ErrEmptyTemplate):

@@ -89,6 +89,10 @@ type Send struct {
 	// Unsubscribe gives a recipient's %unsubscribe_url%
 	// (policy.Engine.UnsubscribeURL); nil leaves it empty.
 	Unsubscribe func(stream, rcpt string) string
+	// Stop, when closed, ends the send between pages (pause, cancel):
+	// Run returns ErrStopped with the cursor saved after the last
+	// committed page.
+	Stop <-chan struct{}
 }
 
 // Engine runs sends. It is safe for concurrent use by different
@@ -100,6 +104,9 @@ type Engine struct {
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
+
+// ErrStopped is returned by Run when the Send's Stop was closed.
+var ErrStopped = errors.New("campaign: send stopped")
 
 // ErrNoTemplate is returned by Run for a Send without a template.
 var ErrNoTemplate = errors.New("campaign: send has no template")
@@ -153,6 +160,12 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return st, err
+		}
+		select {
+		case <-s.Stop:
+			log.Info("campaign send stopped", "campaign", s.ID, "after", st.After, "sent", st.Sent)
+			return st, ErrStopped
+		default:
 		}
 		rs, err := src.Page(ctx, st.After, page)
 		if err != nil {
@@ -217,6 +230,7 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			select {
 			case <-ctx.Done():
 				return st, ctx.Err()
+			case <-s.Stop:
 			case <-pace.C:
 			}
 		}
@@ -225,11 +239,20 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 
 // build renders the message for r.
 func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
+	return s.message(r, s.render(r, stream), now)
+}
+
+// render personalises the template for r.
+func (s Send) render(r Recipient, stream string) Rendered {
 	vals := r.Values
 	if s.Unsubscribe != nil {
 		vals = withValue{vals, "unsubscribe_url", s.Unsubscribe(stream, r.Email)}
 	}
-	rendered := s.Template.Render(vals)
+	return s.Template.Render(vals)
+}
+
+// message builds the MIME message of rendered for r.
+func (s Send) message(r Recipient, rendered Rendered, now time.Time) ([]byte, error) {
 	env := Envelope{
 		From:  s.From,
 		To:    []*mail.Address{{Name: r.Name, Address: r.Email}},

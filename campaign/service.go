@@ -23,14 +23,20 @@ type Spec struct {
 	ID       string `json:"id"`
 	Audience int64  `json:"audience"`
 	// Segment is a CEL expression over the audience ("" = everyone).
-	Segment   string `json:"segment,omitempty"`
-	Subject   string `json:"subject"`
-	Preheader string `json:"preheader,omitempty"`
-	HTML      string `json:"html,omitempty"`
-	Text      string `json:"text,omitempty"`
-	From      string `json:"from"`
-	FromName  string `json:"from_name,omitempty"`
-	ReplyTo   string `json:"reply_to,omitempty"`
+	Segment string `json:"segment,omitempty"`
+	// Template is the call name of a stored template whose content the
+	// campaign sends instead of inline content; TemplateVersion pins the
+	// version (0 at creation: the latest, which is then stored), so
+	// editing the template later never changes this campaign.
+	Template        string `json:"template,omitempty"`
+	TemplateVersion int64  `json:"template_version,omitempty"`
+	Subject         string `json:"subject,omitempty"`
+	Preheader       string `json:"preheader,omitempty"`
+	HTML            string `json:"html,omitempty"`
+	Text            string `json:"text,omitempty"`
+	From            string `json:"from"`
+	FromName        string `json:"from_name,omitempty"`
+	ReplyTo         string `json:"reply_to,omitempty"`
 	// Stream is "marketing" when empty.
 	Stream string `json:"stream,omitempty"`
 	// RequireConsent (default true on the marketing stream) mails only
@@ -41,15 +47,29 @@ type Spec struct {
 	PostalAddress string  `json:"postal_address,omitempty"`
 	PageSize      int     `json:"page_size,omitempty"`
 	Rate          float64 `json:"rate,omitempty"`
+	// Schedule, when set at creation, schedules the campaign at once.
+	Schedule *Schedule `json:"schedule,omitempty"`
 }
 
-// Campaign statuses.
+// Campaign statuses: draft → scheduled → sending ⇄ paused → sent, and
+// cancelled (from draft, scheduled, sending or paused) or failed.
 const (
-	StatusDraft   = "draft"
-	StatusSending = "sending"
-	StatusSent    = "sent"
-	StatusFailed  = "failed"
+	StatusDraft     = "draft"
+	StatusScheduled = "scheduled"
+	StatusSending   = "sending"
+	StatusPaused    = "paused"
+	StatusSent      = "sent"
+	StatusCancelled = "cancelled"
+	StatusFailed    = "failed"
 )
+
+func validStatus(s string) bool {
+	switch s {
+	case StatusDraft, StatusScheduled, StatusSending, StatusPaused, StatusSent, StatusCancelled, StatusFailed:
+		return true
+	}
+	return false
+}
 
 // Campaign is a stored campaign with its status and progress.
 type Campaign struct {
@@ -58,6 +78,29 @@ type Campaign struct {
 	Error    string    `json:"error,omitempty"`
 	Progress State     `json:"progress"`
 	Created  time.Time `json:"created"`
+	Times
+}
+
+// Times are a campaign's milestones (absent until reached).
+type Times struct {
+	// ScheduledAt is when a scheduled campaign starts.
+	ScheduledAt *time.Time `json:"scheduled_at,omitempty"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	// FinishedAt is when the send ended (sent, cancelled or failed).
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	UpdatedAt  *time.Time `json:"updated_at,omitempty"`
+}
+
+func unixTime(sec int64) *time.Time {
+	if sec == 0 {
+		return nil
+	}
+	t := time.Unix(sec, 0).UTC()
+	return &t
+}
+
+func timesOf(sendAt, started, finished, updated int64) Times {
+	return Times{ScheduledAt: unixTime(sendAt), StartedAt: unixTime(started), FinishedAt: unixTime(finished), UpdatedAt: unixTime(updated)}
 }
 
 var campaignID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
@@ -75,11 +118,17 @@ type Service struct {
 	pg     bool
 	prog   *SQLProgress
 	engine *Engine
+	sub    Submitter
 	log    *slog.Logger
 	unsub  func(stream, rcpt string) string
 
-	mu      sync.Mutex
-	running map[string]bool
+	opts Options
+
+	wake chan struct{}
+
+	mu sync.Mutex
+	// running maps a campaign whose send runs to its stop channel.
+	running map[string]chan struct{}
 	wg      sync.WaitGroup
 	ctx     context.Context
 }
@@ -105,9 +154,23 @@ func NewService(ctx context.Context, aud *audience.Store, sub Submitter, unsub f
 	if err != nil {
 		return nil, err
 	}
+	if err := migrateCampaigns(ctx, db, aud.Postgres()); err != nil {
+		return nil, err
+	}
 	return &Service{aud: aud, db: db, pg: aud.Postgres(), prog: prog, log: log, unsub: unsub,
-		engine: &Engine{Submitter: sub, Progress: prog, Logger: log}, running: map[string]bool{}}, nil
+		engine: &Engine{Submitter: sub, Progress: prog, Logger: log}, running: map[string]chan struct{}{}, wake: make(chan struct{}, 1), sub: sub}, nil
 }
+
+// Options are the service's optional collaborators; set them with
+// SetOptions before Start.
+type Options struct {
+	// Templates resolves Spec.Template (stored templates, pinned by
+	// version); nil refuses campaigns that name a template.
+	Templates *Templates
+}
+
+// SetOptions sets o (before Start).
+func (s *Service) SetOptions(o Options) { s.opts = o }
 
 func (s *Service) arg(n int) string {
 	if s.pg {
@@ -146,11 +209,40 @@ func (s *Service) compile(ctx context.Context, sp Spec) (*Compiled, error) {
 	for _, f := range a.Fields {
 		names = append(names, f.Name)
 	}
-	c := Content{Subject: sp.Subject, Preheader: sp.Preheader, HTML: sp.HTML, Text: sp.Text}
+	c, err := s.content(ctx, sp)
+	if err != nil {
+		return nil, err
+	}
 	if sp.stream() == "marketing" {
 		c = withFooter(c, sp.PostalAddress)
 	}
 	return Compile(c, NewFieldSet(names...))
+}
+
+// content is what sp sends: its pinned template version's, or its own.
+func (s *Service) content(ctx context.Context, sp Spec) (Content, error) {
+	if sp.Template == "" {
+		return Content{Subject: sp.Subject, Preheader: sp.Preheader, HTML: sp.HTML, Text: sp.Text}, nil
+	}
+	if s.opts.Templates == nil {
+		return Content{}, &invalidError{errors.New("campaign: no template store to resolve template")}
+	}
+	tp, err := s.opts.Templates.Get(ctx, sp.Template, sp.TemplateVersion)
+	if errors.Is(err, ErrUnknownTemplate) {
+		return Content{}, &invalidError{fmt.Errorf("campaign: template %q version %d: %w", sp.Template, sp.TemplateVersion, err)}
+	}
+	if err != nil {
+		return Content{}, err
+	}
+	return tp.Content, nil
+}
+
+func specJSON(sp Spec) (string, error) {
+	raw, err := json.Marshal(sp)
+	if err != nil {
+		return "", fmt.Errorf("campaign: spec: %w", err)
+	}
+	return string(raw), nil
 }
 
 // withFooter adds the compliance footer unless the content already links
@@ -189,39 +281,73 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 			return Campaign{}, &invalidError{errors.New("campaign: marketing mail needs an unsubscribe link: set [sending] unsubscribe_url (or [bounce] domain for the mailto form)")}
 		}
 	}
+	if sp.Template != "" {
+		if sp.Subject != "" || sp.Preheader != "" || sp.HTML != "" || sp.Text != "" {
+			return Campaign{}, &invalidError{errors.New("campaign: give either template or inline subject/html/text, not both")}
+		}
+		if s.opts.Templates == nil {
+			return Campaign{}, &invalidError{errors.New("campaign: no template store")}
+		}
+		// Pin the version: later edits of the template make new versions
+		// and never change this campaign.
+		tp, err := s.opts.Templates.Get(ctx, sp.Template, sp.TemplateVersion)
+		if err != nil {
+			if errors.Is(err, ErrUnknownTemplate) {
+				return Campaign{}, &invalidError{fmt.Errorf("campaign: template %q version %d: %w", sp.Template, sp.TemplateVersion, err)}
+			}
+			return Campaign{}, err
+		}
+		sp.TemplateVersion = tp.Version
+	}
 	if _, err := s.compile(ctx, sp); err != nil {
 		return Campaign{}, err
+	}
+	var sendAt int64
+	status := StatusDraft
+	if sp.Schedule != nil {
+		at, err := sp.Schedule.resolve(time.Now())
+		if err != nil {
+			return Campaign{}, err
+		}
+		sendAt, status = at.Unix(), StatusScheduled
 	}
 	if sp.Segment != "" {
 		if err := s.aud.CheckExpression(ctx, sp.Audience, sp.Segment); err != nil {
 			return Campaign{}, err
 		}
 	}
-	raw, _ := json.Marshal(sp)
+	raw, err := specJSON(sp)
+	if err != nil {
+		return Campaign{}, err
+	}
 	now := time.Now().UTC()
-	_, err := s.db.ExecContext(ctx, "INSERT INTO campaigns (id, spec, status, created) VALUES ("+s.arg(1)+", "+s.arg(2)+", "+s.arg(3)+", "+s.arg(4)+")",
-		sp.ID, string(raw), StatusDraft, now.Unix())
+	_, err = s.db.ExecContext(ctx, "INSERT INTO campaigns (id, spec, status, created, updated_at, send_at) VALUES ("+s.arg(1)+", "+s.arg(2)+", "+s.arg(3)+", "+s.arg(4)+", "+s.arg(5)+", "+s.arg(6)+")",
+		sp.ID, raw, status, now.Unix(), now.Unix(), sendAt)
 	if err != nil {
 		if c, gerr := s.Get(ctx, sp.ID); gerr == nil && c.Spec.ID == sp.ID {
 			return Campaign{}, ErrExists
 		}
 		return Campaign{}, fmt.Errorf("campaign: create: %w", err)
 	}
-	return Campaign{Spec: sp, Status: StatusDraft, Created: time.Unix(now.Unix(), 0).UTC()}, nil
+	if status == StatusScheduled {
+		s.wakeScheduler()
+	}
+	return s.Get(ctx, sp.ID)
 }
 
 // Get returns a campaign with its progress.
 func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	var raw, status, errText string
-	var created int64
-	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created FROM campaigns WHERE id = "+s.arg(1), id).Scan(&raw, &status, &errText, &created)
+	var created, sendAt, started, finished, updated int64
+	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at FROM campaigns WHERE id = "+s.arg(1), id).
+		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Campaign{}, ErrNotFound
 	}
 	if err != nil {
 		return Campaign{}, fmt.Errorf("campaign: get: %w", err)
 	}
-	c := Campaign{Status: status, Error: errText, Created: time.Unix(created, 0).UTC()}
+	c := Campaign{Status: status, Error: errText, Created: time.Unix(created, 0).UTC(), Times: timesOf(sendAt, started, finished, updated)}
 	if err := json.Unmarshal([]byte(raw), &c.Spec); err != nil {
 		return Campaign{}, fmt.Errorf("campaign: corrupt spec of %s: %w", id, err)
 	}
@@ -231,16 +357,10 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	return c, nil
 }
 
-func (s *Service) setStatus(ctx context.Context, id, status, errText string) error {
-	_, err := s.db.ExecContext(ctx, "UPDATE campaigns SET status = "+s.arg(1)+", error = "+s.arg(2)+" WHERE id = "+s.arg(3), status, errText, id)
-	if err != nil {
-		return fmt.Errorf("campaign: status: %w", err)
-	}
-	return nil
-}
-
-// Start remembers ctx as the lifetime of sends and resumes every
-// campaign left sending by a previous process.
+// Start remembers ctx as the lifetime of sends, resumes every campaign
+// left sending by a previous process and runs the scheduler, which
+// starts scheduled campaigns when they are due (those that fell due
+// while petreld was down at once).
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
@@ -259,52 +379,51 @@ func (s *Service) Start(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("campaign: resume: %w", err)
+	}
 	for _, id := range ids {
 		s.log.Info("resuming campaign send", "campaign", id)
 		s.run(id)
 	}
-	return rows.Err()
-}
-
-// Send marks a draft sending (durably, so a restart resumes it) and
-// starts it. Sending a campaign that is sending or sent is a no-op.
-func (s *Service) Send(ctx context.Context, id string) (Campaign, error) {
-	c, err := s.Get(ctx, id)
-	if err != nil {
-		return c, err
-	}
-	if c.Status == StatusDraft || c.Status == StatusFailed {
-		if err := s.setStatus(ctx, id, StatusSending, ""); err != nil {
-			return c, err
-		}
-		c.Status = StatusSending
-	}
-	if c.Status == StatusSending {
-		s.run(id)
-	}
-	return c, nil
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.schedulerLoop(ctx) }()
+	return nil
 }
 
 // run starts the send of id unless it is running.
 func (s *Service) run(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.running[id] || s.ctx == nil {
+	if _, ok := s.running[id]; ok || s.ctx == nil {
 		return
 	}
-	s.running[id] = true
+	stop := make(chan struct{})
+	s.running[id] = stop
 	s.wg.Add(1)
 	go func(ctx context.Context) {
 		defer s.wg.Done()
-		defer func() { s.mu.Lock(); delete(s.running, id); s.mu.Unlock() }()
-		if err := s.runOnce(ctx, id); err != nil && ctx.Err() == nil {
+		err := s.runOnce(ctx, id, stop)
+		s.mu.Lock()
+		delete(s.running, id)
+		s.mu.Unlock()
+		switch {
+		case errors.Is(err, ErrStopped) && ctx.Err() == nil:
+			// Resumed while this run was finishing its page: run again.
+			if c, gerr := s.Get(ctx, id); gerr == nil && c.Status == StatusSending {
+				s.run(id)
+			}
+		case err == nil, ctx.Err() != nil:
+		default:
 			s.log.Error("campaign send failed", "campaign", id, "err", err)
-			s.setStatus(context.Background(), id, StatusFailed, err.Error())
+			if _, terr := s.transition(context.Background(), id, []string{StatusSending}, StatusFailed, err.Error(), nil); terr != nil {
+				s.log.Error("campaign status", "campaign", id, "err", terr)
+			}
 		}
 	}(s.ctx)
 }
 
-func (s *Service) runOnce(ctx context.Context, id string) error {
+func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) error {
 	c, err := s.Get(ctx, id)
 	if err != nil {
 		return err
@@ -314,18 +433,10 @@ func (s *Service) runOnce(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	stream := sp.Stream
-	if stream == "" {
-		stream = "marketing"
-	}
-	consent := stream == "marketing"
+	send := s.sendOf(sp, tpl, stop)
+	consent := send.Stream == "marketing"
 	if sp.RequireConsent != nil {
 		consent = *sp.RequireConsent
-	}
-	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: stream,
-		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub}
-	if sp.ReplyTo != "" {
-		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}
 	}
 	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, RequireConsent: consent}
 	st, err := s.engine.Run(ctx, send, src)
@@ -333,9 +444,20 @@ func (s *Service) runOnce(ctx context.Context, id string) error {
 		return err
 	}
 	if st.Done {
-		return s.setStatus(context.Background(), id, StatusSent, "")
+		_, err := s.transition(context.Background(), id, []string{StatusSending, StatusPaused}, StatusSent, "", nil)
+		return err
 	}
 	return nil
+}
+
+// sendOf is the engine's Send of sp with template tpl.
+func (s *Service) sendOf(sp Spec, tpl *Compiled, stop <-chan struct{}) Send {
+	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: sp.stream(),
+		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub, Stop: stop}
+	if sp.ReplyTo != "" {
+		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}
+	}
+	return send
 }
 
 // Wait waits for the running sends to stop (after their ctx ended).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // ESPConfig is the [esp] section: the database of the ESP layer
@@ -19,10 +20,12 @@ type ESPConfig struct {
 	ImportBatch int `toml:"import_batch"`
 	// MaxUploadBytes caps one CSV upload.
 	MaxUploadBytes int64 `toml:"max_upload_bytes"`
+	// ConfirmTTL is how long a double opt-in confirmation link works.
+	ConfirmTTL Duration `toml:"confirm_ttl"`
 }
 
 func defaultESP() ESPConfig {
-	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30}
+	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30, ConfirmTTL: Duration{7 * 24 * time.Hour}}
 }
 
 func (e *ESPConfig) validate() error {
@@ -32,6 +35,8 @@ func (e *ESPConfig) validate() error {
 		return errors.New("import_batch must be 1 to 10000")
 	case e.MaxUploadBytes <= 0:
 		return errors.New("max_upload_bytes must be positive")
+	case e.ConfirmTTL.Duration <= 0:
+		return errors.New("confirm_ttl must be positive")
 	case strings.Contains(e.Database, "://") && !strings.HasPrefix(e.Database, "postgres://") && !strings.HasPrefix(e.Database, "postgresql://"):
 		return errors.New("database: want a postgres:// URL or a file path")
 	}

@@ -53,6 +53,10 @@ func (s *Service) applyPage(ctx context.Context, evs []queue.Event) (int, error)
 	return len(evs), nil
 }
 
+// ruleTypes are the event types applyEvent acts on (the rules loop reads
+// only these).
+var ruleTypes = []string{"bounced", "deferred", "expired"}
+
 func (s *Service) applyEvent(ev queue.Event) error {
 	if ev.Attempt == 0 || ev.Recipient == "" {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 // Queue is the part of *queue.Queue the service uses.
 type Queue interface {
 	Events(ctx context.Context, f queue.EventFilter) ([]queue.Event, error)
+	EventsScan(ctx context.Context, f queue.EventFilter) ([]queue.Event, string, error)
 	AppendEvents(ctx context.Context, evs []queue.Event) error
 	Cursor(name string) (string, error)
 	SetCursor(name, seq string) error
@@ -169,16 +171,23 @@ func New(o Options) (*Service, error) {
 }
 
 // OnEvent is queue.Options.OnEvent: it hands ev to the metrics goroutine
-// and wakes the rules loop and the webhook dispatchers. It never blocks.
+// and wakes the rules loop and the webhook dispatchers that read events
+// of its type. It never blocks.
 func (s *Service) OnEvent(ev queue.Event) {
 	select {
 	case s.metricsCh <- ev:
 	default:
 		s.m.dropped.Inc()
 	}
-	wake(s.rulesWake)
+	// Only loops that read events of this type are woken; the others
+	// move their cursors past it on their next page or poll.
+	if slices.Contains(ruleTypes, ev.Type) {
+		wake(s.rulesWake)
+	}
 	for _, h := range s.hooks {
-		wake(h.wake)
+		if len(h.types) == 0 || h.types[ev.Type] {
+			wake(h.wake)
+		}
 	}
 }
 
@@ -201,7 +210,7 @@ func (s *Service) Start(ctx context.Context) {
 		}()
 	}
 	run(s.metricsLoop)
-	run(func(ctx context.Context) { s.tail(ctx, rulesCursor, s.rulesWake, time.Time{}, s.applyPage) })
+	run(func(ctx context.Context) { s.tail(ctx, rulesCursor, s.rulesWake, time.Time{}, ruleTypes, s.applyPage) })
 	for _, h := range s.hooks {
 		run(h.run)
 	}
@@ -224,28 +233,36 @@ func (s *Service) Close() error {
 // appended by another process, missed wake-ups).
 const pollEvery = 2 * time.Second
 
-// tail calls page with successive pages of events after the durable cursor
-// name; the cursor advances to the last event page reports done. A cursor
-// never set starts at since (zero: the oldest retained event).
-func (s *Service) tail(ctx context.Context, name string, wakeC chan struct{}, since time.Time, page func(context.Context, []queue.Event) (done int, err error)) {
+// tail calls page with successive pages of events of the given types
+// (all when empty) after the durable cursor name; the cursor advances to
+// the last event page reports done, and past the events of other types
+// (never decoded). A cursor never set starts at since (zero: the oldest
+// retained event).
+func (s *Service) tail(ctx context.Context, name string, wakeC chan struct{}, since time.Time, types []string, page func(context.Context, []queue.Event) (done int, err error)) {
 	cur, err := s.o.Queue.Cursor(name)
 	if err != nil {
 		s.log.Error("read cursor", "cursor", name, "err", err)
 	}
 	for ctx.Err() == nil {
-		f := queue.EventFilter{After: cur, Limit: 500}
+		f := queue.EventFilter{After: cur, Types: types, Limit: 500}
 		if cur == "" {
 			f.Since = since
 		}
-		evs, err := s.o.Queue.Events(ctx, f)
+		evs, scanned, err := s.o.Queue.EventsScan(ctx, f)
+		next, n := cur, 0
 		if err == nil && len(evs) > 0 {
-			var n int
 			n, err = page(ctx, evs)
 			if n > 0 {
-				cur = evs[n-1].Seq
-				if serr := s.o.Queue.SetCursor(name, cur); serr != nil {
-					s.log.Error("store cursor", "cursor", name, "err", serr)
-				}
+				next = evs[n-1].Seq
+			}
+		}
+		if err == nil && n == len(evs) && scanned != "" {
+			next = scanned
+		}
+		if next != cur {
+			cur = next
+			if serr := s.o.Queue.SetCursor(name, cur); serr != nil {
+				s.log.Error("store cursor", "cursor", name, "err", serr)
 			}
 			if err == nil && n == len(evs) {
 				continue

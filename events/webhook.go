@@ -143,7 +143,7 @@ func (h *webhook) stats() WebhookStats {
 // recorded from when it was first configured (kept in the store, so a
 // restart before its first delivery loses nothing).
 func (h *webhook) run(ctx context.Context) {
-	h.s.tail(ctx, h.cursor, h.wake, h.since, h.page)
+	h.s.tail(ctx, h.cursor, h.wake, h.since, h.cfg.Events, h.page)
 }
 
 // page posts the events of one page in order, each retried until 2xx; it

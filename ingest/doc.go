@@ -27,8 +27,7 @@
 //     delays beyond smtp.soft_error_limit and for every failed AUTH) and
 //     failed AUTH per client address across sessions (limits.go).
 //   - RCPT TO:<postmaster> without a domain goes to smtp.postmaster
-//     (postmaster.go: a clear-text command filter in front of go-smtp,
-//     whose parser requires a domain).
+//     (postmaster.go), in clear text and after STARTTLS.
 //   - NUL bytes are refused, never stripped: SMTP 554 5.6.0, HTTP 422
 //     "nul_byte".
 //   - More than smtp.hop_count_limit (default 50) Received plus

@@ -142,9 +142,7 @@ func (s *SMTPServer) ListenAndServe() error {
 
 // Serve accepts SMTP connections on ln until Shutdown; it then returns
 // ErrServerClosed.
-// The listener is wrapped by the RCPT TO:<postmaster> filter
-// (postmaster.go).
-func (s *SMTPServer) Serve(ln net.Listener) error { return s.srv.Serve(postmasterListener{ln}) }
+func (s *SMTPServer) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 
 // configure sets up the go-smtp server of one listener.
 func (s *SMTPServer) configure(srv *smtp.Server, ln net.Listener) {

@@ -328,3 +328,10 @@ func (e *Engine) UnsubscribeURL(stream, rcpt string) string {
 	}
 	return ""
 }
+
+// ParseUnsubscribeToken checks an unsubscribe token (the one-click
+// link's, also the preference centre's) and returns the stream and
+// recipient it names; a forged or malformed token is an error.
+func (e *Engine) ParseUnsubscribeToken(tok string) (stream, rcpt string, err error) {
+	return e.tokens.Parse(tok)
+}

@@ -169,9 +169,11 @@ type Event struct {
 // EventFilter selects events for Events.
 type EventFilter struct {
 	// After is an exclusive Seq cursor; "" starts at the oldest event.
-	After     string
-	Since     time.Time
-	Type      string
+	After string
+	Since time.Time
+	Type  string
+	// Types, when not empty, selects only events of one of these types.
+	Types     []string
 	Recipient string
 	Campaign  string
 	Limit     int

@@ -92,6 +92,11 @@ type Queue struct {
 	lastSeq uint64
 	pending map[uint64]struct{}
 
+	// curMu guards cursorSynced: when each cursor was last written with
+	// a sync (SetCursor).
+	curMu        sync.Mutex
+	cursorSynced map[string]time.Time
+
 	oldestMu   sync.Mutex
 	oldest     time.Time
 	oldestSeen time.Time
@@ -146,7 +151,8 @@ func Open(dir string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: open pebble at %s: %w", dir, err)
 	}
 	q := &Queue{dir: dir, db: db, opts: opts, log: opts.Logger, closedCh: make(chan struct{}),
-		pending: make(map[uint64]struct{}), space: sp}
+		pending: make(map[uint64]struct{}), space: sp,
+		cursorSynced: make(map[string]time.Time)}
 	q.sched.init(q)
 	q.wake.init()
 	if err := q.load(); err != nil {
@@ -378,19 +384,22 @@ func (q *Queue) Enqueue(ctx context.Context, env Envelope, body []byte) (string,
 		return "", err
 	}
 	defer q.exit()
-	if err := q.space.admit(int64(len(body))); err != nil {
+	done, err := q.space.admit(int64(len(body)))
+	if err != nil {
 		return "", err
 	}
 	t := q.newTxn()
 	id, err := t.addMessage(env, body)
 	if err != nil {
 		t.abort()
+		done(false)
 		return "", err
 	}
-	if err := t.commit(true); err != nil {
+	err = t.commit(true)
+	done(err == nil)
+	if err != nil {
 		return "", err
 	}
-	q.space.added(int64(len(body)))
 	return id, nil
 }
 
@@ -406,12 +415,22 @@ func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, 
 	}
 	defer q.exit()
 	keyed := false
+	var size int64
 	for i, m := range msgs {
 		if len(m.IdempotencyKey) > mta.MaxIdempotencyKey {
 			return nil, fmt.Errorf("queue: message %d of the batch: idempotency key longer than %d bytes", i, mta.MaxIdempotencyKey)
 		}
 		keyed = keyed || m.IdempotencyKey != ""
+		size += int64(m.Len())
 	}
+	// The whole batch is admitted or refused, as for one message (repeats
+	// found below are counted too: a conservative estimate).
+	done, err := q.space.admit(size)
+	if err != nil {
+		return nil, err
+	}
+	committed := false
+	defer func() { done(committed) }()
 	if keyed {
 		// A key's lookup and its commit must not interleave with another
 		// batch carrying the same key.
@@ -464,6 +483,7 @@ func (q *Queue) EnqueueBatch(ctx context.Context, msgs []NewMessage) ([]string, 
 	if err := t.commit(true); err != nil {
 		return nil, err
 	}
+	committed = true
 	return ids, nil
 }
 

@@ -96,11 +96,17 @@ func get(r reader, key []byte) (val []byte, found bool, err error) {
 	return val, true, nil
 }
 
+// getJSON decodes the value at key into v (straight from Pebble's
+// buffer: the decoder copies what it keeps).
 func getJSON(r reader, what string, key []byte, v any) (bool, error) {
-	val, ok, err := get(r, key)
-	if err != nil || !ok {
-		return ok, err
+	val, c, err := r.Get(key)
+	if err == pebble.ErrNotFound {
+		return false, nil
 	}
+	if err != nil {
+		return false, fmt.Errorf("queue: read %q: %w", key, err)
+	}
+	defer c.Close()
 	return true, decode(what, key, val, v)
 }
 

@@ -16,6 +16,10 @@ type rbatch struct {
 	id     string
 	domain string
 	ents   []rent
+	// meta is the message's m record when the batch comes straight from
+	// its enqueue (an m record never changes once written), so handOut
+	// need not read it back; nil for batches read from the schedule.
+	meta *metaRec
 }
 
 type rent struct {
@@ -324,7 +328,12 @@ func (q *Queue) handOut(rb *rbatch) (*Batch, error) {
 		all[i] = e.idx
 	}
 	var m metaRec
-	ok, err := getJSON(q.db, "message", msgKey(pMeta, rb.id), &m)
+	ok, err := true, error(nil)
+	if rb.meta != nil {
+		m = *rb.meta // whether the message is still there, its r keys say
+	} else {
+		ok, err = getJSON(q.db, "message", msgKey(pMeta, rb.id), &m)
+	}
 	if err != nil || !ok {
 		q.sched.forget(rb.id, all, noRescan)
 		if err != nil {

@@ -32,12 +32,23 @@ type SpaceChecker interface {
 
 // Free-space guard.
 //
-// Pebble v1 treats a failed WAL write as fatal (Logger.Fatalf, then the
-// commit pipeline is wedged), so the queue must never let Pebble run into
-// ENOSPC on a commit. It samples the file system's free space (statfs)
-// and keeps, for a reserve R:
+// Pebble cannot return a failed commit, so the queue must never let it
+// run into ENOSPC. In Pebble v1.1.5 (and still in v2.1.7) DB.Apply calls
+// Options.Logger.Fatalf("pebble: fatal commit error") on any error from
+// commitPipeline.Commit: a WAL write or sync error (record.LogWriter keeps
+// it as a sticky error, so every later record fails too), or a failure
+// to rotate the memtable or WAL. There is no option or EventListener hook
+// that turns it into a returned error, and a Logger whose Fatalf returns
+// would not help: the failed batch stays at the head of the pending queue
+// with its commit semaphore held ("the commit pipeline will be horked"),
+// so every later commit blocks for ever. A full disk also stalls flushes
+// and compactions until writes stop. So the queue samples the file
+// system's free space (statfs) and keeps, for a reserve R:
 //
-//   - below R: Enqueue refuses new mail with ErrInsufficientStorage;
+//   - below R: Enqueue and EnqueueBatch refuse new mail with
+//     ErrInsufficientStorage; each admission reserves twice its bytes
+//     until its commit ends, so concurrent writers admitted on one sample
+//     cannot together write past R (TestFullDiskConcurrentWriters);
 //     state changes (deliveries, bounces, holds) still commit: they are
 //     small and they make room;
 //   - a ballast file of B = R/2, within [24 MiB, 64 MiB], in the spool
@@ -49,7 +60,8 @@ type SpaceChecker interface {
 //     disk;
 //   - below C with no ballast left: Next hands out nothing (a delivery
 //     whose result could not be recorded would be repeated);
-//   - below F = min(C/4, 1 MiB): every commit is refused.
+//   - below F = min(C/4, 1 MiB) plus the batch's size: every commit is
+//     refused.
 const (
 	ballastName = "PETREL-RESERVE"
 	// minBallast covers what Pebble writes at open on a full disk: the
@@ -73,6 +85,7 @@ type space struct {
 	hasBallast bool
 	avail      atomic.Int64 // bytes free at the last sample
 	written    atomic.Int64 // bytes enqueued since the last sample
+	inflight   atomic.Int64 // bytes admitted whose commit has not ended
 	sampled    atomic.Int64 // unix nanos of the last sample
 	low        atomic.Bool
 }
@@ -200,34 +213,56 @@ func writeBallast(path string, size int64) error {
 }
 
 // free estimates the bytes free now: the last sample (refreshed when
-// older than spaceStaleness) minus what was enqueued since.
+// older than spaceStaleness) minus what was enqueued since and what is
+// being enqueued.
 func (s *space) free() int64 {
 	if time.Now().UnixNano()-s.sampled.Load() > int64(spaceStaleness) {
 		s.sample()
 	}
-	return s.avail.Load() - s.written.Load()
+	return s.avail.Load() - s.written.Load() - s.inflight.Load()
 }
 
-// admit reports whether a new message of n bytes may be written.
-func (s *space) admit(n int64) error {
+// admit reserves room for new messages of n bytes in all, or refuses
+// them with ErrInsufficientStorage. The reservation counts against every
+// concurrent admission until the caller ends it with done (after its
+// commit, successful or not), so writers admitted on the same sample
+// cannot together write past the reserve.
+func (s *space) admit(n int64) (done func(committed bool), err error) {
 	if !s.enabled {
-		return nil
+		return func(bool) {}, nil
 	}
 	// Pebble writes a body twice before a flush (WAL and memtable flush)
 	// and once more in compactions: count it twice.
-	if free := s.free(); free-2*n < s.reserve {
-		return fmt.Errorf("%w: %d bytes free on the spool's file system, %d reserved (queue.min_free_space)",
-			ErrInsufficientStorage, max(free, 0), s.reserve)
+	cost := 2 * n
+	s.inflight.Add(cost)
+	if free := s.free(); free < s.reserve {
+		s.inflight.Add(-cost)
+		return nil, fmt.Errorf("%w: %d bytes free on the spool's file system, %d reserved (queue.min_free_space)",
+			ErrInsufficientStorage, max(free+cost, 0), s.reserve)
 	}
-	return nil
+	return func(committed bool) {
+		if committed {
+			s.written.Add(cost)
+		}
+		s.inflight.Add(-cost)
+	}, nil
 }
 
-// commitOK reports whether any batch may be committed.
-func (s *space) commitOK() error {
+// check is admit for nothing: whether new mail is refused now.
+func (s *space) check() error {
+	done, err := s.admit(0)
+	if err == nil {
+		done(false)
+	}
+	return err
+}
+
+// commitOK reports whether a batch of n bytes may be committed.
+func (s *space) commitOK(n int64) error {
 	if !s.enabled {
 		return nil
 	}
-	if free := s.free(); free < s.floor {
+	if free := s.free(); free-n < s.floor {
 		return fmt.Errorf("%w: %d bytes free on the spool's file system: state changes wait for space",
 			ErrInsufficientStorage, max(free, 0))
 	}
@@ -238,13 +273,6 @@ func (s *space) commitOK() error {
 // recorded safely).
 func (s *space) paused() bool {
 	return s.enabled && s.free() < s.critical
-}
-
-// added records n bytes enqueued.
-func (s *space) added(n int64) {
-	if s.enabled {
-		s.written.Add(n)
-	}
 }
 
 // spaceLoop samples the free space every spaceInterval.
@@ -265,7 +293,7 @@ func (q *Queue) spaceLoop() {
 
 // CheckSpace implements SpaceChecker: it fails while free space is below
 // Options.MinFreeSpace.
-func (q *Queue) CheckSpace() error { return q.space.admit(0) }
+func (q *Queue) CheckSpace() error { return q.space.check() }
 
 // StorageLow reports whether new mail is refused for lack of disk space.
 func (q *Queue) StorageLow() bool { return q.space.enabled && q.CheckSpace() != nil }

@@ -90,7 +90,7 @@ func (t *txn) addNew(nm NewMessage) (string, error) {
 		}
 		rb := open[dom]
 		if rb == nil || len(rb.ents) >= t.q.opts.MaxBatchRcpts {
-			rb = &rbatch{id: id, domain: dom}
+			rb = &rbatch{id: id, domain: dom, meta: &m}
 			open[dom] = rb
 			t.fresh = append(t.fresh, rb)
 		}
@@ -110,7 +110,7 @@ func (t *txn) commit(sync bool) error {
 	q := t.q
 	defer t.b.Close()
 	// Pebble cannot survive a failed WAL write: refuse before it.
-	if err := q.space.commitOK(); err != nil {
+	if err := q.space.commitOK(int64(t.b.Len())); err != nil {
 		return err
 	}
 	var first uint64

@@ -8,6 +8,7 @@ import (
 
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/campaign"
+	"github.com/petrel-mta/petrel/verify"
 )
 
 // openAudiences opens the ESP database ([esp] database: embedded SQLite
@@ -15,7 +16,7 @@ import (
 // running its migrations, and returns the audience API. Import jobs left
 // unfinished by a previous process resume in the background; they stop
 // when petreld shuts down (the store closes after them).
-func (d *daemon) openAudiences(ctx context.Context, log *slog.Logger) (*audience.Store, http.Handler, error) {
+func (d *daemon) openAudiences(ctx context.Context, ver *verify.Verifier, log *slog.Logger) (*audience.Store, http.Handler, error) {
 	cfg := d.cfg
 	st, err := audience.Open(ctx, cfg.ESP.DatabaseDSN(cfg.DataDir), audience.Options{
 		ImportDir: cfg.ESP.ImportPath(cfg.DataDir),
@@ -27,7 +28,8 @@ func (d *daemon) openAudiences(ctx context.Context, log *slog.Logger) (*audience
 	d.closers = append(d.closers, st.Close)
 	jobs, cancel := context.WithCancel(context.Background())
 	d.closers = append(d.closers, func() error { cancel(); return nil }) // runs before st.Close
-	return st, audience.Handler(st, audience.HandlerOptions{Context: jobs, Logger: log, MaxUpload: cfg.ESP.MaxUploadBytes, ResumeImports: true}), nil
+	return st, audience.Handler(st, audience.HandlerOptions{Context: jobs, Logger: log, MaxUpload: cfg.ESP.MaxUploadBytes, ResumeImports: true,
+		Verify: cleaningVerifier(ver)}), nil
 }
 
 // openCampaigns sets up the campaign service on the ESP database; its
@@ -43,4 +45,40 @@ func (d *daemon) openCampaigns(ctx context.Context, st *audience.Store, sub camp
 	d.campaignCtx = sends
 	d.closers = append(d.closers, func() error { cancel(); svc.Wait(); return nil })
 	return svc, nil
+}
+
+// openConfirmer sets up double opt-in: confirmations go through sub
+// (transactional stream) from confirm@<hostname> unless the audience sets
+// its own sender, with links under the public base URL ([sending]
+// unsubscribe_url, else the API listener). startConfirmer runs it.
+func (d *daemon) openConfirmer(ctx context.Context, st *audience.Store, sub audience.Submitter, log *slog.Logger) (*audience.Confirmer, error) {
+	base := d.cfg.Sending.UnsubscribeURL
+	if base == "" {
+		base = "http://" + d.cfg.HTTP.Listen
+	}
+	return st.NewConfirmer(ctx, audience.ConfirmerOptions{Submitter: sub, BaseURL: base, DefaultFrom: "confirm@" + d.cfg.Hostname,
+		TTL: d.cfg.ESP.ConfirmTTL.Duration, Logger: log})
+}
+
+// cleaningVerifier adapts verify (syntax, domain, MX, SMTP probe,
+// catch-all, disposable, role, typo) to list cleaning's verdicts:
+// deliverable → valid, risky, undeliverable → invalid, unknown.
+func cleaningVerifier(v *verify.Verifier) audience.VerifyFunc {
+	return func(ctx context.Context, addrs []string) []audience.Verification {
+		rs := v.VerifyMany(ctx, addrs, nil)
+		out := make([]audience.Verification, len(rs))
+		for i, r := range rs {
+			verdict := audience.VerdictUnknown
+			switch r.Verdict {
+			case verify.Deliverable:
+				verdict = audience.VerdictValid
+			case verify.Risky:
+				verdict = audience.VerdictRisky
+			case verify.Undeliverable:
+				verdict = audience.VerdictInvalid
+			}
+			out[i] = audience.Verification{Verdict: verdict, Reasons: r.Reasons, Suggestion: r.Suggestion}
+		}
+		return out
+	}
 }

@@ -44,50 +44,20 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
 	e.start()
 
-	var a struct{ ID int64 }
-	if code, err := e.api("POST", "/api/v1/audiences", map[string]any{"name": "news", "fields": []map[string]any{{"name": "city", "type": "text"}}}, &a); err != nil || code != 201 {
-		t.Fatalf("create audience: %d %v", code, err)
-	}
 	const n = 400
-	var csv strings.Builder
-	csv.WriteString("email,name,city\n")
-	for i := 0; i < n; i++ {
-		city := []string{"Taipei", "Oslo"}[i%2]
-		fmt.Fprintf(&csv, "c%d@example.test,Contact %d,%s\n", i, i, city)
-	}
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/api/v1/audiences/%d/imports?consent_purpose=marketing&consent_source=form", e.http, a.ID), strings.NewReader(csv.String()))
-	req.Header.Set("Authorization", "Bearer "+e.key)
-	req.Header.Set("Content-Type", "text/csv")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("import: %d %s", resp.StatusCode, body)
-	}
-	var imp struct{ ID int64 }
-	if err := json.Unmarshal(body, &imp); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "import done", func() bool {
-		var st struct{ State string }
-		e.api("GET", fmt.Sprintf("/api/v1/imports/%d", imp.ID), nil, &st)
-		return st.State == "done"
-	})
+	aid := e.importContacts(t, n)
 
-	spec := map[string]any{"id": "winter", "audience": a.ID, "segment": `city == "Taipei"`, "from": "news@shop.test", "from_name": "Shop",
+	spec := map[string]any{"id": "winter", "audience": aid, "segment": `city == "Taipei"`, "from": "news@shop.test", "from_name": "Shop",
 		"subject": "Hello %first_name%", "text": "Dear %name%, news from %city%.\n", "page_size": 10, "rate": 150,
 		"postal_address": "Shop Ltd, 1 Harbour Road, Taipei"}
 	var bad struct {
 		Error struct{ Code, Message string }
 	}
-	badSpec := map[string]any{"id": "bad", "audience": a.ID, "from": "news@shop.test", "subject": "Hi %nickname%", "text": "x", "postal_address": "x"}
+	badSpec := map[string]any{"id": "bad", "audience": aid, "from": "news@shop.test", "subject": "Hi %nickname%", "text": "x", "postal_address": "x"}
 	if code, _ := e.api("POST", "/api/v1/campaigns", badSpec, &bad); code != 400 || bad.Error.Code != "invalid_template" || !strings.Contains(bad.Error.Message, "1:4") {
 		t.Fatalf("unknown field: %d %+v", code, bad)
 	}
-	noAddr := map[string]any{"id": "noaddr", "audience": a.ID, "from": "news@shop.test", "subject": "Hi", "text": "x"}
+	noAddr := map[string]any{"id": "noaddr", "audience": aid, "from": "news@shop.test", "subject": "Hi", "text": "x"}
 	if code, _ := e.api("POST", "/api/v1/campaigns", noAddr, &bad); code != 400 || !strings.Contains(bad.Error.Message, "postal_address") {
 		t.Fatalf("marketing campaign without a postal address: %d %+v", code, bad)
 	}
@@ -116,6 +86,18 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 		return c.Status == "sent"
 	})
 	waitFor(t, 30*time.Second, "every segment contact at the MX", func() bool { return count() >= n/2 })
+	var list struct {
+		Campaigns []struct {
+			ID, Status string
+			StartedAt  *time.Time `json:"started_at"`
+			FinishedAt *time.Time `json:"finished_at"`
+			Progress   struct{ Sent int64 }
+		}
+	}
+	if code, err := e.api("GET", "/api/v1/campaigns?status=sent", nil, &list); err != nil || code != 200 || len(list.Campaigns) != 1 ||
+		list.Campaigns[0].ID != "winter" || list.Campaigns[0].Progress.Sent != n/2 || list.Campaigns[0].StartedAt == nil || list.Campaigns[0].FinishedAt == nil {
+		t.Fatalf("campaign list: %d %v %+v", code, err, list)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	twice := 0
@@ -163,7 +145,7 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 		}
 		link = strings.TrimSpace(strings.SplitN(after, "\n", 2)[0])
 	}
-	resp, err = http.Post("http://"+e.http+link, "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	resp, err := http.Post("http://"+e.http+link, "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +157,7 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 		var page struct {
 			Contacts []struct{ Email, Status string }
 		}
-		e.api("GET", fmt.Sprintf("/api/v1/audiences/%d/contacts?limit=1", a.ID), nil, &page)
+		e.api("GET", fmt.Sprintf("/api/v1/audiences/%d/contacts?limit=1", aid), nil, &page)
 		return len(page.Contacts) == 1 && page.Contacts[0].Email == "c0@example.test" && page.Contacts[0].Status == "unsubscribed"
 	})
 }
@@ -242,4 +224,172 @@ func decodeQP(s string) string {
 		return s
 	}
 	return string(b)
+}
+
+// importContacts creates the audience "news" (field city) and imports n
+// contacts c<i>@example.test ("Contact <i>", city Taipei for even i,
+// Oslo for odd) with a marketing grant, through the API; it returns the
+// audience id.
+func (e *env) importContacts(t *testing.T, n int) int64 {
+	t.Helper()
+	var a struct{ ID int64 }
+	if code, err := e.api("POST", "/api/v1/audiences", map[string]any{"name": "news", "fields": []map[string]any{{"name": "city", "type": "text"}}}, &a); err != nil || code != 201 {
+		t.Fatalf("create audience: %d %v", code, err)
+	}
+	var csv strings.Builder
+	csv.WriteString("email,name,city\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&csv, "c%d@example.test,Contact %d,%s\n", i, i, []string{"Taipei", "Oslo"}[i%2])
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/api/v1/audiences/%d/imports?consent_purpose=marketing&consent_source=form", e.http, a.ID), strings.NewReader(csv.String()))
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	req.Header.Set("Content-Type", "text/csv")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("import: %d %s", resp.StatusCode, body)
+	}
+	var imp struct{ ID int64 }
+	if err := json.Unmarshal(body, &imp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "import done", func() bool {
+		var st struct{ State string }
+		e.api("GET", fmt.Sprintf("/api/v1/imports/%d", imp.ID), nil, &st)
+		return st.State == "done"
+	})
+	return a.ID
+}
+
+// campaignSink is a real MX host that records every message by
+// recipient and Message-ID.
+type campaignSink struct {
+	mu  sync.Mutex
+	got map[string]map[string]string // recipient -> Message-ID -> body
+}
+
+func (e *env) campaignSink(t *testing.T) *campaignSink {
+	k := &campaignSink{got: map[string]map[string]string{}}
+	e.mx(2, "example.test", testnet.MXScript{OnData: func(from string, rcpts []string, data []byte) error {
+		id := header(t, data, "Message-Id")
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		for _, r := range rcpts {
+			if k.got[r] == nil {
+				k.got[r] = map[string]string{}
+			}
+			k.got[r][id] = string(data)
+		}
+		return nil
+	}})
+	return k
+}
+
+func (k *campaignSink) count() int { k.mu.Lock(); defer k.mu.Unlock(); return len(k.got) }
+
+type campaignView struct {
+	Status, Error string
+	Progress      struct {
+		Sent    int64
+		Skipped map[string]int64
+		Done    bool
+	}
+	StartedAt   *time.Time `json:"started_at"`
+	ScheduledAt *time.Time `json:"scheduled_at"`
+}
+
+func (e *env) campaign(id string) campaignView {
+	var c campaignView
+	e.api("GET", "/api/v1/campaigns/"+id, nil, &c)
+	return c
+}
+
+// TestCampaignScheduleAndPauseThroughDaemon: a campaign scheduled a few
+// seconds ahead while petreld is killed (SIGKILL) before its time starts
+// when petreld comes back (it fell due while it was down); paused mid-send
+// and killed, it stays paused across the restart (nothing more is
+// submitted); resumed and killed again mid-send, it finishes after the
+// restart — every contact receives exactly one message (one Message-ID),
+// and the progress counts every contact once.
+func TestCampaignScheduleAndPauseThroughDaemon(t *testing.T) {
+	e := newEnv(t)
+	k := e.campaignSink(t)
+	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
+	e.start()
+	const n = 300
+	aid := e.importContacts(t, n)
+	var bad struct {
+		Error struct{ Code, Message string }
+	}
+	spec := map[string]any{"id": "spring", "audience": aid, "from": "news@shop.test", "subject": "Hello %first_name%",
+		"text": "Dear %name%, news from %city%.\n", "page_size": 10, "rate": 100, "postal_address": "Shop Ltd, 1 Harbour Road, Taipei",
+		"schedule": map[string]any{"send_at": "2020-01-01T09:00", "time_zone": "Europe/Oslo"}}
+	if code, _ := e.api("POST", "/api/v1/campaigns", spec, &bad); code != 400 || bad.Error.Code != "invalid_schedule" {
+		t.Fatalf("schedule in the past: %d %+v", code, bad)
+	}
+	spec["schedule"] = map[string]any{"send_at": "2030-01-01T09:00", "time_zone": "Nowhere/Special"}
+	if code, _ := e.api("POST", "/api/v1/campaigns", spec, &bad); code != 400 || bad.Error.Code != "invalid_schedule" {
+		t.Fatalf("unknown time zone: %d %+v", code, bad)
+	}
+	due := time.Now().Add(3 * time.Second)
+	spec["schedule"] = map[string]any{"send_at": due.In(time.FixedZone("", 8*3600)).Format("2006-01-02T15:04:05"), "time_zone": "Asia/Taipei"}
+	if code, err := e.api("POST", "/api/v1/campaigns", spec, nil); err != nil || code != 201 {
+		t.Fatalf("create scheduled campaign: %d %v", code, err)
+	}
+	if c := e.campaign("spring"); c.Status != "scheduled" || c.ScheduledAt == nil || c.ScheduledAt.Unix() != due.Unix() {
+		t.Fatalf("scheduled: %+v (due %v)", c, due)
+	}
+	if code, _ := e.api("POST", "/api/v1/campaigns/spring/resume", nil, &bad); code != 409 || bad.Error.Code != "invalid_state" {
+		t.Fatalf("resume of a scheduled campaign: %d %+v", code, bad)
+	}
+	e.kill()
+	time.Sleep(time.Until(due) + time.Second)
+	if k.count() != 0 {
+		t.Fatalf("%d messages before the daemon is back", k.count())
+	}
+	e.start()
+	waitFor(t, 30*time.Second, "the scheduled send under way", func() bool { return k.count() >= 40 })
+	if c := e.campaign("spring"); c.StartedAt == nil || c.StartedAt.Before(due.Truncate(time.Second)) {
+		t.Fatalf("started %+v", c)
+	}
+	if code, err := e.api("POST", "/api/v1/campaigns/spring/pause", nil, nil); err != nil || code != 200 {
+		t.Fatalf("pause: %d %v", code, err)
+	}
+	e.kill()
+	e.start()
+	paused := e.campaign("spring")
+	if paused.Status != "paused" || paused.Progress.Sent >= n {
+		t.Fatalf("after pause and kill: %+v", paused)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if c := e.campaign("spring"); c.Progress.Sent != paused.Progress.Sent {
+		t.Fatalf("paused campaign went on: %d then %d", paused.Progress.Sent, c.Progress.Sent)
+	}
+	waitFor(t, 30*time.Second, "the paused part delivered", func() bool { return int64(k.count()) >= paused.Progress.Sent })
+	if int64(k.count()) != paused.Progress.Sent {
+		t.Fatalf("%d at the MX while paused with %d sent", k.count(), paused.Progress.Sent)
+	}
+	if code, err := e.api("POST", "/api/v1/campaigns/spring/resume", nil, nil); err != nil || code != 200 {
+		t.Fatalf("resume: %d %v", code, err)
+	}
+	waitFor(t, 30*time.Second, "more after the resume", func() bool { return int64(k.count()) >= paused.Progress.Sent+40 })
+	e.kill()
+	e.start()
+	waitFor(t, 60*time.Second, "campaign sent", func() bool { return e.campaign("spring").Status == "sent" })
+	waitFor(t, 30*time.Second, "every contact at the MX", func() bool { return k.count() >= n })
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := 0; i < n; i++ {
+		addr := fmt.Sprintf("c%d@example.test", i)
+		if len(k.got[addr]) != 1 {
+			t.Errorf("%s got %d messages", addr, len(k.got[addr]))
+		}
+	}
+	if c := e.campaign("spring"); c.Progress.Sent != n || !c.Progress.Done {
+		t.Fatalf("progress %+v, want %d sent", c.Progress, n)
+	}
 }

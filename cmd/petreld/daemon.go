@@ -203,7 +203,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if keyPath != "" {
 		log.Info("no [[http.api_keys]] configured: using the local key in "+keyPath+" (petrelctl reads it from its -data-dir)", "path", keyPath)
 	}
-	espStore, audH, err := d.openAudiences(ctx, log.With("component", "audience"))
+	espStore, audH, err := d.openAudiences(ctx, ver, log.With("component", "audience"))
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.campaigns = camps
 	d.esp = espStore
+	confirmer, err := d.openConfirmer(ctx, espStore, sub, log.With("component", "audience"))
+	if err != nil {
+		return nil, err
+	}
 	tpls, err := campaign.NewTemplates(ctx, espStore.DB(), espStore.Postgres())
+	if err != nil {
+		return nil, err
+	}
+	flows, err := d.openFlows(ctx, espStore, tpls, sub, log.With("component", "flow"))
 	if err != nil {
 		return nil, err
 	}
@@ -244,11 +252,14 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Events:              d.events.svc.Load().Handler(),
 		Policy:              pol.Handler(),
 		Unsubscribe:         pol.PublicHandler(),
+		Preferences:         preferences(pol, espStore, log),
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(),
 		Audiences:           audH,
+		Confirm:             confirmer.Handler(),
 		Campaigns:           camps.Handler(),
 		Templates:           tpls.Handler(),
+		Flows:               flows.Handler(),
 		Verify:              ver.Handler(),
 		PolicyStatus:        func() any { return sh.Status() },
 		MetricsAccess:       cfg.Metrics.Access,
@@ -263,12 +274,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	d.router = admin.New(api)
 
 	// Listeners first, so a port clash fails start instead of a goroutine.
-	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
+	smtpLn, err := netx.Listen(cfg.SMTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("smtp listen: %w", err)
 	}
 	listeners = append(listeners, smtpLn)
-	smtpLn = netx.StickyTimeouts(smtpLn) // smtp.read_timeout ends a trickling client
+	smtpLn = netx.SMTP(smtpLn) // batched replies; smtp.read_timeout ends a trickling client
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
@@ -306,6 +317,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		// Contacts follow the suppression list (bounced, complained,
 		// unsubscribed): ARCHITECTURE.md, ESP layer.
 		d.esp.FollowSuppressions(dctx, q, time.Second, log.With("component", "audience"))
+	}()
+	d.startFlows(dctx, flows, q)
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		confirmer.Run(dctx) // double opt-in confirmations
 	}()
 	d.delivery.Add(1)
 	go func() {

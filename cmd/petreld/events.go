@@ -75,11 +75,11 @@ func (p *eventsPart) run(d *daemon) error {
 		if err != nil {
 			return fmt.Errorf("bounce inbound: %w", err)
 		}
-		ln, err := net.Listen("tcp", bc.Listen)
+		ln, err := netx.Listen(bc.Listen)
 		if err != nil {
 			return fmt.Errorf("bounce listen: %w", err)
 		}
-		ln = netx.StickyTimeouts(ln)
+		ln = netx.SMTP(ln)
 		p.inbound = in
 		go func() {
 			if err := in.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {

@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 
+	"github.com/petrel-mta/petrel/audience"
+	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/unsub"
 	"github.com/petrel-mta/petrel/tracking"
 )
@@ -35,4 +38,19 @@ func openTracking(dataDir string, log *slog.Logger) (*trackingPart, error) {
 		return nil, err
 	}
 	return &trackingPart{signer: signer, log: l, handler: &tracking.Handler{Signer: signer, Recorder: l}}, nil
+}
+
+// preferences is the public preference centre over the unsubscribe
+// tokens, the suppression list and the ESP's contacts.
+func preferences(pol *policy.Engine, st *audience.Store, log *slog.Logger) http.Handler {
+	p := &tracking.Preferences{
+		Parse: pol.ParseUnsubscribeToken,
+		Suppress: func(stream, rcpt, via string) error {
+			_, err := pol.Unsubscribe(stream, rcpt, via)
+			return err
+		},
+		Store:  st,
+		Logger: log.With("component", "preferences"),
+	}
+	return p.Handler()
 }

@@ -45,7 +45,9 @@ var allowed = map[string][]string{
 	"audience": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events"},
 	"tracking": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience"},
 	"campaign": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience", "tracking"},
-	"account":  {"mta", "dns", "config", "internal/httpapi"},
+	// campaign/flow (automation flows) builds on campaign's templates and messages.
+	"campaign/flow": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience", "tracking", "campaign"},
+	"account":       {"mta", "dns", "config", "internal/httpapi"},
 	// layer 6: the HTTP surface
 	"admin": {"*"},
 	// layer 7: wiring (every cmd/* component; see component)
@@ -66,6 +68,8 @@ func component(path string) string {
 		return parts[0] + "/" + parts[1]
 	case parts[0] == "verify" && len(parts) > 1 && parts[1] == "compare":
 		return "cmd" // a development tool: wiring, like cmd
+	case parts[0] == "campaign" && len(parts) > 1 && parts[1] == "flow":
+		return "campaign/flow"
 	case parts[0] == "bench" && len(parts) > 1 && parts[1] == "cmd":
 		return "bench"
 	}

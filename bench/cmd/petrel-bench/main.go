@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -94,6 +95,11 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rcpts := fs.Int("rcpts", 0, "recipients per message")
 	rounds := fs.Int("rounds", 0, "interleaved rounds (median)")
 	queueN := fs.Int("queue-n", 0, "messages for queue_1m")
+	contenders := fs.String("contenders", "", "comma-separated contenders of reference_load and per_connection (default: all, -quick: "+strings.Join(bench.QuickContenders, ",")+"; known: "+strings.Join(bench.AllContenders, ",")+")")
+	peerN := fs.String("peer-n", "", "per-contender message counts, e.g. exim=2000,opensmtpd=500 (caps -n for slow peers)")
+	peers := fs.String("peers", "", "where bench/fetch-peers.sh unpacked the peers (default $PETREL_BENCH_PEERS or ~/.cache/petrel-bench)")
+	q10m := fs.Int("queue10m-msgs", 0, "messages queued by queue_10m (default 1,000,000; x -queue10m-rcpts recipients)")
+	q10mRcpts := fs.Int("queue10m-rcpts", 0, "recipients per message in queue_10m (default 10)")
 	verbose := fs.Bool("v", false, "debug logging to stderr")
 	profDir := fs.String("profile", "", "directory for a petreld CPU profile taken during the first petrel_relay run")
 	profSecs := fs.Int("profile-seconds", 10, "length of that profile")
@@ -107,9 +113,24 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for _, o := range []struct {
 		v   int
 		dst *int
-	}{{*n, &p.N}, {*size, &p.Size}, {*sessions, &p.Sessions}, {*rcpts, &p.Recipients}, {*rounds, &p.Rounds}, {*queueN, &p.QueueN}} {
+	}{{*n, &p.N}, {*size, &p.Size}, {*sessions, &p.Sessions}, {*rcpts, &p.Recipients}, {*rounds, &p.Rounds}, {*queueN, &p.QueueN}, {*q10m, &p.Queue10MMessages}, {*q10mRcpts, &p.Queue10MRcpts}} {
 		if o.v > 0 {
 			*o.dst = o.v
+		}
+	}
+	if *contenders != "" {
+		p.Contenders = strings.Split(*contenders, ",")
+	}
+	if *peerN != "" {
+		m, err := parsePeerN(*peerN)
+		if err != nil {
+			return usageError{err}
+		}
+		if p.PeerN == nil {
+			p.PeerN = map[string]int{}
+		}
+		for k, v := range m {
+			p.PeerN[k] = v
 		}
 	}
 	log := newLogger(stderr, *verbose)
@@ -144,11 +165,26 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Log:     log,
 		Meta:    bench.Meta{Go: runtime.Version(), Postfix: bench.PostfixVersion(ctx), Commit: gitCommit(ctx)},
 
+		PeerRoot:       *peers,
 		ProfileDir:     *profDir,
 		ProfileSeconds: *profSecs,
 	}
 	_, err = r.Run(ctx, names)
 	return err
+}
+
+// parsePeerN parses "name=N,name=N".
+func parsePeerN(s string) (map[string]int, error) {
+	m := map[string]int{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n <= 0 || k == "" {
+			return nil, fmt.Errorf("-peer-n: %q is not name=N", kv)
+		}
+		m[k] = n
+	}
+	return m, nil
 }
 
 func gitCommit(ctx context.Context) string {

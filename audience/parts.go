@@ -1,0 +1,69 @@
+package audience
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+)
+
+// schemaPart is a named schema addition, applied once per database (its
+// name is recorded in meta as "part:NAME") in one transaction after the
+// versioned migrations. Features added beside the core schema (double
+// opt-in, bulk jobs, list cleaning) keep their tables here so that their
+// additions do not compete with the core's version numbers.
+type schemaPart struct {
+	name  string
+	stmts []string
+}
+
+var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart}
+
+// migrateParts applies the schema parts not yet recorded.
+func (s *Store) migrateParts(ctx context.Context) error {
+	for _, p := range schemaParts {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM meta WHERE k = ?`), "part:"+p.name).Scan(&n); err != nil {
+				return fmt.Errorf("audience: schema part %s: %w", p.name, err)
+			}
+			if n > 0 {
+				return nil
+			}
+			for _, st := range p.stmts {
+				if _, err := tx.ExecContext(ctx, s.expand(st)); err != nil {
+					return fmt.Errorf("audience: schema part %s: %w", p.name, err)
+				}
+			}
+			_, err := s.exec(ctx, tx, `INSERT INTO meta (k, v) VALUES (?, '1')`, "part:"+p.name)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// metaSecret returns the 32-byte secret stored in meta under k, creating
+// a random one on first use. It lives in the database so that every host
+// sharing a PostgreSQL database agrees on it.
+func (s *Store) metaSecret(ctx context.Context, k string) ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("audience: %s: %w", k, err)
+	}
+	if _, err := s.exec(ctx, s.db, `INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT DO NOTHING`, k, hex.EncodeToString(b)); err != nil {
+		return nil, fmt.Errorf("audience: %s: %w", k, err)
+	}
+	var v string
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT v FROM meta WHERE k = ?`), k).Scan(&v); err != nil {
+		return nil, fmt.Errorf("audience: %s: %w", k, err)
+	}
+	key, err := hex.DecodeString(v)
+	if err != nil {
+		return nil, fmt.Errorf("audience: %s: %w", k, err)
+	}
+	return key, nil
+}
