@@ -124,6 +124,7 @@ export const sections = [
   ["#/audiences", "nav.audiences", "home.audiences"],
   ["#/templates", "nav.templates", "home.templates"],
   ["#/campaigns", "nav.campaigns", "home.campaigns"],
+  ["#/automation", "nav.automation", "home.automation"],
   ["#/stats", "nav.stats", "home.stats"],
   ["#/operations", "nav.operations", "home.operations"],
   ["#/users", "nav.users", "home.users"],
@@ -156,6 +157,7 @@ const pages = {
   templates: () => import("./pages/templates.js"),
   campaigns: () => import("./pages/campaigns.js"),
   stats: () => import("./pages/stats.js"),
+  automation: () => import("./pages/automation.js"),
   operations: () => import("./pages/operations.js"),
   users: () => import("./pages/users.js"),
 };

@@ -432,6 +432,41 @@ func TestDashboardSeedFlow(t *testing.T) {
 		t.Errorf("stats page sent = %s", s)
 	}
 	u.screenshot("stats-after-engagement")
+	// A second campaign scheduled in another time zone, then cancelled
+	// from its page.
+	auckland, err := time.LoadLocation("Pacific/Auckland")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(3 * time.Minute).In(auckland).Truncate(time.Minute)
+	u.page("#/campaigns/new")
+	u.run("scheduled campaign", chromedp.SetValue(`#camp-audience`, aid, chromedp.ByID),
+		chromedp.SetValue(`#camp-domain`, "shop.test", chromedp.ByID),
+		chromedp.SetValue(`#camp-template`, "winter-news", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#camp-template").dispatchEvent(new Event("change"))`, nil),
+		chromedp.SendKeys(`#camp-postal`, "Shop Ltd, 1 Harbour Road, Taipei", chromedp.ByID),
+		chromedp.SendKeys(`#camp-id`, "spring", chromedp.ByID),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelector("#camp-when").value = %q; document.querySelector("#camp-tz").value = "Pacific/Auckland"`, at.Format("2006-01-02T15:04")), nil),
+		chromedp.Click(`#camp-check`, chromedp.ByID))
+	u.waitText(10*time.Second, `#camp-checks`, func(s string) bool { return strings.Contains(s, "Pacific/Auckland") })
+	u.run("confirm scheduled", chromedp.WaitEnabled(`#camp-confirm`, chromedp.ByID), chromedp.Click(`#camp-confirm`, chromedp.ByID),
+		chromedp.WaitVisible(`#camp-detail .badge`, chromedp.ByQuery))
+	u.waitText(10*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "scheduled" })
+	var sc struct {
+		Status      string
+		ScheduledAt time.Time `json:"scheduled_at"`
+	}
+	if e.api("GET", "/api/v1/campaigns/spring", nil, &sc); sc.Status != "scheduled" || !sc.ScheduledAt.Equal(at) {
+		t.Errorf("scheduled campaign: %+v, want scheduled at %s", sc, at.UTC())
+	}
+	u.screenshot("campaign-scheduled")
+	u.run("cancel", chromedp.Click(`#camp-cancel`, chromedp.ByID))
+	u.waitText(10*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "cancelled" })
+	visit("campaign-list", "#/campaigns")
+	if s := u.text(`#page-campaigns table`); !strings.Contains(s, "winter") || !strings.Contains(s, "spring") || !strings.Contains(s, "cancelled") {
+		t.Errorf("campaign list %q", s)
+	}
+	visit("automation", "#/automation")
 	visit("stats-overview", "#/stats")
 	visit("operations", "#/operations")
 	visit("users", "#/users")

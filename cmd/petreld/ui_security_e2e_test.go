@@ -294,6 +294,8 @@ func TestDashboardEscapesUserData(t *testing.T) {
 		{"#/operations", ""},
 		{"#/users", ""},
 		{"#/domains", ""},
+		{"#/campaigns", "C <img"},
+		{"#/automation", ""},
 	} {
 		u.page(p.hash)
 		time.Sleep(300 * time.Millisecond) // let every request of the page land
