@@ -179,7 +179,8 @@ export async function route() {
   await mod.render(view, parts.slice(1));
   view.setAttribute("data-ready", "1");
   document.title = (view.querySelector("h1")?.textContent || "") + " · Petrel";
-  window.petrelLastRender = performance.now() - t0;
+  window.petrelLastRender = performance.now() - t0; // this route's render
+  window.petrelReadyAt = performance.now(); // since the page's navigation started (load-time tests)
 }
 
 // signedIn records the session (from the login answer or GET /api/v1/session).
