@@ -401,6 +401,8 @@ func TestDashboardSeedFlow(t *testing.T) {
 		chromedp.WaitVisible(`#camp-detail .badge`, chromedp.ByQuery))
 	u.waitText(60*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "sent" })
 	u.screenshot("campaign-detail")
+	u.run("test send", chromedp.SendKeys(`#camp-test-to`, "qa@example.test", chromedp.ByID), chromedp.Click(`#camp-test button[type=submit]`, chromedp.ByQuery))
+	waitFor(t, 30*time.Second, "the test send at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return got["qa@example.test"] != "" })
 	waitFor(t, 30*time.Second, "the segment's messages at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 497 })
 	mu.Lock()
 	msg := got["c10@example.test"]
@@ -469,6 +471,10 @@ func TestDashboardSeedFlow(t *testing.T) {
 	visit("automation", "#/automation")
 	visit("stats-overview", "#/stats")
 	visit("operations", "#/operations")
+	u.run("verify an address", chromedp.SendKeys(`#verify-address`, "c10@example.test", chromedp.ByID), chromedp.Click(`#verify-form button[type=submit]`, chromedp.ByQuery))
+	if v := u.waitText(30*time.Second, `#verify-result`, func(s string) bool { return strings.Contains(s, "c10@example.test") }); !strings.Contains(v, "valid") {
+		t.Errorf("verification of a deliverable address: %q", v)
+	}
 	visit("users", "#/users")
 
 	// Language: the zh-Hant catalog by the switch, kept across pages.

@@ -122,4 +122,13 @@ async function detail(view, id) {
   }
   await tick();
   every(2000, tick);
+  if (can(true)) {
+    const to = input({ id: "camp-test-to", type: "email", required: true, multiple: true });
+    const tbox = h("div");
+    view.append(h("form", { id: "camp-test", onsubmit: async e => {
+      e.preventDefault();
+      const r = await run(tbox, () => api("POST", `/api/v1/campaigns/${encodeURIComponent(id)}/test`, { to: to.value.split(",").map(s => s.trim()).filter(Boolean) }));
+      if (r) tbox.replaceChildren(message("ok", t("tpl.testsent")));
+    } }, h("h2", null, t("tpl.test")), h("div", { class: "row" }, field(t("tpl.testto"), to), h("button", { type: "submit" }, t("tpl.testbtn"))), tbox));
+  }
 }
