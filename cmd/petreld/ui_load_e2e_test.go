@@ -113,12 +113,18 @@ func TestDashboardLoadTimes(t *testing.T) {
 			t.Errorf("%s loads in %s, over %s", p.name, d, budget)
 		}
 	}
-	// Contact search is a full scan (email/name contains): timed apart.
-	u.run("contacts page", chromedp.Navigate(u.base+"/ui/#/audiences/"+aid), chromedp.WaitVisible(`main > div[data-ready]`, chromedp.ByQuery))
-	s0 := time.Now()
-	u.run("search", chromedp.SendKeys(`#contact-search`, fmt.Sprintf("c%d@", n-1), chromedp.ByID))
-	u.waitText(5*time.Minute, `#contacts tbody`, func(s string) bool { return strings.Contains(s, fmt.Sprintf("c%d@example.test", n-1)) })
-	lines = append(lines, fmt.Sprintf("%-24s %6d ms (incl. 300 ms typing debounce)", "contact search", time.Since(s0).Milliseconds()))
+	// Contact search, timed apart: a whole address (indexed lookup) and
+	// a part of one (a scan of every contact, evaluated in Go).
+	for _, q := range []struct{ name, term string }{{"search: whole address", fmt.Sprintf("c%d@example.test", n-1)}, {"search: substring (scan)", fmt.Sprintf("c%d@", n-1)}} {
+		u.run("contacts page", chromedp.Navigate(u.base+"/ui/#/audiences/"+aid), chromedp.WaitVisible(`main > div[data-ready]`, chromedp.ByQuery))
+		u.run("type", chromedp.SetValue(`#contact-search`, q.term, chromedp.ByID))
+		s0 := time.Now()
+		u.run("search", chromedp.Evaluate(`document.querySelector("#contact-search").dispatchEvent(new Event("input"))`, nil))
+		u.waitText(10*time.Minute, `#contacts tbody`, func(s string) bool {
+			return strings.Contains(s, fmt.Sprintf("c%d@example.test", n-1)) && !strings.Contains(s, "c1@example.test")
+		})
+		lines = append(lines, fmt.Sprintf("%-24s %6d ms (incl. 300 ms debounce)", q.name, time.Since(s0).Milliseconds()))
+	}
 	sort.Strings(lines)
 	t.Logf("page load times, %d contacts, 100 campaigns (best of 3, navigation to rendered):\n%s", n, strings.Join(lines, "\n"))
 }

@@ -52,18 +52,23 @@ async function contacts(view, a) {
   const cursors = [""];
   let page = 0;
   const selected = new Set();
+  let loads = 0;
   async function load() {
     const q = new URLSearchParams({ limit: "50" });
     if (cursors[page]) q.set("after", cursors[page]);
-    const term = search.value.trim().toLowerCase();
-    let where = term ? `email.contains(${celString(term)}) || name.lowerAscii().contains(${celString(term)})` : "";
+    const term = search.value.trim();
+    // A whole address is an indexed lookup; other text is a substring
+    // match over email and name (a scan: slow on very large audiences).
+    let where = /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(term) ? `email == ${celString(term.toLowerCase())}`
+      : term ? `email.contains(${celString(term.toLowerCase())}) || name.contains(${celString(term)})` : "";
     if (seg.value) {
       const s = segs.find(x => String(x.id) === seg.value);
       where = where ? `(${s.expression}) && (${where})` : s.expression;
     }
     if (where) q.set("where", where);
+    const seq = ++loads;
     const r = await run(box, () => api("GET", `/api/v1/audiences/${a.id}/contacts?${q}`));
-    if (!r) return;
+    if (!r || seq !== loads) return; // a newer search superseded this one
     box.replaceChildren();
     cursors[page + 1] = r.next || "";
     tbody.replaceChildren(...r.contacts.map(c => h("tr", { "data-email": c.email },

@@ -19,7 +19,7 @@ function verify() {
     if (!r) return;
     out.replaceChildren(h("p", null, r.normalized || r.address, " ", badge(r.verdict)),
       r.suggestion ? h("p", null, t("ops.suggestion", { s: r.suggestion })) : null,
-      h("ul", null, (r.reasons || []).map(x => h("li", null, x))),
+      r.reasons?.length ? h("ul", null, r.reasons.map(x => h("li", null, String(x)))) : null,
       h("p", { class: "muted" }, Object.entries(r.flags || {}).filter(([, v]) => v).map(([k]) => k).join(", ")));
   } }, h("div", { class: "row" }, field(t("ops.address"), addr), h("button", { type: "submit" }, t("ops.verifybtn"))), out);
 }
