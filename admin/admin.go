@@ -32,6 +32,8 @@ type Options struct {
 	Tracking http.Handler
 	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
 	TrackingStats http.Handler
+	// Reputation is the blocklist monitor's API (reputation.Checker.Handler).
+	Reputation http.Handler
 	// Verify is verify.Verifier.Handler.
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
@@ -75,6 +77,7 @@ func New(o Options) *Router {
 	r.mountSystem(o)
 	r.mountTracking(o)
 	r.mountTrackingStats(o)
+	r.mountReputation(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)

@@ -2,6 +2,7 @@ package reputation
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -231,4 +232,32 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 		return d.Gauge.GetValue()
 	}
 	return d.Counter.GetValue()
+}
+
+// TestTargetsFromConfig: egress IPs carry the streams of their pool
+// (unlisted streams use the pool "default"), domains are the sending,
+// bounce, public and extra ones, once each.
+func TestTargetsFromConfig(t *testing.T) {
+	cfg := config.Default()
+	cfg.Shaping.Pools = []config.EgressPool{
+		{Name: "default", Sources: []config.EgressSource{{Name: "a", BindAddress: "192.0.2.1"}}},
+		{Name: "bulk", Sources: []config.EgressSource{{Name: "b", BindAddress: "192.0.2.2"}, {Name: "c", BindAddress: "192.0.2.1"}}},
+	}
+	cfg.Shaping.Streams = map[string]string{"marketing": "bulk"}
+	cfg.Bounce.Domain = "bounces.example.com"
+	cfg.Sending.UnsubscribeURL = "https://links.example.com/x"
+	cfg.Reputation.ExtraIPs = []string{"198.51.100.7"}
+	cfg.Reputation.ExtraDomains = []string{"Example.com."}
+	got := TargetsFromConfig(cfg, []string{"example.com", "mail.example.org"})
+	var lines []string
+	for _, tg := range got {
+		lines = append(lines, fmt.Sprintf("%s %s %v", tg.Kind, tg.Value, tg.Streams))
+	}
+	want := []string{
+		"ip 192.0.2.1 [transactional marketing]", "ip 192.0.2.2 [marketing]", "ip 198.51.100.7 []",
+		"domain example.com []", "domain mail.example.org []", "domain bounces.example.com []", "domain links.example.com []",
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("targets:\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
 }
