@@ -388,6 +388,8 @@ type finishMemo struct {
 	r     *Rules
 	m     map[fact]Classification
 	facts map[string]textFacts
+	// providers caches the rhost rule name a recipient domain names.
+	providers map[string]string
 }
 
 // textFacts are what a text-only report's diagnostic says by itself.
@@ -419,7 +421,7 @@ func (r *Rules) newFinishMemo(n int) *finishMemo {
 	if n < manyRecipients {
 		return nil
 	}
-	return &finishMemo{r: r, m: map[fact]Classification{}, facts: map[string]textFacts{}}
+	return &finishMemo{r: r, m: map[fact]Classification{}, facts: map[string]textFacts{}, providers: map[string]string{}}
 }
 
 // finish is r.finish(f) for recipient rcpt, memoised when m is not nil.
@@ -431,13 +433,17 @@ func (m *finishMemo) finish(r *Rules, f fact, rcpt string) Classification {
 		f.text = strings.ReplaceAll(f.text, strings.ToLower(rcpt), "")
 	}
 	key := f
-	key.domain = ""
-	for _, rh := range r.rhosts {
-		if hostMatches(f.domain, rh.Hosts, true) {
-			key.domain = rh.Name
-			break
+	p, ok := m.providers[f.domain]
+	if !ok {
+		for _, rh := range r.rhosts {
+			if hostMatches(f.domain, rh.Hosts, true) {
+				p = rh.Name
+				break
+			}
 		}
+		m.providers[f.domain] = p
 	}
+	key.domain = p
 	if c, ok := m.m[key]; ok {
 		return c
 	}

@@ -648,6 +648,9 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		delete(skip, strings.ToLower(m[1]+m[2]))
 	}
 	failedHeader := len(addrs) > 0
+	// Recipients past maxBounces are not reported, but their lines still
+	// end the paragraph of the one before (paragraphFor).
+	var extra []string
 	for _, loc := range findAddrIndex(text, 4*maxBounces) {
 		if failedHeader {
 			break
@@ -660,9 +663,10 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 			continue
 		}
 		seen[a] = true
-		addrs = append(addrs, a)
-		if len(addrs) >= maxBounces {
-			break
+		if len(addrs) < maxBounces {
+			addrs = append(addrs, a)
+		} else {
+			extra = append(extra, a)
 		}
 	}
 	if len(addrs) == 0 && rep.OriginalHeaders != nil {
@@ -678,15 +682,19 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		return
 	}
 	rep.Kind = KindDSN
-	doc.useRecipients(addrs)
+	doc.useRecipients(append(slices.Clip(addrs), extra...))
+	others := addrs
+	if len(extra) > 0 {
+		others = append(slices.Clip(addrs), extra...)
+	}
 	memo := r.newFinishMemo(len(addrs))
 	hint := r.hint(h)
 	delay := isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
 	for _, a := range addrs {
 		diag := text[:min(len(text), maxDiagText)]
 		if len(addrs) > 1 {
-			diag = paragraphFor(doc, a, addrs)
-		} else if p := paragraphFor(doc, a, addrs); fromDSN && p != "" {
+			diag = paragraphFor(doc, a, others)
+		} else if p := paragraphFor(doc, a, others); fromDSN && p != "" {
 			diag = p
 			if !hasWords(strings.ReplaceAll(asciiLower(p), a, "")) {
 				diag = "" // the address alone, as in a list of failed recipients
