@@ -42,6 +42,8 @@ type Options struct {
 	Tracking http.Handler
 	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
 	TrackingStats http.Handler
+	// Reputation is the blocklist monitor's API (reputation.Checker.Handler).
+	Reputation http.Handler
 	// Verify is verify.Verifier.Handler.
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
@@ -91,6 +93,7 @@ func New(o Options) *Router {
 	r.mountTracking(o)
 	r.mountPreferences(o)
 	r.mountTrackingStats(o)
+	r.mountReputation(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)

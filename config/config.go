@@ -45,7 +45,9 @@ type Config struct {
 	Shaping   ShapingConfig  `toml:"shaping"`
 	Sending   SendingConfig  `toml:"sending"`
 	Verify    VerifyConfig   `toml:"verify"`
-	ESP       ESPConfig      `toml:"esp"`
+	// Reputation is blocklist monitoring (config/reputation.go).
+	Reputation ReputationConfig `toml:"reputation"`
+	ESP        ESPConfig        `toml:"esp"`
 }
 
 // LogConfig selects the log format and level.
@@ -137,6 +139,7 @@ func Default() *Config {
 		Shaping:             defaultShaping(),
 		Sending:             defaultSending(),
 		Verify:              defaultVerify(),
+		Reputation:          defaultReputation(),
 		ESP:                 defaultESP(),
 	}
 }
@@ -267,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Sending.validate(); err != nil {
 		return fmt.Errorf("sending: %w", err)
+	}
+	if err := c.Reputation.validate(); err != nil {
+		return err
 	}
 	if err := c.Verify.validate(); err != nil {
 		return fmt.Errorf("verify: %w", err)

@@ -241,6 +241,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.closers = append(d.closers, trk.log.Close)
 	d.tracking = trk
+	rep, err := newReputation(cfg, res, q, sh, pol, reg, log.With("component", "reputation"))
+	if err != nil {
+		return nil, err
+	}
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{
 		Keys:                keys,
@@ -255,6 +259,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Preferences:         preferences(pol, espStore, log),
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(),
+		Reputation:          rep.Handler(),
 		Audiences:           audH,
 		Confirm:             confirmer.Handler(),
 		Campaigns:           camps.Handler(),
@@ -311,6 +316,13 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		defer d.delivery.Done()
 		tracking.Forward(dctx, trk.log, q, time.Second, log.With("component", "tracking"))
 	}()
+	if cfg.Reputation.Enabled {
+		d.delivery.Add(1)
+		go func() {
+			defer d.delivery.Done()
+			rep.Run(dctx) // blocklist checks every reputation.interval
+		}()
+	}
 	d.delivery.Add(1)
 	go func() {
 		defer d.delivery.Done()
