@@ -390,8 +390,9 @@ func parseToken(tok string) (contact int64, exp time.Time, payload, mac []byte, 
 	if !ok {
 		return 0, time.Time{}, nil, nil, ErrBadToken
 	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(ps)
-	mac, err2 := base64.RawURLEncoding.DecodeString(ms)
+	// Strict: one token has one spelling (no ignored trailing bits).
+	payload, err1 := base64.RawURLEncoding.Strict().DecodeString(ps)
+	mac, err2 := base64.RawURLEncoding.Strict().DecodeString(ms)
 	if err1 != nil || err2 != nil || len(payload) != 16 || len(mac) != optInMAC {
 		return 0, time.Time{}, nil, nil, ErrBadToken
 	}
