@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -47,7 +49,11 @@ func (se *session) rcptPostmaster() error {
 
 // postmasterListener wraps each accepted connection in a postmasterConn
 // (not an implicit-TLS one: go-smtp must see its *tls.Conn).
-type postmasterListener struct{ net.Listener }
+type postmasterListener struct {
+	net.Listener
+	// direct: sessions may read DATA content themselves (readDataDirect).
+	direct bool
+}
 
 func (l postmasterListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
@@ -57,7 +63,7 @@ func (l postmasterListener) Accept() (net.Conn, error) {
 	if _, ok := c.(*tls.Conn); ok {
 		return c, nil
 	}
-	return newPostmasterConn(c), nil
+	return newPostmasterConn(c, l.direct), nil
 }
 
 // What postmasterConn is reading: what go-smtp will do with the bytes.
@@ -97,10 +103,12 @@ type postmasterConn struct {
 	midLine  bool   // the last command-mode bytes did not end a line
 	lastCmd  string // "DATA" or "STARTTLS" until its final reply is written
 	wmid     bool   // the last write did not end a reply line
+	// direct lets the session read DATA content itself (readDataDirect).
+	direct bool
 }
 
-func newPostmasterConn(c net.Conn) *postmasterConn {
-	return &postmasterConn{Conn: c, br: bufio.NewReaderSize(c, 4096)}
+func newPostmasterConn(c net.Conn, direct bool) *postmasterConn {
+	return &postmasterConn{Conn: c, br: bufio.NewReaderSize(c, 4096), direct: direct}
 }
 
 func (c *postmasterConn) Read(p []byte) (int, error) {
@@ -115,8 +123,18 @@ func (c *postmasterConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	mode, left := c.mode, c.bdatLeft
+	if mode == pmEndFeed {
+		c.pending = append(c.pending[:0], endMarker...)
+		c.mode = pmCommand
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		c.mu.Unlock()
+		return n, nil
+	}
 	c.mu.Unlock()
 	switch mode {
+	case pmTooLong:
+		return 0, smtp.ErrTooLongLine
 	case pmRaw:
 		return c.br.Read(p)
 	case pmBDAT:
@@ -284,4 +302,154 @@ func (c *postmasterConn) Write(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return c.Conn.Write(p)
+}
+
+// Modes after a DATA content read by readDataDirect.
+const (
+	pmEndFeed = iota + pmRaw + 1 // hand go-smtp's dataReader a bare end marker
+	pmTooLong                    // a line was too long: every Read fails (go-smtp's lineLimitReader is sticky)
+)
+
+// endMarker is what go-smtp's dataReader reads after readDataDirect: it
+// ends the content at once (its own reader then sees an empty message).
+const endMarker = ".\r\n"
+
+// readDataDirect reads the DATA content go-smtp has just asked for (its
+// 354 is written, its reader has nothing buffered: postmasterConn hands
+// it one command line per Read) straight from the connection's buffer,
+// a run of bytes at a time instead of go-smtp's byte by byte: the same
+// state machine as go-smtp's dataReader (dot-unstuffing, the end
+// marker, and its quirks), its maxBytes rule (content of maxBytes or
+// more is ErrDataTooLarge, read to its end) and lineLimitReader's count
+// of maxLine (ErrTooLongLine, sticky). go-smtp's reader is then handed a
+// bare end marker. ok is false when the connection is not at the start
+// of DATA content in clear text; the caller reads go-smtp's reader then.
+func (c *postmasterConn) readDataDirect(dst []byte, maxBytes int64, maxLine int) (out []byte, err error, ok bool) {
+	c.mu.Lock()
+	ok = c.direct && c.mode == pmData && c.dstate == dBeginLine && len(c.pending) == 0
+	c.mu.Unlock()
+	if !ok {
+		return nil, nil, false
+	}
+	st := dBeginLine
+	cur := 1 // lineLimitReader's count after the DATA line's LF
+	var total int64
+	tooLarge, tooLong := false, false
+	emit := func(b []byte) {
+		total += int64(len(b))
+		if tooLarge {
+			return
+		}
+		if maxBytes > 0 && total >= maxBytes {
+			tooLarge = true
+			return
+		}
+		dst = append(dst, b...)
+	}
+	// count adds seg (no CR in it) to the line length, as lineLimitReader
+	// does byte by byte: an LF restarts the count at 1.
+	count := func(seg []byte) {
+		for {
+			j := bytes.IndexByte(seg, '\n')
+			if j < 0 {
+				cur += len(seg)
+				break
+			}
+			cur += j
+			if maxLine > 0 && cur > maxLine {
+				tooLong = true
+			}
+			cur = 1
+			seg = seg[j+1:]
+		}
+		if maxLine > 0 && cur > maxLine {
+			tooLong = true
+		}
+	}
+	done := false
+	for !done && !tooLong {
+		if c.br.Buffered() == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, err, true
+			}
+		}
+		in, _ := c.br.Peek(c.br.Buffered())
+		p := 0
+		for p < len(in) && !tooLong {
+			if st == dData {
+				run := in[p:]
+				i := bytes.IndexByte(run, '\r')
+				if i < 0 {
+					i = len(run)
+				}
+				count(run[:i])
+				emit(run[:i])
+				p += i
+				if i < len(run) {
+					st = dCR
+					count(run[i : i+1])
+					emit(run[i : i+1])
+					p++
+				}
+				continue
+			}
+			b := in[p]
+			p++
+			if b == '\n' {
+				cur = 0
+			}
+			if cur++; maxLine > 0 && cur > maxLine {
+				tooLong = true
+				break
+			}
+			keep := true
+			switch st {
+			case dBeginLine:
+				switch b {
+				case '.':
+					st, keep = dDot, false
+				case '\r':
+					st = dCR
+				default:
+					st = dData
+				}
+			case dDot:
+				st = dData
+				if b == '\r' {
+					st, keep = dDotCR, false
+				}
+			case dDotCR:
+				st = dData
+				if b == '\n' {
+					keep, done = false, true
+				}
+			case dCR:
+				st = dData
+				if b == '\n' {
+					st = dBeginLine
+				}
+			}
+			if done {
+				break
+			}
+			if keep {
+				emit(in[p-1 : p])
+			}
+		}
+		c.br.Discard(p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tooLong {
+		c.mode = pmTooLong
+		return nil, smtp.ErrTooLongLine, true
+	}
+	c.mode, c.dstate, c.pending = pmEndFeed, dBeginLine, nil
+	if tooLarge {
+		return nil, smtp.ErrDataTooLarge, true
+	}
+	return dst, nil, true
 }

@@ -167,7 +167,7 @@ func FuzzPostmasterConn(f *testing.F) {
 	f.Add([]byte("BDAT 4 LAST\r\nabcdRCPT TO:<postmaster>\r\n"), []byte{1})
 	f.Add([]byte("STARTTLS\r\n\x16\x03\x01"), []byte{3})
 	f.Fuzz(func(t *testing.T, in, replies []byte) {
-		c := newPostmasterConn(fakeConn{r: bytes.NewReader(in)})
+		c := newPostmasterConn(fakeConn{r: bytes.NewReader(in)}, false)
 		var out bytes.Buffer
 		buf := make([]byte, 7) // short reads exercise the pending path
 		for i := 0; ; i++ {
@@ -200,7 +200,7 @@ func BenchmarkPostmasterConn(b *testing.B) {
 	buf := make([]byte, 4096)
 	b.SetBytes(int64(len(tx)))
 	for b.Loop() {
-		c := newPostmasterConn(fakeConn{r: bytes.NewReader(tx)})
+		c := newPostmasterConn(fakeConn{r: bytes.NewReader(tx)}, false)
 		for i := 0; ; i++ {
 			if i == 3 {
 				c.Write([]byte("354 go ahead\r\n"))

@@ -50,6 +50,10 @@ type Options struct {
 	// RequireTLSForAuth refuses AUTH before STARTTLS even on loopback
 	// listeners (by default loopback listeners allow it).
 	RequireTLSForAuth bool
+
+	// goSMTPData makes sessions read DATA through go-smtp's reader only,
+	// not readDataDirect (tests compare the two paths).
+	goSMTPData bool
 }
 
 // SMTPServer is the SMTP submission server. One SMTPServer may serve
@@ -144,7 +148,11 @@ func (s *SMTPServer) ListenAndServe() error {
 // ErrServerClosed.
 // The listener is wrapped by the RCPT TO:<postmaster> filter
 // (postmaster.go).
-func (s *SMTPServer) Serve(ln net.Listener) error { return s.srv.Serve(postmasterListener{ln}) }
+// Sessions read DATA content straight from the connection
+// (readDataDirect).
+func (s *SMTPServer) Serve(ln net.Listener) error {
+	return s.srv.Serve(postmasterListener{Listener: ln, direct: !s.opts.goSMTPData})
+}
 
 // configure sets up the go-smtp server of one listener.
 func (s *SMTPServer) configure(srv *smtp.Server, ln net.Listener) {
@@ -259,6 +267,18 @@ func (se *session) readData(r io.Reader) ([]byte, error) {
 	}
 	if cap(buf) < want {
 		buf = make([]byte, 0, want)
+	}
+	if pc, ok := se.conn.Conn().(*postmasterConn); ok {
+		srv := se.conn.Server()
+		if out, err, ok := pc.readDataDirect(buf, srv.MaxMessageBytes, srv.MaxLineLength); ok {
+			if err != nil {
+				return nil, err
+			}
+			if cap(out) <= maxKeptData {
+				se.data = out
+			}
+			return out, nil
+		}
 	}
 	for {
 		if len(buf) == cap(buf) {
