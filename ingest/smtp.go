@@ -212,7 +212,26 @@ func (s *SMTPServer) authenticate(username, password string) (*config.SMTPUser, 
 
 type backend struct{ s *SMTPServer }
 
+// sessionStack is about the stack a session's goroutine reaches (its
+// first spool read, at RCPT: Pebble's Get is deep).
+const sessionStack = 16 << 10
+
+// growStack grows the session goroutine's stack to hold sessionStack
+// while it is still shallow (go-smtp starts a goroutine per connection
+// with the runtime's small initial stack): one copy of a few frames,
+// instead of copies of a deep stack, frame by frame, at RCPT.
+//
+//go:noinline
+func growStack() {
+	var pad [sessionStack]byte
+	keepStack(pad[:])
+}
+
+//go:noinline
+func keepStack(b []byte) { b[0] = 0 }
+
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	growStack()
 	sess := &session{s: b.s, conn: c}
 	sess.untrack = b.s.srv.Track(c.Conn(), &sess.busy)
 	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
