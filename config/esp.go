@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // ESPConfig is the [esp] section: the database of the ESP layer
@@ -19,10 +20,15 @@ type ESPConfig struct {
 	ImportBatch int `toml:"import_batch"`
 	// MaxUploadBytes caps one CSV upload.
 	MaxUploadBytes int64 `toml:"max_upload_bytes"`
+	// FlowFrequencyCap is the most automation-flow messages one contact
+	// gets per FlowFrequencyWindow, across all flows (0: no cap); a send
+	// over the cap waits until the window allows it.
+	FlowFrequencyCap    int      `toml:"flow_frequency_cap"`
+	FlowFrequencyWindow Duration `toml:"flow_frequency_window"`
 }
 
 func defaultESP() ESPConfig {
-	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30}
+	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30, FlowFrequencyWindow: Duration{24 * time.Hour}}
 }
 
 func (e *ESPConfig) validate() error {
@@ -32,6 +38,10 @@ func (e *ESPConfig) validate() error {
 		return errors.New("import_batch must be 1 to 10000")
 	case e.MaxUploadBytes <= 0:
 		return errors.New("max_upload_bytes must be positive")
+	case e.FlowFrequencyCap < 0:
+		return errors.New("flow_frequency_cap must be 0 (no cap) or positive")
+	case e.FlowFrequencyWindow.Duration <= 0:
+		return errors.New("flow_frequency_window must be positive")
 	case strings.Contains(e.Database, "://") && !strings.HasPrefix(e.Database, "postgres://") && !strings.HasPrefix(e.Database, "postgresql://"):
 		return errors.New("database: want a postgres:// URL or a file path")
 	}

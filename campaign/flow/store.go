@@ -226,6 +226,9 @@ func (s *Service) Check(ctx context.Context, f *Flow) error {
 	if _, err := mail.ParseAddress(f.From); err != nil {
 		return invalid("", "from %q: %v", f.From, err)
 	}
+	if f.stream() == "marketing" && (s.unsub == nil || s.unsub("marketing", f.From) == "") {
+		return invalid("", "marketing mail needs an unsubscribe link: set [sending] unsubscribe_url (or [bounce] domain for the mailto form)")
+	}
 	if f.AudienceName != "" {
 		as, err := s.aud.Audiences(ctx)
 		if err != nil {
