@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,6 +130,7 @@ type txn struct {
 	journal  []journalRow
 	timers   [][3]int64      // due, run, step
 	deleted  map[string]bool // flow id -> deleted, per page
+	contacts map[int64]*audience.Contact
 	moveStmt *sql.Stmt
 }
 
@@ -613,6 +616,20 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 	// Plan first, without a transaction: steps write contacts (tags,
 	// fields) through audience, which takes the write lock itself.
 	t := &txn{s: s, now: now.Unix()}
+	byAud := map[int64][]int64{}
+	for _, d := range due {
+		byAud[d.aud] = append(byAud[d.aud], d.contact)
+	}
+	t.contacts = map[int64]*audience.Contact{}
+	for aud, ids := range byAud {
+		cs, err := s.aud.ContactsByID(ctx, aud, ids)
+		if err != nil && !audience.IsKind(err, audience.NotFound) {
+			return 0, err
+		}
+		for i := range cs {
+			t.contacts[cs[i].ID] = &cs[i]
+		}
+	}
 	var subs []ingest.Submission
 	var plans []*plan
 	planned := map[int64]int{} // contact -> sends planned in this page (frequency cap)
@@ -697,13 +714,11 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 	if gone {
 		return end("flow_deleted"), nil
 	}
-	c, err := s.aud.Contact(ctx, d.aud, d.contact)
-	if audience.IsKind(err, audience.NotFound) {
+	cp := t.contacts[d.contact]
+	if cp == nil {
 		return end("contact_deleted"), nil
 	}
-	if err != nil {
-		return nil, err
-	}
+	c := *cp
 	p.contact = c
 	i := d.step
 	if d.state == stateWaiting {
@@ -800,13 +815,23 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 			kind := KindTagged
 			if st.Type == StepUntag {
 				kind = KindUntagged
+				c.Tags = slices.DeleteFunc(slices.Clone(c.Tags), func(x string) bool { return x == st.Tag })
+			} else if !slices.Contains(c.Tags, st.Tag) {
+				c.Tags = append(slices.Clone(c.Tags), st.Tag)
 			}
+			*cp = c // later runs of this page see the change
 			logStep(i, kind, st.Tag)
 		case StepField:
 			if _, _, err := s.aud.UpsertContact(ctx, c.AudienceID, audience.ContactInput{Email: c.Email, Fields: map[string]any{st.Field: st.Value}}); err != nil {
 				logStep(i, KindSkipped, "field: "+err.Error())
 			} else {
 				logStep(i, KindField, st.Field)
+				c.Fields = maps.Clone(c.Fields)
+				if c.Fields == nil {
+					c.Fields = map[string]any{}
+				}
+				c.Fields[st.Field] = st.Value
+				*cp = c
 			}
 		case StepWebhook:
 			logStep(i, KindWebhook, s.webhook(ctx, f, st, d, c))
