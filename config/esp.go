@@ -22,10 +22,16 @@ type ESPConfig struct {
 	MaxUploadBytes int64 `toml:"max_upload_bytes"`
 	// ConfirmTTL is how long a double opt-in confirmation link works.
 	ConfirmTTL Duration `toml:"confirm_ttl"`
+	// FlowFrequencyCap is the most automation-flow messages one contact
+	// gets per FlowFrequencyWindow, across all flows (0: no cap); a send
+	// over the cap waits until the window allows it.
+	FlowFrequencyCap    int      `toml:"flow_frequency_cap"`
+	FlowFrequencyWindow Duration `toml:"flow_frequency_window"`
 }
 
 func defaultESP() ESPConfig {
-	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30, ConfirmTTL: Duration{7 * 24 * time.Hour}}
+	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30, ConfirmTTL: Duration{7 * 24 * time.Hour},
+		FlowFrequencyWindow: Duration{24 * time.Hour}}
 }
 
 func (e *ESPConfig) validate() error {
@@ -37,6 +43,10 @@ func (e *ESPConfig) validate() error {
 		return errors.New("max_upload_bytes must be positive")
 	case e.ConfirmTTL.Duration <= 0:
 		return errors.New("confirm_ttl must be positive")
+	case e.FlowFrequencyCap < 0:
+		return errors.New("flow_frequency_cap must be 0 (no cap) or positive")
+	case e.FlowFrequencyWindow.Duration <= 0:
+		return errors.New("flow_frequency_window must be positive")
 	case strings.Contains(e.Database, "://") && !strings.HasPrefix(e.Database, "postgres://") && !strings.HasPrefix(e.Database, "postgresql://"):
 		return errors.New("database: want a postgres:// URL or a file path")
 	}

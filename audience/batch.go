@@ -1,0 +1,61 @@
+package audience
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ContactsByID returns the contacts of an audience with the given ids
+// (missing ids are left out), in one query per 1,000 ids: for readers
+// that handle contacts a page at a time (the flow runner).
+func (s *Store) ContactsByID(ctx context.Context, audience int64, ids []int64) ([]Contact, error) {
+	var out []Contact
+	for chunk := range slices.Chunk(ids, 1000) {
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, audience)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		cs, err := s.contacts(ctx, s.db, audience, contactSelect+` WHERE c.audience_id = ? AND c.id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs...)
+	}
+	return out, nil
+}
+
+// ContactIDs returns, per audience, the id of the contact with the
+// address (only audiences that have it): in the given audiences, or in
+// every audience when none is given. One indexed query, for hot paths
+// (custom events) that need only the ids.
+func (s *Store) ContactIDs(ctx context.Context, email string, audiences ...int64) (map[int64]int64, error) {
+	_, key, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT audience_id, id FROM contacts WHERE email_key = ? AND audience_id IN (SELECT id FROM audiences)`
+	args := []any{key}
+	if len(audiences) > 0 {
+		q = `SELECT audience_id, id FROM contacts WHERE email_key = ? AND audience_id IN (` + strings.TrimSuffix(strings.Repeat("?,", len(audiences)), ",") + `)`
+		for _, a := range audiences {
+			args = append(args, a)
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("audience: contact ids: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]int64{}
+	for rows.Next() {
+		var a, id int64
+		if err := rows.Scan(&a, &id); err != nil {
+			return nil, fmt.Errorf("audience: contact ids: %w", err)
+		}
+		out[a] = id
+	}
+	return out, rows.Err()
+}
