@@ -298,6 +298,12 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	d.delivery.Add(1)
 	go func() {
 		defer d.delivery.Done()
+		// Delivery outcomes per campaign, provider and type for the stats.
+		tracking.FollowDeliveries(dctx, trk.log, q, time.Second, log.With("component", "tracking"))
+	}()
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
 		// Contacts follow the suppression list (bounced, complained,
 		// unsubscribed): ARCHITECTURE.md, ESP layer.
 		d.esp.FollowSuppressions(dctx, q, time.Second, log.With("component", "audience"))
