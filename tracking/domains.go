@@ -101,7 +101,9 @@ func (d *Domains) q(query string) string {
 	return b.String()
 }
 
-func normalHost(h string) string { return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".") }
+func normalHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+}
 
 // ErrUnknownDomain is returned for a host that is not registered.
 var ErrUnknownDomain = errors.New("tracking: no such tracking domain")
