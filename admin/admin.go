@@ -34,6 +34,9 @@ type Options struct {
 	// Tracking is the open pixel and click redirect (tracking.Handler,
 	// public).
 	Tracking http.Handler
+	// TrackingDomains is the tracking-domain registry API
+	// (tracking.Domains.Handler).
+	TrackingDomains http.Handler
 	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
 	TrackingStats http.Handler
 	// Verify is verify.Verifier.Handler.
@@ -80,6 +83,7 @@ func New(o Options) *Router {
 	r.mountTracking(o)
 	r.mountPreferences(o)
 	r.mountTrackingStats(o)
+	r.mountTrackingDomains(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)

@@ -46,6 +46,7 @@ type Config struct {
 	Sending   SendingConfig  `toml:"sending"`
 	Verify    VerifyConfig   `toml:"verify"`
 	ESP       ESPConfig      `toml:"esp"`
+	Tracking  TrackingConfig `toml:"tracking"`
 }
 
 // LogConfig selects the log format and level.
@@ -273,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.ESP.validate(); err != nil {
 		return fmt.Errorf("esp: %w", err)
+	}
+	if err := c.Tracking.validate(); err != nil {
+		return fmt.Errorf("tracking: %w", err)
 	}
 	return nil
 }

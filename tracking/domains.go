@@ -149,6 +149,36 @@ func (d *Domains) Add(ctx context.Context, dom Domain) (Domain, error) {
 	return d.Get(ctx, dom.Host)
 }
 
+// Ensure adds dom when its host is not registered yet and leaves an
+// existing entry (and its status) alone: the [[tracking.domain]] entries
+// are ensured at every start.
+func (d *Domains) Ensure(ctx context.Context, dom Domain) error {
+	if _, err := d.Get(ctx, dom.Host); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrUnknownDomain) && !errors.Is(err, ErrInvalidDomain) {
+		return err
+	}
+	_, err := d.Add(ctx, dom)
+	return err
+}
+
+// CheckAll checks every domain that is not verified yet (and re-checks
+// verified ones, so a removed CNAME turns failed); it returns the first
+// error after trying all.
+func (d *Domains) CheckAll(ctx context.Context) error {
+	l, err := d.List(ctx)
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, dom := range l {
+		if _, err := d.Check(ctx, dom.Host); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 const domainCols = `host, sending_domain, target, status, detail, checked_at, https, created_at`
 
 func (d *Domains) scan(rows interface{ Scan(...any) error }) (Domain, error) {

@@ -24,8 +24,10 @@ const PebbleVersion = "v2.10.3"
 type Pebble struct {
 	// DirectoryURL is the ACME directory ("https://127.0.0.1:port/dir").
 	DirectoryURL string
-	// Client trusts Pebble's own HTTPS certificate (for the ACME client).
+	// Client trusts Pebble's own HTTPS certificate (for the ACME client);
+	// CAFile is that CA's PEM file.
 	Client *http.Client
+	CAFile string
 	mgmt   string
 }
 
@@ -81,13 +83,14 @@ func StartPebble(t testing.TB, dnsAddr string, tlsPort, httpPort int) *Pebble {
 			t.Logf("pebble log:\n%s", log.String())
 		}
 	})
-	ca, err := os.ReadFile(filepath.Join(src, "test/certs/pebble.minica.pem"))
+	caFile := filepath.Join(src, "test/certs/pebble.minica.pem")
+	ca, err := os.ReadFile(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	p := &Pebble{DirectoryURL: fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0]), mgmt: fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
+	p := &Pebble{CAFile: caFile, DirectoryURL: fmt.Sprintf("https://127.0.0.1:%d/dir", ports[0]), mgmt: fmt.Sprintf("https://127.0.0.1:%d", ports[1]),
 		Client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
