@@ -40,6 +40,9 @@ type Options struct {
 	// Tracking is the open pixel and click redirect (tracking.Handler,
 	// public).
 	Tracking http.Handler
+	// TrackingDomains is the tracking-domain registry API
+	// (tracking.Domains.Handler).
+	TrackingDomains http.Handler
 	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
 	TrackingStats http.Handler
 	// Reputation is the blocklist monitor's API (reputation.Checker.Handler).
@@ -94,6 +97,7 @@ func New(o Options) *Router {
 	r.mountPreferences(o)
 	r.mountTrackingStats(o)
 	r.mountReputation(o)
+	r.mountTrackingDomains(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)

@@ -48,6 +48,7 @@ type Config struct {
 	// Reputation is blocklist monitoring (config/reputation.go).
 	Reputation ReputationConfig `toml:"reputation"`
 	ESP        ESPConfig        `toml:"esp"`
+	Tracking   TrackingConfig   `toml:"tracking"`
 }
 
 // LogConfig selects the log format and level.
@@ -279,6 +280,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.ESP.validate(); err != nil {
 		return fmt.Errorf("esp: %w", err)
+	}
+	if err := c.Tracking.validate(); err != nil {
+		return fmt.Errorf("tracking: %w", err)
 	}
 	return nil
 }
