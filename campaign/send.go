@@ -93,7 +93,18 @@ type Send struct {
 	// Run returns ErrStopped with the cursor saved after the last
 	// committed page.
 	Stop <-chan struct{}
+	// Guard, when set, is asked before every page; an error ends the
+	// send (Run returns it in a *GuardError), e.g. the sending domain
+	// no longer verified.
+	Guard func() error
 }
+
+// GuardError is a Send's Guard refusing the next page.
+type GuardError struct{ Err error }
+
+func (e *GuardError) Error() string { return "campaign paused: " + e.Err.Error() }
+
+func (e *GuardError) Unwrap() error { return e.Err }
 
 // Engine runs sends. It is safe for concurrent use by different
 // campaigns (one Run per campaign at a time).
@@ -166,6 +177,11 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			log.Info("campaign send stopped", "campaign", s.ID, "after", st.After, "sent", st.Sent)
 			return st, ErrStopped
 		default:
+		}
+		if s.Guard != nil {
+			if err := s.Guard(); err != nil {
+				return st, &GuardError{Err: err}
+			}
 		}
 		rs, err := src.Page(ctx, st.After, page)
 		if err != nil {

@@ -79,6 +79,8 @@ type Campaign struct {
 	Progress State     `json:"progress"`
 	Created  time.Time `json:"created"`
 	Times
+	// Check is the last pre-send check (nil before the first).
+	Check *CheckResult `json:"check,omitempty"`
 }
 
 // Times are a campaign's milestones (absent until reached).
@@ -167,6 +169,8 @@ type Options struct {
 	// Templates resolves Spec.Template (stored templates, pinned by
 	// version); nil refuses campaigns that name a template.
 	Templates *Templates
+	// Check configures the pre-send check.
+	Check CheckOptions
 }
 
 // SetOptions sets o (before Start).
@@ -337,10 +341,10 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 
 // Get returns a campaign with its progress.
 func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
-	var raw, status, errText string
+	var raw, status, errText, check string
 	var created, sendAt, started, finished, updated int64
-	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at FROM campaigns WHERE id = "+s.arg(1), id).
-		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated)
+	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at, check_result FROM campaigns WHERE id = "+s.arg(1), id).
+		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated, &check)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Campaign{}, ErrNotFound
 	}
@@ -350,6 +354,12 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	c := Campaign{Status: status, Error: errText, Created: time.Unix(created, 0).UTC(), Times: timesOf(sendAt, started, finished, updated)}
 	if err := json.Unmarshal([]byte(raw), &c.Spec); err != nil {
 		return Campaign{}, fmt.Errorf("campaign: corrupt spec of %s: %w", id, err)
+	}
+	if check != "" {
+		c.Check = new(CheckResult)
+		if err := json.Unmarshal([]byte(check), c.Check); err != nil {
+			return Campaign{}, fmt.Errorf("campaign: corrupt check of %s: %w", id, err)
+		}
 	}
 	if c.Progress, err = s.prog.Load(ctx, id); err != nil {
 		return Campaign{}, err
@@ -413,6 +423,13 @@ func (s *Service) run(id string) {
 			if c, gerr := s.Get(ctx, id); gerr == nil && c.Status == StatusSending {
 				s.run(id)
 			}
+		case errors.As(err, new(*GuardError)):
+			// The sending domain dropped below what campaigns need: the
+			// send waits, paused with the reason, for the operator.
+			s.log.Warn("campaign paused", "campaign", id, "err", err)
+			if _, terr := s.transition(context.Background(), id, []string{StatusSending}, StatusPaused, err.Error(), nil); terr != nil {
+				s.log.Error("campaign status", "campaign", id, "err", terr)
+			}
 		case err == nil, ctx.Err() != nil:
 		default:
 			s.log.Error("campaign send failed", "campaign", id, "err", err)
@@ -434,6 +451,10 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 		return err
 	}
 	send := s.sendOf(sp, tpl, stop)
+	if sd := s.opts.Check.SenderDomain; sd != nil {
+		domain := sp.From[strings.LastIndexByte(sp.From, '@')+1:]
+		send.Guard = func() error { return sd(domain) }
+	}
 	consent := send.Stream == "marketing"
 	if sp.RequireConsent != nil {
 		consent = *sp.RequireConsent

@@ -19,10 +19,18 @@ type ESPConfig struct {
 	ImportBatch int `toml:"import_batch"`
 	// MaxUploadBytes caps one CSV upload.
 	MaxUploadBytes int64 `toml:"max_upload_bytes"`
+	// ContentFilter is the base URL of an rspamd worker the campaign
+	// pre-send check scores messages with (POST /checkv2); "" = none.
+	ContentFilter string `toml:"content_filter"`
+	// SpamThreshold is the score above which the check blocks a send.
+	SpamThreshold float64 `toml:"spam_threshold"`
+	// ContentFilterOptional lets campaigns send while the filter is
+	// unreachable (the check warns instead of failing).
+	ContentFilterOptional bool `toml:"content_filter_optional"`
 }
 
 func defaultESP() ESPConfig {
-	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30}
+	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30, SpamThreshold: 5}
 }
 
 func (e *ESPConfig) validate() error {
@@ -32,6 +40,10 @@ func (e *ESPConfig) validate() error {
 		return errors.New("import_batch must be 1 to 10000")
 	case e.MaxUploadBytes <= 0:
 		return errors.New("max_upload_bytes must be positive")
+	case e.SpamThreshold <= 0:
+		return errors.New("spam_threshold must be positive")
+	case e.ContentFilter != "" && !strings.HasPrefix(e.ContentFilter, "http://") && !strings.HasPrefix(e.ContentFilter, "https://"):
+		return errors.New("content_filter: want an http:// or https:// URL of an rspamd worker")
 	case strings.Contains(e.Database, "://") && !strings.HasPrefix(e.Database, "postgres://") && !strings.HasPrefix(e.Database, "postgresql://"):
 		return errors.New("database: want a postgres:// URL or a file path")
 	}

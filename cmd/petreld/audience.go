@@ -44,3 +44,21 @@ func (d *daemon) openCampaigns(ctx context.Context, st *audience.Store, sub camp
 	d.closers = append(d.closers, func() error { cancel(); svc.Wait(); return nil })
 	return svc, nil
 }
+
+// campaignOptions wires the campaign service to the template store, the
+// sending-domain registry (campaigns need usable, or verified when
+// require_domain_status says so) and the content filter of [esp].
+func (d *daemon) campaignOptions(tpls *campaign.Templates) campaign.Options {
+	cfg := d.cfg
+	want := d.policy.CampaignDomainStatus()
+	o := campaign.Options{Templates: tpls, Check: campaign.CheckOptions{
+		SenderDomain:   func(domain string) error { return d.policy.SendingDomainReady(domain, want) },
+		Threshold:      cfg.ESP.SpamThreshold,
+		FilterOptional: cfg.ESP.ContentFilterOptional,
+		Hostname:       cfg.Hostname,
+	}}
+	if cfg.ESP.ContentFilter != "" {
+		o.Check.Filter = &campaign.Rspamd{URL: cfg.ESP.ContentFilter}
+	}
+	return o
+}
