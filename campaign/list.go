@@ -81,6 +81,7 @@ func (s *Service) List(ctx context.Context, o ListOptions) ([]Summary, string, e
 	}
 	defer rows.Close()
 	out := []Summary{}
+	var abs []int // A/B campaigns: their progress is in two phases
 	for rows.Next() {
 		var raw, prog string
 		var created, sendAt, started, finished, updated int64
@@ -97,6 +98,9 @@ func (s *Service) List(ctx context.Context, o ListOptions) ([]Summary, string, e
 				return nil, "", fmt.Errorf("campaign: corrupt progress of %s: %w", sm.ID, err)
 			}
 		}
+		if sp.AB != nil {
+			abs = append(abs, len(out))
+		}
 		sm.Subject, sm.Audience, sm.Segment, sm.Stream = sp.Subject, sp.Audience, sp.Segment, sp.stream()
 		sm.Template, sm.TemplateVersion = sp.Template, sp.TemplateVersion
 		sm.Created = time.Unix(created, 0).UTC()
@@ -105,6 +109,14 @@ func (s *Service) List(ctx context.Context, o ListOptions) ([]Summary, string, e
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("campaign: list: %w", err)
+	}
+	rows.Close()
+	for _, i := range abs {
+		ab, err := s.abState(ctx, out[i].ID)
+		if err != nil {
+			return nil, "", err
+		}
+		out[i].Progress = ab.sum()
 	}
 	next := ""
 	if len(out) > limit {

@@ -49,6 +49,8 @@ type Spec struct {
 	Rate          float64 `json:"rate,omitempty"`
 	// Schedule, when set at creation, schedules the campaign at once.
 	Schedule *Schedule `json:"schedule,omitempty"`
+	// AB, when set, tests variants on a sample first (ab.go).
+	AB *ABTest `json:"ab,omitempty"`
 }
 
 // Campaign statuses: draft → scheduled → sending ⇄ paused → sent, and
@@ -81,6 +83,8 @@ type Campaign struct {
 	Times
 	// Check is the last pre-send check (nil before the first).
 	Check *CheckResult `json:"check,omitempty"`
+	// AB is an A/B campaign's phases and winner (Progress sums them).
+	AB *ABState `json:"ab,omitempty"`
 }
 
 // Times are a campaign's milestones (absent until reached).
@@ -171,6 +175,9 @@ type Options struct {
 	Templates *Templates
 	// Check configures the pre-send check.
 	Check CheckOptions
+	// Engagement gives a campaign tag's unique human opens and clicks
+	// (tracking's aggregates); A/B tests pick their winner with it.
+	Engagement func(campaign string) (uniqueOpens, uniqueClicks int64, err error)
 }
 
 // SetOptions sets o (before Start).
@@ -306,6 +313,20 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	if _, err := s.compile(ctx, sp); err != nil {
 		return Campaign{}, err
 	}
+	if sp.AB != nil {
+		if err := sp.AB.validate(); err != nil {
+			return Campaign{}, &invalidError{err}
+		}
+		for _, v := range sp.AB.Variants {
+			vsp := variantSpec(sp, v)
+			if _, err := mail.ParseAddress(vsp.From); err != nil {
+				return Campaign{}, &invalidError{fmt.Errorf("campaign: variant %s from %q: %w", v.Name, vsp.From, err)}
+			}
+			if _, err := s.compile(ctx, vsp); err != nil {
+				return Campaign{}, fmt.Errorf("variant %s: %w", v.Name, err)
+			}
+		}
+	}
 	var sendAt int64
 	status := StatusDraft
 	if sp.Schedule != nil {
@@ -361,7 +382,13 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 			return Campaign{}, fmt.Errorf("campaign: corrupt check of %s: %w", id, err)
 		}
 	}
-	if c.Progress, err = s.prog.Load(ctx, id); err != nil {
+	if c.Spec.AB != nil {
+		ab, err := s.abState(ctx, id)
+		if err != nil {
+			return Campaign{}, err
+		}
+		c.AB, c.Progress = &ab, ab.sum()
+	} else if c.Progress, err = s.prog.Load(ctx, id); err != nil {
 		return Campaign{}, err
 	}
 	return c, nil
@@ -460,7 +487,12 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 		consent = *sp.RequireConsent
 	}
 	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, RequireConsent: consent}
-	st, err := s.engine.Run(ctx, send, src)
+	var st State
+	if sp.AB != nil {
+		st, err = s.runAB(ctx, sp, stop, send.Guard, src)
+	} else {
+		st, err = s.engine.Run(ctx, send, src)
+	}
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,15 @@ func (d *daemon) campaignOptions(tpls *campaign.Templates) campaign.Options {
 		FilterOptional: cfg.ESP.ContentFilterOptional,
 		Hostname:       cfg.Hostname,
 	}}
+	// A/B winners from the engagement aggregates (tracking opens after
+	// this, before campaigns start).
+	o.Engagement = func(tag string) (int64, int64, error) {
+		if d.tracking == nil {
+			return 0, 0, fmt.Errorf("tracking not open")
+		}
+		r, err := d.tracking.log.Report(tag)
+		return r.UniqueOpens, r.UniqueClicks, err
+	}
 	if cfg.ESP.ContentFilter != "" {
 		o.Check.Filter = &campaign.Rspamd{URL: cfg.ESP.ContentFilter}
 	}
