@@ -7,6 +7,9 @@ import (
 	"mime/quotedprintable"
 	"net/http"
 	"net/mail"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -499,5 +502,92 @@ func TestCampaignPreSendCheckThroughDaemon(t *testing.T) {
 	waitFor(t, 30*time.Second, "the clean campaign at the MX", func() bool { return k.count() == 20 })
 	if c := e.campaign("spam"); c.Status != "draft" || c.Progress.Sent != 0 {
 		t.Fatalf("blocked campaign: %+v", c)
+	}
+}
+
+// TestCampaignCLIThroughDaemon drives templates and campaigns with
+// petrelctl against the real daemon: a template saved from a file, a
+// campaign pinned to it scheduled for later, listed, test-sent (the MX
+// receives a marked message), checked, paused, resumed (back to
+// scheduled, its time not come), cancelled; another sent to the end.
+func TestCampaignCLIThroughDaemon(t *testing.T) {
+	e := newEnv(t)
+	k := e.campaignSink(t)
+	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
+	e.start()
+	e.sendingDomain(t, "shop.test")
+	aid := e.importContacts(t, 10)
+	dir := t.TempDir()
+	write := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	run := func(want int, args ...string) string {
+		t.Helper()
+		out, err := e.ctl(args...)
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != want {
+			t.Fatalf("petrelctl %v: exit %d, want %d: %s", args, code, want, out)
+		}
+		return out
+	}
+	out := run(0, "templates", "save", write("t.json", map[string]any{"call_name": "weekly", "type": "marketing", "subject": "Weekly for %first_name%",
+		"text": "News from %city%.\n", "variables": []string{"first_name", "city"}}))
+	if !strings.Contains(out, "template weekly version 1") {
+		t.Fatalf("templates save: %s", out)
+	}
+	spec := map[string]any{"id": "weekly-1", "audience": aid, "template": "weekly", "from": "news@shop.test", "postal_address": "Shop Ltd, Taipei"}
+	if out = run(0, "campaigns", "create", write("c.json", spec)); !strings.Contains(out, "weekly-1\tdraft") {
+		t.Fatalf("create: %s", out)
+	}
+	if out = run(0, "campaigns", "schedule", "weekly-1", "--at", "2099-06-01T09:00", "--tz", "Europe/Oslo"); !strings.Contains(out, "scheduled\tsent 0, skipped 0\tat 2099-06-01T07:00:00Z") {
+		t.Fatalf("schedule: %s", out)
+	}
+	run(1, "campaigns", "schedule", "weekly-1", "--at", "2099-06-01T09:00", "--tz", "Atlantis/Capital")
+	if out = run(0, "campaigns", "list", "--status", "scheduled"); !strings.HasPrefix(out, "weekly-1\tscheduled") {
+		t.Fatalf("list: %s", out)
+	}
+	if out = run(0, "campaigns", "test", "weekly-1", "boss@example.test"); !strings.Contains(out, "boss@example.test\tqueued ") {
+		t.Fatalf("test: %s", out)
+	}
+	waitFor(t, 15*time.Second, "the test message", func() bool { return k.count() == 1 })
+	k.mu.Lock()
+	for _, b := range k.got["boss@example.test"] {
+		if !strings.Contains(b, "Subject: [Test] Weekly for") || !strings.Contains(b, "X-Petrel-Test: campaign weekly-1") {
+			t.Errorf("test message %q", b)
+		}
+	}
+	k.mu.Unlock()
+	if out = run(0, "campaigns", "check", "weekly-1"); !strings.Contains(out, "pass\tsending_domain\tshop.test") || !strings.Contains(out, "warn\tcontent_filter") {
+		t.Fatalf("check: %s", out)
+	}
+	run(0, "campaigns", "pause", "weekly-1")
+	if out = run(0, "campaigns", "resume", "weekly-1"); !strings.Contains(out, "weekly-1\tscheduled") {
+		t.Fatalf("resume: %s", out)
+	}
+	if out = run(0, "campaigns", "cancel", "weekly-1"); !strings.Contains(out, "weekly-1\tcancelled") {
+		t.Fatalf("cancel: %s", out)
+	}
+	run(1, "campaigns", "resume", "weekly-1")
+	spec["id"] = "weekly-2"
+	run(0, "campaigns", "create", write("c2.json", spec))
+	run(0, "campaigns", "send", "weekly-2")
+	waitFor(t, 30*time.Second, "weekly-2 sent", func() bool { return e.campaign("weekly-2").Status == "sent" })
+	waitFor(t, 30*time.Second, "all at the MX", func() bool { return k.count() == 11 })
+	out = run(0, "-json", "campaigns", "list")
+	var list struct {
+		Campaigns []struct{ ID, Status string }
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Campaigns) != 2 || list.Campaigns[0].ID != "weekly-2" || list.Campaigns[0].Status != "sent" {
+		t.Fatalf("list -json: %v %s", err, out)
 	}
 }
