@@ -325,4 +325,3 @@ func templatesShow(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.Out, "%s\tversion %d\t%s\t%s\n", tp.CallName, tp.Version, tp.Type, tp.Subject)
 	return nil
 }
-
