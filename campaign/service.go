@@ -313,6 +313,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	if _, err := s.compile(ctx, sp); err != nil {
 		return Campaign{}, err
 	}
+	if sp.AB != nil && sp.Schedule != nil && sp.Schedule.ContactTimeZone {
+		return Campaign{}, &invalidError{errors.New("campaign: an A/B test cannot send in each contact's time zone")}
+	}
 	if sp.AB != nil {
 		if err := sp.AB.validate(); err != nil {
 			return Campaign{}, &invalidError{err}
@@ -382,13 +385,7 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 			return Campaign{}, fmt.Errorf("campaign: corrupt check of %s: %w", id, err)
 		}
 	}
-	if c.Spec.AB != nil {
-		ab, err := s.abState(ctx, id)
-		if err != nil {
-			return Campaign{}, err
-		}
-		c.AB, c.Progress = &ab, ab.sum()
-	} else if c.Progress, err = s.prog.Load(ctx, id); err != nil {
+	if c.Progress, c.AB, err = s.progressOf(ctx, c.Spec); err != nil {
 		return Campaign{}, err
 	}
 	return c, nil
@@ -488,9 +485,12 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 	}
 	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, RequireConsent: consent}
 	var st State
-	if sp.AB != nil {
+	switch {
+	case sp.AB != nil:
 		st, err = s.runAB(ctx, sp, stop, send.Guard, src)
-	} else {
+	case sp.Schedule != nil && sp.Schedule.ContactTimeZone:
+		st, err = s.runTZ(ctx, sp, send, src)
+	default:
 		st, err = s.engine.Run(ctx, send, src)
 	}
 	if err != nil {
@@ -501,6 +501,39 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 		return err
 	}
 	return nil
+}
+
+// progressOf is sp's progress: its cursor's state, or the sum of its
+// phases (A/B test, per-contact time zone passes).
+func (s *Service) progressOf(ctx context.Context, sp Spec) (State, *ABState, error) {
+	switch {
+	case sp.AB != nil:
+		ab, err := s.abState(ctx, sp.ID)
+		if err != nil {
+			return State{}, nil, err
+		}
+		return ab.sum(), &ab, nil
+	case sp.Schedule != nil && sp.Schedule.ContactTimeZone:
+		plan, err := s.loadTZPlan(ctx, sp.ID)
+		if err != nil {
+			return State{}, nil, err
+		}
+		sum := State{Skipped: map[string]int64{}, Done: plan != nil}
+		for i := range plan {
+			st, err := s.prog.Load(ctx, tzKey(sp.ID, i))
+			if err != nil {
+				return State{}, nil, err
+			}
+			sum.Sent += st.Sent
+			sum.Done = sum.Done && st.Done
+			for k, v := range st.Skipped {
+				sum.Skipped[k] += v
+			}
+		}
+		return sum, nil, nil
+	}
+	st, err := s.prog.Load(ctx, sp.ID)
+	return st, nil, err
 }
 
 // sendOf is the engine's Send of sp with template tpl.
