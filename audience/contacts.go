@@ -580,6 +580,25 @@ func (s *Store) ContactByEmail(ctx context.Context, audience int64, email string
 	return cs[0], nil
 }
 
+// TimeZones returns the distinct time zones the audience's contacts have
+// ("" for none), sorted.
+func (s *Store) TimeZones(ctx context.Context, audience int64) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT DISTINCT COALESCE(time_zone, '') FROM contacts WHERE audience_id = ? ORDER BY 1`), audience)
+	if err != nil {
+		return nil, fmt.Errorf("audience: time zones: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var z string
+		if err := rows.Scan(&z); err != nil {
+			return nil, fmt.Errorf("audience: time zones: %w", err)
+		}
+		out = append(out, z)
+	}
+	return out, rows.Err()
+}
+
 // DeleteContact deletes one contact (its ledger goes with it; use Erase
 // to forget an address for good).
 func (s *Store) DeleteContact(ctx context.Context, audience, id int64) error {

@@ -27,11 +27,19 @@ type ESPConfig struct {
 	// over the cap waits until the window allows it.
 	FlowFrequencyCap    int      `toml:"flow_frequency_cap"`
 	FlowFrequencyWindow Duration `toml:"flow_frequency_window"`
+	// ContentFilter is the base URL of an rspamd worker the campaign
+	// pre-send check scores messages with (POST /checkv2); "" = none.
+	ContentFilter string `toml:"content_filter"`
+	// SpamThreshold is the score above which the check blocks a send.
+	SpamThreshold float64 `toml:"spam_threshold"`
+	// ContentFilterOptional lets campaigns send while the filter is
+	// unreachable (the check warns instead of failing).
+	ContentFilterOptional bool `toml:"content_filter_optional"`
 }
 
 func defaultESP() ESPConfig {
 	return ESPConfig{ImportBatch: 1000, MaxUploadBytes: 1 << 30, ConfirmTTL: Duration{7 * 24 * time.Hour},
-		FlowFrequencyWindow: Duration{24 * time.Hour}}
+		FlowFrequencyWindow: Duration{24 * time.Hour}, SpamThreshold: 5}
 }
 
 func (e *ESPConfig) validate() error {
@@ -47,6 +55,10 @@ func (e *ESPConfig) validate() error {
 		return errors.New("flow_frequency_cap must be 0 (no cap) or positive")
 	case e.FlowFrequencyWindow.Duration <= 0:
 		return errors.New("flow_frequency_window must be positive")
+	case e.SpamThreshold <= 0:
+		return errors.New("spam_threshold must be positive")
+	case e.ContentFilter != "" && !strings.HasPrefix(e.ContentFilter, "http://") && !strings.HasPrefix(e.ContentFilter, "https://"):
+		return errors.New("content_filter: want an http:// or https:// URL of an rspamd worker")
 	case strings.Contains(e.Database, "://") && !strings.HasPrefix(e.Database, "postgres://") && !strings.HasPrefix(e.Database, "postgresql://"):
 		return errors.New("database: want a postgres:// URL or a file path")
 	}
