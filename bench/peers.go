@@ -113,7 +113,7 @@ func startProc(ctx context.Context, o MTAOptions, cmd *exec.Cmd, addr, logPath s
 func EximConfig(dir, eximPath string, port, sinkPort, maxParallel int, dkimKey string) string {
 	dkim := ""
 	if dkimKey != "" {
-		dkim = fmt.Sprintf("  dkim_domain = bench.test\n  dkim_selector = bench\n  dkim_private_key = %s\n  dkim_canon = relaxed\n", dkimKey)
+		dkim = fmt.Sprintf("  dkim_domain = bench.test\n  dkim_selector = bench\n  dkim_private_key = %s\n  dkim_canon = relaxed\n  dkim_strict = true\n", dkimKey)
 	}
 	return fmt.Sprintf(`exim_path = %[2]s
 keep_environment = LD_LIBRARY_PATH
