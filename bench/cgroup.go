@@ -234,6 +234,11 @@ func (g *CPUGroup) WatchRSS(interval time.Duration, stop <-chan struct{}) {
 // group to empty and removes it: nothing a contender started outlives
 // its run.
 func (g *CPUGroup) Kill() {
+	if g.dir != "" {
+		// cgroup v2's cgroup.kill ends every process, including ones
+		// forked meanwhile (Exim forks a delivery process per message).
+		_ = os.WriteFile(filepath.Join(g.dir, "cgroup.kill"), []byte("1"), 0o644)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pids := g.Pids()

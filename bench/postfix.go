@@ -280,6 +280,12 @@ func RunSMTPSource(ctx context.Context, o SourceOptions) (time.Duration, error) 
 	cmd := exec.CommandContext(ctx, "smtp-source", args...)
 	if o.Group != nil {
 		cmd = o.Group.Command("smtp-source", args...)
+		stop := context.AfterFunc(ctx, func() {
+			if cmd.Process != nil {
+				_ = cmd.Process.Kill()
+			}
+		})
+		defer stop()
 	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
