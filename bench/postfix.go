@@ -279,13 +279,7 @@ func RunSMTPSource(ctx context.Context, o SourceOptions) (time.Duration, error) 
 	args := SourceArgs(o)
 	cmd := exec.CommandContext(ctx, "smtp-source", args...)
 	if o.Group != nil {
-		cmd = o.Group.Command("smtp-source", args...)
-		stop := context.AfterFunc(ctx, func() {
-			if cmd.Process != nil {
-				_ = cmd.Process.Kill()
-			}
-		})
-		defer stop()
+		cmd = o.Group.CommandContext(ctx, "smtp-source", args...)
 	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
