@@ -453,7 +453,7 @@ func (r *Runner) interleaved(ctx context.Context, want func(string) bool) {
 		if skip != "" {
 			return skipped(name, skip)
 		}
-		l := NewLine(name)
+		l := NewLine(name).Set("load", "pipelined_persistent")
 		if len(rates) > 0 {
 			l.Set("msgs_per_s", Median(rates)).Set("runs", strings.Join(runs, "/"))
 		}
