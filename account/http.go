@@ -146,6 +146,10 @@ func (s *Store) LoginHandler() http.Handler {
 		} else {
 			in.Email, in.Password = r.PostFormValue("email"), r.PostFormValue("password")
 		}
+		if in.Email == "" || in.Password == "" {
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", "email and password are required")
+			return
+		}
 		if old, err := r.Cookie(SessionCookie); err == nil {
 			_ = s.Logout(r.Context(), old.Value) // never reused: no fixation
 		}

@@ -2,7 +2,7 @@
 // Every page calls the same JSON API as apps do, authenticated by the
 // session cookie; unsafe requests carry the session's CSRF token.
 // User data only ever reaches the DOM as text (h() makes text nodes;
-// nothing here assigns innerHTML).
+// nothing here parses a string as HTML).
 import { catalogs } from "./i18n.js";
 
 const state = { csrf: "", me: null, lang: "en", timers: [] };
@@ -124,6 +124,7 @@ export const sections = [
   ["#/audiences", "nav.audiences", "home.audiences"],
   ["#/templates", "nav.templates", "home.templates"],
   ["#/campaigns", "nav.campaigns", "home.campaigns"],
+  ["#/automation", "nav.automation", "home.automation"],
   ["#/stats", "nav.stats", "home.stats"],
   ["#/operations", "nav.operations", "home.operations"],
   ["#/users", "nav.users", "home.users"],
@@ -156,6 +157,7 @@ const pages = {
   templates: () => import("./pages/templates.js"),
   campaigns: () => import("./pages/campaigns.js"),
   stats: () => import("./pages/stats.js"),
+  automation: () => import("./pages/automation.js"),
   operations: () => import("./pages/operations.js"),
   users: () => import("./pages/users.js"),
 };
@@ -177,7 +179,8 @@ export async function route() {
   await mod.render(view, parts.slice(1));
   view.setAttribute("data-ready", "1");
   document.title = (view.querySelector("h1")?.textContent || "") + " · Petrel";
-  window.petrelLastRender = performance.now() - t0;
+  window.petrelLastRender = performance.now() - t0; // this route's render
+  window.petrelReadyAt = performance.now(); // since the page's navigation started (load-time tests)
 }
 
 // signedIn records the session (from the login answer or GET /api/v1/session).

@@ -138,8 +138,8 @@ func (u *ui) screenshot(name string) {
 	}{{"desktop", 1280, 900, false}, {"phone", 390, 844, false}} {
 		var buf []byte
 		u.run("screenshot "+name, emulation.SetDeviceMetricsOverride(v.w, v.h, 2, v.mobile), chromedp.Sleep(150*time.Millisecond),
-			chromedp.FullScreenshot(&buf, 80))
-		if err := os.WriteFile(filepath.Join(u.shot, name+"-"+v.suffix+".jpg"), buf, 0o644); err != nil {
+			chromedp.FullScreenshot(&buf, 100)) // 100: PNG
+		if err := os.WriteFile(filepath.Join(u.shot, name+"-"+v.suffix+".png"), buf, 0o644); err != nil {
 			u.t.Fatal(err)
 		}
 	}
@@ -401,11 +401,14 @@ func TestDashboardSeedFlow(t *testing.T) {
 		chromedp.WaitVisible(`#camp-detail .badge`, chromedp.ByQuery))
 	u.waitText(60*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "sent" })
 	u.screenshot("campaign-detail")
+	u.run("test send", chromedp.SendKeys(`#camp-test-to`, "qa@example.test", chromedp.ByID), chromedp.Click(`#camp-test button[type=submit]`, chromedp.ByQuery))
+	waitFor(t, 30*time.Second, "the test send at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return got["qa@example.test"] != "" })
 	waitFor(t, 30*time.Second, "the segment's messages at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 497 })
 	mu.Lock()
 	msg := got["c10@example.test"]
 	mu.Unlock()
-	decoded, _ := io.ReadAll(quotedprintable.NewReader(strings.NewReader(msg)))
+	_, htmlPart, _ := strings.Cut(msg, "Content-Type: text/html; charset=utf-8\r\n\r\n")
+	decoded, _ := io.ReadAll(quotedprintable.NewReader(strings.NewReader(htmlPart)))
 	if !strings.Contains(msg, "Subject: Hello Third 10") || !strings.Contains(string(decoded), "https://shop.test/sale?utm_source=petrel") {
 		t.Errorf("delivered message not personalised or without UTM: %q", msg)
 	}
@@ -431,8 +434,47 @@ func TestDashboardSeedFlow(t *testing.T) {
 		t.Errorf("stats page sent = %s", s)
 	}
 	u.screenshot("stats-after-engagement")
+	// A second campaign scheduled in another time zone, then cancelled
+	// from its page.
+	auckland, err := time.LoadLocation("Pacific/Auckland")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(3 * time.Minute).In(auckland).Truncate(time.Minute)
+	u.page("#/campaigns/new")
+	u.run("scheduled campaign", chromedp.SetValue(`#camp-audience`, aid, chromedp.ByID),
+		chromedp.SetValue(`#camp-domain`, "shop.test", chromedp.ByID),
+		chromedp.SetValue(`#camp-template`, "winter-news", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#camp-template").dispatchEvent(new Event("change"))`, nil),
+		chromedp.SendKeys(`#camp-postal`, "Shop Ltd, 1 Harbour Road, Taipei", chromedp.ByID),
+		chromedp.SendKeys(`#camp-id`, "spring", chromedp.ByID),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelector("#camp-when").value = %q; document.querySelector("#camp-tz").value = "Pacific/Auckland"`, at.Format("2006-01-02T15:04")), nil),
+		chromedp.Click(`#camp-check`, chromedp.ByID))
+	u.waitText(10*time.Second, `#camp-checks`, func(s string) bool { return strings.Contains(s, "Pacific/Auckland") })
+	u.run("confirm scheduled", chromedp.WaitEnabled(`#camp-confirm`, chromedp.ByID), chromedp.Click(`#camp-confirm`, chromedp.ByID),
+		chromedp.WaitVisible(`#camp-detail .badge`, chromedp.ByQuery))
+	u.waitText(10*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "scheduled" })
+	var sc struct {
+		Status      string
+		ScheduledAt time.Time `json:"scheduled_at"`
+	}
+	if e.api("GET", "/api/v1/campaigns/spring", nil, &sc); sc.Status != "scheduled" || !sc.ScheduledAt.Equal(at) {
+		t.Errorf("scheduled campaign: %+v, want scheduled at %s", sc, at.UTC())
+	}
+	u.screenshot("campaign-scheduled")
+	u.run("cancel", chromedp.Click(`#camp-cancel`, chromedp.ByID))
+	u.waitText(10*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "cancelled" })
+	visit("campaign-list", "#/campaigns")
+	if s := u.text(`#page-campaigns table`); !strings.Contains(s, "winter") || !strings.Contains(s, "spring") || !strings.Contains(s, "cancelled") {
+		t.Errorf("campaign list %q", s)
+	}
+	visit("automation", "#/automation")
 	visit("stats-overview", "#/stats")
 	visit("operations", "#/operations")
+	u.run("verify an address", chromedp.SendKeys(`#verify-address`, "c10@example.test", chromedp.ByID), chromedp.Click(`#verify-form button[type=submit]`, chromedp.ByQuery))
+	if v := u.waitText(30*time.Second, `#verify-result`, func(s string) bool { return strings.Contains(s, "c10@example.test") }); !strings.Contains(v, "valid") {
+		t.Errorf("verification of a deliverable address: %q", v)
+	}
 	visit("users", "#/users")
 
 	// Language: the zh-Hant catalog by the switch, kept across pages.

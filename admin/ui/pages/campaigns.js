@@ -15,9 +15,10 @@ export async function render(view, [id]) {
     field(t("camp.open"), open), h("button", { type: "submit", class: "secondary" }, t("open"))));
   if (!r) return;
   if (!cs.length) { view.append(h("p", { class: "muted" }, t("camp.none"))); return; }
-  view.append(table([t("camp.id"), t("camp.subject"), t("camp.status"), { label: t("camp.sent"), num: true }, t("created")], cs.map(c =>
-    h("tr", null, h("td", null, h("a", { href: "#/campaigns/" + encodeURIComponent(c.spec.id) }, c.spec.id)), h("td", null, c.spec.subject),
-      h("td", null, badge(c.status)), h("td", { class: "num" }, fmtNum(c.progress?.sent)), h("td", null, fmtDate(c.created))))));
+  view.append(table([t("camp.id"), t("camp.subject"), t("camp.status"), { label: t("camp.sent"), num: true }, t("camp.scheduled"), t("created")], cs.map(c =>
+    h("tr", { "data-campaign": c.id }, h("td", null, h("a", { href: "#/campaigns/" + encodeURIComponent(c.id) }, c.id)), h("td", null, c.subject || (c.template ? "%" + c.template + "%" : "")),
+      h("td", null, badge(c.status)), h("td", { class: "num" }, fmtNum(c.progress?.sent)), h("td", null, fmtDate(c.scheduled_at)), h("td", null, fmtDate(c.created))))));
+  if (r.next) view.append(h("p", { class: "muted" }, t("camp.more")));
 }
 
 async function create(view) {
@@ -48,6 +49,8 @@ async function create(view) {
   const id = input({ id: "camp-id", required: true, pattern: "[a-z0-9][a-z0-9_\\-]*" });
   const utm = ["utm_source", "utm_medium", "utm_campaign"].map(k => input({ id: "camp-" + k, "data-utm": k }));
   const when = input({ id: "camp-when", type: "datetime-local" });
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [timeZone(), "UTC"];
+  const tz = select({ id: "camp-tz" }, (zones.includes(timeZone()) ? zones : [timeZone(), ...zones]).map(z => [z, z, z === timeZone()]));
   const checks = h("div", { id: "camp-checks" });
   const confirm = h("button", { type: "button", id: "camp-confirm", disabled: true }, t("camp.confirm"));
   let spec;
@@ -69,7 +72,7 @@ async function create(view) {
     items.push([!!subject.value && !!(html.value || text.value), t("camp.chk.content")]);
     items.push([stream.value !== "marketing" || !!postal.value, t("camp.chk.postal")]);
     items.push([/%unsubscribe_url%/.test(html.value + text.value) || stream.value !== "marketing", t("camp.chk.unsub")]);
-    if (when.value) items.push([true, t("camp.chk.when", { when: new Date(when.value).toString() })]);
+    if (when.value) items.push([true, t("camp.chk.when", { when: when.value.replace("T", " "), tz: tz.value })]);
     checks.replaceChildren(h("h2", null, t("camp.checks")), h("ul", null, items.map(([ok, s]) => h("li", { class: ok ? "ok" : "bad" }, (ok ? "✓ " : "✗ ") + s))));
     spec = { id: id.value, audience: Number(aud.value), segment: seg.value, stream: stream.value, from: `${local.value}@${domain.value}`, from_name: fromName.value,
       reply_to: replyTo.value, subject: subject.value, html: addUTM(html.value), text: text.value, postal_address: postal.value };
@@ -80,8 +83,7 @@ async function create(view) {
     const c = await run(box, () => api("POST", "/api/v1/campaigns", spec));
     if (!c) { confirm.disabled = false; return; }
     if (when.value) {
-      const at = new Date(when.value).toISOString();
-      const s = await run(box, () => api("POST", `/api/v1/campaigns/${encodeURIComponent(c.spec.id)}/schedule`, { at }));
+      const s = await run(box, () => api("POST", `/api/v1/campaigns/${encodeURIComponent(c.spec.id)}/schedule`, { send_at: when.value, time_zone: tz.value }));
       if (!s) return;
     } else if (!(await run(box, () => api("POST", `/api/v1/campaigns/${encodeURIComponent(c.spec.id)}/send`)))) return;
     go("#/campaigns/" + encodeURIComponent(c.spec.id));
@@ -93,7 +95,7 @@ async function create(view) {
     step(3, "camp.s.sender", field(t("camp.fromlocal"), local), field(t("camp.fromname"), fromName), field(t("camp.replyto"), replyTo)),
     step(4, "camp.s.content", field(t("camp.template"), tpl), field(t("camp.subject"), subject), field(t("camp.html"), html), field(t("camp.text"), text), field(t("camp.postal"), postal)),
     step(5, "camp.s.utm", ...utm.map(u => field(u.dataset.utm, u))),
-    step(6, "camp.s.when", field(t("camp.id"), id), field(t("camp.when", { tz: timeZone() }), when), h("p", { class: "muted" }, t("camp.whenhelp"))),
+    step(6, "camp.s.when", field(t("camp.id"), id), field(t("camp.when"), when), field(t("camp.tz"), tz), h("p", { class: "muted" }, t("camp.whenhelp"))),
     h("button", { type: "submit", id: "camp-check" }, t("camp.check"))), checks, confirm);
 }
 
@@ -115,8 +117,18 @@ async function detail(view, id) {
         ["sending", "scheduled", "paused"].includes(c.status) ? act("camp.cancel", "cancel", "danger") : null,
         h("a", { href: "#/stats/" + encodeURIComponent(id), id: "camp-stats" }, t("camp.stats"))),
       h("dl", null, [["camp.subject", c.spec.subject], ["camp.from", `${c.spec.from_name || ""} <${c.spec.from}>`], ["camp.stream", c.spec.stream],
-        ["camp.segment", c.spec.segment || t("camp.everyone")], ["created", fmtDate(c.created)]].flatMap(([k, v]) => [h("dt", null, t(k)), h("dd", null, v || "")])));
+        ["camp.segment", c.spec.segment || t("camp.everyone")], ["created", fmtDate(c.created)], ["camp.scheduled", fmtDate(c.scheduled_at)],
+        ["camp.started", fmtDate(c.started_at)], ["camp.finished", fmtDate(c.finished_at)]].flatMap(([k, v]) => [h("dt", null, t(k)), h("dd", null, v || "")])));
   }
   await tick();
   every(2000, tick);
+  if (can(true)) {
+    const to = input({ id: "camp-test-to", type: "email", required: true, multiple: true });
+    const tbox = h("div");
+    view.append(h("form", { id: "camp-test", onsubmit: async e => {
+      e.preventDefault();
+      const r = await run(tbox, () => api("POST", `/api/v1/campaigns/${encodeURIComponent(id)}/test`, { to: to.value.split(",").map(s => s.trim()).filter(Boolean) }));
+      if (r) tbox.replaceChildren(message("ok", t("tpl.testsent")));
+    } }, h("h2", null, t("tpl.test")), h("div", { class: "row" }, field(t("tpl.testto"), to), h("button", { type: "submit" }, t("tpl.testbtn"))), tbox));
+  }
 }

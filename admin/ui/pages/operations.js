@@ -4,8 +4,24 @@ export async function render(view) {
   view.append(h("h1", null, t("ops.title")));
   const qbox = h("div", { id: "ops-queue" });
   const sbox = h("div", { id: "ops-supp" });
-  view.append(h("h2", null, t("ops.queue")), qbox, h("h2", null, t("ops.suppressions")), sbox);
+  view.append(h("h2", null, t("ops.queue")), qbox, h("h2", null, t("ops.suppressions")), sbox, h("h2", null, t("ops.verify")), verify());
   await Promise.all([queue(qbox), suppressions(sbox)]);
+}
+
+// verify checks one address (syntax, domain, MX, SMTP probe, lists).
+function verify() {
+  const addr = input({ id: "verify-address", type: "email", required: true });
+  const out = h("div", { id: "verify-result" });
+  return h("form", { id: "verify-form", onsubmit: async e => {
+    e.preventDefault();
+    out.replaceChildren(h("p", { class: "muted" }, "…"));
+    const r = await run(out, () => api("GET", "/api/v1/verify?address=" + encodeURIComponent(addr.value)));
+    if (!r) return;
+    out.replaceChildren(h("p", null, r.normalized || r.address, " ", badge(r.verdict)),
+      r.suggestion ? h("p", null, t("ops.suggestion", { s: r.suggestion })) : null,
+      h("ul", null, (r.reasons || []).map(x => h("li", null, x))),
+      h("p", { class: "muted" }, Object.entries(r.flags || {}).filter(([, v]) => v).map(([k]) => k).join(", ")));
+  } }, h("div", { class: "row" }, field(t("ops.address"), addr), h("button", { type: "submit" }, t("ops.verifybtn"))), out);
 }
 
 async function queue(box) {

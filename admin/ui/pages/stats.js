@@ -46,7 +46,7 @@ export async function render(view, [id]) {
   if (!id) {
     const r = await run(box, () => api("GET", "/api/v1/stats"));
     const cs = (await run(null, () => api("GET", "/api/v1/campaigns")))?.campaigns || [];
-    if (cs.length) view.append(h("h2", null, t("camp.title")), h("ul", null, cs.map(c => h("li", null, h("a", { href: "#/stats/" + encodeURIComponent(c.spec.id) }, c.spec.id)))));
+    if (cs.length) view.append(h("h2", null, t("camp.title")), h("ul", null, cs.map(c => h("li", null, h("a", { href: "#/stats/" + encodeURIComponent(c.id) }, `${c.id} — ${c.subject || ""}`)))));
     if (!r) return;
     view.append(h("h2", null, t("stats.streams", { w: r.window })), table([t("camp.stream"), { label: t("stats.sent"), num: true }, { label: t("stats.delivered"), num: true },
       { label: t("stats.bounced"), num: true }, { label: t("stats.complained"), num: true }, { label: t("stats.bouncerate"), num: true }, { label: t("stats.complaintrate"), num: true }],
