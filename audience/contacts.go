@@ -462,17 +462,7 @@ func marshalFields(f map[string]any, dropNulls bool) []byte {
 	if len(f) == 0 {
 		return []byte("{}")
 	}
-	m := f
-	if dropNulls {
-		m = make(map[string]any, len(f))
-		for k, v := range f {
-			if v != nil {
-				m[k] = v
-			}
-		}
-	}
-	b, _ := json.Marshal(m) // values are strings, float64, int64, bool
-	return b
+	return appendFieldsJSON(make([]byte, 0, 32*len(f)), f, dropNulls) // fieldjson.go
 }
 
 // stringSet runs prefix + "(?,...)" with pre and vals as arguments and

@@ -163,18 +163,16 @@ type ConfirmerOptions struct {
 	DefaultFrom string
 	// TTL is how long a link works (default 7 days).
 	TTL time.Duration
-	// Interval is how often the outbox is polled (default 1 s); Wake
-	// runs it at once.
+	// Interval is how often the outbox is polled (default 1 s).
 	Interval time.Duration
 	Logger   *slog.Logger
 }
 
 // Confirmer sends double opt-in confirmations and serves their links.
 type Confirmer struct {
-	s    *Store
-	o    ConfirmerOptions
-	key  []byte
-	wake chan struct{}
+	s   *Store
+	o   ConfirmerOptions
+	key []byte
 }
 
 // NewConfirmer returns the double opt-in confirmer of s. Its token key
@@ -197,21 +195,13 @@ func (s *Store) NewConfirmer(ctx context.Context, o ConfirmerOptions) (*Confirme
 	if err != nil {
 		return nil, err
 	}
-	return &Confirmer{s: s, o: o, key: key, wake: make(chan struct{}, 1)}, nil
-}
-
-// Wake makes Run look at the outbox now (after contacts were added).
-func (c *Confirmer) Wake() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	return &Confirmer{s: s, o: o, key: key}, nil
 }
 
 // Run mails the confirmation of every pending contact of a double
 // opt-in audience not mailed yet, until ctx ends.
 func (c *Confirmer) Run(ctx context.Context) {
-	poll.Run(ctx, c.o.Interval, c.wake, c.o.Logger, "audience: double opt-in confirmations", c.SendPending)
+	poll.Run(ctx, c.o.Interval, nil, c.o.Logger, "audience: double opt-in confirmations", c.SendPending)
 }
 
 // confirmBatch is how many confirmations one step queues (one synced
