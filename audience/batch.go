@@ -59,3 +59,35 @@ func (s *Store) ContactIDs(ctx context.Context, email string, audiences ...int64
 	}
 	return out, rows.Err()
 }
+
+// Consented returns which of the contacts' latest ledger entry for
+// purpose is a grant (HasConsent for many contacts, one query per 1,000).
+func (s *Store) Consented(ctx context.Context, audience int64, ids []int64, purpose string) (map[int64]bool, error) {
+	out := make(map[int64]bool, len(ids))
+	for chunk := range slices.Chunk(ids, 1000) {
+		in := strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")
+		args := []any{audience, purpose}
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		rows, err := s.db.QueryContext(ctx, s.q(`SELECT l.contact_id, l.action FROM consent l JOIN contacts c ON c.id = l.contact_id AND c.audience_id = ?
+			WHERE l.id IN (SELECT MAX(id) FROM consent WHERE purpose = ? AND contact_id IN (`+in+`) GROUP BY contact_id)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("audience: consent: %w", err)
+		}
+		for rows.Next() {
+			var id int64
+			var action string
+			if err := rows.Scan(&id, &action); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("audience: consent: %w", err)
+			}
+			out[id] = action == string(Granted)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("audience: consent: %w", err)
+		}
+	}
+	return out, nil
+}

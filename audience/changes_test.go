@@ -127,5 +127,22 @@ func TestContactsByIDAndContactIDs(t *testing.T) {
 		if ids, _ := s.ContactIDs(ctx, "z@example.test"); len(ids) != 0 {
 			t.Fatalf("unknown address: %v", ids)
 		}
+		// Consented: the latest entry per contact counts, in the audience only.
+		for _, r := range []struct {
+			id     int64
+			action ConsentAction
+		}{{ca.ID, Granted}, {other.ID, Granted}, {other.ID, Withdrawn}, {cb.ID, Granted}} {
+			aud := a.ID
+			if r.id == cb.ID {
+				aud = b.ID
+			}
+			if _, err := s.RecordConsent(ctx, aud, r.id, ConsentRecord{Purpose: "marketing", Action: r.action, Source: "form"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Consented(ctx, a.ID, []int64{ca.ID, other.ID, cb.ID}, "marketing")
+		if err != nil || !got[ca.ID] || got[other.ID] || got[cb.ID] {
+			t.Fatalf("Consented: %v %v", got, err)
+		}
 	})
 }

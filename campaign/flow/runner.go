@@ -131,6 +131,7 @@ type txn struct {
 	timers   [][3]int64      // due, run, step
 	deleted  map[string]bool // flow id -> deleted, per page
 	contacts map[int64]*audience.Contact
+	consent  map[int64]bool // contact -> marketing grant, per page
 	moveStmt *sql.Stmt
 }
 
@@ -621,6 +622,7 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 		byAud[d.aud] = append(byAud[d.aud], d.contact)
 	}
 	t.contacts = map[int64]*audience.Contact{}
+	t.consent = map[int64]bool{}
 	for aud, ids := range byAud {
 		cs, err := s.aud.ContactsByID(ctx, aud, ids)
 		if err != nil && !audience.IsKind(err, audience.NotFound) {
@@ -629,6 +631,11 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 		for i := range cs {
 			t.contacts[cs[i].ID] = &cs[i]
 		}
+		ok, err := s.aud.Consented(ctx, aud, ids, "marketing")
+		if err != nil {
+			return 0, err
+		}
+		maps.Copy(t.consent, ok)
 	}
 	var subs []ingest.Submission
 	var plans []*plan
@@ -763,11 +770,7 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 				continue
 			}
 			if f.requireConsent() {
-				ok, err := s.aud.HasConsent(ctx, c.AudienceID, c.ID, "marketing")
-				if err != nil {
-					return nil, err
-				}
-				if !ok {
+				if !t.consent[c.ID] {
 					logStep(i, KindSkipped, "no_consent")
 					i = next
 					continue
