@@ -81,10 +81,16 @@ fuzz-long:
 	if [ -n "$$flaked" ]; then echo "fuzz-long: no crasher written, fuzztime deadline flake (golang/go#75804):$$flaked"; fi; \
 	if [ -n "$$failed" ]; then echo "fuzz-long: crashers written:$$failed"; exit 1; fi; echo "fuzz-long: no crasher found"
 
-# bench runs every benchmark scenario of issue 3 (see bench/RESULTS.md):
-# it installs Postfix if missing, makes sure the system Postfix is not left
-# listening on port 25, then runs petrel-bench. bench-quick is the CI smoke
-# test (every scenario on a small N). Extra flags: BENCH_FLAGS="-scenarios noop".
+# bench runs every benchmark scenario (issues 3 and 17, see bench/README.md
+# and bench/RESULTS.md): it installs Postfix if missing, makes sure the
+# system Postfix is not left listening on port 25, unpacks the peers (Exim,
+# OpenSMTPD, chasquid, OpenDKIM from Debian with dpkg -x, Haraka from npm;
+# bench/fetch-peers.sh) into /var/cache/petrel-bench, then runs
+# petrel-bench: the reference load (smtp-source, one connection per
+# message) through every contender first, then the pipelined load and the
+# queue scenarios, and prints one table. bench-quick is the CI smoke test
+# (Petrel, Postfix and the no-op on a small N; needs no peer). Extra
+# flags: BENCH_FLAGS="-scenarios reference_load -contenders petrel,postfix".
 BENCH_FLAGS ?=
 .PHONY: bench-postfix
 bench-postfix:
@@ -94,7 +100,11 @@ bench-postfix:
 	@postfix stop >/dev/null 2>&1 || true
 	@if ss -ltn 'sport = :25' 2>/dev/null | grep -q LISTEN; then echo "warning: something still listens on port 25"; fi
 
-bench: bench-postfix
+.PHONY: bench-peers
+bench-peers:
+	@bash bench/fetch-peers.sh
+
+bench: bench-postfix bench-peers
 	$(GO) run ./bench/cmd/petrel-bench run $(BENCH_FLAGS)
 
 bench-quick: bench-postfix

@@ -40,8 +40,13 @@ type Options struct {
 	// Tracking is the open pixel and click redirect (tracking.Handler,
 	// public).
 	Tracking http.Handler
+	// TrackingDomains is the tracking-domain registry API
+	// (tracking.Domains.Handler).
+	TrackingDomains http.Handler
 	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
 	TrackingStats http.Handler
+	// Reputation is the blocklist monitor's API (reputation.Checker.Handler).
+	Reputation http.Handler
 	// Verify is verify.Verifier.Handler.
 	Verify http.Handler
 	// Audiences is audience.Handler (audiences.go).
@@ -91,6 +96,8 @@ func New(o Options) *Router {
 	r.mountTracking(o)
 	r.mountPreferences(o)
 	r.mountTrackingStats(o)
+	r.mountReputation(o)
+	r.mountTrackingDomains(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)

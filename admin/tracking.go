@@ -34,10 +34,33 @@ func (r *Router) mountPreferences(o Options) {
 
 // mountTrackingStats mounts the engagement report behind the key:
 //
-//	GET /api/v1/stats/campaigns/{campaign}   opens, clicks (human, machine, unique), CTOR, per link, hourly
+//	GET /api/v1/stats/campaigns/{campaign}[?by=provider|type]   delivered, bounced, complained, opens,
+//	                                                            clicks (human, machine, unique), rates, per link, hourly
+//	GET /api/v1/stats/providers                                 all campaigns by mailbox provider
+//	GET /api/v1/stats/types                                     all campaigns by type (stream)
 func (r *Router) mountTrackingStats(o Options) {
 	if o.TrackingStats == nil {
 		return
 	}
 	r.private("GET /api/v1/stats/campaigns/{campaign}", 0, o.TrackingStats)
+	r.private("GET /api/v1/stats/providers", 0, o.TrackingStats)
+	r.private("GET /api/v1/stats/types", 0, o.TrackingStats)
+}
+
+// mountTrackingDomains mounts the custom tracking domains behind the key:
+//
+//	GET    /api/v1/tracking/domains                 list (with certificate status)
+//	POST   /api/v1/tracking/domains                 add {host, sending_domain, target?, https?}
+//	GET    /api/v1/tracking/domains/{host}          one
+//	POST   /api/v1/tracking/domains/{host}/check    check its CNAME now
+//	DELETE /api/v1/tracking/domains/{host}          remove
+func (r *Router) mountTrackingDomains(o Options) {
+	if o.TrackingDomains == nil {
+		return
+	}
+	r.private("GET /api/v1/tracking/domains", 0, o.TrackingDomains)
+	r.private("POST /api/v1/tracking/domains", 0, o.TrackingDomains)
+	r.private("GET /api/v1/tracking/domains/{host}", 0, o.TrackingDomains)
+	r.private("POST /api/v1/tracking/domains/{host}/check", 0, o.TrackingDomains)
+	r.private("DELETE /api/v1/tracking/domains/{host}", 0, o.TrackingDomains)
 }

@@ -21,7 +21,9 @@ import (
 //
 //	go test -run '^$' -bench ImportAndSegment -benchtime 1x -timeout 60m ./audience/
 //
-// AUDIENCE_BENCH_BACKEND=sqlite or postgres runs one backend only.
+// AUDIENCE_BENCH_BACKEND=sqlite or postgres runs one backend only;
+// AUDIENCE_BENCH_BATCH sets the rows per import transaction (default
+// 1000, [esp] import_batch).
 func BenchmarkImportAndSegment(b *testing.B) {
 	rows := 1_000_000
 	if v := os.Getenv("AUDIENCE_BENCH_ROWS"); v != "" {
@@ -92,7 +94,11 @@ func peakRSS() float64 {
 
 func benchImport(b *testing.B, backend, csvPath string, rows int) {
 	ctx := context.Background()
-	s, err := Open(ctx, backendDSN(b, backend), Options{ImportDir: b.TempDir()})
+	opts := Options{ImportDir: b.TempDir()}
+	if v := os.Getenv("AUDIENCE_BENCH_BATCH"); v != "" {
+		opts.BatchSize, _ = strconv.Atoi(v) // rows per import transaction ([esp] import_batch)
+	}
+	s, err := Open(ctx, backendDSN(b, backend), opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -98,3 +98,51 @@ func sameMultiset(a, b []string) bool {
 	}
 	return true
 }
+
+// TestContactsByIDAndContactIDs: the batch readers return only the
+// audience's contacts, and ContactIDs finds an address in every audience
+// that has it (or only the given ones).
+func TestContactsByIDAndContactIDs(t *testing.T) {
+	eachBackend(t, Options{}, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		a, _ := s.CreateAudience(ctx, Audience{Name: "a"})
+		b, _ := s.CreateAudience(ctx, Audience{Name: "b"})
+		ca, _, err := s.UpsertContact(ctx, a.ID, ContactInput{Email: "X@Example.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb, _, _ := s.UpsertContact(ctx, b.ID, ContactInput{Email: "x@example.test"})
+		other, _, _ := s.UpsertContact(ctx, a.ID, ContactInput{Email: "y@example.test"})
+		cs, err := s.ContactsByID(ctx, a.ID, []int64{ca.ID, cb.ID, other.ID, 999})
+		if err != nil || len(cs) != 2 {
+			t.Fatalf("ContactsByID: %+v %v", cs, err)
+		}
+		ids, err := s.ContactIDs(ctx, "x@EXAMPLE.test")
+		if err != nil || len(ids) != 2 || ids[a.ID] != ca.ID || ids[b.ID] != cb.ID {
+			t.Fatalf("ContactIDs: %v %v", ids, err)
+		}
+		if ids, _ := s.ContactIDs(ctx, "x@example.test", b.ID); len(ids) != 1 || ids[b.ID] != cb.ID {
+			t.Fatalf("ContactIDs in b: %v", ids)
+		}
+		if ids, _ := s.ContactIDs(ctx, "z@example.test"); len(ids) != 0 {
+			t.Fatalf("unknown address: %v", ids)
+		}
+		// Consented: the latest entry per contact counts, in the audience only.
+		for _, r := range []struct {
+			id     int64
+			action ConsentAction
+		}{{ca.ID, Granted}, {other.ID, Granted}, {other.ID, Withdrawn}, {cb.ID, Granted}} {
+			aud := a.ID
+			if r.id == cb.ID {
+				aud = b.ID
+			}
+			if _, err := s.RecordConsent(ctx, aud, r.id, ConsentRecord{Purpose: "marketing", Action: r.action, Source: "form"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Consented(ctx, a.ID, []int64{ca.ID, other.ID, cb.ID}, "marketing")
+		if err != nil || !got[ca.ID] || got[other.ID] || got[cb.ID] {
+			t.Fatalf("Consented: %v %v", got, err)
+		}
+	})
+}

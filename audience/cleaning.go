@@ -370,7 +370,7 @@ func (h *handler) resumeCleanings() {
 //	POST /api/v1/audiences/{aid}/cleanings              start {segment, older_than} (202 and the job)
 //	GET  /api/v1/audiences/{aid}/cleanings/{jid}        state and counts (checked, skipped, valid, risky, invalid, unknown)
 //	GET  /api/v1/audiences/{aid}/contacts/{cid}/verification   the contact's last verdict
-func (h *handler) mountCleaning(m *http.ServeMux, p string) {
+func (h *handler) mountCleaning(m *routeMux, p string) {
 	m.HandleFunc("POST "+p+"/{aid}/cleanings", func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
 			Segment   string `json:"segment"`

@@ -462,17 +462,7 @@ func marshalFields(f map[string]any, dropNulls bool) []byte {
 	if len(f) == 0 {
 		return []byte("{}")
 	}
-	m := f
-	if dropNulls {
-		m = make(map[string]any, len(f))
-		for k, v := range f {
-			if v != nil {
-				m[k] = v
-			}
-		}
-	}
-	b, _ := json.Marshal(m) // values are strings, float64, int64, bool
-	return b
+	return appendFieldsJSON(make([]byte, 0, 32*len(f)), f, dropNulls) // fieldjson.go
 }
 
 // stringSet runs prefix + "(?,...)" with pre and vals as arguments and
@@ -578,6 +568,25 @@ func (s *Store) ContactByEmail(ctx context.Context, audience int64, email string
 		return Contact{}, notFound("no contact %s in audience %d", email, audience)
 	}
 	return cs[0], nil
+}
+
+// TimeZones returns the distinct time zones the audience's contacts have
+// ("" for none), sorted.
+func (s *Store) TimeZones(ctx context.Context, audience int64) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT DISTINCT COALESCE(time_zone, '') FROM contacts WHERE audience_id = ? ORDER BY 1`), audience)
+	if err != nil {
+		return nil, fmt.Errorf("audience: time zones: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var z string
+		if err := rows.Scan(&z); err != nil {
+			return nil, fmt.Errorf("audience: time zones: %w", err)
+		}
+		out = append(out, z)
+	}
+	return out, rows.Err()
 }
 
 // DeleteContact deletes one contact (its ledger goes with it; use Erase

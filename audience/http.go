@@ -102,7 +102,7 @@ func Handler(s *Store, o HandlerOptions) http.Handler {
 		h.resumeContactJobs()
 		h.resumeCleanings()
 	}
-	m := http.NewServeMux()
+	m := newRouteMux()
 	p := "/api/v1/audiences"
 	m.HandleFunc("GET "+p, h.listAudiences)
 	m.HandleFunc("POST "+p, h.createAudience)

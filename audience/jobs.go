@@ -335,7 +335,7 @@ func (h *handler) bulkJob(w http.ResponseWriter, r *http.Request, aid int64, ins
 //
 //	GET /api/v1/audiences/{aid}/jobs/{jid}          state and counters
 //	GET /api/v1/audiences/{aid}/jobs/{jid}/errors   failed rows (?after=INDEX&limit=N)
-func (h *handler) mountJobs(m *http.ServeMux, p string) {
+func (h *handler) mountJobs(m *routeMux, p string) {
 	m.HandleFunc("GET "+p+"/{aid}/jobs/{jid}", func(w http.ResponseWriter, r *http.Request) {
 		aid, jid, err := ids(r, "jid")
 		var j ContactJob

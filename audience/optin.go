@@ -37,15 +37,34 @@ var optInPart = schemaPart{name: "optin", stmts: []string{
 		body TEXT NOT NULL,
 		purpose TEXT NOT NULL,
 		consent_text TEXT NOT NULL DEFAULT '')`,
-	// One row per contact mailed (or found unmailable): the outbox's
-	// cursor. The confirmation's idempotency key makes a resend after a
-	// crash between the enqueue and this row a no-op in the spool.
+	// The outbox: a contact that becomes pending (inserted so, or set so)
+	// gets a row here in the same transaction, from a trigger, so the
+	// confirmer reads a short table instead of scanning every pending
+	// contact (most never confirm) each time it polls.
+	`CREATE TABLE optin_outbox (contact_id BIGINT PRIMARY KEY REFERENCES contacts(id) ON DELETE CASCADE)`,
+	// One row per contact mailed (or found unmailable); sends counts the
+	// confirmations, part of the idempotency key, so a resend after a
+	// crash between the enqueue and this row is a no-op in the spool
+	// while a contact set pending again later gets a new mail.
 	`CREATE TABLE optin_sends (
 		contact_id BIGINT PRIMARY KEY REFERENCES contacts(id) ON DELETE CASCADE,
+		sends BIGINT NOT NULL DEFAULT 1,
 		queue_id TEXT NOT NULL DEFAULT '',
 		error TEXT NOT NULL DEFAULT '',
 		sent_at BIGINT NOT NULL,
 		expires_at BIGINT NOT NULL)`,
+	// Contacts left pending before this schema part got no mail.
+	`INSERT INTO optin_outbox (contact_id) SELECT id FROM contacts WHERE status = 'pending'`,
+}, sqlite: []string{
+	`CREATE TRIGGER contacts_optin_insert AFTER INSERT ON contacts WHEN NEW.status = 'pending'
+		BEGIN INSERT INTO optin_outbox (contact_id) VALUES (NEW.id) ON CONFLICT DO NOTHING; END`,
+	`CREATE TRIGGER contacts_optin_update AFTER UPDATE OF status ON contacts WHEN NEW.status = 'pending' AND OLD.status <> 'pending'
+		BEGIN INSERT INTO optin_outbox (contact_id) VALUES (NEW.id) ON CONFLICT DO NOTHING; END`,
+}, postgres: []string{
+	`CREATE FUNCTION petrel_optin_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN INSERT INTO optin_outbox (contact_id) VALUES (NEW.id) ON CONFLICT DO NOTHING; RETURN NULL; END $$`,
+	`CREATE TRIGGER contacts_optin_insert AFTER INSERT ON contacts FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION petrel_optin_enqueue()`,
+	`CREATE TRIGGER contacts_optin_update AFTER UPDATE OF status ON contacts FOR EACH ROW WHEN (NEW.status = 'pending' AND OLD.status <> 'pending') EXECUTE FUNCTION petrel_optin_enqueue()`,
 }}
 
 // OptInSettings is an audience's confirmation mail. Body is plain text
@@ -144,18 +163,16 @@ type ConfirmerOptions struct {
 	DefaultFrom string
 	// TTL is how long a link works (default 7 days).
 	TTL time.Duration
-	// Interval is how often the outbox is polled (default 1 s); Wake
-	// runs it at once.
+	// Interval is how often the outbox is polled (default 1 s).
 	Interval time.Duration
 	Logger   *slog.Logger
 }
 
 // Confirmer sends double opt-in confirmations and serves their links.
 type Confirmer struct {
-	s    *Store
-	o    ConfirmerOptions
-	key  []byte
-	wake chan struct{}
+	s   *Store
+	o   ConfirmerOptions
+	key []byte
 }
 
 // NewConfirmer returns the double opt-in confirmer of s. Its token key
@@ -178,21 +195,13 @@ func (s *Store) NewConfirmer(ctx context.Context, o ConfirmerOptions) (*Confirme
 	if err != nil {
 		return nil, err
 	}
-	return &Confirmer{s: s, o: o, key: key, wake: make(chan struct{}, 1)}, nil
-}
-
-// Wake makes Run look at the outbox now (after contacts were added).
-func (c *Confirmer) Wake() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	return &Confirmer{s: s, o: o, key: key}, nil
 }
 
 // Run mails the confirmation of every pending contact of a double
 // opt-in audience not mailed yet, until ctx ends.
 func (c *Confirmer) Run(ctx context.Context) {
-	poll.Run(ctx, c.o.Interval, c.wake, c.o.Logger, "audience: double opt-in confirmations", c.SendPending)
+	poll.Run(ctx, c.o.Interval, nil, c.o.Logger, "audience: double opt-in confirmations", c.SendPending)
 }
 
 // confirmBatch is how many confirmations one step queues (one synced
@@ -203,32 +212,40 @@ type optInRecipient struct {
 	id, audience int64
 	email, key   string
 	name         sql.NullString
+	status       Status
+	doubleOptIn  bool
+	sends        int64 // confirmations queued before
 }
 
-// SendPending queues the confirmations of up to 100 pending contacts not
-// mailed yet and records them; it returns how many it handled.
+// SendPending queues the confirmations of up to 100 contacts of the
+// outbox and records them; it returns how many outbox rows it handled.
 func (c *Confirmer) SendPending(ctx context.Context) (int, error) {
 	s := c.s
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT c.id, c.audience_id, c.email, c.email_key, c.name FROM contacts c JOIN audiences a ON a.id = c.audience_id
-		WHERE a.double_opt_in AND c.status = 'pending' AND NOT EXISTS (SELECT 1 FROM optin_sends o WHERE o.contact_id = c.id)
-		ORDER BY c.id LIMIT ?`), confirmBatch)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT c.id, c.audience_id, c.email, c.email_key, c.name, c.status, a.double_opt_in, COALESCE(o.sends, 0)
+		FROM optin_outbox x JOIN contacts c ON c.id = x.contact_id JOIN audiences a ON a.id = c.audience_id LEFT JOIN optin_sends o ON o.contact_id = c.id
+		ORDER BY x.contact_id LIMIT ?`), confirmBatch)
 	if err != nil {
 		return 0, fmt.Errorf("audience: pending confirmations: %w", err)
 	}
-	var rcpts []optInRecipient
+	var all, rcpts []optInRecipient
 	for rows.Next() {
 		var r optInRecipient
-		if err := rows.Scan(&r.id, &r.audience, &r.email, &r.key, &r.name); err != nil {
+		if err := rows.Scan(&r.id, &r.audience, &r.email, &r.key, &r.name, &r.status, &r.doubleOptIn, &r.sends); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("audience: pending confirmations: %w", err)
 		}
-		rcpts = append(rcpts, r)
+		all = append(all, r)
+		// Confirmed, unsubscribed or erased since, or a single opt-in
+		// audience: nothing to mail, the row just leaves the outbox.
+		if r.status == Pending && r.doubleOptIn {
+			rcpts = append(rcpts, r)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("audience: pending confirmations: %w", err)
 	}
-	if len(rcpts) == 0 {
+	if len(all) == 0 {
 		return 0, nil
 	}
 	now := s.opts.Now()
@@ -256,7 +273,7 @@ func (c *Confirmer) SendPending(ctx context.Context) (int, error) {
 		}
 		subs = append(subs, ingest.Submission{Envelope: ingest.Envelope{
 			From: set.From, Rcpts: []string{r.email}, Stream: "transactional", Source: "audience",
-			IdempotencyKey: "optin:" + strconv.FormatInt(r.id, 10) + ":" + r.key,
+			IdempotencyKey: "optin:" + strconv.FormatInt(r.id, 10) + ":" + strconv.FormatInt(r.sends+1, 10) + ":" + r.key,
 			Trace:          ingest.Trace{Helo: "double-opt-in", With: "audience"},
 		}, Body: msg})
 		idx = append(idx, i)
@@ -279,14 +296,21 @@ func (c *Confirmer) SendPending(ctx context.Context) (int, error) {
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		for i, r := range rcpts {
-			if _, err := s.exec(ctx, tx, `INSERT INTO optin_sends (contact_id, queue_id, error, sent_at, expires_at) VALUES (?,?,?,?,?) ON CONFLICT (contact_id) DO NOTHING`,
+			if _, err := s.exec(ctx, tx, `INSERT INTO optin_sends (contact_id, sends, queue_id, error, sent_at, expires_at) VALUES (?,1,?,?,?,?)
+				ON CONFLICT (contact_id) DO UPDATE SET sends = optin_sends.sends + 1, queue_id = excluded.queue_id, error = excluded.error,
+				sent_at = excluded.sent_at, expires_at = excluded.expires_at`,
 				r.id, queued[i], errs[i], now.Unix(), exp.Unix()); err != nil {
+				return fmt.Errorf("audience: record confirmation: %w", err)
+			}
+		}
+		for _, r := range all {
+			if _, err := s.exec(ctx, tx, `DELETE FROM optin_outbox WHERE contact_id = ?`, r.id); err != nil {
 				return fmt.Errorf("audience: record confirmation: %w", err)
 			}
 		}
 		return nil
 	})
-	return len(rcpts), err
+	return len(all), err
 }
 
 // message builds the confirmation for r.
@@ -356,8 +380,9 @@ func parseToken(tok string) (contact int64, exp time.Time, payload, mac []byte, 
 	if !ok {
 		return 0, time.Time{}, nil, nil, ErrBadToken
 	}
-	payload, err1 := base64.RawURLEncoding.DecodeString(ps)
-	mac, err2 := base64.RawURLEncoding.DecodeString(ms)
+	// Strict: one token has one spelling (no ignored trailing bits).
+	payload, err1 := base64.RawURLEncoding.Strict().DecodeString(ps)
+	mac, err2 := base64.RawURLEncoding.Strict().DecodeString(ms)
 	if err1 != nil || err2 != nil || len(payload) != 16 || len(mac) != optInMAC {
 		return 0, time.Time{}, nil, nil, ErrBadToken
 	}

@@ -34,7 +34,7 @@ var confirmPage = template.Must(template.New("confirm").Parse(`<!doctype html>
 //
 // A forged or malformed token is 400, an expired one 410.
 func (c *Confirmer) Handler() http.Handler {
-	m := http.NewServeMux()
+	m := newRouteMux()
 	m.HandleFunc("GET /confirm/{token}", func(w http.ResponseWriter, r *http.Request) { c.serveConfirm(w, r, false) })
 	m.HandleFunc("POST /confirm/{token}", func(w http.ResponseWriter, r *http.Request) { c.serveConfirm(w, r, true) })
 	return m
@@ -80,7 +80,7 @@ func (c *Confirmer) serveConfirm(w http.ResponseWriter, r *http.Request, do bool
 //
 //	GET /api/v1/audiences/{aid}/opt-in   the confirmation mail (default when none set: "default": true)
 //	PUT /api/v1/audiences/{aid}/opt-in   set it {from, from_name, subject, body, purpose, consent_text}
-func (h *handler) mountOptIn(m *http.ServeMux, p string) {
+func (h *handler) mountOptIn(m *routeMux, p string) {
 	m.HandleFunc("GET "+p+"/{aid}/opt-in", func(w http.ResponseWriter, r *http.Request) {
 		aid, _, err := ids(r, "")
 		if err != nil {

@@ -59,8 +59,9 @@ func queuedConfirmations(t *testing.T, q *queue.Queue) map[string][]string {
 
 // TestDoubleOptIn: a contact of a double opt-in audience is pending; the
 // confirmer queues one confirmation through ingest (transactional
-// stream) with a signed link, never a second one (a lost outbox row is
-// covered by the idempotency key); GET shows a form and changes nothing,
+// stream) with a signed link, never a second one (a crash before the
+// outbox commit is covered by the idempotency key) unless the contact is
+// set pending again; GET shows a form and changes nothing,
 // POST activates the contact and records the grant with IP and user
 // agent; forged, expired and reused-id tokens are refused. Both backends.
 func TestDoubleOptIn(t *testing.T) {
@@ -112,9 +113,13 @@ func TestDoubleOptIn(t *testing.T) {
 		if n, err := c.SendPending(ctx); err != nil || n != 0 {
 			t.Fatalf("second SendPending = %d, %v; want 0", n, err)
 		}
-		// The outbox row lost (a crash after the enqueue): the resend is
-		// absorbed by the idempotency key.
+		// A crash after the enqueue, before the outbox commit (bob back in
+		// the outbox, his send not recorded): the resend is absorbed by
+		// the idempotency key.
 		if _, err := s.exec(ctx, s.db, `DELETE FROM optin_sends WHERE contact_id = ?`, bob.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.exec(ctx, s.db, `INSERT INTO optin_outbox (contact_id) VALUES (?)`, bob.ID); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := c.SendPending(ctx); err != nil || n != 1 {
@@ -195,6 +200,16 @@ func TestDoubleOptIn(t *testing.T) {
 		}
 		if l, _ := s.Consent(ctx, a.ID, ann.ID); len(l) != 1 {
 			t.Errorf("second POST appended to the ledger: %+v", l)
+		}
+		// Ann set pending again (by the API) gets a new confirmation.
+		if _, _, err := s.UpsertContact(ctx, a.ID, ContactInput{Email: "ann@example.test", Status: Pending}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.SendPending(ctx); err != nil || n != 1 {
+			t.Fatalf("SendPending after ann was set pending = %d, %v; want 1", n, err)
+		}
+		if l := queuedConfirmations(t, q); len(l["ann@example.test"]) != 2 || len(l["bob@example.test"]) != 1 {
+			t.Fatalf("confirmations after ann was set pending: %v", l)
 		}
 		// Bob's link expires unused.
 		clock.add(48 * time.Hour)

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"slices"
 )
 
 // schemaPart is a named schema addition, applied once per database (its
@@ -16,6 +17,9 @@ import (
 type schemaPart struct {
 	name  string
 	stmts []string
+	// sqlite and postgres are statements for one dialect only (triggers),
+	// run after stmts.
+	sqlite, postgres []string
 }
 
 var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart}
@@ -31,7 +35,11 @@ func (s *Store) migrateParts(ctx context.Context) error {
 			if n > 0 {
 				return nil
 			}
-			for _, st := range p.stmts {
+			own := p.sqlite
+			if s.d == postgres {
+				own = p.postgres
+			}
+			for _, st := range append(slices.Clip(p.stmts), own...) {
 				if _, err := tx.ExecContext(ctx, s.expand(st)); err != nil {
 					return fmt.Errorf("audience: schema part %s: %w", p.name, err)
 				}

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -98,11 +99,16 @@ func NewCPUGroup(name string) *CPUGroup {
 // Command returns cmd wrapped so that the process joins the group before
 // it execs (sh writes its own pid to cgroup.procs, then execs cmd).
 func (g *CPUGroup) Command(name string, args ...string) *exec.Cmd {
+	return g.CommandContext(context.Background(), name, args...)
+}
+
+// CommandContext is Command killed when ctx ends (exec.CommandContext).
+func (g *CPUGroup) CommandContext(ctx context.Context, name string, args ...string) *exec.Cmd {
 	if g.dir == "" {
-		return exec.Command(name, args...)
+		return exec.CommandContext(ctx, name, args...)
 	}
 	script := `echo $$ > "$CG_PROCS" && exec "$@"`
-	cmd := exec.Command("/bin/sh", append([]string{"-c", script, "sh", name}, args...)...)
+	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script, "sh", name}, args...)...)
 	cmd.Env = append(os.Environ(), "CG_PROCS="+filepath.Join(g.dir, "cgroup.procs"))
 	return cmd
 }
@@ -234,6 +240,11 @@ func (g *CPUGroup) WatchRSS(interval time.Duration, stop <-chan struct{}) {
 // group to empty and removes it: nothing a contender started outlives
 // its run.
 func (g *CPUGroup) Kill() {
+	if g.dir != "" {
+		// cgroup v2's cgroup.kill ends every process, including ones
+		// forked meanwhile (Exim forks a delivery process per message).
+		_ = os.WriteFile(filepath.Join(g.dir, "cgroup.kill"), []byte("1"), 0o644)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pids := g.Pids()

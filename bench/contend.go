@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -100,11 +101,7 @@ func (r *Runner) runContender(ctx context.Context, c *Contender, load string, n 
 		if err != nil {
 			return res, err
 		}
-		if os.Getenv("PETREL_BENCH_KEEP") == "" {
-			defer os.RemoveAll(dir)
-		} else {
-			r.logger().Warn("keeping run directory", "dir", dir)
-		}
+		defer removeAll(dir)
 		var dks *DKIMSetup
 		if c.DKIM {
 			dks = ds
@@ -206,6 +203,14 @@ func (r *Runner) runContender(ctx context.Context, c *Contender, load string, n 
 		return res, errors.New(strings.Join(problems, ","))
 	}
 	return res, nil
+}
+
+// removeAll removes a run directory unless PETREL_BENCH_KEEP is set
+// (debugging a peer's configuration).
+func removeAll(dir string) {
+	if os.Getenv("PETREL_BENCH_KEEP") == "" {
+		_ = os.RemoveAll(dir)
+	}
 }
 
 func waitQueueEmpty(ctx context.Context, m MTA) (int, error) {
@@ -377,11 +382,11 @@ type tableRow struct {
 }
 
 // addTableRows keeps the rows of a scenario's stats for the final table.
-func (r *Runner) addTableRows(scenario string, stats []*contStats) {
+func (r *Runner) addTableRows(scenario string, stats []*contStats, rounds int) {
 	for _, cs := range stats {
 		row := tableRow{load: cs.load, name: cs.c.Name, n: fmt.Sprint(cs.n), dur: cs.c.Durability,
 			rate: "-", xpf: "-", xnoop: "-", cpu: "-", instr: r.instructionsNote(), p50: "-", p99: "-", rss: "-", dkim: "-"}
-		row.repro = fmt.Sprintf("petrel-bench run -scenarios %s -contenders %s -n %d -rounds %d", scenario, cs.c.Name, cs.n, max(r.P.Rounds, 1))
+		row.repro = fmt.Sprintf("petrel-bench run -scenarios %s -contenders %s -n %d -rounds %d", scenario, cs.c.Name, cs.n, max(rounds, 1))
 		switch {
 		case cs.skip != "":
 			row.rate = "skipped: " + cs.skip
@@ -420,6 +425,15 @@ func (r *Runner) addTableRows(scenario string, stats []*contStats) {
 	}
 }
 
+// cell keeps a table cell on one line and short.
+func cell(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 90 {
+		s = s[:87] + "..."
+	}
+	return s
+}
+
 func firstOr(s []string, def string) string {
 	if len(s) > 0 {
 		return s[0]
@@ -428,12 +442,27 @@ func firstOr(s []string, def string) string {
 }
 
 // instructionsNote is the instructions/msg cell: perf stat needs hardware
-// counters, which this kind of VM does not expose.
+// counters, which this kind of VM does not expose (PerfInstructions).
 func (r *Runner) instructionsNote() string {
 	if r.Instructions != "" {
 		return r.Instructions
 	}
 	return "n/a"
+}
+
+// PerfInstructions says whether `perf stat -e instructions` counts here,
+// and if not why (the Instructions note of the table).
+func PerfInstructions(ctx context.Context) (bool, string) {
+	out, err := exec.CommandContext(ctx, "perf", "stat", "-x", ",", "-e", "instructions", "true").CombinedOutput()
+	switch {
+	case err != nil && len(out) == 0:
+		return false, "n/a (no perf)"
+	case strings.Contains(string(out), "not supported") || strings.Contains(string(out), "not counted"):
+		return false, "n/a (perf: no HW counters in this VM)"
+	case err != nil:
+		return false, "n/a (perf failed)"
+	}
+	return true, ""
 }
 
 // PrintTable writes the comparison table (one row per contender and load).
@@ -446,6 +475,7 @@ func (r *Runner) PrintTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "load\tcontender\tn\tmsg/s\tx postfix\tx noop\tCPU us/msg\tinstr/msg\tack p50 ms\tack p99 ms\tpeak RSS MB\tdurability\tDKIM verified\treproduce")
 	for _, t := range r.table {
+		t.rate = cell(t.rate)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.load, t.name, t.n, t.rate, t.xpf, t.xnoop, t.cpu, t.instr, t.p50, t.p99, t.rss, t.dur, t.dkim, t.repro)
 	}
 	_ = tw.Flush()

@@ -113,7 +113,7 @@ func startProc(ctx context.Context, o MTAOptions, cmd *exec.Cmd, addr, logPath s
 func EximConfig(dir, eximPath string, port, sinkPort, maxParallel int, dkimKey string) string {
 	dkim := ""
 	if dkimKey != "" {
-		dkim = fmt.Sprintf("  dkim_domain = bench.test\n  dkim_selector = bench\n  dkim_private_key = %s\n  dkim_canon = relaxed\n", dkimKey)
+		dkim = fmt.Sprintf("  dkim_domain = bench.test\n  dkim_selector = bench\n  dkim_private_key = %s\n  dkim_canon = relaxed\n  dkim_strict = true\n", dkimKey)
 	}
 	return fmt.Sprintf(`exim_path = %[2]s
 keep_environment = LD_LIBRARY_PATH
@@ -249,8 +249,19 @@ func startOpenSMTPD(ctx context.Context, o MTAOptions) (MTA, error) {
 	if err := os.MkdirAll(spool, 0o711); err != nil {
 		return nil, fmt.Errorf("opensmtpd: %w", err)
 	}
-	if err := os.MkdirAll("/var/spool/smtpd", 0o711); err != nil {
-		return nil, fmt.Errorf("opensmtpd: mount point: %w", err)
+	// Mount points for its compiled-in paths (empty directories; the
+	// private ones are bound over them inside the namespace only).
+	for _, d := range []string{"/var/spool/smtpd", "/var/lib/opensmtpd/empty", "/usr/libexec/opensmtpd"} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("opensmtpd: mount point: %w", err)
+		}
+	}
+	run := filepath.Join(dir, "run")
+	empty := filepath.Join(dir, "empty")
+	for _, d := range []string{run, empty} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("opensmtpd: %w", err)
+		}
 	}
 	port, err := FreePort()
 	if err != nil {
@@ -264,11 +275,12 @@ func startOpenSMTPD(ctx context.Context, o MTAOptions) (MTA, error) {
 	script := `set -e
 mount --make-rprivate /
 mount --bind "$SPOOL" /var/spool/smtpd
-[ -d /usr/libexec/opensmtpd ] || mkdir -p /usr/libexec/opensmtpd
+mount --bind "$EMPTY" /var/lib/opensmtpd/empty
+mount --bind "$RUN" /var/run
 mount --bind "$ROOT/usr/libexec/opensmtpd" /usr/libexec/opensmtpd
 exec "$ROOT/usr/sbin/smtpd" -d -f "$CFG"`
 	cmd := o.Group.Command("unshare", "--mount", "/bin/sh", "-c", script)
-	cmd.Env = append(cmd.Env, "SPOOL="+spool, "ROOT="+root, "CFG="+cfgPath, peerLibEnv(o))
+	cmd.Env = append(cmd.Env, "SPOOL="+spool, "EMPTY="+empty, "RUN="+run, "ROOT="+root, "CFG="+cfgPath, peerLibEnv(o))
 	logPath := filepath.Join(dir, "smtpd.log")
 	m, err := startProc(ctx, o, cmd, fmt.Sprintf("127.0.0.1:%d", port), logPath)
 	if err != nil {
@@ -292,22 +304,16 @@ exec "$ROOT/usr/sbin/smtpd" -d -f "$CFG"`
 // others.
 func HarakaConfig(port, sinkPort, concurrency int) map[string]string {
 	return map[string]string{
-		"smtp.ini":                fmt.Sprintf("[main]\nlisten=127.0.0.1:%d\nnodes=0\n", port),
-		"me":                      "haraka.bench.local\n",
-		"plugins":                 "relay\n",
-		"relay.ini":               "[relay]\nacl=true\nforce_routing=true\ndest_domains=false\n",
-		"relay_acl_allow":         "127.0.0.0/8\n",
-		"relay_dest_domains.ini":  fmt.Sprintf("[domains]\nany = { \"action\": \"accept\", \"nexthop\": \"127.0.0.1:%d\" }\n", sinkPort),
-		"outbound.ini":            fmt.Sprintf("concurrency_max=%d\nenable_tls=false\n", concurrency),
-		"log.ini":                 "[main]\nlevel=info\ntimestamps=false\n",
-		"connection.ini":          "[haproxy]\nhosts=\n",
-		"internalcmd_key":         "bench\n",
-		"databytes":               "67108864\n",
-		"smtp_forward.ini":        "",
-		"host_list":               "",
-		"tls.ini":                 "",
-		"delay_deny.ini":          "",
-		"outbound.bounce_message": "",
+		"smtp.ini":               fmt.Sprintf("[main]\nlisten=127.0.0.1:%d\nnodes=0\n", port),
+		"me":                     "haraka.bench.local\n",
+		"plugins":                "relay\n",
+		"relay.ini":              "[relay]\nacl=true\nforce_routing=true\ndest_domains=false\n",
+		"relay_acl_allow":        "127.0.0.0/8\n",
+		"relay_dest_domains.ini": fmt.Sprintf("[domains]\nany = { \"action\": \"accept\", \"nexthop\": \"127.0.0.1:%d\" }\n", sinkPort),
+		"outbound.ini":           fmt.Sprintf("concurrency_max=%d\nenable_tls=false\n", concurrency),
+		"log.ini":                "[main]\nlevel=notice\ntimestamps=false\n",
+		"internalcmd_key":        "bench\n",
+		"databytes":              "67108864\n",
 	}
 }
 
@@ -323,6 +329,25 @@ func startHaraka(ctx context.Context, o MTAOptions) (MTA, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
+	}
+	// Haraka reads its defaults (connection.ini's greeting, ...) from the
+	// instance's config dir: start from the shipped files, then override.
+	shipped := filepath.Join(o.HarakaDir, "node_modules", "Haraka", "config")
+	ents, err := os.ReadDir(shipped)
+	if err != nil {
+		return nil, fmt.Errorf("haraka: %w", err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(shipped, e.Name()))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(cfgDir, e.Name()), b, 0o644)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("haraka: %w", err)
+		}
 	}
 	for name, body := range HarakaConfig(port, o.SinkPort, max(o.Sessions, 1)) {
 		if body == "" {
@@ -352,13 +377,95 @@ func startHaraka(ctx context.Context, o MTAOptions) (MTA, error) {
 
 // ---- chasquid ----
 
+// ChasquidConfig renders chasquid.conf for a private instance.
+func ChasquidConfig(dir string, smtpPort, subPort, tlsPort int) string {
+	return fmt.Sprintf(`hostname: "chasquid.bench.local"
+smtp_address: "127.0.0.1:%d"
+submission_address: "127.0.0.1:%d"
+submission_over_tls_address: "127.0.0.1:%d"
+data_dir: "%s/data"
+mail_log_path: "%s/mail.log"
+`, smtpPort, subPort, tlsPort, dir, dir)
+}
+
 // startChasquid runs chasquid with a private config dir: bench.test is a
 // local domain with one user (the load generator authenticates as it on
 // the submission port, over STARTTLS with a throw-away certificate, since
 // chasquid relays only for authenticated users), and outgoing SMTP goes
-// to the sink's port (chasquid's --testing__outgoing_smtp_port), the
-// recipients' domain resolving to 127.0.0.1 through a hosts file in a
-// private mount namespace.
+// to the sink's port (chasquid's -testing__outgoing_smtp_port). chasquid
+// looks up the recipients' MX: it runs in a private mount namespace whose
+// /etc/resolv.conf points at a DNS server of the harness on 127.0.0.1:53
+// (MX of every name: mx.sink.test) and whose /etc/hosts maps mx.sink.test
+// to 127.0.0.1.
 func startChasquid(ctx context.Context, o MTAOptions) (MTA, error) {
-	return nil, fmt.Errorf("chasquid: not wired yet")
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("chasquid: %w", err)
+	}
+	dnsSrv, err := startMXServer("127.0.0.1:53", "mx.sink.test.")
+	if err != nil {
+		return nil, fmt.Errorf("chasquid: resolver for its MX lookups: %w", err)
+	}
+	cfg := filepath.Join(dir, "config")
+	for _, d := range []string{filepath.Join(cfg, "certs", "chasquid.bench.local"), filepath.Join(cfg, "domains", "bench.test"), filepath.Join(dir, "data")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			dnsSrv.close()
+			return nil, fmt.Errorf("chasquid: %w", err)
+		}
+	}
+	if err := writeSelfSigned(filepath.Join(cfg, "certs", "chasquid.bench.local"), "chasquid.bench.local"); err != nil {
+		dnsSrv.close()
+		return nil, fmt.Errorf("chasquid: %w", err)
+	}
+	var ports [3]int
+	for i := range ports {
+		if ports[i], err = FreePort(); err != nil {
+			dnsSrv.close()
+			return nil, err
+		}
+	}
+	files := map[string]string{
+		filepath.Join(cfg, "chasquid.conf"): ChasquidConfig(dir, ports[0], ports[1], ports[2]),
+		filepath.Join(dir, "hosts"):         "127.0.0.1 localhost mx.sink.test\n",
+		filepath.Join(dir, "resolv.conf"):   "nameserver 127.0.0.1\n",
+	}
+	for p, b := range files {
+		if err := os.WriteFile(p, []byte(b), 0o644); err != nil {
+			dnsSrv.close()
+			return nil, fmt.Errorf("chasquid: %w", err)
+		}
+	}
+	root := filepath.Join(o.PeerRoot, "root")
+	c := Contenders()[ContChasquid]
+	if out, err := exec.CommandContext(ctx, filepath.Join(root, "usr/bin/chasquid-util"), "-C="+cfg, "user-add", c.AuthUser, "--password="+c.AuthPass).CombinedOutput(); err != nil {
+		dnsSrv.close()
+		return nil, fmt.Errorf("chasquid-util user-add: %w: %s", err, out)
+	}
+	script := `set -e
+mount --make-rprivate /
+mount --bind "$DIR/hosts" /etc/hosts
+mount --bind "$DIR/resolv.conf" /etc/resolv.conf
+exec "$ROOT/usr/bin/chasquid" -config_dir "$DIR/config" -testing__outgoing_smtp_port "$SINKPORT" -logfile "$DIR/chasquid.log"`
+	cmd := o.Group.Command("unshare", "--mount", "/bin/sh", "-c", script)
+	cmd.Env = append(cmd.Env, "DIR="+dir, "ROOT="+root, "SINKPORT="+strconv.Itoa(o.SinkPort))
+	m, err := startProc(ctx, o, cmd, fmt.Sprintf("127.0.0.1:%d", ports[1]), filepath.Join(dir, "chasquid.out"))
+	if err != nil {
+		dnsSrv.close()
+		return nil, fmt.Errorf("chasquid: %w", err)
+	}
+	m.queued = func(context.Context) (int, error) { return CountFiles(filepath.Join(dir, "data", "queue")) }
+	m.delivered = func(context.Context) (int64, error) {
+		return CountLogLines(filepath.Join(dir, "mail.log"), " sent")
+	}
+	return &chasquidMTA{procMTA: m, dns: dnsSrv}, nil
+}
+
+type chasquidMTA struct {
+	*procMTA
+	dns *mxServer
+}
+
+func (m *chasquidMTA) Stop() {
+	m.procMTA.Stop()
+	m.dns.close()
 }

@@ -279,7 +279,7 @@ func RunSMTPSource(ctx context.Context, o SourceOptions) (time.Duration, error) 
 	args := SourceArgs(o)
 	cmd := exec.CommandContext(ctx, "smtp-source", args...)
 	if o.Group != nil {
-		cmd = o.Group.Command("smtp-source", args...)
+		cmd = o.Group.CommandContext(ctx, "smtp-source", args...)
 	}
 	start := time.Now()
 	out, err := cmd.CombinedOutput()

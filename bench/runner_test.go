@@ -147,8 +147,13 @@ func TestRunnerLines(t *testing.T) {
 			t.Errorf("%s skipped = %q", l.Scenario, v)
 		}
 	}
-	if got := strings.Count(out.String(), "\n"); got != len(want) {
-		t.Errorf("printed %d lines", got)
+	// One key=value line per scenario, then the table (its rows: the
+	// pipelined noop row, the skipped Petrel row).
+	if got := strings.Count(out.String(), "\nscenario=") + 1; got != len(want) || !strings.HasPrefix(out.String(), "scenario=") {
+		t.Errorf("printed %d result lines:\n%s", got, out.String())
+	}
+	if !strings.Contains(out.String(), "\npipelined  ") || !strings.Contains(out.String(), "skipped: no_petreld_binary") {
+		t.Errorf("table lacks the pipelined rows:\n%s", out.String())
 	}
 }
 

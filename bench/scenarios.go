@@ -157,6 +157,9 @@ func (r *Runner) Run(ctx context.Context, names []string) ([]*Line, error) {
 	if r.PeerRoot == "" {
 		r.PeerRoot = DefaultPeerRoot()
 	}
+	if r.Instructions == "" {
+		_, r.Instructions = PerfInstructions(ctx)
+	}
 	conts := r.P.Contenders
 	if len(conts) == 0 {
 		conts = AllContenders
@@ -177,7 +180,7 @@ func (r *Runner) Run(ctx context.Context, names []string) ([]*Line, error) {
 		for _, cs := range stats {
 			r.emit(r.contLine(sc.name, cs))
 		}
-		r.addTableRows(sc.name, stats)
+		r.addTableRows(sc.name, stats, rounds)
 	}
 	if want(ScenarioReference) {
 		r.emit(r.reference(ctx))
@@ -450,7 +453,7 @@ func (r *Runner) interleaved(ctx context.Context, want func(string) bool) {
 		if skip != "" {
 			return skipped(name, skip)
 		}
-		l := NewLine(name)
+		l := NewLine(name).Set("load", "pipelined_persistent")
 		if len(rates) > 0 {
 			l.Set("msgs_per_s", Median(rates)).Set("runs", strings.Join(runs, "/"))
 		}
@@ -491,11 +494,64 @@ func (r *Runner) interleaved(ctx context.Context, want func(string) bool) {
 		}
 		return NewLine(name).Set("ratio", Median(ratios)).Set("rounds", strings.Join(s, "/"))
 	}
+	r.pipelinedRows(petrelSkip, pfSkip)
 	if want(ScenarioRatioPF) {
 		r.emit(ratioLine(ScenarioRatioPF, r.ratioPF, petrelSkip+pfSkip))
 	}
 	if want(ScenarioRatioNoop) {
 		r.emit(ratioLine(ScenarioRatioNoop, r.ratioNoop, petrelSkip))
+	}
+}
+
+// pipelinedRows adds the pipelined, persistent-connection load's rows to
+// the table.
+func (r *Runner) pipelinedRows(petrelSkip, pfSkip string) {
+	repro := func(sc string) string {
+		return fmt.Sprintf("petrel-bench run -scenarios %s -n %d -rounds %d", sc, r.P.N, r.P.Rounds)
+	}
+	row := func(name, sc, skip, dur string, rates, cpu, ratioPF, ratioNoop []float64) tableRow {
+		t := tableRow{load: "pipelined", name: name, n: fmt.Sprint(r.P.N), rate: "-", xpf: "-", xnoop: "-", cpu: "-", instr: r.instructionsNote(), p50: "-", p99: "-", rss: "-", dur: dur, dkim: "-", repro: repro(sc)}
+		switch {
+		case skip != "":
+			t.rate = "skipped: " + skip
+			return t
+		case len(rates) == 0:
+			t.rate = "failed"
+			return t
+		}
+		t.rate = fmt.Sprintf("%.0f", Median(rates))
+		if len(cpu) > 0 {
+			t.cpu = fmt.Sprintf("%.0f", Median(cpu))
+		}
+		if len(ratioPF) > 0 {
+			t.xpf = fmt.Sprintf("%.2f", Median(ratioPF))
+		}
+		if len(ratioNoop) > 0 {
+			t.xnoop = fmt.Sprintf("%.2f", Median(ratioNoop))
+		}
+		return t
+	}
+	cs := Contenders()
+	if len(r.noopRates) > 0 {
+		r.table = append(r.table, row(ContNoop, ScenarioNoop, "", cs[ContNoop].Durability, r.noopRates, nil, nil, nil))
+	}
+	if len(r.petrelRates) > 0 || petrelSkip != "" {
+		t := row(ContPetrel, ScenarioPetrel, petrelSkip, cs[ContPetrel].Durability, r.petrelRates, r.petrelCPU, r.ratioPF, r.ratioNoop)
+		if len(r.smtpLat) > 0 {
+			lat := Summarize(slices.Clone(r.smtpLat))
+			t.p50 = fmt.Sprintf("%.1f", float64(lat.P50)/float64(time.Millisecond))
+			t.p99 = fmt.Sprintf("%.1f", float64(lat.P99)/float64(time.Millisecond))
+			t.rss = fmt.Sprintf("%.0f", float64(r.peakRSS)/(1<<20))
+		}
+		r.table = append(r.table, t)
+	}
+	if len(r.postfixRates) > 0 || pfSkip != "" {
+		r.table = append(r.table, row(ContPostfix, ScenarioPostfix, pfSkip, cs[ContPostfix].Durability, r.postfixRates, r.postfixCPU, nil, nil))
+	}
+	if len(r.dkimRates) > 0 {
+		t := row(ContPetrelDKIM, ScenarioDKIM, "", cs[ContPetrelDKIM].Durability, r.dkimRates, r.dkimCPU, r.ratioDKIM, nil)
+		t.dkim = fmt.Sprintf("%d/%d", r.dkimPass, r.dkimMessages)
+		r.table = append(r.table, t)
 	}
 }
 
@@ -645,7 +701,7 @@ func NewDKIMSetup(dir string) (*DKIMSetup, error) {
 	}
 	return &DKIMSetup{
 		KeyPath: path,
-		TOML: fmt.Sprintf("[[sending.dkim]]\ndomain = \"bench.test\"\nselector = \"bench\"\nkey_file = %q\nalgorithm = \"rsa\"\n", path),
+		TOML:    fmt.Sprintf("[[sending.dkim]]\ndomain = \"bench.test\"\nselector = \"bench\"\nkey_file = %q\nalgorithm = \"rsa\"\n", path),
 		Records: map[string]string{
 			"bench._domainkey.bench.test": "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub),
 		},
@@ -764,12 +820,20 @@ func (r *Runner) queue1M(ctx context.Context) *Line {
 		l.Set("stop_error", err.Error())
 	}
 
+	return r.restartDelivery(ctx, l, dir, int64(r.P.QueueN))
+}
+
+// restartDelivery restarts petreld on dir (a queue of want recipients
+// nobody could deliver) towards a live sink, asks for a flush, and
+// reports readiness, first delivery after process start, the drain rate
+// over DrainLimit and the flush time.
+func (r *Runner) restartDelivery(ctx context.Context, l *Line, dir string, want int64) *Line {
 	sink, err := StartSink(SinkOptions{Logger: r.logger()})
 	if err != nil {
 		return l.Set("error", err.Error())
 	}
 	defer sink.Close()
-	p, err = StartPetreld(ctx, PetreldOptions{Binary: r.Petreld, Dir: dir, Relay: sink.Addr(), Logger: r.logger()})
+	p, err := StartPetreld(ctx, PetreldOptions{Binary: r.Petreld, Dir: dir, Relay: sink.Addr(), Logger: r.logger()})
 	if err != nil {
 		return l.Set("error", "restart: "+err.Error())
 	}
@@ -799,9 +863,9 @@ func (r *Runner) queue1M(ctx context.Context) *Line {
 	}
 	l.Set("first_delivery_s", first.First.Sub(p.Started).Seconds())
 	dctx, cancel := context.WithTimeout(ctx, r.P.DrainLimit)
-	st, _ := sink.WaitMessages(dctx, int64(r.P.QueueN))
+	st, _ := sink.WaitMessages(dctx, want)
 	cancel()
-	l.Set("drained", st.Messages).Set("drain_per_s", Rate(st.Messages, st.Last.Sub(st.First)))
+	l.Set("drained", st.Messages).Set("drained_rcpts", st.Recipients).Set("drain_per_s", Rate(st.Messages, st.Last.Sub(st.First)))
 	select {
 	case fr := <-flushed:
 		if fr.err != nil {
@@ -813,7 +877,7 @@ func (r *Runner) queue1M(ctx context.Context) *Line {
 	default:
 		l.Set("flush", "unfinished")
 	}
-	_, hwm, _ = p.Memory()
+	_, hwm, _ := p.Memory()
 	return l.Set("restart_peak_rss_mb", float64(hwm)/(1<<20))
 }
 

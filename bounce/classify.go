@@ -377,6 +377,81 @@ func (r *Rules) finish(f fact) Classification {
 	return c
 }
 
+// finishMemo classifies the recipients of one report naming many of them
+// (at least manyRecipients): their diagnostics are usually the same
+// reply with each one's own address in it, so the recipient's address is
+// taken out of the text it classifies (it is no evidence of the reason)
+// and the classification of an equal fact is reused. Its key is the fact
+// with the recipient's domain reduced to what the rules read of it: the
+// provider it names (Rules.provider), so the result is a function of it.
+type finishMemo struct {
+	r     *Rules
+	m     map[fact]Classification
+	facts map[string]textFacts
+	// providers caches the rhost rule name a recipient domain names.
+	providers map[string]string
+}
+
+// textFacts are what a text-only report's diagnostic says by itself.
+type textFacts struct {
+	status  string
+	code    int
+	command string
+}
+
+// textFacts returns get(text) for the lower-cased diagnostic text of
+// recipient rcpt: with a memo, of the text without the recipient's
+// address, once per distinct text.
+func (m *finishMemo) textFacts(text, rcpt string, get func(string) (string, int, string)) (string, int, string) {
+	if m == nil {
+		return get(text)
+	}
+	text = strings.ReplaceAll(text, strings.ToLower(rcpt), "")
+	tf, ok := m.facts[text]
+	if !ok {
+		tf.status, tf.code, tf.command = get(text)
+		m.facts[text] = tf
+	}
+	return tf.status, tf.code, tf.command
+}
+
+// newFinishMemo returns a memo for a report about n recipients, or nil
+// (finish each one on its own) for fewer than manyRecipients.
+func (r *Rules) newFinishMemo(n int) *finishMemo {
+	if n < manyRecipients {
+		return nil
+	}
+	return &finishMemo{r: r, m: map[fact]Classification{}, facts: map[string]textFacts{}, providers: map[string]string{}}
+}
+
+// finish is r.finish(f) for recipient rcpt, memoised when m is not nil.
+func (m *finishMemo) finish(r *Rules, f fact, rcpt string) Classification {
+	if m == nil {
+		return r.finish(f)
+	}
+	if rcpt != "" {
+		f.text = strings.ReplaceAll(f.text, strings.ToLower(rcpt), "")
+	}
+	key := f
+	p, ok := m.providers[f.domain]
+	if !ok {
+		for _, rh := range r.rhosts {
+			if hostMatches(f.domain, rh.Hosts, true) {
+				p = rh.Name
+				break
+			}
+		}
+		m.providers[f.domain] = p
+	}
+	key.domain = p
+	if c, ok := m.m[key]; ok {
+		return c
+	}
+	c := r.finish(f)
+	m.m[key] = c
+	return c
+}
+
 // specificStatus reports whether s is a status code that names a cause
 // (none of its parts after the class is 0, as in 5.1.1 but not 5.7.0).
 func specificStatus(s string) bool {

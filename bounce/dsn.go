@@ -205,6 +205,9 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 	for _, rec := range recs {
 		addrs = append(addrs, firstNonEmpty(rec.final, rec.original))
 	}
+	doc.useRecipients(addrs)
+	memo := r.newFinishMemo(len(addrs))
+	delay := -1 // isDelayNotice of the report, computed once when needed
 	for i, rec := range recs {
 		rcpt := addrs[i]
 		if rcpt == "" || !strings.Contains(rcpt, "@") && rec.original != "" {
@@ -248,7 +251,13 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			hint:     r.category[rec.category],
 		}
 		f.code = findReply(diag)
-		f.delay = rec.action == "" && isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
+		if rec.action == "" && delay < 0 {
+			delay = 0
+			if isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)]) {
+				delay = 1
+			}
+		}
+		f.delay = rec.action == "" && delay == 1
 		f.command = commandFor(diag, doc, rcpt)
 		if f.command == "" {
 			// The human-readable part often says more than the
@@ -264,7 +273,7 @@ func (r *Rules) parseDSN(rep *Report, h mail.Header, part, errText []byte) {
 			// it names a definite cause (4.4.5 system full, ...).
 			f.status = rec.status
 		}
-		c := r.finish(f)
+		c := memo.finish(r, f, rcpt)
 		rep.Bounces = append(rep.Bounces, Bounce{
 			Recipient:  rcpt,
 			Reason:     c.Reason,
@@ -290,9 +299,34 @@ func firstNonEmpty(s ...string) string {
 	return ""
 }
 
-var reSpace = regexp.MustCompile(`\s+`)
-
-func squash(s string) string { return strings.TrimSpace(reSpace.ReplaceAllString(s, " ")) }
+// squash replaces each run of white space (regexp's \s: tab, newline,
+// form feed, carriage return, space) with one space and trims the ends,
+// in one pass.
+func squash(s string) string {
+	isWS := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; isWS(c) && (c != ' ' || i+1 < len(s) && isWS(s[i+1])) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return strings.TrimSpace(s)
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if !isWS(s[i]) {
+			b = append(b, s[i])
+			continue
+		}
+		b = append(b, ' ')
+		for i+1 < len(s) && isWS(s[i+1]) {
+			i++
+		}
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // errDoc is the human-readable text of a report with its ASCII-lower-cased
 // copy (same byte offsets), made once per report.
@@ -303,6 +337,120 @@ type errDoc struct {
 	scanned  bool
 	locs     [][]int
 	wholeCmd string
+	// For a report naming many recipients (useRecipients), built once so
+	// that finding each recipient costs a map lookup instead of a pass
+	// over the text: addrPos maps every whole address in lower (as
+	// indexAddr finds them) to its offsets in order, byLocal the
+	// recipients by their "local@" prefix (paragraphFor), oddRcpts those
+	// that are not plain local@domain.
+	addrPos  map[string][]int
+	byLocal  map[string][]string
+	oddRcpts []string
+	maxLocal int
+}
+
+// manyRecipients is the number of recipients from which a report's
+// errDoc indexes addresses (useRecipients).
+const manyRecipients = 8
+
+// useRecipients prepares d for a report about rcpts; with many of them it
+// indexes the text's addresses and the recipients, in one pass each.
+func (d *errDoc) useRecipients(rcpts []string) {
+	if len(rcpts) < manyRecipients {
+		return
+	}
+	d.byLocal = map[string][]string{}
+	for _, o := range rcpts {
+		at := strings.IndexByte(o, '@')
+		if !plainAddr(o) {
+			if o != "" {
+				d.oddRcpts = append(d.oddRcpts, o)
+			}
+			continue
+		}
+		d.byLocal[o[:at+1]] = append(d.byLocal[o[:at+1]], o)
+		d.maxLocal = max(d.maxLocal, at)
+	}
+	d.addrPos = map[string][]int{}
+	lower := d.lower
+	for at := 0; ; at++ {
+		k := strings.IndexByte(lower[at:], '@')
+		if k < 0 {
+			break
+		}
+		at += k
+		s, e := at, at+1
+		for s > 0 && isLocalByte(lower[s-1]) {
+			s--
+		}
+		for e < len(lower) && isDomainByte(lower[e]) {
+			e++
+		}
+		if s == at || e == at+1 {
+			continue
+		}
+		d.addrPos[lower[s:e]] = append(d.addrPos[lower[s:e]], s)
+		if lower[e-1] == '.' && e-1 > at+1 {
+			d.addrPos[lower[s:e-1]] = append(d.addrPos[lower[s:e-1]], s)
+		}
+	}
+}
+
+// plainAddr reports whether a is local@domain with one '@', local-part
+// bytes before it and domain bytes after it.
+func plainAddr(a string) bool {
+	at := strings.IndexByte(a, '@')
+	if at <= 0 || at == len(a)-1 {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if i < at && !isLocalByte(a[i]) || i > at && !isDomainByte(a[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// indexAddr is indexAddr(d.lower[from:], addr) + from (or -1), from the
+// address index when d has one.
+func (d *errDoc) indexAddr(addr string, from int) int {
+	if d.addrPos == nil || !plainAddr(addr) {
+		if i := indexAddr(d.lower[from:], addr); i >= 0 {
+			return from + i
+		}
+		return -1
+	}
+	pos := d.addrPos[addr]
+	if k, _ := slices.BinarySearch(pos, from); k < len(pos) {
+		return pos[k]
+	}
+	return -1
+}
+
+// startsWithOther reports whether line starts with one of the report's
+// recipients other than rcpt.
+func (d *errDoc) startsWithOther(line, rcpt string, others []string) bool {
+	if d.byLocal == nil {
+		for _, o := range others {
+			if o != rcpt && o != "" && strings.HasPrefix(line, o) {
+				return true
+			}
+		}
+		return false
+	}
+	if at := strings.IndexByte(line[:min(len(line), d.maxLocal+1)], '@'); at >= 0 {
+		for _, o := range d.byLocal[line[:at+1]] {
+			if o != rcpt && strings.HasPrefix(line, o) {
+				return true
+			}
+		}
+	}
+	for _, o := range d.oddRcpts {
+		if o != rcpt && strings.HasPrefix(line, o) {
+			return true
+		}
+	}
+	return false
 }
 
 // scan fills d's lazily computed fields.
@@ -311,7 +459,9 @@ func (d *errDoc) scan() {
 		return
 	}
 	d.scanned = true
-	d.locs = reTranscript.FindAllStringSubmatchIndex(d.text, -1)
+	if strings.Contains(d.text, ">>>") { // reTranscript needs it
+		d.locs = reTranscript.FindAllStringSubmatchIndex(d.text, -1)
+	}
 	if len(d.locs) == 0 {
 		d.wholeCmd = findCommand(d.text)
 	}
@@ -352,7 +502,7 @@ func paragraphFor(d *errDoc, rcpt string, others []string) string {
 		return ""
 	}
 	lower := d.lower
-	i := indexAddr(lower, rcpt)
+	i := d.indexAddr(rcpt, 0)
 	if i < 0 {
 		return ""
 	}
@@ -369,10 +519,8 @@ func paragraphFor(d *errDoc, rcpt string, others []string) string {
 			break
 		}
 		line := strings.TrimLeft(lower[ls:end], " \t<*-0123456789")
-		for _, o := range others {
-			if o != rcpt && o != "" && strings.HasPrefix(line, o) {
-				return d.text[start:ls]
-			}
+		if d.startsWithOther(line, rcpt, others) {
+			return d.text[start:ls]
 		}
 		i = ls
 		ls = strings.IndexByte(lower[i:end], '\n')
@@ -384,7 +532,7 @@ func paragraphFor(d *errDoc, rcpt string, others []string) string {
 // with the line naming rcpt, when it is short (one or two sentences).
 func leadParagraph(d *errDoc, rcpt string) string {
 	text, lower := d.text, d.lower
-	i := indexAddr(lower, rcpt)
+	i := d.indexAddr(rcpt, 0)
 	if i < 0 {
 		return ""
 	}
@@ -500,6 +648,9 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		delete(skip, strings.ToLower(m[1]+m[2]))
 	}
 	failedHeader := len(addrs) > 0
+	// Recipients past maxBounces are not reported, but their lines still
+	// end the paragraph of the one before (paragraphFor).
+	var extra []string
 	for _, loc := range findAddrIndex(text, 4*maxBounces) {
 		if failedHeader {
 			break
@@ -512,9 +663,10 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 			continue
 		}
 		seen[a] = true
-		addrs = append(addrs, a)
-		if len(addrs) >= maxBounces {
-			break
+		if len(addrs) < maxBounces {
+			addrs = append(addrs, a)
+		} else {
+			extra = append(extra, a)
 		}
 	}
 	if len(addrs) == 0 && rep.OriginalHeaders != nil {
@@ -530,11 +682,19 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		return
 	}
 	rep.Kind = KindDSN
+	doc.useRecipients(append(slices.Clip(addrs), extra...))
+	others := addrs
+	if len(extra) > 0 {
+		others = append(slices.Clip(addrs), extra...)
+	}
+	memo := r.newFinishMemo(len(addrs))
+	hint := r.hint(h)
+	delay := isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
 	for _, a := range addrs {
 		diag := text[:min(len(text), maxDiagText)]
 		if len(addrs) > 1 {
-			diag = paragraphFor(doc, a, addrs)
-		} else if p := paragraphFor(doc, a, addrs); fromDSN && p != "" {
+			diag = paragraphFor(doc, a, others)
+		} else if p := paragraphFor(doc, a, others); fromDSN && p != "" {
 			diag = p
 			if !hasWords(strings.ReplaceAll(asciiLower(p), a, "")) {
 				diag = "" // the address alone, as in a list of failed recipients
@@ -545,13 +705,16 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 		// A report without delivery-status fields is about a failure:
 		// success replies in a quoted transcript ("Out: 250 2.1.5 Ok")
 		// are not its status.
-		f.status = textFailureStatus(diag)
-		f.code = textFailureReply(diag)
-		f.command = commandFor(diag, doc, a)
-		f.hint = r.hint(h)
-		f.delay = isDelayNotice(rep.Subject, doc.lower[:min(len(doc.lower), maxDiagText)])
+		f.status, f.code, f.command = memo.textFacts(f.text, a, func(text string) (string, int, string) {
+			return textFailureStatus(text), textFailureReply(text), findCommand(text)
+		})
+		if f.command == "" {
+			f.command = commandFor(diag, doc, a)
+		}
+		f.hint = hint
+		f.delay = delay
 		f.domain = domainOf(a)
-		c := r.finish(f)
+		c := memo.finish(r, f, a)
 		rep.Bounces = append(rep.Bounces, Bounce{
 			Recipient:  a,
 			Reason:     c.Reason,
@@ -609,8 +772,8 @@ func commandFor(diag string, d *errDoc, rcpt string) string {
 	}
 	limit := len(text)
 	if rcpt != "" {
-		if i := indexAddr(d.lower[locs[0][0]:], rcpt); i >= 0 {
-			limit = locs[0][0] + i
+		if i := d.indexAddr(rcpt, locs[0][0]); i >= 0 {
+			limit = i
 		}
 	}
 	cmd := ""

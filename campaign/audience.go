@@ -21,6 +21,9 @@ type AudienceSource struct {
 	// ("marketing" when empty): marketing mail needs consent.
 	RequireConsent bool
 	ConsentPurpose string
+	// Keep, when set, limits the send to the contacts it keeps; the
+	// others pass (Recipient.Pass) before any consent lookup.
+	Keep func(c audience.Contact) bool
 }
 
 // Page implements Source.
@@ -37,6 +40,8 @@ func (a AudienceSource) Page(ctx context.Context, after int64, limit int) ([]Rec
 	for _, c := range cs {
 		r := Recipient{ID: c.ID, Email: c.Email, Name: c.Name, Values: contactValues(c)}
 		switch {
+		case a.Keep != nil && !a.Keep(c):
+			r.Pass = true
 		case c.Status != audience.Active:
 			r.Skip = string(c.Status)
 		case a.RequireConsent:

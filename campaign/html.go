@@ -151,7 +151,6 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 // saved but that mail clients or filters punish: scripts, embedded
 // objects, forms, event-handler attributes and javascript: links.
 func CheckHTML(src string) []string {
-	z := xhtml.NewTokenizer(strings.NewReader(src))
 	var warns []string
 	seen := map[string]bool{}
 	warn := func(s string) {
@@ -160,16 +159,8 @@ func CheckHTML(src string) []string {
 			warns = append(warns, s)
 		}
 	}
-	for {
-		tt := z.Next()
-		if tt == xhtml.ErrorToken {
-			return warns
-		}
-		if tt != xhtml.StartTagToken && tt != xhtml.SelfClosingTagToken {
-			continue
-		}
-		name, hasAttr := z.TagName()
-		switch atom.Lookup(name) {
+	eachTag(src, func(name string, attrs [][2]string) {
+		switch atom.Lookup([]byte(name)) {
 		case atom.Script:
 			warn("<script> is removed or blocked by every mail client")
 		case atom.Iframe, atom.Object, atom.Embed:
@@ -177,17 +168,40 @@ func CheckHTML(src string) []string {
 		case atom.Form:
 			warn("<form> does not work in most mail clients and raises spam scores")
 		}
-		for hasAttr {
-			var k, v []byte
-			k, v, hasAttr = z.TagAttr()
-			key := string(k)
+		for _, kv := range attrs {
+			key := kv[0]
 			if strings.HasPrefix(key, "on") {
 				warn(fmt.Sprintf("event handler attribute %s= is stripped by mail clients", key))
 			}
-			if (key == "href" || key == "src") && strings.HasPrefix(strings.ToLower(strings.TrimSpace(string(v))), "javascript:") {
+			if (key == "href" || key == "src") && strings.HasPrefix(strings.ToLower(strings.TrimSpace(kv[1])), "javascript:") {
 				warn("javascript: link")
 			}
 		}
+	})
+	return warns
+}
+
+// eachTag calls f with every start (or self-closing) tag of src, its
+// lower-case name and attributes.
+func eachTag(src string, f func(name string, attrs [][2]string)) {
+	z := xhtml.NewTokenizer(strings.NewReader(src))
+	var attrs [][2]string
+	for {
+		tt := z.Next()
+		if tt == xhtml.ErrorToken {
+			return
+		}
+		if tt != xhtml.StartTagToken && tt != xhtml.SelfClosingTagToken {
+			continue
+		}
+		name, hasAttr := z.TagName()
+		attrs = attrs[:0]
+		for hasAttr {
+			var k, v []byte
+			k, v, hasAttr = z.TagAttr()
+			attrs = append(attrs, [2]string{string(k), string(v)})
+		}
+		f(string(name), attrs)
 	}
 }
 

@@ -81,6 +81,8 @@ func (s *Service) List(ctx context.Context, o ListOptions) ([]Summary, string, e
 	}
 	defer rows.Close()
 	out := []Summary{}
+	var phased []int // A/B and per-contact time zone campaigns: progress in phases
+	var specs []Spec
 	for rows.Next() {
 		var raw, prog string
 		var created, sendAt, started, finished, updated int64
@@ -97,14 +99,26 @@ func (s *Service) List(ctx context.Context, o ListOptions) ([]Summary, string, e
 				return nil, "", fmt.Errorf("campaign: corrupt progress of %s: %w", sm.ID, err)
 			}
 		}
+		if sp.AB != nil || (sp.Schedule != nil && sp.Schedule.ContactTimeZone) {
+			phased = append(phased, len(out))
+		}
 		sm.Subject, sm.Audience, sm.Segment, sm.Stream = sp.Subject, sp.Audience, sp.Segment, sp.stream()
 		sm.Template, sm.TemplateVersion = sp.Template, sp.TemplateVersion
+		specs = append(specs, sp)
 		sm.Created = time.Unix(created, 0).UTC()
 		sm.Times = timesOf(sendAt, started, finished, updated)
 		out = append(out, sm)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("campaign: list: %w", err)
+	}
+	rows.Close()
+	for _, i := range phased {
+		st, _, err := s.progressOf(ctx, specs[i])
+		if err != nil {
+			return nil, "", err
+		}
+		out[i].Progress = st
 	}
 	next := ""
 	if len(out) > limit {

@@ -42,13 +42,9 @@ func (p *SQLProgress) arg(n int) string {
 
 // Load implements Progress; an unknown campaign starts at the beginning.
 func (p *SQLProgress) Load(ctx context.Context, campaign string) (State, error) {
-	var raw string
-	err := p.db.QueryRowContext(ctx, "SELECT state FROM campaign_progress WHERE campaign = "+p.arg(1), campaign).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return State{}, nil
-	}
-	if err != nil {
-		return State{}, fmt.Errorf("campaign: load progress: %w", err)
+	raw, err := p.LoadRaw(ctx, campaign)
+	if err != nil || raw == "" {
+		return State{}, err
 	}
 	var st State
 	if err := json.Unmarshal([]byte(raw), &st); err != nil {
@@ -63,10 +59,29 @@ func (p *SQLProgress) Save(ctx context.Context, campaign string, st State) error
 	if err != nil {
 		return err
 	}
-	_, err = p.db.ExecContext(ctx, "INSERT INTO campaign_progress (campaign, state) VALUES ("+p.arg(1)+", "+p.arg(2)+
-		") ON CONFLICT (campaign) DO UPDATE SET state = excluded.state", campaign, string(raw))
+	return p.SaveRaw(ctx, campaign, string(raw))
+}
+
+// LoadRaw returns the JSON stored under key ("" when none): the plans
+// of multi-pass sends live next to their cursors.
+func (p *SQLProgress) LoadRaw(ctx context.Context, key string) (string, error) {
+	var raw string
+	err := p.db.QueryRowContext(ctx, "SELECT state FROM campaign_progress WHERE campaign = "+p.arg(1), key).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
 	if err != nil {
-		return fmt.Errorf("campaign: save progress: %w", err)
+		return "", fmt.Errorf("campaign: load %s: %w", key, err)
+	}
+	return raw, nil
+}
+
+// SaveRaw stores raw under key.
+func (p *SQLProgress) SaveRaw(ctx context.Context, key, raw string) error {
+	_, err := p.db.ExecContext(ctx, "INSERT INTO campaign_progress (campaign, state) VALUES ("+p.arg(1)+", "+p.arg(2)+
+		") ON CONFLICT (campaign) DO UPDATE SET state = excluded.state", key, raw)
+	if err != nil {
+		return fmt.Errorf("campaign: save %s: %w", key, err)
 	}
 	return nil
 }

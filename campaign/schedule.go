@@ -18,6 +18,9 @@ import (
 type Schedule struct {
 	SendAt   string `json:"send_at"`
 	TimeZone string `json:"time_zone,omitempty"`
+	// ContactTimeZone sends at SendAt's wall time in each contact's own
+	// time zone (TimeZone for contacts without a valid one): tz.go.
+	ContactTimeZone bool `json:"contact_time_zone,omitempty"`
 }
 
 // scheduleError is a schedule that cannot be used (HTTP 400
@@ -63,6 +66,21 @@ func (sc Schedule) resolve(now time.Time) (time.Time, error) {
 	}
 	if at.Before(now.Add(-time.Minute)) {
 		return time.Time{}, &scheduleError{fmt.Sprintf("send_at %s is in the past", at.UTC().Format(time.RFC3339))}
+	}
+	if sc.ContactTimeZone {
+		wall, err := sc.wallClock()
+		if err != nil {
+			return time.Time{}, err
+		}
+		// The send starts when the first zone (UTC+14) reaches the wall
+		// time; each pass then waits for its own instant.
+		first := time.Date(wall.Year(), wall.Month(), wall.Day(), wall.Hour(), wall.Minute(), wall.Second(), 0, time.UTC).Add(-14 * time.Hour)
+		if first.Before(at) {
+			at = first
+		}
+		if at.Before(now) {
+			at = now
+		}
 	}
 	return at.UTC(), nil
 }

@@ -40,6 +40,9 @@ type Recipient struct {
 	// Skip, when not "", is why the contact is not mailed (unsubscribed,
 	// no_consent, erased, ...): counted, never sent.
 	Skip string
+	// Pass marks a contact another run of the campaign mails (the other
+	// phase of an A/B test): the cursor moves over it, nothing counts.
+	Pass bool
 }
 
 // Source pages through a campaign's recipients: up to limit with ID >
@@ -57,6 +60,8 @@ type State struct {
 	Sent    int64            `json:"sent"`
 	Skipped map[string]int64 `json:"skipped,omitempty"`
 	Done    bool             `json:"done"`
+	// Winner is an A/B test's chosen variant (in its <id>#ab record).
+	Winner string `json:"winner,omitempty"`
 }
 
 // Progress stores campaign states durably.
@@ -74,7 +79,17 @@ type Submitter interface {
 type Send struct {
 	// ID names the campaign (idempotency keys, X-Petrel-Campaign,
 	// events and stats).
-	ID       string
+	ID string
+	// ProgressKey is where the cursor is kept (default ID; the phases of
+	// an A/B test have their own).
+	ProgressKey string
+	// Tag, when set, replaces ID as the campaign name of the envelope
+	// and X-Petrel-Campaign (an A/B variant's stats), not in the
+	// idempotency key.
+	Tag string
+	// Variant, when set, picks the Send (template, sender, tag) each
+	// recipient gets.
+	Variant  func(r Recipient) *Send
 	Template *Compiled
 	From     *mail.Address
 	ReplyTo  *mail.Address
@@ -93,7 +108,18 @@ type Send struct {
 	// Run returns ErrStopped with the cursor saved after the last
 	// committed page.
 	Stop <-chan struct{}
+	// Guard, when set, is asked before every page; an error ends the
+	// send (Run returns it in a *GuardError), e.g. the sending domain
+	// no longer verified.
+	Guard func() error
 }
+
+// GuardError is a Send's Guard refusing the next page.
+type GuardError struct{ Err error }
+
+func (e *GuardError) Error() string { return "campaign paused: " + e.Err.Error() }
+
+func (e *GuardError) Unwrap() error { return e.Err }
 
 // Engine runs sends. It is safe for concurrent use by different
 // campaigns (one Run per campaign at a time).
@@ -142,7 +168,11 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 	if stream == "" {
 		stream = "marketing"
 	}
-	st, err := e.Progress.Load(ctx, s.ID)
+	key := s.ProgressKey
+	if key == "" {
+		key = s.ID
+	}
+	st, err := e.Progress.Load(ctx, key)
 	if err != nil {
 		return st, fmt.Errorf("campaign %s: load progress: %w", s.ID, err)
 	}
@@ -167,13 +197,18 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			return st, ErrStopped
 		default:
 		}
+		if s.Guard != nil {
+			if err := s.Guard(); err != nil {
+				return st, &GuardError{Err: err}
+			}
+		}
 		rs, err := src.Page(ctx, st.After, page)
 		if err != nil {
 			return st, fmt.Errorf("campaign %s: recipients after %d: %w", s.ID, st.After, err)
 		}
 		if len(rs) == 0 {
 			st.Done = true
-			if err := e.Progress.Save(ctx, s.ID, st); err != nil {
+			if err := e.Progress.Save(ctx, key, st); err != nil {
 				return st, fmt.Errorf("campaign %s: save progress: %w", s.ID, err)
 			}
 			log.Info("campaign sent", "campaign", s.ID, "sent", st.Sent, "skipped", st.Skipped)
@@ -190,18 +225,25 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 				return st, fmt.Errorf("campaign %s: source returned contact %d, not after %d", s.ID, r.ID, st.After)
 			}
 			next.After = r.ID
+			if r.Pass {
+				continue
+			}
 			if r.Skip != "" {
 				next.Skipped[r.Skip]++
 				continue
 			}
-			msg, err := s.build(r, stream, now())
+			rs := &s
+			if s.Variant != nil {
+				rs = s.Variant(r)
+			}
+			msg, err := rs.build(r, stream, now())
 			if err != nil {
 				next.Skipped["render_error"]++
 				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
 				continue
 			}
 			subs = append(subs, ingest.Submission{Envelope: ingest.Envelope{
-				From: s.From.Address, Rcpts: []string{r.Email}, Stream: stream, Campaign: s.ID, Source: "campaign",
+				From: rs.From.Address, Rcpts: []string{r.Email}, Stream: stream, Campaign: rs.tag(), Source: "campaign",
 				IdempotencyKey: IdempotencyKey(s.ID, r.ID), Trace: ingest.Trace{Helo: "campaign " + s.ID, With: "campaign"},
 			}, Body: msg})
 		}
@@ -222,7 +264,7 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 				}
 			}
 		}
-		if err := e.Progress.Save(ctx, s.ID, next); err != nil {
+		if err := e.Progress.Save(ctx, key, next); err != nil {
 			return st, fmt.Errorf("campaign %s: save progress: %w", s.ID, err)
 		}
 		st = next
@@ -235,6 +277,14 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			}
 		}
 	}
+}
+
+// tag is the campaign name on the envelope and in X-Petrel-Campaign.
+func (s *Send) tag() string {
+	if s.Tag != "" {
+		return s.Tag
+	}
+	return s.ID
 }
 
 // build renders the message for r.
@@ -257,7 +307,7 @@ func (s Send) message(r Recipient, rendered Rendered, now time.Time) ([]byte, er
 		From:  s.From,
 		To:    []*mail.Address{{Name: r.Name, Address: r.Email}},
 		Date:  now,
-		Extra: append([][2]string{{"X-Petrel-Campaign", s.ID}}, s.Extra...),
+		Extra: append([][2]string{{"X-Petrel-Campaign", s.tag()}}, s.Extra...),
 	}
 	if s.ReplyTo != nil {
 		env.ReplyTo = []*mail.Address{s.ReplyTo}

@@ -49,6 +49,8 @@ type Spec struct {
 	Rate          float64 `json:"rate,omitempty"`
 	// Schedule, when set at creation, schedules the campaign at once.
 	Schedule *Schedule `json:"schedule,omitempty"`
+	// AB, when set, tests variants on a sample first (ab.go).
+	AB *ABTest `json:"ab,omitempty"`
 }
 
 // Campaign statuses: draft → scheduled → sending ⇄ paused → sent, and
@@ -79,6 +81,10 @@ type Campaign struct {
 	Progress State     `json:"progress"`
 	Created  time.Time `json:"created"`
 	Times
+	// Check is the last pre-send check (nil before the first).
+	Check *CheckResult `json:"check,omitempty"`
+	// AB is an A/B campaign's phases and winner (Progress sums them).
+	AB *ABState `json:"ab,omitempty"`
 }
 
 // Times are a campaign's milestones (absent until reached).
@@ -167,6 +173,11 @@ type Options struct {
 	// Templates resolves Spec.Template (stored templates, pinned by
 	// version); nil refuses campaigns that name a template.
 	Templates *Templates
+	// Check configures the pre-send check.
+	Check CheckOptions
+	// Engagement gives a campaign tag's unique human opens and clicks
+	// (tracking's aggregates); A/B tests pick their winner with it.
+	Engagement func(campaign string) (uniqueOpens, uniqueClicks int64, err error)
 }
 
 // SetOptions sets o (before Start).
@@ -302,6 +313,23 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	if _, err := s.compile(ctx, sp); err != nil {
 		return Campaign{}, err
 	}
+	if sp.AB != nil && sp.Schedule != nil && sp.Schedule.ContactTimeZone {
+		return Campaign{}, &invalidError{errors.New("campaign: an A/B test cannot send in each contact's time zone")}
+	}
+	if sp.AB != nil {
+		if err := sp.AB.validate(); err != nil {
+			return Campaign{}, &invalidError{err}
+		}
+		for _, v := range sp.AB.Variants {
+			vsp := variantSpec(sp, v)
+			if _, err := mail.ParseAddress(vsp.From); err != nil {
+				return Campaign{}, &invalidError{fmt.Errorf("campaign: variant %s from %q: %w", v.Name, vsp.From, err)}
+			}
+			if _, err := s.compile(ctx, vsp); err != nil {
+				return Campaign{}, fmt.Errorf("variant %s: %w", v.Name, err)
+			}
+		}
+	}
 	var sendAt int64
 	status := StatusDraft
 	if sp.Schedule != nil {
@@ -337,10 +365,10 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 
 // Get returns a campaign with its progress.
 func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
-	var raw, status, errText string
+	var raw, status, errText, check string
 	var created, sendAt, started, finished, updated int64
-	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at FROM campaigns WHERE id = "+s.arg(1), id).
-		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated)
+	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at, check_result FROM campaigns WHERE id = "+s.arg(1), id).
+		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated, &check)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Campaign{}, ErrNotFound
 	}
@@ -351,7 +379,13 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	if err := json.Unmarshal([]byte(raw), &c.Spec); err != nil {
 		return Campaign{}, fmt.Errorf("campaign: corrupt spec of %s: %w", id, err)
 	}
-	if c.Progress, err = s.prog.Load(ctx, id); err != nil {
+	if check != "" {
+		c.Check = new(CheckResult)
+		if err := json.Unmarshal([]byte(check), c.Check); err != nil {
+			return Campaign{}, fmt.Errorf("campaign: corrupt check of %s: %w", id, err)
+		}
+	}
+	if c.Progress, c.AB, err = s.progressOf(ctx, c.Spec); err != nil {
 		return Campaign{}, err
 	}
 	return c, nil
@@ -413,6 +447,13 @@ func (s *Service) run(id string) {
 			if c, gerr := s.Get(ctx, id); gerr == nil && c.Status == StatusSending {
 				s.run(id)
 			}
+		case errors.As(err, new(*GuardError)):
+			// The sending domain dropped below what campaigns need: the
+			// send waits, paused with the reason, for the operator.
+			s.log.Warn("campaign paused", "campaign", id, "err", err)
+			if _, terr := s.transition(context.Background(), id, []string{StatusSending}, StatusPaused, err.Error(), nil); terr != nil {
+				s.log.Error("campaign status", "campaign", id, "err", terr)
+			}
 		case err == nil, ctx.Err() != nil:
 		default:
 			s.log.Error("campaign send failed", "campaign", id, "err", err)
@@ -434,12 +475,24 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 		return err
 	}
 	send := s.sendOf(sp, tpl, stop)
+	if sd := s.opts.Check.SenderDomain; sd != nil {
+		domain := sp.From[strings.LastIndexByte(sp.From, '@')+1:]
+		send.Guard = func() error { return sd(domain) }
+	}
 	consent := send.Stream == "marketing"
 	if sp.RequireConsent != nil {
 		consent = *sp.RequireConsent
 	}
 	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, RequireConsent: consent}
-	st, err := s.engine.Run(ctx, send, src)
+	var st State
+	switch {
+	case sp.AB != nil:
+		st, err = s.runAB(ctx, sp, stop, send.Guard, src)
+	case sp.Schedule != nil && sp.Schedule.ContactTimeZone:
+		st, err = s.runTZ(ctx, sp, send, src)
+	default:
+		st, err = s.engine.Run(ctx, send, src)
+	}
 	if err != nil {
 		return err
 	}
@@ -448,6 +501,39 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 		return err
 	}
 	return nil
+}
+
+// progressOf is sp's progress: its cursor's state, or the sum of its
+// phases (A/B test, per-contact time zone passes).
+func (s *Service) progressOf(ctx context.Context, sp Spec) (State, *ABState, error) {
+	switch {
+	case sp.AB != nil:
+		ab, err := s.abState(ctx, sp.ID)
+		if err != nil {
+			return State{}, nil, err
+		}
+		return ab.sum(), &ab, nil
+	case sp.Schedule != nil && sp.Schedule.ContactTimeZone:
+		plan, err := s.loadTZPlan(ctx, sp.ID)
+		if err != nil {
+			return State{}, nil, err
+		}
+		sum := State{Skipped: map[string]int64{}, Done: plan != nil}
+		for i := range plan {
+			st, err := s.prog.Load(ctx, tzKey(sp.ID, i))
+			if err != nil {
+				return State{}, nil, err
+			}
+			sum.Sent += st.Sent
+			sum.Done = sum.Done && st.Done
+			for k, v := range st.Skipped {
+				sum.Skipped[k] += v
+			}
+		}
+		return sum, nil, nil
+	}
+	st, err := s.prog.Load(ctx, sp.ID)
+	return st, nil, err
 }
 
 // sendOf is the engine's Send of sp with template tpl.

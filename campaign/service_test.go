@@ -25,6 +25,29 @@ type svcEnv struct {
 	tpls *Templates
 	aid  int64
 	dsn  string
+	// svcCtx is a lifetime for Start that restart can end; stopSvc
+	// ends it.
+	svcCtx  context.Context
+	stopSvc context.CancelFunc
+	opts    Options
+}
+
+// restart stops the service (its sends end between pages) and starts a
+// new one on the same database and queue, as a restarted petreld would.
+func (e *svcEnv) restart(t *testing.T) {
+	t.Helper()
+	e.stopSvc()
+	e.svc.Wait()
+	ctx, cancel := context.WithCancel(e.ctx)
+	svc, err := NewService(ctx, e.aud, e.sub, e.svc.unsub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.SetOptions(e.opts)
+	e.svc, e.svcCtx, e.stopSvc = svc, ctx, cancel
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // eachBackend runs f once on SQLite and once on PostgreSQL, each with an
@@ -78,7 +101,9 @@ func newSvcEnv(t *testing.T, dir, dsn string) *svcEnv {
 	if e.tpls, err = NewTemplates(ctx, e.aud.DB(), e.aud.Postgres()); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.SetOptions(Options{Templates: e.tpls})
+	e.opts = Options{Templates: e.tpls}
+	e.svc.SetOptions(e.opts)
+	e.svcCtx, e.stopSvc = context.WithCancel(ctx)
 	t.Cleanup(func() {
 		cancel()
 		e.svc.Wait()

@@ -45,7 +45,10 @@ type Config struct {
 	Shaping   ShapingConfig  `toml:"shaping"`
 	Sending   SendingConfig  `toml:"sending"`
 	Verify    VerifyConfig   `toml:"verify"`
-	ESP       ESPConfig      `toml:"esp"`
+	// Reputation is blocklist monitoring (config/reputation.go).
+	Reputation ReputationConfig `toml:"reputation"`
+	ESP        ESPConfig        `toml:"esp"`
+	Tracking   TrackingConfig   `toml:"tracking"`
 }
 
 // LogConfig selects the log format and level.
@@ -137,6 +140,7 @@ func Default() *Config {
 		Shaping:             defaultShaping(),
 		Sending:             defaultSending(),
 		Verify:              defaultVerify(),
+		Reputation:          defaultReputation(),
 		ESP:                 defaultESP(),
 	}
 }
@@ -268,11 +272,17 @@ func (c *Config) Validate() error {
 	if err := c.Sending.validate(); err != nil {
 		return fmt.Errorf("sending: %w", err)
 	}
+	if err := c.Reputation.validate(); err != nil {
+		return err
+	}
 	if err := c.Verify.validate(); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	if err := c.ESP.validate(); err != nil {
 		return fmt.Errorf("esp: %w", err)
+	}
+	if err := c.Tracking.validate(); err != nil {
+		return fmt.Errorf("tracking: %w", err)
 	}
 	return nil
 }

@@ -360,6 +360,29 @@ func (r *Resolver) LookupIP(ctx context.Context, host string) ([]netip.Addr, err
 	return nil, fmt.Errorf("%s has no A/AAAA records: %w", name, ErrNoMailHost)
 }
 
+// LookupA returns name's IPv4 addresses only (DNS blocklist queries:
+// one A query, no AAAA). NXDOMAIN wraps ErrNoSuchDomain; a name with no
+// A records returns (nil, nil).
+func (r *Resolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
+	fq, err := toASCII(name)
+	if err != nil {
+		return nil, err
+	}
+	rrs, err := r.query(ctx, fq, mdns.TypeA)
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	for _, rr := range rrs {
+		if a, ok := rr.(*mdns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return ips, nil
+}
+
 // LookupTXT returns the TXT records of name, each record's strings
 // joined. A name without TXT records returns (nil, nil); NXDOMAIN wraps
 // ErrNoSuchDomain.

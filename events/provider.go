@@ -28,11 +28,18 @@ var providers = []struct{ suffix, name string }{
 	{"yandex.net", "yandex"},
 	{"yandex.ru", "yandex"},
 	{"zoho.com", "zoho"},
+	{"qq.com", "qq"}, // mx1.qq.com, mxbiz1.qq.com (Tencent Exmail); also foxmail.com mailboxes
+	{"foxmail.com", "qq"},
+	{"netease.com", "163"}, // 163mx01.mxmail.netease.com, 126mx00.mxmail.netease.com; NetEase mailbox domains below
+	{"163.com", "163"},
+	{"126.com", "163"},
+	{"yeah.net", "163"},
 }
 
 // Provider returns the mailbox provider label of an MX host name, or of
 // the recipient's domain when mx is empty: google, outlook, yahoo, apple,
-// proofpoint, mimecast, gmx, mailru, yandex, zoho or other.
+// proofpoint, mimecast, gmx, mailru, yandex, zoho, qq, 163 (NetEase) or
+// other.
 func Provider(mx, rcpt string) string {
 	host := strings.ToLower(strings.TrimSuffix(mx, "."))
 	if host == "" {

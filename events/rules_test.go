@@ -204,6 +204,12 @@ func TestProvider(t *testing.T) {
 		{"mta7.am0.yahoodns.net", "", "yahoo"},
 		{"mx01.mail.icloud.com", "", "apple"},
 		{"mx.notgoogle.com", "", "other"},
+		{"mxbiz1.qq.com", "boss@company.cn", "qq"},
+		{"", "someone@foxmail.com", "qq"},
+		{"163mx01.mxmail.netease.com.", "", "163"},
+		{"", "x@126.com", "163"},
+		{"", "x@yeah.net", "163"},
+		{"mx.notqq.com", "", "other"},
 		{"", "", "other"},
 	}
 	for _, tt := range tests {

@@ -196,6 +196,23 @@ func (e *Engine) CheckSender(_ context.Context, fromDomain string) error {
 	if want != domains.Usable && want != domains.Verified {
 		return nil
 	}
+	return e.SendingDomainReady(fromDomain, want)
+}
+
+// CampaignDomainStatus is the status a campaign's sending domain needs:
+// verified when require_domain_status says so, usable otherwise.
+func (e *Engine) CampaignDomainStatus() domains.Status {
+	if domains.Status(e.cfg.RequireDomainStatus) == domains.Verified {
+		return domains.Verified
+	}
+	return domains.Usable
+}
+
+// SendingDomainReady reports (nil) whether fromDomain, or its nearest
+// registered parent, is a registered sending domain whose cached status
+// is at least want; the *SenderError names the record that is missing.
+// It never touches DNS.
+func (e *Engine) SendingDomainReady(fromDomain string, want domains.Status) error {
 	d := strings.ToLower(strings.TrimSuffix(fromDomain, "."))
 	var res domains.Result
 	found := false

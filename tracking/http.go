@@ -35,6 +35,10 @@ type Engagement struct {
 	// Proxy names the image proxy that fetched an open for a person
 	// (Gmail, Yahoo): human, but IP and user agent are the proxy's.
 	Proxy string
+	// Provider and Stream come from the token: the recipient's mailbox
+	// provider and the message's stream (campaign type), for the stats.
+	Provider string `json:",omitempty"`
+	Stream   string `json:",omitempty"`
 }
 
 // Recorder receives engagements. Record must not block the request for
@@ -98,7 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := h.now()
 	if h.Recorder != nil {
 		e := Engagement{Kind: tok.Kind, Campaign: tok.Campaign, Message: tok.Message, Recipient: tok.Recipient, Link: tok.Link, URL: tok.URL,
-			Time: now, IP: clientIP(r), UserAgent: r.UserAgent()}
+			Provider: tok.Provider, Stream: tok.Stream, Time: now, IP: clientIP(r), UserAgent: r.UserAgent()}
 		Classify(&e, r.Method, tok.Sent)
 		// The engagement happened even if the client goes away now (a
 		// request context also ends when net/http sees the connection

@@ -15,7 +15,11 @@ package tracking
 //	u  kind, campaign 0x00 message 0x00 recipient     empty: first human open/click seen (unique)
 //	U  kind, campaign 0x00 message 0x00 recipient     empty: first open/click of any kind seen
 //	c  campaign 0x00 counter name [0x00 hour BE]      varint sum (merge operator)
-//	k  cursor name                                   last seq a consumer handled
+//	d  campaign 0x00 dim 0x00 value 0x00 counter      varint sum: per campaign and provider / type
+//	t  dim 0x00 value 0x00 counter                    varint sum: per provider / type, all campaigns
+//	m  event type 0x00 message 0x00 recipient [0x00 attempt]  empty: delivery event counted (dims.go)
+//	k  cursor name                                   last seq a consumer handled (the event
+//	                                                 log's cursor "events:delivery" is its Seq string)
 
 import (
 	"context"
@@ -241,13 +245,14 @@ func (l *Log) apply(b *pebble.Batch, e Engagement) error {
 		return err
 	}
 	hour := uint64(e.Time.Unix() / 3600)
+	dims := engagementDims(e)
 	inc := func(name string) error {
 		for _, k := range [][]byte{counterKey(e.Campaign, name, 0, false), counterKey(e.Campaign, name, hour, true)} {
 			if err := b.Merge(k, binary.AppendVarint(nil, 1), nil); err != nil {
 				return err
 			}
 		}
-		return nil
+		return incDims(b, dims, e.Campaign, name)
 	}
 	// first reports whether the marker key is new, setting it.
 	first := func(prefix byte) (bool, error) {

@@ -9,22 +9,19 @@ import (
 	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
-// CampaignReport is a campaign's engagement as the stats API answers it:
-// the aggregates of the engagement log (never a scan of events), human
-// and machine activity apart, and the click-to-open rate over humans.
+// CampaignReport is a campaign's stats as the API answers them: delivery
+// outcomes counted from the event log and engagement from the engagement
+// log's aggregates (never a scan of events), human and machine activity
+// apart, rates over humans only.
 type CampaignReport struct {
-	Campaign        string           `json:"campaign"`
-	Opens           int64            `json:"opens"`
-	UniqueOpens     int64            `json:"unique_opens"`
-	MachineOpens    int64            `json:"machine_opens"`
-	ProxyOpens      int64            `json:"proxy_opens"`
-	Clicks          int64            `json:"clicks"`
-	UniqueClicks    int64            `json:"unique_clicks"`
-	MachineClicks   int64            `json:"machine_clicks"`
-	ClickToOpenRate float64          `json:"click_to_open_rate"`
-	ClicksPerLink   map[string]int64 `json:"clicks_per_link,omitempty"`
+	Campaign string `json:"campaign"`
+	Counts
+	ClicksPerLink map[string]int64 `json:"clicks_per_link,omitempty"`
 	// HourlyOpens are human opens per hour.
 	HourlyOpens []HourCount `json:"hourly_opens,omitempty"`
+	// By names the dimension of Breakdown (?by=provider or type).
+	By        string  `json:"by,omitempty"`
+	Breakdown []Slice `json:"breakdown,omitempty"`
 }
 
 // HourCount is one hour of a time series.
@@ -40,12 +37,7 @@ func (l *Log) Report(campaign string) (CampaignReport, error) {
 	if err != nil {
 		return CampaignReport{}, err
 	}
-	c := st.Counters
-	r := CampaignReport{Campaign: campaign, Opens: c[CntOpens], UniqueOpens: c[CntUniqueOpens], MachineOpens: c[CntOpensMachine],
-		ProxyOpens: c[CntOpensProxy], Clicks: c[CntClicks], UniqueClicks: c[CntUniqueClicks], MachineClicks: c[CntClicksMachine]}
-	if r.UniqueOpens > 0 {
-		r.ClickToOpenRate = float64(r.UniqueClicks) / float64(r.UniqueOpens)
-	}
+	r := CampaignReport{Campaign: campaign, Counts: countsOf(st.Counters)}
 	if len(st.Links) > 0 {
 		r.ClicksPerLink = map[string]int64{}
 		for i, n := range st.Links {
@@ -63,17 +55,51 @@ func (l *Log) Report(campaign string) (CampaignReport, error) {
 	return r, nil
 }
 
-// StatsHandler serves GET /api/v1/stats/campaigns/{campaign}: the
-// campaign's engagement report (mount it behind the API key).
+// DimReport is every campaign's counts split by one dimension.
+type DimReport struct {
+	By     string  `json:"by"`
+	Slices []Slice `json:"slices"`
+}
+
+// dimensionParam maps the API's ?by= values to dimensions.
+var dimensionParam = map[string]string{"provider": DimProvider, "type": DimType}
+
+// StatsHandler serves the stats API (mount it behind the API key):
+//
+//	GET /api/v1/stats/campaigns/{campaign}[?by=provider|type]   a campaign's report, optionally split
+//	GET /api/v1/stats/providers                                 all campaigns by mailbox provider
+//	GET /api/v1/stats/types                                     all campaigns by type (stream)
+//
+// An unknown ?by= is a 400.
 func (l *Log) StatsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/stats/campaigns/{campaign}", func(w http.ResponseWriter, r *http.Request) {
+		by := r.URL.Query().Get("by")
+		dimension, ok := dimensionParam[by]
+		if by != "" && !ok {
+			httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", "by: want provider or type")
+			return
+		}
 		rep, err := l.Report(r.PathValue("campaign"))
+		if err == nil && by != "" {
+			rep.By = by
+			rep.Breakdown, err = l.CampaignBy(rep.Campaign, dimension)
+		}
 		if err != nil {
 			httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
 			return
 		}
 		httpapi.WriteJSON(w, http.StatusOK, rep)
 	})
+	for by, dimension := range dimensionParam {
+		mux.HandleFunc("GET /api/v1/stats/"+by+"s", func(w http.ResponseWriter, r *http.Request) {
+			s, err := l.TotalsBy(dimension)
+			if err != nil {
+				httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+				return
+			}
+			httpapi.WriteJSON(w, http.StatusOK, DimReport{By: by, Slices: s})
+		})
+	}
 	return mux
 }

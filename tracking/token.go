@@ -39,14 +39,26 @@ type Token struct {
 	// open seconds after sending can be recognised as a scanner's without
 	// a lookup.
 	Sent int64
+	// Provider is the recipient's mailbox provider label (events.Provider
+	// of its MX host or domain: google, outlook, yahoo, apple, qq, 163,
+	// ..., other), so the stats split engagement by provider without a
+	// lookup; "" unknown.
+	Provider string
+	// Stream is the message's stream (marketing, transactional): the
+	// campaign type of the stats; "" unknown.
+	Stream string
 }
 
 // ErrBadToken is returned by Decode for a token that is malformed,
 // truncated or whose signature does not verify.
 var ErrBadToken = errors.New("tracking: bad token")
 
-// tokenVersion is the first byte of every encoded token.
-const tokenVersion = 1
+// tokenVersion is the first byte of every encoded token. Version 1
+// tokens (no provider and stream) still decode.
+const (
+	tokenVersion  = 2
+	tokenVersion1 = 1
+)
 
 // macSize is the truncated HMAC-SHA256 length (128 bits).
 const macSize = 16
@@ -55,6 +67,7 @@ const macSize = 16
 const (
 	maxTokenField = 128
 	maxURL        = 4096
+	maxLabel      = 64 // Provider, Stream
 )
 
 // Signer encodes and verifies tokens with an HMAC key. It is safe for
@@ -90,6 +103,9 @@ func (s *Signer) Encode(t Token) (string, error) {
 	if len(t.Campaign) > maxTokenField || len(t.Message) > maxTokenField || len(t.Recipient) > maxTokenField {
 		return "", fmt.Errorf("tracking: token campaign/message/recipient id longer than %d bytes", maxTokenField)
 	}
+	if len(t.Provider) > maxLabel || len(t.Stream) > maxLabel {
+		return "", fmt.Errorf("tracking: token provider/stream longer than %d bytes", maxLabel)
+	}
 	if len(t.URL) > maxURL {
 		return "", fmt.Errorf("tracking: link longer than %d bytes", maxURL)
 	}
@@ -103,7 +119,7 @@ func (s *Signer) Encode(t Token) (string, error) {
 	p = append(p, tokenVersion, byte(t.Kind))
 	p = binary.AppendUvarint(p, uint64(t.Link))
 	p = binary.AppendUvarint(p, uint64(max(t.Sent, 0)))
-	for _, f := range []string{t.Campaign, t.Message, t.Recipient, t.URL} {
+	for _, f := range []string{t.Campaign, t.Message, t.Recipient, t.URL, t.Provider, t.Stream} {
 		p = binary.AppendUvarint(p, uint64(len(f)))
 		p = append(p, f...)
 	}
@@ -114,7 +130,7 @@ func (s *Signer) Encode(t Token) (string, error) {
 // Decode verifies and parses a token. Any change to any byte, a
 // truncation or an extension gives ErrBadToken.
 func (s *Signer) Decode(str string) (Token, error) {
-	if len(str) > base64.RawURLEncoding.EncodedLen(2+3*maxTokenField+maxURL+6*binary.MaxVarintLen64+macSize) {
+	if len(str) > base64.RawURLEncoding.EncodedLen(2+3*maxTokenField+maxURL+2*maxLabel+8*binary.MaxVarintLen64+macSize) {
 		return Token{}, ErrBadToken
 	}
 	for i := 0; i < len(str); i++ { // the decoder would skip CR and LF
@@ -130,7 +146,7 @@ func (s *Signer) Decode(str string) (Token, error) {
 	if !hmac.Equal(sig, s.mac(body)) {
 		return Token{}, ErrBadToken
 	}
-	if body[0] != tokenVersion || (Kind(body[1]) != Open && Kind(body[1]) != Click) {
+	if body[0] != tokenVersion && body[0] != tokenVersion1 || (Kind(body[1]) != Open && Kind(body[1]) != Click) {
 		return Token{}, ErrBadToken
 	}
 	t := Token{Kind: Kind(body[1])}
@@ -145,8 +161,12 @@ func (s *Signer) Decode(str string) (Token, error) {
 		return Token{}, ErrBadToken
 	}
 	t.Sent, rest = int64(sent), rest[n:]
-	var fields [4]string
-	for i := range fields {
+	var fields [6]string
+	nf := len(fields)
+	if body[0] == tokenVersion1 {
+		nf = 4
+	}
+	for i := range nf {
 		l, n := binary.Uvarint(rest)
 		if n <= 0 || l > uint64(len(rest)-n) {
 			return Token{}, ErrBadToken
@@ -156,6 +176,6 @@ func (s *Signer) Decode(str string) (Token, error) {
 	if len(rest) != 0 {
 		return Token{}, ErrBadToken
 	}
-	t.Campaign, t.Message, t.Recipient, t.URL = fields[0], fields[1], fields[2], fields[3]
+	t.Campaign, t.Message, t.Recipient, t.URL, t.Provider, t.Stream = fields[0], fields[1], fields[2], fields[3], fields[4], fields[5]
 	return t, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +29,8 @@ func newSigner(t testing.TB, secret []byte) *Signer {
 
 func TestTokenRoundTripAndTamper(t *testing.T) {
 	s := newSigner(t, testSecret)
-	want := Token{Kind: Click, Campaign: "camp7", Message: "camp7:k42", Recipient: "contact-42", Link: 3, URL: "https://shop.test/p?a=1&b=2", Sent: 1764580000}
+	want := Token{Kind: Click, Campaign: "camp7", Message: "camp7:k42", Recipient: "contact-42", Link: 3, URL: "https://shop.test/p?a=1&b=2", Sent: 1764580000,
+		Provider: "google", Stream: "marketing"}
 	enc, err := s.Encode(want)
 	if err != nil {
 		t.Fatal(err)
@@ -270,4 +272,25 @@ func FuzzRewriteHTML(f *testing.F) {
 			t.Fatalf("no link rewritten but output changed:\n%q\n%q", src, out)
 		}
 	})
+}
+
+// TestTokenVersion1StillDecodes: a version-1 token (before provider and
+// stream were sealed) from mail already sent keeps working, with both
+// empty; a version-1 body with the extra fields does not verify as one.
+func TestTokenVersion1StillDecodes(t *testing.T) {
+	s := newSigner(t, testSecret)
+	p := []byte{tokenVersion1, byte(Open), 0}
+	p = binary.AppendUvarint(p, 1764580000)
+	for _, f := range []string{"camp7", "camp7:k42", "contact-42", ""} {
+		p = binary.AppendUvarint(p, uint64(len(f)))
+		p = append(p, f...)
+	}
+	got, err := s.Decode(base64.RawURLEncoding.EncodeToString(append(p, s.mac(p)...)))
+	if err != nil || got.Campaign != "camp7" || got.Recipient != "contact-42" || got.Provider != "" || got.Sent != 1764580000 {
+		t.Fatalf("v1 token: %+v %v", got, err)
+	}
+	p = append(p, 6, 'g', 'o', 'o', 'g', 'l', 'e', 0)
+	if _, err := s.Decode(base64.RawURLEncoding.EncodeToString(append(p, s.mac(p)...))); !errors.Is(err, ErrBadToken) {
+		t.Fatalf("v1 token with trailing fields: %v", err)
+	}
 }

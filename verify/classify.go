@@ -32,7 +32,7 @@ func replyVerdict(r reply) (Verdict, string) {
 	switch {
 	case !temporary && (c.Reason == "suspend" || strings.HasSuffix(r.Enhanced, ".2.1")):
 		return Undeliverable, RMailboxDisabled
-	case temporary && isServerCondition(r):
+	case temporary && isServerCondition(r), isTooManyRecipients(r):
 		return Unknown, RTemporaryFailure
 	case isFullInbox(r) || c.Reason == "mailboxfull" && (r.Enhanced == "" || strings.HasSuffix(r.Enhanced, ".0.0")):
 		return Risky, RMailboxFull
@@ -86,9 +86,15 @@ func isFullInbox(r reply) bool {
 
 // isTooManyRecipients reports the reply that ends a transaction's
 // recipients (RFC 5321 4.5.3.1.10, RFC 3463 X.5.3): the address was not
-// asked about, and the rest go in a new transaction.
+// asked about, and the rest go in a new transaction. RFC 5321 notes that
+// older servers answer it with 552, which clients treat as temporary: a
+// 552 X.5.3, or a 552 without an enhanced code that says so, is it too
+// (not a full mailbox).
 func isTooManyRecipients(r reply) bool {
-	return r.Code == 452 && (r.Enhanced == "4.5.3" || r.Enhanced == "" && strings.Contains(strings.ToLower(r.Text), "too many recipients"))
+	if r.Code != 452 && r.Code != 552 {
+		return false
+	}
+	return strings.HasSuffix(r.Enhanced, ".5.3") || r.Enhanced == "" && strings.Contains(strings.ToLower(r.Text), "too many recipients")
 }
 
 // isServerCondition reports a 4xx about the server or the network

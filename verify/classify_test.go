@@ -32,6 +32,10 @@ func TestReplyVerdict(t *testing.T) {
 		{reply{452, "4.4.5", "Insufficient system storage"}, Unknown, RTemporaryFailure},
 		{reply{452, "", "Mailbox full"}, Risky, RMailboxFull},
 		{reply{552, "", "Requested mail action aborted: exceeded storage allocation"}, Risky, RMailboxFull},
+		// RFC 5321 4.5.3.1.10: older servers say "too many recipients"
+		// with 552; it is still not the mailbox.
+		{reply{552, "", "Too many recipients"}, Unknown, RTemporaryFailure},
+		{reply{552, "5.5.3", "Too many recipients"}, Unknown, RTemporaryFailure},
 	}
 	for _, c := range cases {
 		v, reason := replyVerdict(c.r)

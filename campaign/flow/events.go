@@ -124,41 +124,34 @@ func (s *Service) PostEvent(ctx context.Context, ev CustomEvent) ([]int64, error
 	if _, _, err := audience.NormalizeEmail(ev.Contact); err != nil {
 		return nil, invalid("", "contact %q is not an email address", ev.Contact)
 	}
-	var auds []int64
+	if ev.Create && ev.Audience == 0 {
+		return nil, invalid("", "create needs an audience")
+	}
+	var only []int64
 	if ev.Audience != 0 {
-		auds = []int64{ev.Audience}
-	} else {
-		if ev.Create {
-			return nil, invalid("", "create needs an audience")
-		}
-		as, err := s.aud.Audiences(ctx)
+		only = []int64{ev.Audience}
+	}
+	ids, err := s.aud.ContactIDs(ctx, ev.Contact, only...)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 && ev.Create {
+		c, _, err := s.aud.UpsertContact(ctx, ev.Audience, audience.ContactInput{Email: ev.Contact})
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range as {
-			auds = append(auds, a.ID)
-		}
+		ids[ev.Audience] = c.ID
 	}
 	var found []*pendingEvent
-	for _, a := range auds {
-		c, err := s.aud.ContactByEmail(ctx, a, ev.Contact)
-		if audience.IsKind(err, audience.NotFound) && ev.Create {
-			c, _, err = s.aud.UpsertContact(ctx, a, audience.ContactInput{Email: ev.Contact})
-		}
-		if audience.IsKind(err, audience.NotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		found = append(found, &pendingEvent{aud: a, contact: c.ID, name: ev.Name, props: string(props), done: make(chan error, 1)})
+	for a, id := range ids {
+		found = append(found, &pendingEvent{aud: a, contact: id, name: ev.Name, props: string(props), done: make(chan error, 1)})
 	}
 	if len(found) == 0 {
 		return nil, ErrUnknownContact
 	}
-	ids := make([]int64, len(found))
+	out := make([]int64, len(found))
 	for i, e := range found {
-		ids[i] = e.contact
+		out[i] = e.contact
 		select {
 		case s.inbox.ch <- e:
 		case <-ctx.Done():
@@ -175,7 +168,7 @@ func (s *Service) PostEvent(ctx context.Context, ev CustomEvent) ([]int64, error
 			return nil, ctx.Err()
 		}
 	}
-	return ids, nil
+	return out, nil
 }
 
 // Scan evaluates date and not_opened triggers over their audiences now

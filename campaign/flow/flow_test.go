@@ -70,7 +70,7 @@ func (c *clock) advance(d time.Duration) { c.Add(d) }
 // fixture is a real ESP database (one backend), a real Pebble queue and
 // ingest's real entry point, with the shipped example flows applied.
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	aud  *audience.Store
 	tpl  *campaign.Templates
@@ -95,7 +95,9 @@ func eachBackend(t *testing.T, f func(t *testing.T, fx *fixture)) {
 	}
 }
 
-func newFixture(t *testing.T, dsn string, opts Options) *fixture {
+func newFixture(t *testing.T, dsn string, opts Options) *fixture { return newFixtureTB(t, dsn, opts) }
+
+func newFixtureTB(t testing.TB, dsn string, opts Options) *fixture {
 	ctx := context.Background()
 	// Tuesday 10:00 UTC: outside the examples' quiet hours.
 	clk := newClock(time.Date(2026, 3, 3, 10, 0, 0, 0, time.UTC))

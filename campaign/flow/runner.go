@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -122,11 +124,15 @@ type journalRow struct {
 
 // txn collects the writes of one commit.
 type txn struct {
-	s       *Service
-	tx      *sql.Tx
-	now     int64
-	journal []journalRow
-	timers  [][3]int64 // due, run, step
+	s        *Service
+	tx       *sql.Tx
+	now      int64
+	journal  []journalRow
+	timers   [][3]int64      // due, run, step
+	deleted  map[string]bool // flow id -> deleted, per page
+	contacts map[int64]*audience.Contact
+	consent  map[int64]bool // contact -> marketing grant, per page
+	moveStmt *sql.Stmt
 }
 
 func (t *txn) log(r journalRow) { t.journal = append(t.journal, r) }
@@ -257,7 +263,14 @@ func (t *txn) move(ctx context.Context, run int64, step int, state, waitEvent, r
 		state = stateDone
 		step = 0
 	}
-	_, err := t.tx.ExecContext(ctx, t.s.q(`UPDATE flow_runs SET step = ?, state = ?, wait_event = ?, reason = ?, updated = ? WHERE id = ?`), step, state, waitEvent, reason, t.now, run)
+	if t.moveStmt == nil {
+		st, err := t.tx.PrepareContext(ctx, t.s.q(`UPDATE flow_runs SET step = ?, state = ?, wait_event = ?, reason = ?, updated = ? WHERE id = ?`))
+		if err != nil {
+			return fmt.Errorf("flow: move run: %w", err)
+		}
+		t.moveStmt = st
+	}
+	_, err := t.moveStmt.ExecContext(ctx, step, state, waitEvent, reason, t.now, run)
 	if err != nil {
 		return fmt.Errorf("flow: move run: %w", err)
 	}
@@ -604,6 +617,26 @@ func (s *Service) processTimers(ctx context.Context) (int, error) {
 	// Plan first, without a transaction: steps write contacts (tags,
 	// fields) through audience, which takes the write lock itself.
 	t := &txn{s: s, now: now.Unix()}
+	byAud := map[int64][]int64{}
+	for _, d := range due {
+		byAud[d.aud] = append(byAud[d.aud], d.contact)
+	}
+	t.contacts = map[int64]*audience.Contact{}
+	t.consent = map[int64]bool{}
+	for aud, ids := range byAud {
+		cs, err := s.aud.ContactsByID(ctx, aud, ids)
+		if err != nil && !audience.IsKind(err, audience.NotFound) {
+			return 0, err
+		}
+		for i := range cs {
+			t.contacts[cs[i].ID] = &cs[i]
+		}
+		ok, err := s.aud.Consented(ctx, aud, ids, "marketing")
+		if err != nil {
+			return 0, err
+		}
+		maps.Copy(t.consent, ok)
+	}
 	var subs []ingest.Submission
 	var plans []*plan
 	planned := map[int64]int{} // contact -> sends planned in this page (frequency cap)
@@ -675,18 +708,24 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 	logStep := func(i int, kind, detail string) {
 		t.log(journalRow{run: d.run, flow: f.ID, version: f.Version, step: f.Steps[i].ID, contact: d.contact, email: p.contact.Email, kind: kind, detail: detail})
 	}
-	if gone, err := s.isDeleted(ctx, f.ID); err != nil {
-		return nil, err
-	} else if gone {
+	gone, known := t.deleted[f.ID]
+	if !known {
+		if gone, err = s.isDeleted(ctx, f.ID); err != nil {
+			return nil, err
+		}
+		if t.deleted == nil {
+			t.deleted = map[string]bool{}
+		}
+		t.deleted[f.ID] = gone
+	}
+	if gone {
 		return end("flow_deleted"), nil
 	}
-	c, err := s.aud.Contact(ctx, d.aud, d.contact)
-	if audience.IsKind(err, audience.NotFound) {
+	cp := t.contacts[d.contact]
+	if cp == nil {
 		return end("contact_deleted"), nil
 	}
-	if err != nil {
-		return nil, err
-	}
+	c := *cp
 	p.contact = c
 	i := d.step
 	if d.state == stateWaiting {
@@ -731,11 +770,7 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 				continue
 			}
 			if f.requireConsent() {
-				ok, err := s.aud.HasConsent(ctx, c.AudienceID, c.ID, "marketing")
-				if err != nil {
-					return nil, err
-				}
-				if !ok {
+				if !t.consent[c.ID] {
 					logStep(i, KindSkipped, "no_consent")
 					i = next
 					continue
@@ -783,13 +818,23 @@ func (s *Service) advance(ctx context.Context, t *txn, d *dueRun, now time.Time,
 			kind := KindTagged
 			if st.Type == StepUntag {
 				kind = KindUntagged
+				c.Tags = slices.DeleteFunc(slices.Clone(c.Tags), func(x string) bool { return x == st.Tag })
+			} else if !slices.Contains(c.Tags, st.Tag) {
+				c.Tags = append(slices.Clone(c.Tags), st.Tag)
 			}
+			*cp = c // later runs of this page see the change
 			logStep(i, kind, st.Tag)
 		case StepField:
 			if _, _, err := s.aud.UpsertContact(ctx, c.AudienceID, audience.ContactInput{Email: c.Email, Fields: map[string]any{st.Field: st.Value}}); err != nil {
 				logStep(i, KindSkipped, "field: "+err.Error())
 			} else {
 				logStep(i, KindField, st.Field)
+				c.Fields = maps.Clone(c.Fields)
+				if c.Fields == nil {
+					c.Fields = map[string]any{}
+				}
+				c.Fields[st.Field] = st.Value
+				*cp = c
 			}
 		case StepWebhook:
 			logStep(i, KindWebhook, s.webhook(ctx, f, st, d, c))
@@ -832,11 +877,7 @@ func (s *Service) capped(ctx context.Context, t *txn, c audience.Contact, now ti
 
 // message builds the submission of a send step for one run.
 func (s *Service) message(ctx context.Context, f *Flow, st *Step, d *dueRun, c audience.Contact, now time.Time) (ingest.Submission, error) {
-	tp, err := s.tpl.Get(ctx, st.Template, st.TemplateVersion)
-	if err != nil {
-		return ingest.Submission{}, err
-	}
-	comp, err := campaign.Compile(tp.Content, nil)
+	comp, err := s.compiled(ctx, st.Template, st.TemplateVersion)
 	if err != nil {
 		return ingest.Submission{}, err
 	}
@@ -864,6 +905,29 @@ func (s *Service) message(ctx context.Context, f *Flow, st *Step, d *dueRun, c a
 		From: f.From, Rcpts: []string{c.Email}, Stream: f.stream(), Campaign: "flow:" + f.ID, Source: "flow",
 		IdempotencyKey: IdempotencyKey(f.ID, d.run, st.ID), Trace: ingest.Trace{Helo: "flow " + f.ID, With: "flow"},
 	}, Body: msg}, nil
+}
+
+// compiled returns a template version compiled, cached (versions never
+// change).
+func (s *Service) compiled(ctx context.Context, call string, v int64) (*campaign.Compiled, error) {
+	key := fmt.Sprintf("tpl:%s@%d", call, v)
+	s.mu.Lock()
+	c := s.tpls[key]
+	s.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	tp, err := s.tpl.Get(ctx, call, v)
+	if err != nil {
+		return nil, err
+	}
+	if c, err = campaign.Compile(tp.Content, nil); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.tpls[key] = c
+	s.mu.Unlock()
+	return c, nil
 }
 
 // holds evaluates a condition for c.

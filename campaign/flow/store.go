@@ -56,7 +56,8 @@ type Service struct {
 	inbox *groupWriter
 
 	mu    sync.Mutex
-	cache map[string]*Flow // id@version (versions never change)
+	cache map[string]*Flow              // id@version (versions never change)
+	tpls  map[string]*campaign.Compiled // template call@version
 }
 
 // Errors of the store.
@@ -131,7 +132,7 @@ func New(ctx context.Context, aud *audience.Store, tpl *campaign.Templates, sub 
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{aud: aud, db: aud.DB(), pg: aud.Postgres(), tpl: tpl, sub: sub, unsub: unsub, opts: opts, log: opts.Logger,
-		wake: make(chan struct{}, 1), cache: map[string]*Flow{}}
+		wake: make(chan struct{}, 1), cache: map[string]*Flow{}, tpls: map[string]*campaign.Compiled{}}
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
@@ -224,6 +225,9 @@ func (s *Service) Check(ctx context.Context, f *Flow) error {
 	}
 	if _, err := mail.ParseAddress(f.From); err != nil {
 		return invalid("", "from %q: %v", f.From, err)
+	}
+	if f.stream() == "marketing" && (s.unsub == nil || s.unsub("marketing", f.From) == "") {
+		return invalid("", "marketing mail needs an unsubscribe link: set [sending] unsubscribe_url (or [bounce] domain for the mailto form)")
 	}
 	if f.AudienceName != "" {
 		as, err := s.aud.Audiences(ctx)

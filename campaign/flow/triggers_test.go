@@ -165,3 +165,62 @@ func TestFrequencyCap(t *testing.T) {
 		t.Fatalf("%d messages after the window", n)
 	}
 }
+
+// TestScanTriggers: a renewal-date trigger a week before the date (not
+// before 09:00 local time, once), and "did not open in 7 days" (an open
+// in the event log resets the idle stretch).
+func TestScanTriggers(t *testing.T) {
+	eachBackend(t, func(t *testing.T, fx *fixture) {
+		fx.svc.Delete(fx.ctx, "welcome")
+		for _, f := range []Flow{
+			{ID: "renewal", Trigger: Trigger{Type: TriggerDate, Field: "renewal", OffsetDays: -7, At: "09:00"}, Steps: []Step{{ID: "s", Type: StepSend, Template: "welcome-2"}}},
+			{ID: "winback", Trigger: Trigger{Type: TriggerNotOpened, Days: 7}, Steps: []Step{{ID: "s", Type: StepSend, Template: "welcome-3"}}},
+		} {
+			f.Audience, f.From = fx.news.ID, "a@shop.example"
+			if _, err := fx.svc.Save(fx.ctx, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Clock: 2026-03-03 10:00 UTC. Renewal on 2026-03-10 → due today
+		// after 09:00 local; in Honolulu (UTC-10) it is 00:00 now.
+		ada := fx.contact("ada@example.test")
+		if _, _, err := fx.aud.UpsertContact(fx.ctx, fx.news.ID, audience.ContactInput{Email: ada.Email, Fields: map[string]any{"renewal": "2026-03-10"}}); err != nil {
+			t.Fatal(err)
+		}
+		bob := fx.contact("bob@example.test")
+		if _, _, err := fx.aud.UpsertContact(fx.ctx, fx.news.ID, audience.ContactInput{Email: bob.Email, TimeZone: ptr("Pacific/Honolulu"), Fields: map[string]any{"renewal": "2026-03-10"}}); err != nil {
+			t.Fatal(err)
+		}
+		entered := func(flow string) int64 {
+			t.Helper()
+			st, err := fx.svc.Stats(fx.ctx, flow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st.Entered
+		}
+		fx.svc.Scan(fx.ctx)
+		fx.svc.Scan(fx.ctx)
+		if n := entered("renewal"); n != 1 {
+			t.Fatalf("renewal entered %d, want ada only", n)
+		}
+		fx.clk.Add(9 * time.Hour) // 09:00 in Honolulu, same local day
+		fx.svc.Scan(fx.ctx)
+		if n := entered("renewal"); n != 2 {
+			t.Fatalf("renewal entered %d after 09:00 in Honolulu", n)
+		}
+		// Ada opens something on day 5; on day 8 only bob has been idle 7 days.
+		fx.clk.Add(5 * 24 * time.Hour)
+		fx.q.AppendEvents(fx.ctx, []events.Event{{Type: "opened", Time: fx.clk.Now(), Recipient: "ada@example.test", Campaign: "c"}})
+		fx.runWith(fx.q)
+		fx.clk.Add(3 * 24 * time.Hour)
+		fx.svc.Scan(fx.ctx)
+		fx.run()
+		if n := entered("winback"); n != 1 {
+			t.Fatalf("winback entered %d, want bob only", n)
+		}
+		if js := fx.journal("bob@example.test"); !contains(js, "winback/s/sent") {
+			t.Fatalf("bob: %v", js)
+		}
+	})
+}

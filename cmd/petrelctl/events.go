@@ -14,11 +14,13 @@ import (
 // eventsCommands are the event, bounce, stats and stream commands.
 func eventsCommands() map[string]command {
 	return map[string]command{
-		"events tail":     {"[-f] [-type T] [-since 1h] [-recipient A] [-campaign C]: print events (-f: follow)", eventsTail},
-		"bounce classify": {"FILE|DIR...|- | -reply \"550 5.1.1 ...\": classify raw bounces/reports (several or a directory: one JSON line each) or an SMTP reply (local)", bounceClassify},
-		"stats":           {"per stream and provider: sent, delivered, bounced, complaints and rates", statsCmd},
-		"streams resume":  {"STREAM: resume a stream paused by an alarm", streamsResume},
-		"webhooks":        {"webhook delivery state (delivered, failures, lag, last error)", webhooksCmd},
+		"events tail":       {"[-f] [-type T] [-since 1h] [-recipient A] [-campaign C]: print events (-f: follow)", eventsTail},
+		"bounce classify":   {"FILE|DIR...|- | -reply \"550 5.1.1 ...\": classify raw bounces/reports (several or a directory: one JSON line each) or an SMTP reply (local)", bounceClassify},
+		"stats":             {"per stream and provider: sent, delivered, bounced, complaints and rates", statsCmd},
+		"streams resume":    {"STREAM: resume a stream paused by an alarm", streamsResume},
+		"reputation check":  {"check every egress IP and sending/tracking domain on the blocklists now", reputationCmd(true)},
+		"reputation status": {"the last blocklist results (listed first)", reputationCmd(false)},
+		"webhooks":          {"webhook delivery state (delivered, failures, lag, last error)", webhooksCmd},
 	}
 }
 

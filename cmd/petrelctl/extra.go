@@ -7,7 +7,7 @@ func extraCommands() map[string]command {
 	m := map[string]command{
 		"verify": verifyCommand(),
 	}
-	for _, group := range []map[string]command{suppressionCommands(), dkimCommands(), domainCommands(), policyCommands(), sinkCommands(), userCommands()} {
+	for _, group := range []map[string]command{suppressionCommands(), dkimCommands(), domainCommands(), policyCommands(), sinkCommands(), userCommands(), trackingCommands()} {
 		for k, v := range group {
 			m[k] = v
 		}

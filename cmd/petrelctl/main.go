@@ -53,7 +53,7 @@ type command struct {
 // commands lists every subcommand by its words ("queue list").
 func commands() map[string]command {
 	m := map[string]command{}
-	for _, group := range []map[string]command{queueCommands(), extraCommands(), eventsCommands(), docCommands(), contactsCommands(), flowsCommands()} {
+	for _, group := range []map[string]command{queueCommands(), extraCommands(), eventsCommands(), docCommands(), contactsCommands(), flowsCommands(), campaignCommands()} {
 		for k, v := range group {
 			m[k] = v
 		}

@@ -82,3 +82,30 @@ func cleaningVerifier(v *verify.Verifier) audience.VerifyFunc {
 		return out
 	}
 }
+
+// campaignOptions wires the campaign service to the template store, the
+// sending-domain registry (campaigns need usable, or verified when
+// require_domain_status says so) and the content filter of [esp].
+func (d *daemon) campaignOptions(tpls *campaign.Templates) campaign.Options {
+	cfg := d.cfg
+	want := d.policy.CampaignDomainStatus()
+	o := campaign.Options{Templates: tpls, Check: campaign.CheckOptions{
+		SenderDomain:   func(domain string) error { return d.policy.SendingDomainReady(domain, want) },
+		Threshold:      cfg.ESP.SpamThreshold,
+		FilterOptional: cfg.ESP.ContentFilterOptional,
+		Hostname:       cfg.Hostname,
+	}}
+	// A/B winners from the engagement aggregates (tracking opens after
+	// this, before campaigns start).
+	o.Engagement = func(tag string) (int64, int64, error) {
+		if d.tracking == nil {
+			return 0, 0, fmt.Errorf("tracking not open")
+		}
+		r, err := d.tracking.log.Report(tag)
+		return r.UniqueOpens, r.UniqueClicks, err
+	}
+	if cfg.ESP.ContentFilter != "" {
+		o.Check.Filter = &campaign.Rspamd{URL: cfg.ESP.ContentFilter}
+	}
+	return o
+}

@@ -7,6 +7,9 @@ import (
 	"mime/quotedprintable"
 	"net/http"
 	"net/mail"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +46,7 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 	}})
 	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
 	e.start()
+	e.sendingDomain(t, "shop.test")
 
 	const n = 400
 	aid := e.importContacts(t, n)
@@ -320,6 +324,7 @@ func TestCampaignScheduleAndPauseThroughDaemon(t *testing.T) {
 	k := e.campaignSink(t)
 	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
 	e.start()
+	e.sendingDomain(t, "shop.test")
 	const n = 300
 	aid := e.importContacts(t, n)
 	var bad struct {
@@ -391,5 +396,198 @@ func TestCampaignScheduleAndPauseThroughDaemon(t *testing.T) {
 	}
 	if c := e.campaign("spring"); c.Progress.Sent != n || !c.Progress.Done {
 		t.Fatalf("progress %+v, want %d sent", c.Progress, n)
+	}
+}
+
+// sendingDomain registers domain as a sending domain over the API,
+// publishes every record it asks for in the test DNS and checks it, so
+// it is verified (campaigns need at least usable).
+func (e *env) sendingDomain(t *testing.T, domain string) {
+	t.Helper()
+	var info struct {
+		Records []struct{ Kind, Zone string }
+	}
+	if code, err := e.api("POST", "/api/v1/domains", map[string]any{"domain": domain}, &info); err != nil || code != 201 {
+		t.Fatalf("add domain %s: %d %v", domain, code, err)
+	}
+	for _, r := range info.Records {
+		if r.Zone != "" {
+			e.dns.Add(r.Zone)
+		}
+	}
+	var res struct{ Status string }
+	if code, err := e.api("POST", "/api/v1/domains/"+domain+"/check", nil, &res); err != nil || code != 200 || (res.Status != "usable" && res.Status != "verified") {
+		t.Fatalf("check domain %s: %d %v %+v", domain, code, err, res)
+	}
+}
+
+// TestCampaignPreSendCheckThroughDaemon: petreld with [esp]
+// content_filter pointing at a real rspamd. A campaign from a domain
+// that is not a registered sending domain, or with GTUBE content, is
+// refused by send with 422 check_failed and the failing items (the
+// GTUBE symbol from rspamd); POST .../check returns and stores the
+// result; a clean campaign passes and is sent.
+func TestCampaignPreSendCheckThroughDaemon(t *testing.T) {
+	rspamd := testnet.Rspamd(t)
+	e := newEnv(t)
+	k := e.campaignSink(t)
+	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n[esp]\ncontent_filter = \"" + rspamd + "\"\nspam_threshold = 6.0\n"
+	e.start()
+	e.sendingDomain(t, "shop.test")
+	aid := e.importContacts(t, 20)
+	base := map[string]any{"audience": aid, "from": "news@shop.test", "subject": "Harbour market on Saturday",
+		"html":           `<p>Dear %name%, the harbour market opens on Saturday with fresh fish from %city%.</p><p><a href="https://shop.test/market">See the stalls</a></p>`,
+		"postal_address": "Shop Ltd, 1 Harbour Road, Taipei"}
+	create := func(id string, change map[string]any) {
+		spec := map[string]any{"id": id}
+		for k, v := range base {
+			spec[k] = v
+		}
+		for k, v := range change {
+			spec[k] = v
+		}
+		if code, err := e.api("POST", "/api/v1/campaigns", spec, nil); err != nil || code != 201 {
+			t.Fatalf("create %s: %d %v", id, code, err)
+		}
+	}
+	type checkReply struct {
+		Error struct{ Code, Message string }
+		Check struct {
+			OK    bool
+			Items []struct{ Name, Status, Detail string }
+			Spam  *struct {
+				Score   float64
+				Symbols []struct{ Name string }
+			}
+		}
+	}
+	failed := func(r checkReply, name, want string) bool {
+		for _, it := range r.Check.Items {
+			if it.Name == name && it.Status == "fail" && strings.Contains(it.Detail, want) {
+				return true
+			}
+		}
+		return false
+	}
+	create("spam", map[string]any{"html": "<p>Dear %name%, " + "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X" + "</p>"})
+	var r checkReply
+	if code, _ := e.api("POST", "/api/v1/campaigns/spam/send", nil, &r); code != 422 || r.Error.Code != "check_failed" || !failed(r, "content_filter", "GTUBE") || r.Check.Spam == nil {
+		t.Fatalf("GTUBE send: %d %+v", code, r)
+	}
+	create("stranger", map[string]any{"from": "news@unregistered.test"})
+	if code, _ := e.api("POST", "/api/v1/campaigns/stranger/send", nil, &r); code != 422 || !failed(r, "sending_domain", "unregistered.test") {
+		t.Fatalf("unregistered domain: %d %+v", code, r)
+	}
+	create("clean", nil)
+	var res struct {
+		OK   bool
+		Spam struct {
+			Filter  string
+			Score   float64
+			Symbols []struct{ Name string }
+		}
+	}
+	if code, err := e.api("POST", "/api/v1/campaigns/clean/check", nil, &res); err != nil || code != 200 || !res.OK || res.Spam.Filter != "rspamd" || len(res.Spam.Symbols) == 0 {
+		t.Fatalf("check: %d %v %+v", code, err, res)
+	}
+	var stored struct {
+		Check struct{ OK bool }
+	}
+	if e.api("GET", "/api/v1/campaigns/clean", nil, &stored); !stored.Check.OK {
+		t.Fatalf("check not stored with the campaign: %+v", stored)
+	}
+	if code, err := e.api("POST", "/api/v1/campaigns/clean/send", nil, nil); err != nil || code != 202 {
+		t.Fatalf("send clean: %d %v", code, err)
+	}
+	waitFor(t, 30*time.Second, "the clean campaign at the MX", func() bool { return k.count() == 20 })
+	if c := e.campaign("spam"); c.Status != "draft" || c.Progress.Sent != 0 {
+		t.Fatalf("blocked campaign: %+v", c)
+	}
+}
+
+// TestCampaignCLIThroughDaemon drives templates and campaigns with
+// petrelctl against the real daemon: a template saved from a file, a
+// campaign pinned to it scheduled for later, listed, test-sent (the MX
+// receives a marked message), checked, paused, resumed (back to
+// scheduled, its time not come), cancelled; another sent to the end.
+func TestCampaignCLIThroughDaemon(t *testing.T) {
+	e := newEnv(t)
+	k := e.campaignSink(t)
+	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
+	e.start()
+	e.sendingDomain(t, "shop.test")
+	aid := e.importContacts(t, 10)
+	dir := t.TempDir()
+	write := func(name string, v any) string {
+		b, _ := json.Marshal(v)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	run := func(want int, args ...string) string {
+		t.Helper()
+		out, err := e.ctl(args...)
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != want {
+			t.Fatalf("petrelctl %v: exit %d, want %d: %s", args, code, want, out)
+		}
+		return out
+	}
+	out := run(0, "templates", "save", write("t.json", map[string]any{"call_name": "weekly", "type": "marketing", "subject": "Weekly for %first_name%",
+		"text": "News from %city%.\n", "variables": []string{"first_name", "city"}}))
+	if !strings.Contains(out, "template weekly version 1") {
+		t.Fatalf("templates save: %s", out)
+	}
+	spec := map[string]any{"id": "weekly-1", "audience": aid, "template": "weekly", "from": "news@shop.test", "postal_address": "Shop Ltd, Taipei"}
+	if out = run(0, "campaigns", "create", write("c.json", spec)); !strings.Contains(out, "weekly-1\tdraft") {
+		t.Fatalf("create: %s", out)
+	}
+	if out = run(0, "campaigns", "schedule", "weekly-1", "--at", "2099-06-01T09:00", "--tz", "Europe/Oslo"); !strings.Contains(out, "scheduled\tsent 0, skipped 0\tat 2099-06-01T07:00:00Z") {
+		t.Fatalf("schedule: %s", out)
+	}
+	run(1, "campaigns", "schedule", "weekly-1", "--at", "2099-06-01T09:00", "--tz", "Atlantis/Capital")
+	if out = run(0, "campaigns", "list", "--status", "scheduled"); !strings.HasPrefix(out, "weekly-1\tscheduled") {
+		t.Fatalf("list: %s", out)
+	}
+	if out = run(0, "campaigns", "test", "weekly-1", "boss@example.test"); !strings.Contains(out, "boss@example.test\tqueued ") {
+		t.Fatalf("test: %s", out)
+	}
+	waitFor(t, 15*time.Second, "the test message", func() bool { return k.count() == 1 })
+	k.mu.Lock()
+	for _, b := range k.got["boss@example.test"] {
+		if !strings.Contains(b, "Subject: [Test] Weekly for") || !strings.Contains(b, "X-Petrel-Test: campaign weekly-1") {
+			t.Errorf("test message %q", b)
+		}
+	}
+	k.mu.Unlock()
+	if out = run(0, "campaigns", "check", "weekly-1"); !strings.Contains(out, "pass\tsending_domain\tshop.test") || !strings.Contains(out, "warn\tcontent_filter") {
+		t.Fatalf("check: %s", out)
+	}
+	run(0, "campaigns", "pause", "weekly-1")
+	if out = run(0, "campaigns", "resume", "weekly-1"); !strings.Contains(out, "weekly-1\tscheduled") {
+		t.Fatalf("resume: %s", out)
+	}
+	if out = run(0, "campaigns", "cancel", "weekly-1"); !strings.Contains(out, "weekly-1\tcancelled") {
+		t.Fatalf("cancel: %s", out)
+	}
+	run(1, "campaigns", "resume", "weekly-1")
+	spec["id"] = "weekly-2"
+	run(0, "campaigns", "create", write("c2.json", spec))
+	run(0, "campaigns", "send", "weekly-2")
+	waitFor(t, 30*time.Second, "weekly-2 sent", func() bool { return e.campaign("weekly-2").Status == "sent" })
+	waitFor(t, 30*time.Second, "all at the MX", func() bool { return k.count() == 11 })
+	out = run(0, "-json", "campaigns", "list")
+	var list struct {
+		Campaigns []struct{ ID, Status string }
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list.Campaigns) != 2 || list.Campaigns[0].ID != "weekly-2" || list.Campaigns[0].Status != "sent" {
+		t.Fatalf("list -json: %v %s", err, out)
 	}
 }

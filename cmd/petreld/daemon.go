@@ -52,6 +52,8 @@ type daemon struct {
 	httpSrv     *http.Server
 	// metricsSrv serves [metrics] listen when it is set.
 	metricsSrv *http.Server
+	// trackSrv serves [tracking] https_listen when it is set.
+	trackSrv *http.Server
 	// router is the [http] listener's route table.
 	router   *admin.Router
 	cancel   context.CancelFunc
@@ -225,6 +227,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
+	camps.SetOptions(d.campaignOptions(tpls))
 	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
 		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
 		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
@@ -241,6 +244,15 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.closers = append(d.closers, trk.log.Close)
 	d.tracking = trk
+	rep, err := newReputation(cfg, res, q, sh, pol, reg, log.With("component", "reputation"))
+	if err != nil {
+		return nil, err
+	}
+	trackDoms, err := openTrackingDomains(ctx, cfg, espStore, res)
+	if err != nil {
+		return nil, err
+	}
+	prefs := preferences(pol, espStore, log)
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{
 		Keys:                keys,
@@ -252,9 +264,11 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Events:              d.events.svc.Load().Handler(),
 		Policy:              pol.Handler(),
 		Unsubscribe:         pol.PublicHandler(),
-		Preferences:         preferences(pol, espStore, log),
+		Preferences:         prefs,
+		TrackingDomains:     trackDoms.Handler(),
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(),
+		Reputation:          rep.Handler(),
 		Audiences:           audH,
 		Confirm:             confirmer.Handler(),
 		Campaigns:           camps.Handler(),
@@ -295,6 +309,14 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		d.metricsSrv = admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Metrics: metricsH, MetricsAccess: cfg.Metrics.Access,
 			PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
 	}
+	trackLn, trackSrv, err := trackingTLS(cfg, keys, trackDoms, trk.handler, prefs)
+	if err != nil {
+		return nil, err
+	}
+	if trackLn != nil {
+		listeners = append(listeners, trackLn)
+		d.trackSrv = trackSrv
+	}
 	if err := d.events.run(d); err != nil {
 		return nil, err
 	}
@@ -310,6 +332,24 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	go func() {
 		defer d.delivery.Done()
 		tracking.Forward(dctx, trk.log, q, time.Second, log.With("component", "tracking"))
+	}()
+	if cfg.Reputation.Enabled {
+		d.delivery.Add(1)
+		go func() {
+			defer d.delivery.Done()
+			rep.Run(dctx) // blocklist checks every reputation.interval
+		}()
+	}
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		// Delivery outcomes per campaign, provider and type for the stats.
+		tracking.FollowDeliveries(dctx, trk.log, q, time.Second, log.With("component", "tracking"))
+	}()
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		checkTrackingDomains(dctx, trackDoms, 10*time.Minute, log.With("component", "tracking"))
 	}()
 	d.delivery.Add(1)
 	go func() {
@@ -338,6 +378,10 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}()
 	serveHTTP(log, "http server", d.httpSrv, httpLn)
 	started := []any{"smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(), "data_dir", cfg.DataDir, "hostname", cfg.Hostname}
+	if trackLn != nil {
+		serveHTTP(log, "tracking https server", d.trackSrv, trackLn)
+		started = append(started, "tracking_https", trackLn.Addr().String())
+	}
 	if metricsLn != nil {
 		serveHTTP(log, "metrics server", d.metricsSrv, metricsLn)
 		started = append(started, "metrics", metricsLn.Addr().String())
@@ -384,6 +428,11 @@ func (d *daemon) shutdown() error {
 	}
 	if err := d.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if d.trackSrv != nil {
+		if err := d.trackSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("tracking https: %w", err))
+		}
 	}
 	if d.metricsSrv != nil {
 		if err := d.metricsSrv.Shutdown(ctx); err != nil {

@@ -15,7 +15,8 @@ import (
 // The runner is started by startFlows once the queue's event log is
 // followed; its custom-event writer closes before the ESP store.
 func (d *daemon) openFlows(ctx context.Context, st *audience.Store, tpls *campaign.Templates, sub *ingest.Submitter, log *slog.Logger) (*flow.Service, error) {
-	svc, err := flow.New(ctx, st, tpls, sub, d.policy.UnsubscribeURL, flow.Options{Logger: log})
+	svc, err := flow.New(ctx, st, tpls, sub, d.policy.UnsubscribeURL, flow.Options{Logger: log,
+		FrequencyCap: d.cfg.ESP.FlowFrequencyCap, FrequencyWindow: d.cfg.ESP.FlowFrequencyWindow.Duration})
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,22 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/petrel-mta/petrel/admin"
 	"github.com/petrel-mta/petrel/audience"
+	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/dns"
+	"github.com/petrel-mta/petrel/internal/httpapi"
 	"github.com/petrel-mta/petrel/policy"
 	"github.com/petrel-mta/petrel/policy/unsub"
 	"github.com/petrel-mta/petrel/tracking"
@@ -53,4 +63,75 @@ func preferences(pol *policy.Engine, st *audience.Store, log *slog.Logger) http.
 		Logger: log.With("component", "preferences"),
 	}
 	return p.Handler()
+}
+
+// openTrackingDomains opens the tracking-domain registry on the ESP
+// database and ensures the [[tracking.domain]] entries are in it.
+func openTrackingDomains(ctx context.Context, cfg *config.Config, st *audience.Store, res *dns.Resolver) (*tracking.Domains, error) {
+	target := cfg.Tracking.CNAMETarget
+	if target == "" {
+		target = cfg.Hostname
+	}
+	doms, err := tracking.NewDomains(ctx, st.DB(), st.Postgres(), res, target)
+	if err != nil {
+		return nil, err
+	}
+	for _, td := range cfg.Tracking.Domains {
+		if err := doms.Ensure(ctx, tracking.Domain{Host: td.Host, SendingDomain: td.SendingDomain, HTTPS: td.HTTPS}); err != nil {
+			return nil, fmt.Errorf("[[tracking.domain]] %s: %w", td.Host, err)
+		}
+	}
+	return doms, nil
+}
+
+// trackingTLS returns the [tracking] https_listen listener (TLS, ACME
+// certificates by SNI for verified HTTPS tracking domains) and its
+// server, which serves only the public routes (pixel, redirect,
+// unsubscribe and preference pages) through the admin router; nil when
+// https_listen is not set.
+func trackingTLS(cfg *config.Config, keys *httpapi.Keys, doms *tracking.Domains, trk, prefs http.Handler) (net.Listener, *http.Server, error) {
+	tc := cfg.Tracking
+	if tc.HTTPSListen == "" {
+		return nil, nil, nil
+	}
+	client := http.DefaultClient
+	if tc.ACMECA != "" {
+		pem, err := os.ReadFile(tc.ACMECA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("[tracking] acme_ca: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("[tracking] acme_ca %s: no PEM certificate", tc.ACMECA)
+		}
+		client = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
+	cm := tracking.NewCertManager(doms, tracking.CertOptions{CacheDir: filepath.Join(cfg.DataDir, "acme"), DirectoryURL: tc.ACMEDirectory,
+		HTTPClient: client, Email: tc.ACMEEmail})
+	ln, err := net.Listen("tcp", tc.HTTPSListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("[tracking] https_listen: %w", err)
+	}
+	srv := admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Tracking: trk, Preferences: prefs,
+		PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
+	srv.TLSConfig = cm.TLSConfig()
+	return tls.NewListener(ln, srv.TLSConfig), srv, nil
+}
+
+// checkTrackingDomains checks every tracking domain's CNAME at start and
+// then every interval, until ctx ends.
+func checkTrackingDomains(ctx context.Context, doms *tracking.Domains, interval time.Duration, log *slog.Logger) {
+	for {
+		if err := doms.CheckAll(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("tracking domains: check", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
 }

@@ -23,18 +23,7 @@ import (
 func TestTrackingThroughDaemon(t *testing.T) {
 	e := newEnv(t)
 	e.start()
-	raw, err := os.ReadFile(filepath.Join(e.dataDir, "tracking.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := hex.DecodeString(strings.TrimSpace(string(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := tracking.NewSigner(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := daemonSigner(t, e)
 	sent := time.Now().Add(-time.Hour).Unix()
 	click, _ := s.Encode(tracking.Token{Kind: tracking.Click, Campaign: "spring", Message: "spring:c1", Recipient: "c1", Link: 0, URL: "https://shop.test/sale?x=1", Sent: sent})
 	open, _ := s.Encode(tracking.Token{Kind: tracking.Open, Campaign: "spring", Message: "spring:c1", Recipient: "c1", Sent: sent})
@@ -92,6 +81,25 @@ func TestTrackingThroughDaemon(t *testing.T) {
 
 func mustSigner(t *testing.T) *tracking.Signer {
 	s, err := tracking.NewSigner(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// daemonSigner is a Signer with the daemon's tracking.key, so the test
+// can make tokens the daemon accepts.
+func daemonSigner(t *testing.T, e *env) *tracking.Signer {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(e.dataDir, "tracking.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tracking.NewSigner(secret)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,9 @@ var allowed = map[string][]string{
 	"bounce":   {"mta", "dns", "config", "queue", "ingest", "internal/httpapi"},
 	"events":   {"mta", "dns", "config", "queue", "bounce", "policy", "internal/httpapi"},
 	"verify":   {"mta", "dns", "config", "bounce", "policy", "internal/httpapi"},
+	// reputation: the periodic blocklist checker (asks DNS, appends to
+	// the event log, pauses streams through policy/shaping).
+	"reputation": {"mta", "dns", "config", "queue", "policy", "internal/httpapi"},
 	// layer 5: ESP
 	"audience": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events"},
 	"tracking": {"mta", "dns", "config", "internal/httpapi", "policy", "ingest", "events", "audience"},

@@ -138,7 +138,9 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	if os.Getenv("PETREL_BENCH_KEEP") == "" { // PETREL_BENCH_KEEP=1 keeps every run directory for debugging
+		defer os.RemoveAll(tmp)
+	}
 	// The postfix user must traverse the run directories.
 	if err := os.Chmod(tmp, 0o711); err != nil {
 		return fmt.Errorf("temp dir: %w", err)

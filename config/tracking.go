@@ -1,0 +1,60 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// TrackingConfig is the [tracking] section: custom tracking domains and
+// their HTTPS listener.
+type TrackingConfig struct {
+	// HTTPSListen is the "host:port" of the TLS listener serving the
+	// public tracking routes (pixel, redirect, unsubscribe and preference
+	// pages) for verified HTTPS tracking domains, by SNI, with ACME
+	// certificates (tls-alpn-01: the CA connects to port 443 of the
+	// domain, so this is :443 in production). "" starts none.
+	HTTPSListen string `toml:"https_listen"`
+	// ACMEDirectory is the ACME directory URL ("" Let's Encrypt
+	// production).
+	ACMEDirectory string `toml:"acme_directory"`
+	// ACMEEmail is the ACME account's contact address.
+	ACMEEmail string `toml:"acme_email"`
+	// ACMECA is a PEM file of extra CAs trusted for the ACME directory's
+	// own HTTPS (a private or test CA such as Pebble).
+	ACMECA string `toml:"acme_ca"`
+	// CNAMETarget is the host tracking domains must CNAME to; "" means
+	// hostname.
+	CNAMETarget string `toml:"cname_target"`
+	// Domains are [[tracking.domain]] entries, added to the registry
+	// (pending until their CNAME is checked) at start.
+	Domains []TrackingDomain `toml:"domain"`
+}
+
+// TrackingDomain is one [[tracking.domain]].
+type TrackingDomain struct {
+	// Host is the tracking host ("track.shop.example").
+	Host string `toml:"host"`
+	// SendingDomain is the From domain whose links use it.
+	SendingDomain string `toml:"sending_domain"`
+	// HTTPS serves it over TLS with an ACME certificate.
+	HTTPS bool `toml:"https"`
+}
+
+func (t *TrackingConfig) validate() error {
+	if t.HTTPSListen != "" {
+		if _, _, err := net.SplitHostPort(t.HTTPSListen); err != nil {
+			return fmt.Errorf("https_listen: %w", err)
+		}
+	}
+	if t.ACMEDirectory != "" && !strings.HasPrefix(t.ACMEDirectory, "https://") {
+		return errors.New("acme_directory: want an https:// URL")
+	}
+	for i, d := range t.Domains {
+		if d.Host == "" || d.SendingDomain == "" {
+			return fmt.Errorf("domain[%d]: host and sending_domain are required", i)
+		}
+	}
+	return nil
+}
