@@ -231,3 +231,40 @@ func TestScheduleResolve(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptySegmentAndConflicts: a campaign whose segment matches nobody
+// (it became empty) is sent with nothing mailed; an id used twice is
+// ErrExists; actions on an unknown campaign are ErrNotFound.
+func TestEmptySegmentAndConflicts(t *testing.T) {
+	eachBackend(t, 4, func(t *testing.T, e *svcEnv) {
+		if err := e.svc.Start(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		sp := e.spec("nobody")
+		sp.Segment = `city == "Reykjavik"`
+		if _, err := e.svc.Create(e.ctx, sp); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Create(e.ctx, sp); !errors.Is(err, ErrExists) {
+			t.Fatalf("second create: %v", err)
+		}
+		if _, err := e.svc.Send(e.ctx, "nobody"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "sent", func() bool { return e.status("nobody").Status == StatusSent })
+		if c := e.status("nobody"); c.Progress.Sent != 0 || !c.Progress.Done || len(e.queued(t)) != 0 {
+			t.Fatalf("empty segment: %+v", c)
+		}
+		for _, f := range []func() error{
+			func() error { _, err := e.svc.Send(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Pause(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Resume(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Cancel(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Schedule(e.ctx, "ghost", Schedule{SendAt: "2099-01-01T00:00"}); return err },
+		} {
+			if err := f(); !errors.Is(err, ErrNotFound) {
+				t.Errorf("unknown campaign: %v", err)
+			}
+		}
+	})
+}
