@@ -260,7 +260,10 @@ func TestEmptySegmentAndConflicts(t *testing.T) {
 			func() error { _, err := e.svc.Pause(e.ctx, "ghost"); return err },
 			func() error { _, err := e.svc.Resume(e.ctx, "ghost"); return err },
 			func() error { _, err := e.svc.Cancel(e.ctx, "ghost"); return err },
-			func() error { _, err := e.svc.Schedule(e.ctx, "ghost", Schedule{SendAt: "2099-01-01T00:00"}); return err },
+			func() error {
+				_, err := e.svc.Schedule(e.ctx, "ghost", Schedule{SendAt: "2099-01-01T00:00"})
+				return err
+			},
 		} {
 			if err := f(); !errors.Is(err, ErrNotFound) {
 				t.Errorf("unknown campaign: %v", err)
