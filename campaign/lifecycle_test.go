@@ -271,3 +271,24 @@ func TestEmptySegmentAndConflicts(t *testing.T) {
 		}
 	})
 }
+
+// FuzzScheduleResolve: any send_at and zone is resolved or refused with
+// a schedule error, never a crash; a resolved instant is not in the past.
+func FuzzScheduleResolve(f *testing.F) {
+	for _, s := range [][2]string{{"2027-03-28T02:30", "Europe/Oslo"}, {"2026-12-24T09:00:00+08:00", ""}, {"2027-10-31 02:30", "America/New_York"}, {"x", "../x"}} {
+		f.Add(s[0], s[1], false)
+	}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, at, zone string, perContact bool) {
+		got, err := Schedule{SendAt: at, TimeZone: zone, ContactTimeZone: perContact}.resolve(now)
+		if err != nil {
+			if !errors.As(err, new(*scheduleError)) {
+				t.Fatalf("error %v is not a schedule error", err)
+			}
+			return
+		}
+		if got.Before(now.Add(-time.Minute)) {
+			t.Fatalf("%q in %q resolved to %v, in the past", at, zone, got)
+		}
+	})
+}
