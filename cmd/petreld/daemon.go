@@ -248,7 +248,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Preferences:         prefs,
 		TrackingDomains:     trackDoms.Handler(),
 		Tracking:            trk.handler,
-		TrackingStats:       trk.log.StatsHandler(),
+		TrackingStats:       trk.log.StatsHandler(camps.CampaignsOfSegment),
 		Audiences:           audH,
 		Campaigns:           camps.Handler(),
 		Templates:           tpls.Handler(),
