@@ -3,6 +3,7 @@ package tracking
 import (
 	"context"
 	"html/template"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -140,7 +141,15 @@ func (p *Preferences) oneClick(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	_ = r.ParseForm() // List-Unsubscribe=One-Click; any POST counts (RFC 8058 clients vary)
+	// The body is List-Unsubscribe=One-Click; any POST counts (RFC 8058
+	// clients vary), but it is read first, whatever its type, so a
+	// request whose body has not arrived does not act yet (the public
+	// routes' read deadline and per-IP cap bound the wait).
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		pg.Error = pg.T("Something went wrong. Please try again.")
+		p.render(w, http.StatusBadRequest, pg)
+		return
+	}
 	p.leaveAll(w, r, pg, "one-click", "unsubscribe")
 }
 
