@@ -38,6 +38,7 @@ func (r *Router) mountPreferences(o Options) {
 //	                                                            clicks (human, machine, unique), rates, per link, hourly
 //	GET /api/v1/stats/providers                                 all campaigns by mailbox provider
 //	GET /api/v1/stats/types                                     all campaigns by type (stream)
+//	GET /api/v1/stats/segments?audience=ID&segment=EXPR         campaigns sent to a segment, summed
 func (r *Router) mountTrackingStats(o Options) {
 	if o.TrackingStats == nil {
 		return
@@ -45,6 +46,7 @@ func (r *Router) mountTrackingStats(o Options) {
 	r.private("GET /api/v1/stats/campaigns/{campaign}", 0, o.TrackingStats)
 	r.private("GET /api/v1/stats/providers", 0, o.TrackingStats)
 	r.private("GET /api/v1/stats/types", 0, o.TrackingStats)
+	r.private("GET /api/v1/stats/segments", 0, o.TrackingStats)
 }
 
 // mountTrackingDomains mounts the custom tracking domains behind the key:

@@ -154,11 +154,47 @@ func (s *Service) check(ctx context.Context, c Campaign) CheckResult {
 		}
 	}
 
+	fromAddr := sp.From
+	if from != nil {
+		fromAddr = from.Address
+	}
+	s.checkContent(ctx, sp, fromAddr, "", add, &res)
+	if sp.AB != nil {
+		// Every variant is checked like the campaign: a spammy subject
+		// in one of them blocks the send too.
+		for _, v := range sp.AB.Variants {
+			vsp := variantSpec(sp, v)
+			vfrom := fromAddr
+			if v.From != "" {
+				a, err := mail.ParseAddress(v.From)
+				if err != nil {
+					add(v.Name+"/sending_domain", CheckFail, err.Error())
+					continue
+				}
+				vfrom = a.Address
+				if co.SenderDomain != nil {
+					if err := co.SenderDomain(vfrom[strings.LastIndexByte(vfrom, '@')+1:]); err != nil {
+						add(v.Name+"/sending_domain", CheckFail, err.Error())
+					}
+				}
+			}
+			s.checkContent(ctx, vsp, vfrom, v.Name+"/", add, nil)
+		}
+	}
+	return res
+}
+
+// checkContent checks sp's content (the campaign's, or an A/B variant's
+// with item names prefixed): template, rendering, size, links, images and
+// the content filter. res, when not nil, gets the size and spam verdict.
+func (s *Service) checkContent(ctx context.Context, sp Spec, from, prefix string, add0 func(name, status, detail string), res *CheckResult) {
+	co := s.opts.Check
+	add := func(name, status, detail string) { add0(prefix+name, status, detail) }
 	// The template against the audience's fields as they are now.
 	tpl, err := s.compile(ctx, sp)
 	if err != nil {
 		add("template", CheckFail, err.Error())
-		return res
+		return
 	}
 	add("template", CheckPass, fmt.Sprintf("fields %s", strings.Join(tpl.Fields, ", ")))
 	for _, w := range tpl.Warnings {
@@ -172,9 +208,11 @@ func (s *Service) check(ctx context.Context, c Campaign) CheckResult {
 	msg, err := send.message(r, rendered, time.Now())
 	if err != nil {
 		add("message", CheckFail, err.Error())
-		return res
+		return
 	}
-	res.Size = len(msg)
+	if res != nil {
+		res.Size = len(msg)
+	}
 	if len(msg) > gmailClipBytes {
 		add("size", CheckWarn, fmt.Sprintf("%d bytes: Gmail clips messages over 102 KB", len(msg)))
 	} else {
@@ -192,13 +230,13 @@ func (s *Service) check(ctx context.Context, c Campaign) CheckResult {
 	// The content filter.
 	if co.Filter == nil {
 		add("content_filter", CheckWarn, "no content filter configured ([esp] content_filter)")
-		return res
+		return
 	}
 	threshold := co.Threshold
 	if threshold <= 0 {
 		threshold = 5
 	}
-	spam, err := co.Filter.Score(ctx, msg, FilterEnvelope{From: from.Address, Rcpt: r.Email, Hostname: co.Hostname})
+	spam, err := co.Filter.Score(ctx, msg, FilterEnvelope{From: from, Rcpt: r.Email, Hostname: co.Hostname})
 	switch {
 	case err != nil && co.FilterOptional:
 		add("content_filter", CheckWarn, "content filter unreachable (sending allowed by content_filter_optional): "+err.Error())
@@ -206,7 +244,9 @@ func (s *Service) check(ctx context.Context, c Campaign) CheckResult {
 		add("content_filter", CheckFail, "content filter unreachable: "+err.Error())
 	default:
 		spam.Threshold = threshold
-		res.Spam = &spam
+		if res != nil {
+			res.Spam = &spam
+		}
 		// The rules that scored; when none did (rspamd's GTUBE rejects
 		// with a 0-score symbol), every rule that hit.
 		var hits, all []string
@@ -227,7 +267,6 @@ func (s *Service) check(ctx context.Context, c Campaign) CheckResult {
 			add("content_filter", CheckPass, detail)
 		}
 	}
-	return res
 }
 
 // sampleRecipient is the first contact the send would mail, or a sample.

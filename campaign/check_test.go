@@ -126,6 +126,21 @@ func TestPreSendCheck(t *testing.T) {
 			t.Fatalf("filter down, optional: %+v", res)
 		}
 
+		// An A/B variant is checked like the campaign.
+		e.svc.SetOptions(opts)
+		sp = e.spec("abspam")
+		sp.AB = &ABTest{Percent: 10, Variants: []Variant{{Name: "a", Subject: "Our market"}, {Name: "b", Text: gtube + "\n"}}}
+		if _, err := e.svc.Create(e.ctx, sp); err != nil {
+			t.Fatal(err)
+		}
+		res, err = e.svc.Check(e.ctx, "abspam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := item(res, "b/content_filter"); res.OK || b.Status != CheckFail || !strings.Contains(b.Detail, "GTUBE") || item(res, "a/content_filter").Status != CheckPass {
+			t.Fatalf("A/B check: %+v", res)
+		}
+
 		// The domain drops to unverified mid-send: the send pauses with
 		// the reason; fixed, it resumes and finishes, each contact once.
 		e.svc.SetOptions(opts)

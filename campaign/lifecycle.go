@@ -88,9 +88,8 @@ func (s *Service) move(ctx context.Context, id, action string, from []string, to
 	return c, nil
 }
 
-// Schedule sets when a draft (or a scheduled or paused campaign not yet
-// started) starts. The scheduler starts it at that instant, after a
-// restart too.
+// Schedule sets when a draft (or a scheduled or failed campaign) starts.
+// The scheduler starts it at that instant, after a restart too.
 func (s *Service) Schedule(ctx context.Context, id string, sc Schedule) (Campaign, error) {
 	c, err := s.Get(ctx, id)
 	if err != nil {

@@ -231,3 +231,64 @@ func TestScheduleResolve(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptySegmentAndConflicts: a campaign whose segment matches nobody
+// (it became empty) is sent with nothing mailed; an id used twice is
+// ErrExists; actions on an unknown campaign are ErrNotFound.
+func TestEmptySegmentAndConflicts(t *testing.T) {
+	eachBackend(t, 4, func(t *testing.T, e *svcEnv) {
+		if err := e.svc.Start(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		sp := e.spec("nobody")
+		sp.Segment = `city == "Reykjavik"`
+		if _, err := e.svc.Create(e.ctx, sp); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Create(e.ctx, sp); !errors.Is(err, ErrExists) {
+			t.Fatalf("second create: %v", err)
+		}
+		if _, err := e.svc.Send(e.ctx, "nobody"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "sent", func() bool { return e.status("nobody").Status == StatusSent })
+		if c := e.status("nobody"); c.Progress.Sent != 0 || !c.Progress.Done || len(e.queued(t)) != 0 {
+			t.Fatalf("empty segment: %+v", c)
+		}
+		for _, f := range []func() error{
+			func() error { _, err := e.svc.Send(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Pause(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Resume(e.ctx, "ghost"); return err },
+			func() error { _, err := e.svc.Cancel(e.ctx, "ghost"); return err },
+			func() error {
+				_, err := e.svc.Schedule(e.ctx, "ghost", Schedule{SendAt: "2099-01-01T00:00"})
+				return err
+			},
+		} {
+			if err := f(); !errors.Is(err, ErrNotFound) {
+				t.Errorf("unknown campaign: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzScheduleResolve: any send_at and zone is resolved or refused with
+// a schedule error, never a crash; a resolved instant is not in the past.
+func FuzzScheduleResolve(f *testing.F) {
+	for _, s := range [][2]string{{"2027-03-28T02:30", "Europe/Oslo"}, {"2026-12-24T09:00:00+08:00", ""}, {"2027-10-31 02:30", "America/New_York"}, {"x", "../x"}} {
+		f.Add(s[0], s[1], false)
+	}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, at, zone string, perContact bool) {
+		got, err := Schedule{SendAt: at, TimeZone: zone, ContactTimeZone: perContact}.resolve(now)
+		if err != nil {
+			if !errors.As(err, new(*scheduleError)) {
+				t.Fatalf("error %v is not a schedule error", err)
+			}
+			return
+		}
+		if got.Before(now.Add(-time.Minute)) {
+			t.Fatalf("%q in %q resolved to %v, in the past", at, zone, got)
+		}
+	})
+}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"mime"
 	"time"
 
 	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
 )
 
 // Envelope is the header a rendered message is sent with.
@@ -53,7 +55,8 @@ func BuildMessage(env Envelope, r Rendered) ([]byte, error) {
 		h.Add(kv[0], kv[1])
 	}
 	var buf bytes.Buffer
-	buf.Grow(len(r.HTML) + len(r.Text) + 1024)
+	// Quoted-printable grows text a little (soft breaks, =XX).
+	buf.Grow((len(r.HTML)+len(r.Text))*21/20 + 2048)
 	if r.HTML == "" {
 		h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
 		w, err := mail.CreateSingleInlineWriter(&buf, h)
@@ -65,26 +68,30 @@ func BuildMessage(env Envelope, r Rendered) ([]byte, error) {
 		}
 		return buf.Bytes(), nil
 	}
-	w, err := mail.CreateInlineWriter(&buf, h)
-	if err != nil {
+	// multipart/alternative: go-message writes the header and the
+	// boundaries; the bodies are quoted-printable encoded by appendQP
+	// straight into the buffer (go-message's part writer would run
+	// mime/quotedprintable's byte-at-a-time writer).
+	mw := textproto.NewMultipartWriter(&buf)
+	h.SetContentType("multipart/alternative", map[string]string{"boundary": mw.Boundary()})
+	h.Set("Mime-Version", "1.0")
+	if err := textproto.WriteHeader(&buf, h.Header.Header); err != nil {
 		return nil, fmt.Errorf("campaign: build message: %w", err)
 	}
 	for _, p := range []struct{ ctype, body string }{
 		{"text/plain", r.Text},
 		{"text/html", r.HTML},
 	} {
-		var ph mail.InlineHeader
-		ph.SetContentType(p.ctype, map[string]string{"charset": "utf-8"})
+		var ph textproto.Header
+		ph.Set("Content-Type", mime.FormatMediaType(p.ctype, map[string]string{"charset": "utf-8"}))
 		ph.Set("Content-Transfer-Encoding", "quoted-printable")
-		pw, err := w.CreatePart(ph)
-		if err != nil {
+		if _, err := mw.CreatePart(ph); err != nil {
 			return nil, fmt.Errorf("campaign: build message: %w", err)
 		}
-		if err := writeAll(pw, p.body); err != nil {
-			return nil, err
-		}
+		b := buf.AvailableBuffer()
+		buf.Write(appendQP(b, p.body))
 	}
-	if err := w.Close(); err != nil {
+	if err := mw.Close(); err != nil {
 		return nil, fmt.Errorf("campaign: build message: %w", err)
 	}
 	return buf.Bytes(), nil

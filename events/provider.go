@@ -51,7 +51,8 @@ func Provider(mx, rcpt string) string {
 		return "other"
 	}
 	for _, p := range providers {
-		if host == p.suffix || strings.HasSuffix(host, "."+p.suffix) {
+		// host is the suffix or ends in "."+suffix (without building it).
+		if n := len(host) - len(p.suffix); strings.HasSuffix(host, p.suffix) && (n == 0 || host[n-1] == '.') {
 			return p.name
 		}
 	}

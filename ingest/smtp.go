@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,11 @@ type SMTPServer struct {
 	// base is cancelled when Shutdown gives up waiting, aborting in-flight
 	// Policy/Enqueue calls.
 	base context.Context
+	// dataBufs holds DATA buffers (*[]byte) between messages: a session
+	// takes one for a message and gives it back when Data returns (Submit
+	// copies the message), so one connection per message does not mean
+	// one fresh buffer per message.
+	dataBufs sync.Pool
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -262,10 +268,20 @@ type session struct {
 	from     string
 	mailOpts smtp.MailOptions
 	rcpts    []string
-	// data is the DATA buffer, reused by the session's next message (the
-	// pipeline copies the message before it returns) unless it grew past
-	// maxKeptData.
+	// data is the DATA buffer of the message being read, taken from and
+	// given back to the server's dataBufs (the pipeline copies the message
+	// before it returns) unless it grew past maxKeptData.
 	data []byte
+}
+
+// putData gives the DATA buffer back to the server's pool.
+func (se *session) putData() {
+	if se.data == nil {
+		return
+	}
+	b := se.data[:0]
+	se.data = nil
+	se.s.dataBufs.Put(&b)
 }
 
 // DATA buffer sizing: the first allocation of a session, and the largest
@@ -280,6 +296,11 @@ const (
 // message is read without regrowing and copying its buffer.
 func (se *session) readData(r io.Reader) ([]byte, error) {
 	buf := se.data[:0]
+	if se.data == nil {
+		if p, ok := se.s.dataBufs.Get().(*[]byte); ok {
+			buf = (*p)[:0]
+		}
+	}
 	want := initialData
 	if n := se.mailOpts.Size; n > 0 && n+1024 <= se.s.opts.SMTP.MaxMessageSize {
 		want = max(want, int(n)+1024)
@@ -435,6 +456,7 @@ func (se *session) rcptTo(to string, _ *smtp.RcptOptions) error {
 }
 
 func (se *session) Data(r io.Reader) error {
+	defer se.putData()
 	msg, err := se.readData(r)
 	if err != nil {
 		if errors.Is(err, smtp.ErrDataTooLarge) {

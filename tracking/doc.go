@@ -1,5 +1,6 @@
 // Package tracking owns engagement tracking: HMAC-signed tokens bound to
-// (message, recipient, link) (Signer), link rewriting in HTML parts with
+// (message, recipient, link), sealing the recipient's mailbox provider
+// and the message's stream (Signer), link rewriting in HTML parts with
 // x/net/html and in text parts (RewriteHTML, RewriteText), the open
 // pixel and the click redirect (Handler), and the classification of
 // machine opens and clicks (Classify: Apple Mail Privacy Protection,
@@ -8,7 +9,14 @@
 // A click token seals the original link target, so the redirect can
 // only ever go where the message linked (no open redirect), and a token
 // carries no email address: the message and recipient ids are the
-// sender's opaque keys. The unsubscribe and preference pages, custom
-// tracking domains, the batched engagement log and the stats aggregates
-// belong here too (ARCHITECTURE.md); tracking never writes queue keys.
+// sender's opaque keys.
+//
+// It also owns the unsubscribe and preference pages (Preferences:
+// per-list or full opt-out into the audience consent ledger and the
+// suppression list, English and Traditional Chinese), the batched
+// engagement log and its aggregates (Log), the delivery counters read
+// from the event log (ApplyDeliveryEvents) and the stats API per
+// campaign, provider, type and segment (StatsHandler), and custom
+// tracking domains (Domains: CNAME checks through the dns package) with
+// their ACME certificates (CertManager). It never writes queue keys.
 package tracking

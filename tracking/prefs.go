@@ -141,10 +141,10 @@ func (p *Preferences) oneClick(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// List-Unsubscribe=One-Click; any complete POST counts (RFC 8058
-	// clients vary in content type). The body is read whatever its type
-	// (ParseForm reads only a form's): a request whose body never
-	// arrives in full is not acted on.
+	// The body is List-Unsubscribe=One-Click; any POST counts (RFC 8058
+	// clients vary), but it is read first, whatever its type, so a
+	// request whose body has not arrived does not act yet (the public
+	// routes' read deadline and per-IP cap bound the wait).
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		pg.Error = pg.T("Something went wrong. Please try again.")
 		p.render(w, http.StatusBadRequest, pg)

@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"context"
 	"net/http"
 	"sort"
 	"strconv"
@@ -64,15 +65,67 @@ type DimReport struct {
 // dimensionParam maps the API's ?by= values to dimensions.
 var dimensionParam = map[string]string{"provider": DimProvider, "type": DimType}
 
+// SegmentCampaigns returns the campaigns sent to a segment of an
+// audience (campaign.Service.CampaignsOfSegment).
+type SegmentCampaigns func(ctx context.Context, audience int64, segment string) ([]string, error)
+
+// SegmentReport is the counts of every campaign sent to one segment,
+// summed counter by counter (so rates are over the sums).
+type SegmentReport struct {
+	Audience  int64    `json:"audience"`
+	Segment   string   `json:"segment"`
+	Campaigns []string `json:"campaigns"`
+	Counts
+}
+
+// SegmentReport sums the campaigns' counters.
+func (l *Log) SegmentReport(audience int64, segment string, campaigns []string) (SegmentReport, error) {
+	sum := map[string]int64{}
+	for _, c := range campaigns {
+		st, err := l.CampaignStats(c)
+		if err != nil {
+			return SegmentReport{}, err
+		}
+		for k, v := range st.Counters {
+			sum[k] += v
+		}
+	}
+	if campaigns == nil {
+		campaigns = []string{}
+	}
+	return SegmentReport{Audience: audience, Segment: segment, Campaigns: campaigns, Counts: countsOf(sum)}, nil
+}
+
 // StatsHandler serves the stats API (mount it behind the API key):
 //
 //	GET /api/v1/stats/campaigns/{campaign}[?by=provider|type]   a campaign's report, optionally split
 //	GET /api/v1/stats/providers                                 all campaigns by mailbox provider
 //	GET /api/v1/stats/types                                     all campaigns by type (stream)
+//	GET /api/v1/stats/segments?audience=ID&segment=EXPR         the campaigns sent to that segment, summed
 //
-// An unknown ?by= is a 400.
-func (l *Log) StatsHandler() http.Handler {
+// An unknown ?by= is a 400. segments is served when seg is not nil.
+func (l *Log) StatsHandler(seg SegmentCampaigns) http.Handler {
 	mux := http.NewServeMux()
+	if seg != nil {
+		mux.HandleFunc("GET /api/v1/stats/segments", func(w http.ResponseWriter, r *http.Request) {
+			aud, err := strconv.ParseInt(r.URL.Query().Get("audience"), 10, 64)
+			if err != nil || aud <= 0 {
+				httpapi.WriteError(w, http.StatusBadRequest, "invalid_request", "audience: want an audience id")
+				return
+			}
+			segment := r.URL.Query().Get("segment")
+			cs, err := seg(r.Context(), aud, segment)
+			var rep SegmentReport
+			if err == nil {
+				rep, err = l.SegmentReport(aud, segment, cs)
+			}
+			if err != nil {
+				httpapi.WriteError(w, http.StatusInternalServerError, "internal", err.Error())
+				return
+			}
+			httpapi.WriteJSON(w, http.StatusOK, rep)
+		})
+	}
 	mux.HandleFunc("GET /api/v1/stats/campaigns/{campaign}", func(w http.ResponseWriter, r *http.Request) {
 		by := r.URL.Query().Get("by")
 		dimension, ok := dimensionParam[by]

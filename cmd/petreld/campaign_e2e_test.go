@@ -7,6 +7,7 @@ import (
 	"mime/quotedprintable"
 	"net/http"
 	"net/mail"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,6 +134,19 @@ func TestCampaignExactlyOnceThroughDaemon(t *testing.T) {
 	}
 	if c.Progress.Sent != n/2 || !c.Progress.Done {
 		t.Fatalf("progress %+v, want %d sent", c.Progress, n/2)
+	}
+	// The stats by segment count each contact's delivery once, however
+	// often a kill made the MX see it.
+	var seg struct {
+		Campaigns []string
+		Delivered int64
+	}
+	waitFor(t, 20*time.Second, "segment stats", func() bool {
+		code, err := e.api("GET", fmt.Sprintf("/api/v1/stats/segments?audience=%d&segment=%s", aid, url.QueryEscape(`city == "Taipei"`)), nil, &seg)
+		return err == nil && code == 200 && seg.Delivered >= int64(n/2)
+	})
+	if seg.Delivered != int64(n/2) || len(seg.Campaigns) != 1 || seg.Campaigns[0] != "winter" {
+		t.Fatalf("segment stats %+v, want %d delivered by campaign winter", seg, n/2)
 	}
 	// The footer's link unsubscribes the recipient (one-click POST), and
 	// the contact's status follows.

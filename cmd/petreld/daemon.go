@@ -267,7 +267,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Preferences:         prefs,
 		TrackingDomains:     trackDoms.Handler(),
 		Tracking:            trk.handler,
-		TrackingStats:       trk.log.StatsHandler(),
+		TrackingStats:       trk.log.StatsHandler(camps.CampaignsOfSegment),
 		Reputation:          rep.Handler(),
 		Audiences:           audH,
 		Confirm:             confirmer.Handler(),
