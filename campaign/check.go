@@ -204,7 +204,7 @@ func (s *Service) checkContent(ctx context.Context, sp Spec, from, prefix string
 	// Render for the first recipient the send would mail.
 	r := s.sampleRecipient(ctx, sp)
 	send := s.sendOf(sp, tpl, nil)
-	rendered := send.render(r, send.Stream)
+	rendered, _ := send.render(r, send.Stream)
 	msg, err := send.message(r, rendered, time.Now())
 	if err != nil {
 		add("message", CheckFail, err.Error())

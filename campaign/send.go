@@ -108,6 +108,9 @@ type Send struct {
 	// Run returns ErrStopped with the cursor saved after the last
 	// committed page.
 	Stop <-chan struct{}
+	// Tracking, when set, rewrites links to click tokens and adds the
+	// open pixel (track.go).
+	Tracking *Tracking
 	// Guard, when set, is asked before every page; an error ends the
 	// send (Run returns it in a *GuardError), e.g. the sending domain
 	// no longer verified.
@@ -287,18 +290,24 @@ func (s *Send) tag() string {
 	return s.ID
 }
 
-// build renders the message for r.
+// build renders the message for r, tracked when s.Tracking says so.
 func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
-	return s.message(r, s.render(r, stream), now)
+	rendered, unsub := s.render(r, stream)
+	if err := s.Tracking.apply(&rendered, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, s.From.Address, unsub, now); err != nil {
+		return nil, err
+	}
+	return s.message(r, rendered, now)
 }
 
-// render personalises the template for r.
-func (s Send) render(r Recipient, stream string) Rendered {
+// render personalises the template for r; unsub is its
+// %unsubscribe_url%.
+func (s Send) render(r Recipient, stream string) (rendered Rendered, unsub string) {
 	vals := r.Values
 	if s.Unsubscribe != nil {
-		vals = withValue{vals, "unsubscribe_url", s.Unsubscribe(stream, r.Email)}
+		unsub = s.Unsubscribe(stream, r.Email)
+		vals = withValue{vals, "unsubscribe_url", unsub}
 	}
-	return s.Template.Render(vals)
+	return s.Template.Render(vals), unsub
 }
 
 // message builds the MIME message of rendered for r.

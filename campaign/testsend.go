@@ -95,7 +95,7 @@ func (s Send) buildTest(r Recipient, now time.Time) ([]byte, error) {
 	if s.Template == nil {
 		return nil, errors.New("campaign: no template")
 	}
-	rendered := s.render(r, s.Stream)
+	rendered, _ := s.render(r, s.Stream)
 	rendered.Subject = "[Test] " + rendered.Subject
 	return s.message(r, rendered, now)
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/campaign"
+	"github.com/petrel-mta/petrel/tracking"
 	"github.com/petrel-mta/petrel/verify"
 )
 
@@ -86,7 +88,12 @@ func cleaningVerifier(v *verify.Verifier) audience.VerifyFunc {
 // campaignOptions wires the campaign service to the template store, the
 // sending-domain registry (campaigns need usable, or verified when
 // require_domain_status says so) and the content filter of [esp].
-func (d *daemon) campaignOptions(tpls *campaign.Templates) campaign.Options {
+//
+// Campaigns track opens and clicks (unless a campaign turns them off)
+// with the tracking key, under the From domain's verified tracking domain
+// or else the public base URL ([sending] unsubscribe_url, else the API
+// listener).
+func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domains) campaign.Options {
 	cfg := d.cfg
 	want := d.policy.CampaignDomainStatus()
 	o := campaign.Options{Templates: tpls, Check: campaign.CheckOptions{
@@ -103,6 +110,21 @@ func (d *daemon) campaignOptions(tpls *campaign.Templates) campaign.Options {
 		}
 		r, err := d.tracking.log.Report(tag)
 		return r.UniqueOpens, r.UniqueClicks, err
+	}
+	base := cfg.Sending.UnsubscribeURL
+	if base == "" {
+		base = "http://" + cfg.HTTP.Listen
+	}
+	o.Tracking = &campaign.Tracking{
+		Sign: func(t tracking.Token) (string, error) { return d.tracking.signer.Encode(t) },
+		BaseURL: func(fromDomain string) string {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if u, ok, err := doms.BaseURL(ctx, fromDomain); err == nil && ok {
+				return u
+			}
+			return base
+		},
 	}
 	if cfg.ESP.ContentFilter != "" {
 		o.Check.Filter = &campaign.Rspamd{URL: cfg.ESP.ContentFilter}
