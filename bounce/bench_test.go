@@ -168,3 +168,23 @@ func TestFindAddrsMatchesRegexp(t *testing.T) {
 		}
 	}
 }
+
+// TestManyRecipientsOwnDiagnostics: in a text report naming more
+// recipients than are read (maxBounces), every reported recipient's
+// diagnostic is its own paragraph: the last one read used to run on over
+// the next recipients' lines (they were not among the recipients its
+// paragraph could end at).
+func TestManyRecipientsOwnDiagnostics(t *testing.T) {
+	rep, err := Parse(largeReports(64 << 10)["recipients"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Bounces) != maxBounces {
+		t.Fatalf("%d bounces, want %d", len(rep.Bounces), maxBounces)
+	}
+	for _, b := range rep.Bounces {
+		if n := len(findAddrs(b.Diagnostic, 10)); n != 1 || !strings.Contains(b.Diagnostic, b.Recipient) || b.Reason != "userunknown" {
+			t.Fatalf("%s: %s, diagnostic naming %d addresses: %q", b.Recipient, b.Reason, n, b.Diagnostic)
+		}
+	}
+}

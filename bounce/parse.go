@@ -441,7 +441,7 @@ func findHeaderBlock(text []byte) int {
 			start = end + 1
 			continue
 		}
-		if blank && start > 0 && reHeaderLine.Match(line) && end+1 < len(text) {
+		if blank && start > 0 && headerLead(line) && reHeaderLine.Match(line) && end+1 < len(text) {
 			next := text[end+1:]
 			if j := bytes.IndexByte(next, '\n'); j >= 0 {
 				next = next[:j]
@@ -454,6 +454,13 @@ func findHeaderBlock(text []byte) int {
 		start = end + 1
 	}
 	return -1
+}
+
+// headerLead reports whether line can match reHeaderLine: its first byte
+// starts one of the field names and it has a colon (a cheap test run
+// before the regexp on every paragraph's first line).
+func headerLead(line []byte) bool {
+	return len(line) > 0 && bytes.IndexByte([]byte("rftcsdmx"), line[0]|0x20) >= 0 && bytes.IndexByte(line, ':') > 0
 }
 
 // originalFirst holds the first bytes of the reOriginal markers, lower

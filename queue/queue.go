@@ -153,6 +153,15 @@ func Open(dir string, opts Options) (*Queue, error) {
 	q := &Queue{dir: dir, db: db, opts: opts, log: opts.Logger, closedCh: make(chan struct{}),
 		pending: make(map[uint64]struct{}), space: sp,
 		cursorSynced: make(map[string]time.Time)}
+	// What the live WAL holds is not flushed yet: its flush writes it
+	// again as sstables before the WAL is deleted.
+	sp.setUnflushed(func() int64 {
+		if q.enter() != nil {
+			return 0 // closed: Pebble may be gone
+		}
+		defer q.exit()
+		return int64(db.Metrics().WAL.Size)
+	})
 	q.sched.init(q)
 	q.wake.init()
 	if err := q.load(); err != nil {

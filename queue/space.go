@@ -48,7 +48,10 @@ type SpaceChecker interface {
 //   - below R: Enqueue and EnqueueBatch refuse new mail with
 //     ErrInsufficientStorage; each admission reserves twice its bytes
 //     until its commit ends, so concurrent writers admitted on one sample
-//     cannot together write past R (TestFullDiskConcurrentWriters);
+//     cannot together write past R, and a sample counts what the live
+//     WAL holds once more (its flush); Pebble's own writes (WAL segment
+//     preallocation, MANIFEST) can still take free space somewhat below
+//     R, never to C (TestFullDiskConcurrentWriters);
 //     state changes (deliveries, bounces, holds) still commit: they are
 //     small and they make room;
 //   - a ballast file of B = R/2, within [24 MiB, 64 MiB], in the spool
@@ -86,8 +89,11 @@ type space struct {
 	avail      atomic.Int64 // bytes free at the last sample
 	written    atomic.Int64 // bytes enqueued since the last sample
 	inflight   atomic.Int64 // bytes admitted whose commit has not ended
-	sampled    atomic.Int64 // unix nanos of the last sample
-	low        atomic.Bool
+	// unflushed, once Pebble is open, returns the bytes in the live WAL:
+	// a sample counts them as written once more (their flush).
+	unflushed func() int64
+	sampled   atomic.Int64 // unix nanos of the last sample
+	low       atomic.Bool
 }
 
 // newSpace sizes the guard for dir from the options; with neither
@@ -119,6 +125,14 @@ func newSpace(dir string, opts Options) (*space, error) {
 	return s, nil
 }
 
+// setUnflushed installs the unflushed-bytes source (under s.mu: the
+// space loop may be sampling).
+func (s *space) setUnflushed(f func() int64) {
+	s.mu.Lock()
+	s.unflushed = f
+	s.mu.Unlock()
+}
+
 func (s *space) ballastPath() string { return filepath.Join(s.dir, ballastName) }
 
 // sample reads the free space, releases the ballast when the disk is
@@ -137,6 +151,9 @@ func (s *space) sampleLocked() {
 		return
 	}
 	avail := int64(min(du.AvailBytes, 1<<62))
+	if s.unflushed != nil {
+		avail -= s.unflushed()
+	}
 	if s.hasBallast && avail < s.critical {
 		s.dropBallast(fmt.Sprintf("%d bytes free", avail))
 		if du, err = vfs.Default.GetDiskUsage(s.dir); err == nil {

@@ -222,8 +222,12 @@ func TestFullDiskConcurrentWriters(t *testing.T) {
 	if 2*written > free0-reserve+2*size {
 		t.Errorf("admitted %d MiB, twice that is more than the %d MiB free above the reserve", written>>20, (free0-reserve)>>20)
 	}
-	if low := minFree.Load(); low < reserve/2 {
-		t.Errorf("free space fell to %d MiB, below half the %d MiB reserve: concurrent writers got past the pre-check", low>>20, reserve>>20)
+	// Pebble's own writes (a preallocated WAL segment, the MANIFEST,
+	// flushes of what a sample already counted) may take free space
+	// below the reserve, but never to the critical level where the
+	// reserve file must be released (24 MiB file: 12 MiB).
+	if low, critical := minFree.Load(), q.space.critical; low < critical {
+		t.Errorf("free space fell to %d MiB, below the critical %d MiB (reserve %d MiB): concurrent writers got past the pre-check", low>>20, critical>>20, reserve>>20)
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
