@@ -40,7 +40,8 @@ func TestContactTimeZoneSend(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Status != StatusScheduled || c.ScheduledAt.After(time.Now().Add(time.Second)) {
+		// The scheduler may already have started it (its first pass is due).
+		if c.Status != StatusScheduled && c.Status != StatusSending || c.ScheduledAt.After(time.Now().Add(time.Second)) {
 			t.Fatalf("created %+v: should start now (Tokyo's 09:00 has passed)", c)
 		}
 		count := func(group string) int {
