@@ -15,8 +15,10 @@ func TestRun(t *testing.T) {
 	}{
 		{"unknown command", []string{"bogus"}, 1, nil},
 		{"bad flag", []string{"run", "-nope"}, 2, nil},
+		{"bad peer-n", []string{"run", "-peer-n", "exim"}, 2, nil},
+		{"bad peer-n count", []string{"run", "-peer-n", "exim=0"}, 2, nil},
 		{"noop quick", []string{"run", "-quick", "-n", "40", "-scenarios", "noop,petrel_relay", "-petreld", "/nonexistent/petreld"}, 0,
-			[]string{"scenario=noop msgs_per_s=", "scenario=petrel_relay ", "scenario=summary ", "concurrency=10", "n=40"}},
+			[]string{"scenario=noop load=pipelined_persistent msgs_per_s=", "pipelined  noop", "scenario=petrel_relay ", "scenario=summary ", "concurrency=10", "n=40"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
