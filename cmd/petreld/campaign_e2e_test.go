@@ -389,8 +389,13 @@ func TestCampaignScheduleAndPauseThroughDaemon(t *testing.T) {
 		t.Fatalf("paused campaign went on: %d then %d", paused.Progress.Sent, c.Progress.Sent)
 	}
 	waitFor(t, 30*time.Second, "the paused part delivered", func() bool { return int64(k.count()) >= paused.Progress.Sent })
-	if int64(k.count()) != paused.Progress.Sent {
-		t.Fatalf("%d at the MX while paused with %d sent", k.count(), paused.Progress.Sent)
+	// The kill may land between a page's commit to the spool and its
+	// cursor's save: that page (page_size 10) is then at the MX but not
+	// yet counted; the resume resubmits it as no-ops (idempotency keys),
+	// and the end of this test checks nobody got two messages.
+	time.Sleep(time.Second)
+	if c := int64(k.count()); c < paused.Progress.Sent || c > paused.Progress.Sent+10 {
+		t.Fatalf("%d at the MX while paused with %d sent (at most one uncounted page of 10)", c, paused.Progress.Sent)
 	}
 	if code, err := e.api("POST", "/api/v1/campaigns/spring/resume", nil, nil); err != nil || code != 200 {
 		t.Fatalf("resume: %d %v", code, err)
