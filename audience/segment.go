@@ -144,6 +144,7 @@ var errUntranslatable = errors.New("not translatable to SQL")
 
 // translator turns the common subset of CEL into SQL conditions:
 // && || ! == != < <= > >=, "tag" in tags, x in [list], variables,
+// s.contains/startsWith/endsWith(constant) on a string variable,
 // literals, now, duration(), timestamp() and timestamp ± duration.
 // Unset values are the type's zero value on both paths.
 type translator struct {
@@ -222,6 +223,34 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 			l += ` COLLATE "C"`
 		}
 		return "(" + l + " " + op + " " + r + ")", nil
+	case "contains", "startsWith", "endsWith":
+		// s.contains("x") and friends on a string variable: a contact
+		// search ("email.contains(...)") must not scan in Go. Both
+		// dialects compare characters exactly (case-sensitive), as CEL.
+		if !call.IsMemberFunction() || len(args) != 1 {
+			return "", errUntranslatable
+		}
+		l, lt, err := t.operand(call.Target())
+		if err != nil || lt != cel.StringType || call.Target().Kind() != ast.IdentKind {
+			return "", errUntranslatable
+		}
+		v, err := t.constant(args[0])
+		if err != nil {
+			return "", err
+		}
+		if _, ok := v.(string); !ok {
+			return "", errUntranslatable
+		}
+		switch {
+		case fn == "contains" && t.d == postgres:
+			return "(strpos(" + l + ", " + t.arg(v) + ") > 0)", nil
+		case fn == "contains":
+			return "(instr(" + l + ", " + t.arg(v) + ") > 0)", nil
+		case fn == "startsWith":
+			return "(substr(" + l + ", 1, length(" + t.arg(v) + ")) = " + t.arg(v) + ")", nil
+		default: // endsWith
+			return "(length(" + l + ") >= length(" + t.arg(v) + ") AND substr(" + l + ", length(" + l + ") - length(" + t.arg(v) + ") + 1) = " + t.arg(v) + ")", nil
+		}
 	case operators.In:
 		if args[1].Kind() == ast.IdentKind && args[1].AsIdent() == "tags" {
 			v, err := t.constant(args[0])

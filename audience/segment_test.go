@@ -125,9 +125,16 @@ func TestSegmentsSQLAndGoAgree(t *testing.T) {
 			{`"x'y" in tags`, true, func(p segPerson) bool { return slices.Contains(p.tags, "x'y") }},
 			{`age == 0`, true, func(p segPerson) bool { return p.age == 0 }},
 			{`true`, true, func(segPerson) bool { return true }},
+			{`email.contains("1@") && city.startsWith("Tai")`, true,
+				func(p segPerson) bool { return strings.Contains(p.email, "1@") && strings.HasPrefix(p.city, "Tai") }},
+			{`email.endsWith("3@example.com") || city.contains("ari")`, true,
+				func(p segPerson) bool {
+					return strings.HasSuffix(p.email, "3@example.com") || strings.Contains(p.city, "ari")
+				}},
+			{`!city.contains("a")`, true, func(p segPerson) bool { return !strings.Contains(p.city, "a") }},
 			// Outside the SQL subset: evaluated in Go.
 			{`city.lowerAscii() == "taipei"`, false, func(p segPerson) bool { return strings.ToLower(p.city) == "taipei" }},
-			{`size(tags) >= 2 && email.endsWith("0@example.com")`, false,
+			{`size(tags) >= 2 && email.lowerAscii().endsWith("0@example.com")`, false,
 				func(p segPerson) bool { return len(p.tags) >= 2 && strings.HasSuffix(p.email, "0@example.com") }},
 			{`tags.exists(t, t.startsWith("b")) || score * 2.0 > 150.0`, false,
 				func(p segPerson) bool { return slices.Contains(p.tags, "beta") || p.score*2 > 150 }},
