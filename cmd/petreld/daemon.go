@@ -358,6 +358,13 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		// unsubscribed): ARCHITECTURE.md, ESP layer.
 		d.esp.FollowSuppressions(dctx, q, time.Second, log.With("component", "audience"))
 	}()
+	d.delivery.Add(1)
+	go func() {
+		defer d.delivery.Done()
+		// Contacts' last_sent, last_opened, last_clicked (engagement
+		// segments and flow conditions) from the event log.
+		d.esp.FollowEngagement(dctx, q, 5*time.Second, log.With("component", "audience"))
+	}()
 	d.startFlows(dctx, flows, q)
 	d.delivery.Add(1)
 	go func() {
