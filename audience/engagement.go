@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/petrel-mta/petrel/events"
-	"github.com/petrel-mta/petrel/internal/poll"
 )
 
 // engagementCursor names the event-log cursor of ApplyEngagementEvents.
@@ -30,21 +29,7 @@ const engagementCursor = "esp:engagement"
 // page's commit and the cursor — changes nothing. Each page is one
 // transaction; the cursor moves only after it commits.
 func (s *Store) ApplyEngagementEvents(ctx context.Context, log EventLog) (int, error) {
-	after, err := log.Cursor(engagementCursor)
-	if err != nil {
-		return 0, err
-	}
-	evs, scanned, err := log.EventsScan(ctx, events.EventFilter{After: after, Types: []string{"delivered", "opened", "clicked"}, Limit: 1000})
-	if err != nil {
-		return 0, err
-	}
-	if len(evs) == 0 {
-		if scanned == "" || scanned == after {
-			return 0, nil
-		}
-		return 0, log.SetCursor(engagementCursor, scanned)
-	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	return s.applyEvents(ctx, log, engagementCursor, []string{"delivered", "opened", "clicked"}, func(tx *sql.Tx, evs []events.Event) error {
 		for _, ev := range evs {
 			at := ev.Time.Unix()
 			switch ev.Type {
@@ -77,16 +62,12 @@ func (s *Store) ApplyEngagementEvents(ctx context.Context, log EventLog) (int, e
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return len(evs), log.SetCursor(engagementCursor, scanned)
 }
 
 // FollowEngagement runs ApplyEngagementEvents until ctx ends, every
 // interval when there is nothing new.
 func (s *Store) FollowEngagement(ctx context.Context, log EventLog, interval time.Duration, logger *slog.Logger) {
-	poll.Run(ctx, interval, nil, logger, "apply engagement events to contacts", func(ctx context.Context) (int, error) {
+	follow(ctx, interval, logger, "apply engagement events to contacts", func(ctx context.Context) (int, error) {
 		return s.ApplyEngagementEvents(ctx, log)
 	})
 }

@@ -50,24 +50,8 @@ func statusFor(ev events.Event) (Status, bool) {
 // cursor moves only after it commits (at least once; applying an event
 // twice changes nothing). It returns how many events it read.
 func (s *Store) ApplySuppressionEvents(ctx context.Context, log EventLog) (int, error) {
-	after, err := log.Cursor(suppressionCursor)
-	if err != nil {
-		return 0, err
-	}
-	evs, scanned, err := log.EventsScan(ctx, events.EventFilter{After: after, Type: "suppressed", Limit: 1000})
-	if err != nil {
-		return 0, err
-	}
-	if len(evs) == 0 {
-		// Nothing but other types since the cursor: move past them, so
-		// they are not examined again.
-		if scanned == "" || scanned == after {
-			return 0, nil
-		}
-		return 0, log.SetCursor(suppressionCursor, scanned)
-	}
-	now := s.opts.Now().UTC().Unix()
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	return s.applyEvents(ctx, log, suppressionCursor, []string{"suppressed"}, func(tx *sql.Tx, evs []events.Event) error {
+		now := s.opts.Now().UTC().Unix()
 		for _, ev := range evs {
 			st, ok := statusFor(ev)
 			if !ok {
@@ -95,16 +79,45 @@ func (s *Store) ApplySuppressionEvents(ctx context.Context, log EventLog) (int, 
 		}
 		return nil
 	})
+}
+
+// applyEvents reads the next page (up to 1,000) of the events of types
+// after cursor, applies it in one transaction, and only then moves the
+// cursor past everything examined (at least once: apply must be
+// idempotent). A page of other types only moves the cursor. It returns
+// how many events it applied.
+func (s *Store) applyEvents(ctx context.Context, log EventLog, cursor string, types []string, apply func(tx *sql.Tx, evs []events.Event) error) (int, error) {
+	after, err := log.Cursor(cursor)
 	if err != nil {
 		return 0, err
 	}
-	return len(evs), log.SetCursor(suppressionCursor, scanned)
+	evs, scanned, err := log.EventsScan(ctx, events.EventFilter{After: after, Types: types, Limit: 1000})
+	if err != nil {
+		return 0, err
+	}
+	if len(evs) == 0 {
+		// Nothing but other types since the cursor: move past them, so
+		// they are not examined again.
+		if scanned == "" || scanned == after {
+			return 0, nil
+		}
+		return 0, log.SetCursor(cursor, scanned)
+	}
+	if err := s.tx(ctx, func(tx *sql.Tx) error { return apply(tx, evs) }); err != nil {
+		return 0, err
+	}
+	return len(evs), log.SetCursor(cursor, scanned)
+}
+
+// follow runs step until ctx ends, every interval when it found nothing.
+func follow(ctx context.Context, interval time.Duration, logger *slog.Logger, what string, step func(context.Context) (int, error)) {
+	poll.Run(ctx, interval, nil, logger, what, step)
 }
 
 // FollowSuppressions runs ApplySuppressionEvents until ctx ends, every
 // interval when there is nothing new.
 func (s *Store) FollowSuppressions(ctx context.Context, log EventLog, interval time.Duration, logger *slog.Logger) {
-	poll.Run(ctx, interval, nil, logger, "apply suppression events to contacts", func(ctx context.Context) (int, error) {
+	follow(ctx, interval, logger, "apply suppression events to contacts", func(ctx context.Context) (int, error) {
 		return s.ApplySuppressionEvents(ctx, log)
 	})
 }
