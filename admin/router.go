@@ -172,14 +172,11 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 			// body gets much less.
 			_ = rc.SetReadDeadline(time.Now().Add(r.publicRead))
 		}
-		body := &eofReader{ReadCloser: req.Body}
+		body := &eofReader{ReadCloser: req.Body, rc: rc}
 		req.Body = body
 		h.ServeHTTP(w, req)
 		if body.eof {
-			// Fully read: the connection stays usable; lift the body
-			// deadline so it cannot fire in net/http's background read.
-			_ = rc.SetReadDeadline(time.Time{})
-			return
+			return // fully read: the connection stays usable
 		}
 		// Whatever of the body the handler left unread is not read
 		// after it at the client's pace (outside the per-IP count): the
@@ -188,16 +185,22 @@ func (r *Router) publicGuard(h http.Handler) http.Handler {
 	})
 }
 
-// eofReader records whether its body was read to the end.
+// eofReader records whether its body was read to the end, and then lifts
+// the body's read deadline at once: net/http starts its background read
+// on the connection at that EOF, and a deadline passing under it (while
+// the handler still works) would cancel the request's context. The
+// server sets fresh deadlines for the next request.
 type eofReader struct {
 	io.ReadCloser
+	rc  *http.ResponseController
 	eof bool
 }
 
 func (b *eofReader) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF {
+	if err == io.EOF && !b.eof {
 		b.eof = true
+		_ = b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }

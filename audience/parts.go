@@ -22,7 +22,13 @@ type schemaPart struct {
 	sqlite, postgres []string
 }
 
-var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart}
+var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart, emailKeyPart}
+
+// emailKeyPart indexes contacts by address across audiences: the event
+// followers (suppressions, last_sent) update every contact of an address.
+var emailKeyPart = schemaPart{name: "contacts_email_key", stmts: []string{
+	`CREATE INDEX IF NOT EXISTS contacts_email_key ON contacts (email_key)`,
+}}
 
 // migrateParts applies the schema parts not yet recorded.
 func (s *Store) migrateParts(ctx context.Context) error {

@@ -549,9 +549,9 @@ func (s *Service) sendOf(sp Spec, tpl *Compiled, stop <-chan struct{}) Send {
 	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: sp.stream(),
 		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub, Stop: stop}
 	if t := s.opts.Tracking; t != nil {
-		tr := *t
+		tr := t.once(sp.From)
 		tr.Opens, tr.Clicks = sp.TrackOpens == nil || *sp.TrackOpens, sp.TrackClicks == nil || *sp.TrackClicks
-		send.Tracking = &tr
+		send.Tracking = tr
 	}
 	if sp.ReplyTo != "" {
 		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}

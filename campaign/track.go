@@ -21,7 +21,10 @@ type Tracking struct {
 	Sign func(tracking.Token) (string, error)
 	// BaseURL gives the public base of the tracking routes for a From
 	// domain ("https://track.shop.example": its verified tracking
-	// domain, else the daemon's public URL).
+	// domain, else the daemon's public URL); "" means there is no public
+	// base and the send is not tracked (a link to a private listener
+	// would break every link of the message). Service asks it once per
+	// send.
 	BaseURL func(fromDomain string) string
 	// Opens and Clicks say what is tracked.
 	Opens, Clicks bool
@@ -34,11 +37,12 @@ func (t *Tracking) apply(rendered *Rendered, campaign, message string, r Recipie
 	if t == nil || t.Sign == nil || !t.Opens && !t.Clicks {
 		return nil
 	}
-	domain := from[strings.LastIndexByte(from, '@')+1:]
-	base := strings.TrimRight(t.BaseURL(domain), "/")
+	base := strings.TrimRight(t.BaseURL(domainOf(from)), "/")
+	if base == "" {
+		return nil
+	}
 	tok := tracking.Token{Campaign: campaign, Message: message, Recipient: strconv.FormatInt(r.ID, 10),
 		Sent: now.Unix(), Provider: events.Provider("", r.Email), Stream: stream}
-	var failed error
 	link := func(n int, href string) (string, bool) {
 		if !t.Clicks || unsub != "" && href == unsub {
 			return "", false
@@ -47,8 +51,7 @@ func (t *Tracking) apply(rendered *Rendered, campaign, message string, r Recipie
 		c.Kind, c.Link, c.URL = tracking.Click, n, href
 		s, err := t.Sign(c)
 		if err != nil {
-			failed = err
-			return "", false
+			return "", false // a link no token can carry (over 4 KiB) stays as it is
 		}
 		return base + "/t/c/" + s, true
 	}
@@ -68,8 +71,17 @@ func (t *Tracking) apply(rendered *Rendered, campaign, message string, r Recipie
 	if rendered.Text != "" {
 		rendered.Text = tracking.RewriteText(rendered.Text, link)
 	}
-	if failed != nil {
-		return fmt.Errorf("campaign: click token: %w", failed)
-	}
 	return nil
+}
+
+// domainOf is the domain of an address.
+func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')+1:] }
+
+// once returns t with BaseURL resolved for from's domain now, so a send
+// asks it once rather than per message.
+func (t *Tracking) once(from string) *Tracking {
+	c := *t
+	base := t.BaseURL(domainOf(from))
+	c.BaseURL = func(string) string { return base }
+	return &c
 }

@@ -79,3 +79,41 @@ func TestTrackingRewritesLinks(t *testing.T) {
 		})
 	}
 }
+
+// TestTrackingWithoutBaseOrWithHugeLink: no public base means no
+// tracking at all (a link to a private listener would break the mail),
+// and a link too long for a token stays as it is while the others are
+// tracked.
+func TestTrackingWithoutBaseOrWithHugeLink(t *testing.T) {
+	signer, err := tracking.NewSigner([]byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := "https://shop.test/" + strings.Repeat("x", 5000)
+	r := Recipient{ID: 7, Email: "bo@example.test"}
+	for _, tt := range []struct {
+		name, base string
+		wantClicks int
+		wantPixel  bool
+	}{
+		{"no base", "", 0, false},
+		{"base", "https://t.shop.test", 1, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := (&Tracking{Sign: signer.Encode, BaseURL: func(string) string { return tt.base }, Opens: true, Clicks: true}).once("news@shop.test")
+			rendered := Rendered{HTML: `<a href="https://shop.test/a">a</a><a href="` + huge + `">b</a>`}
+			if err := tr.apply(&rendered, "c", "k", r, "marketing", "news@shop.test", "", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(rendered.HTML, "/t/c/"); n != tt.wantClicks {
+				t.Fatalf("%d tracked links, want %d: %.300s", n, tt.wantClicks, rendered.HTML)
+			}
+			if !strings.Contains(rendered.HTML, huge) {
+				t.Fatal("the over-long link was changed or lost")
+			}
+			if strings.Contains(rendered.HTML, "/t/o/") != tt.wantPixel {
+				t.Fatalf("pixel: %.300s", rendered.HTML)
+			}
+		})
+	}
+}

@@ -485,8 +485,17 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 		if (ev.Type != "opened" && ev.Type != "clicked") || ev.Machine || ev.Recipient == "" {
 			continue
 		}
+		// A campaign's tracking token carries the contact id (never the
+		// address); other senders' events carry the address.
+		id, idErr := strconv.ParseInt(ev.Recipient, 10, 64)
 		for _, a := range auds {
-			c, err := s.aud.ContactByEmail(ctx, a.ID, ev.Recipient)
+			var c audience.Contact
+			var err error
+			if idErr == nil {
+				c, err = s.aud.Contact(ctx, a.ID, id)
+			} else {
+				c, err = s.aud.ContactByEmail(ctx, a.ID, ev.Recipient)
+			}
 			if err != nil {
 				continue
 			}

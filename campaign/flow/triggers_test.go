@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -211,7 +212,8 @@ func TestScanTriggers(t *testing.T) {
 		}
 		// Ada opens something on day 5; on day 8 only bob has been idle 7 days.
 		fx.clk.Add(5 * 24 * time.Hour)
-		fx.q.AppendEvents(fx.ctx, []events.Event{{Type: "opened", Time: fx.clk.Now(), Recipient: "ada@example.test", Campaign: "c"}})
+		// As a campaign's tracking token reports it: the contact id.
+		fx.q.AppendEvents(fx.ctx, []events.Event{{Type: "opened", Time: fx.clk.Now(), Recipient: strconv.FormatInt(ada.ID, 10), Campaign: "c"}})
 		fx.runWith(fx.q)
 		fx.clk.Add(3 * 24 * time.Hour)
 		fx.svc.Scan(fx.ctx)

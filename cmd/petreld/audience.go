@@ -91,8 +91,8 @@ func cleaningVerifier(v *verify.Verifier) audience.VerifyFunc {
 //
 // Campaigns track opens and clicks (unless a campaign turns them off)
 // with the tracking key, under the From domain's verified tracking domain
-// or else the public base URL ([sending] unsubscribe_url, else the API
-// listener).
+// or else the public base URL ([sending] unsubscribe_url); with neither,
+// campaigns are not tracked.
 func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domains) campaign.Options {
 	cfg := d.cfg
 	want := d.policy.CampaignDomainStatus()
@@ -111,10 +111,10 @@ func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domain
 		r, err := d.tracking.log.Report(tag)
 		return r.UniqueOpens, r.UniqueClicks, err
 	}
+	// Without a public base ([sending] unsubscribe_url) or a verified
+	// tracking domain, mail is not tracked: links to the API listener
+	// (127.0.0.1 by default) would break for every recipient.
 	base := cfg.Sending.UnsubscribeURL
-	if base == "" {
-		base = "http://" + cfg.HTTP.Listen
-	}
 	o.Tracking = &campaign.Tracking{
 		Sign: func(t tracking.Token) (string, error) { return d.tracking.signer.Encode(t) },
 		BaseURL: func(fromDomain string) string {
