@@ -112,3 +112,12 @@ bench: bench-postfix bench-peers
 
 bench-quick: bench-postfix
 	$(GO) run ./bench/cmd/petrel-bench run -quick $(BENCH_FLAGS)
+
+# bench-flows runs the automation benchmarks (issue 14: 10,000 timers due
+# at once, custom-event ingest with p99, 1,000,000 waiting contacts' RSS).
+# They are Go benchmarks of campaign/flow over a real Pebble queue and
+# SQLite, because bench/ drives binaries and imports no production code.
+.PHONY: bench-flows
+bench-flows:
+	$(GO) test -run '^$$' -bench 'DueTimers10k|MillionWaiting' -benchtime 1x ./campaign/flow
+	$(GO) test -run '^$$' -bench CustomEvents -benchtime 20000x ./campaign/flow

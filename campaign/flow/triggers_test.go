@@ -167,6 +167,43 @@ func TestFrequencyCap(t *testing.T) {
 	}
 }
 
+// TestFrequencyCapCountsCampaigns: a campaign message delivered to the
+// contact (a "delivered" event with a campaign in the MTA event log, which
+// audience turns into last_sent) counts toward the cap across flows and
+// campaigns: under a cap of 2, one flow message is sent, the next waits
+// for the window.
+func TestFrequencyCapCountsCampaigns(t *testing.T) {
+	fx := newFixture(t, t.TempDir()+"/esp.db", Options{FrequencyCap: 2, FrequencyWindow: 24 * time.Hour})
+	fx.svc.Delete(fx.ctx, "welcome")
+	for _, id := range []string{"f1", "f2"} {
+		if _, err := fx.svc.Save(fx.ctx, Flow{ID: id, Audience: fx.news.ID, From: "a@shop.example", Trigger: Trigger{Type: TriggerEvent, Event: id},
+			Steps: []Step{{ID: "s", Type: StepSend, Template: "welcome-2"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fx.contact("ada@example.test")
+	if err := fx.q.AppendEvents(fx.ctx, []events.Event{{Type: "delivered", Time: fx.clk.Now(), Recipient: "ada@example.test", Campaign: "newsletter"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fx.aud.ApplyEngagementEvents(fx.ctx, fx.q); err != nil || n != 1 {
+		t.Fatalf("engagement events applied: %d, %v", n, err)
+	}
+	fx.clk.Add(time.Hour)
+	for _, id := range []string{"f1", "f2"} {
+		fx.svc.PostEvent(fx.ctx, CustomEvent{Contact: "ada@example.test", Name: id})
+		fx.run()
+		fx.clk.Add(time.Hour)
+	}
+	if n := len(fx.mail()["ada@example.test"]); n != 1 {
+		t.Fatalf("%d flow messages after a campaign message under a cap of 2, want 1", n)
+	}
+	fx.clk.Add(23 * time.Hour)
+	fx.run()
+	if n := len(fx.mail()["ada@example.test"]); n != 2 {
+		t.Fatalf("%d flow messages after the window, want 2", n)
+	}
+}
+
 // TestScanTriggers: a renewal-date trigger a week before the date (not
 // before 09:00 local time, once), and "did not open in 7 days" (an open
 // in the event log resets the idle stretch).
