@@ -287,21 +287,32 @@ func (s *Store) Import(ctx context.Context, id int64) (Import, error) {
 // ImportErrors returns a job's row errors in line order, after the given
 // line, at most limit (default 1000).
 func (s *Store) ImportErrors(ctx context.Context, id, afterLine int64, limit int) ([]ImportError, error) {
+	return rowErrors(ctx, s, "import errors", `SELECT line, col, reason FROM import_errors WHERE import_id = ? AND line > ? ORDER BY line, col LIMIT ?`,
+		id, afterLine, limit, func(pos int64, col, reason string) ImportError {
+			return ImportError{Line: pos, Column: col, Reason: reason}
+		})
+}
+
+// rowErrors reads a job's row errors after position after, at most limit
+// (default 1000, at most 10000): query selects (position, column,
+// reason) for a job id, a position and a limit; mk makes one element.
+func rowErrors[T any](ctx context.Context, s *Store, what, query string, id, after int64, limit int, mk func(pos int64, col, reason string) T) ([]T, error) {
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT line, col, reason FROM import_errors WHERE import_id = ? AND line > ? ORDER BY line, col LIMIT ?`), id, afterLine, limit)
+	rows, err := s.db.QueryContext(ctx, s.q(query), id, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("audience: import errors: %w", err)
+		return nil, fmt.Errorf("audience: %s: %w", what, err)
 	}
 	defer rows.Close()
-	out := []ImportError{}
+	out := []T{}
 	for rows.Next() {
-		var e ImportError
-		if err := rows.Scan(&e.Line, &e.Column, &e.Reason); err != nil {
-			return nil, fmt.Errorf("audience: import errors: %w", err)
+		var pos int64
+		var col, reason string
+		if err := rows.Scan(&pos, &col, &reason); err != nil {
+			return nil, fmt.Errorf("audience: %s: %w", what, err)
 		}
-		out = append(out, e)
+		out = append(out, mk(pos, col, reason))
 	}
 	return out, rows.Err()
 }

@@ -119,23 +119,10 @@ func (s *Store) ContactJob(ctx context.Context, audience, id int64) (ContactJob,
 // ContactJobErrors returns a job's failed rows after index after, at
 // most limit (default 1000).
 func (s *Store) ContactJobErrors(ctx context.Context, id, after int64, limit int) ([]ContactJobError, error) {
-	if limit <= 0 || limit > 10000 {
-		limit = 1000
-	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT idx, col, reason FROM contact_job_errors WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?`), id, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("audience: contact job errors: %w", err)
-	}
-	defer rows.Close()
-	out := []ContactJobError{}
-	for rows.Next() {
-		var e ContactJobError
-		if err := rows.Scan(&e.Index, &e.Column, &e.Reason); err != nil {
-			return nil, fmt.Errorf("audience: contact job errors: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return rowErrors(ctx, s, "contact job errors", `SELECT idx, col, reason FROM contact_job_errors WHERE job_id = ? AND idx > ? ORDER BY idx LIMIT ?`,
+		id, after, limit, func(pos int64, col, reason string) ContactJobError {
+			return ContactJobError{Index: pos, Column: col, Reason: reason}
+		})
 }
 
 // PendingContactJobs returns the ids of bulk jobs not finished.
