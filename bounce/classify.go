@@ -530,29 +530,52 @@ func findReply(text string) int {
 
 // commandWords are the words reCommand ends on, and reCommandWindow the
 // most text before one of them that a reCommand match can span.
-var commandWords = []string{"rcpt", "mail", "data", "helo", "ehlo", "starttls", "connect"}
+var commandWords = [...]string{"rcpt", "mail", "data", "helo", "ehlo", "starttls", "connect"}
 
 const reCommandWindow = 48
+
+// commandWordsAt returns the offsets of commandWords in lower, in order:
+// for each word its non-overlapping occurrences from the left (as
+// repeated strings.Index calls find them), in one pass over lower. The
+// words start with distinct bytes, so at most one starts at an offset.
+func commandWordsAt(lower string) []int {
+	var at []int
+	var next [len(commandWords)]int // where word k may next occur
+	for i := 0; i+4 <= len(lower); i++ {
+		k := commandFirst[lower[i]] - 1
+		if k < 0 || i < next[k] {
+			continue
+		}
+		w := commandWords[k]
+		if uint32(lower[i+1])|uint32(lower[i+2])<<8|uint32(lower[i+3])<<16 != commandNext3[k] || len(w) > 4 && !strings.HasPrefix(lower[i:], w) {
+			continue
+		}
+		at = append(at, i)
+		next[k] = i + len(w)
+	}
+	return at
+}
+
+// commandFirst maps the first byte of commandWords[k] to k+1, and
+// commandNext3[k] holds the word's next three bytes, little-endian.
+var commandFirst, commandNext3 = func() (t [256]int8, n [len(commandWords)]uint32) {
+	for k, w := range commandWords {
+		t[w[0]] = int8(k + 1)
+		n[k] = uint32(w[1]) | uint32(w[2])<<8 | uint32(w[3])<<16
+	}
+	return t, n
+}()
 
 // findCommand names the SMTP command a reply text says it answered: an
 // explicit "in reply to X command" phrase, else the latest stage named by
 // an upper-case command word. It runs its regular expressions only on
 // short windows around the command words, so its cost is linear in the
 // text with a small constant.
-func findCommand(text string) string {
-	lower := asciiLower(text)
-	var at []int
-	for _, w := range commandWords {
-		for i := 0; ; {
-			j := strings.Index(lower[i:], w)
-			if j < 0 {
-				break
-			}
-			at = append(at, i+j)
-			i += j + len(w)
-		}
-	}
-	slices.Sort(at)
+func findCommand(text string) string { return findCommandLower(text, asciiLower(text)) }
+
+// findCommandLower is findCommand with asciiLower(text) given.
+func findCommandLower(text, lower string) string {
+	at := commandWordsAt(lower)
 	var m []string
 	for _, i := range at {
 		from, end := max(0, i-reCommandWindow), min(len(text), i+len("connection")+2)

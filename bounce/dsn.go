@@ -91,15 +91,55 @@ func findAddrIndex(text string, n int) [][2]int {
 		if start == k || !dot {
 			continue
 		}
-		loc := reAddr.FindStringIndex(text[start:end])
-		if loc == nil || loc[0] != 0 {
+		// text[start:k] is a run of local-part bytes, so reAddr matches
+		// from start exactly when the domain does.
+		n := domainMatch(text[k+1 : end])
+		if n < 0 {
 			continue
 		}
-		out = append(out, [2]int{start, start + loc[1]})
-		prev = start + loc[1]
+		out = append(out, [2]int{start, k + 1 + n})
+		prev = k + 1 + n
 		at = prev
 	}
 	return out
+}
+
+// domainMatch returns the length of the match of reAddr's domain part
+// (labels of letters, digits and inner hyphens, at least two, joined by
+// dots) at the start of d, or -1 when there is none. It follows the
+// regexp's leftmost-first, greedy semantics: a label followed by a dot
+// must be its whole run of name bytes; the last one may end before a
+// trailing hyphen run.
+func domainMatch(d string) int {
+	run := func(i int) int { // end of the run of label bytes from i
+		for i < len(d) && (isAlnum(d[i]) || d[i] == '-') {
+			i++
+		}
+		return i
+	}
+	r := run(0)
+	if r == 0 || !isAlnum(d[0]) || !isAlnum(d[r-1]) {
+		return -1 // the first label must be followed by a dot
+	}
+	end := -1
+	for pos := r; pos < len(d) && d[pos] == '.' && pos+1 < len(d) && isAlnum(d[pos+1]); {
+		r := run(pos + 1)
+		l := r
+		for !isAlnum(d[l-1]) {
+			l--
+		}
+		end = l
+		if l < r {
+			break // a trailing hyphen: no dot can follow this label
+		}
+		pos = r
+	}
+	return end
+}
+
+// isAlnum reports an ASCII letter or digit.
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // reNotRecipientField matches the start of a line that is a header field
@@ -110,19 +150,47 @@ var reNotRecipientField = regexp.MustCompile(`^[ \t>]*(?:message-id|in-reply-to|
 // inNotRecipientField reports whether the address at offset i of lower
 // stands in such a header field.
 func inNotRecipientField(lower string, i int) bool {
-	ls := strings.LastIndexByte(lower[:i], '\n') + 1
+	return inNotRecipientFieldFrom(lower, strings.LastIndexByte(lower[:i], '\n')+1, i)
+}
+
+// inNotRecipientFieldFrom is inNotRecipientField with the start ls of
+// i's line already known.
+func inNotRecipientFieldFrom(lower string, ls, i int) bool {
+	// Only a line whose first byte after blanks and quote marks starts
+	// one of the field names can match: skip the regexp for the others.
+	if t := strings.TrimLeft(lower[ls:i], " \t>"); t == "" || strings.IndexByte("mirfsedlx", t[0]) < 0 {
+		return false
+	}
 	return reNotRecipientField.MatchString(lower[ls:i])
 }
 
 // isDomainByte reports the bytes of reAddr's domain part.
-func isDomainByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.'
-}
+func isDomainByte(c byte) bool { return byteClass[c]&domainByte != 0 }
 
 // isLocalByte reports the bytes of reAddr's local part.
-func isLocalByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".!#$%&'*+/=?^_{|}~-", c) >= 0
-}
+func isLocalByte(c byte) bool { return byteClass[c]&localByte != 0 }
+
+// byteClass classifies the bytes of addresses for isDomainByte and
+// isLocalByte: letters, digits, '-' and '.' are domain bytes; letters,
+// digits and ".!#$%&'*+/=?^_{|}~-" local-part bytes.
+var byteClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		if isAlnum(byte(c)) {
+			t[c] = domainByte | localByte
+		}
+	}
+	t['-'] |= domainByte
+	t['.'] |= domainByte
+	for _, c := range []byte(".!#$%&'*+/=?^_{|}~-") {
+		t[c] |= localByte
+	}
+	return t
+}()
+
+const (
+	domainByte = 1 << iota
+	localByte
+)
 
 // typedValue strips an "rfc822;" / "dns;" / "smtp;" type prefix.
 func typedValue(v string) (typ, val string) {
@@ -134,8 +202,8 @@ func typedValue(v string) (typ, val string) {
 
 func cleanAddr(v string) string {
 	_, v = typedValue(v)
-	if m := reAddr.FindString(v); m != "" {
-		return strings.ToLower(m)
+	if m := findAddrs(v, 1); len(m) > 0 {
+		return strings.ToLower(m[0])
 	}
 	return strings.ToLower(strings.Trim(v, "<> "))
 }
@@ -463,7 +531,7 @@ func (d *errDoc) scan() {
 		d.locs = reTranscript.FindAllStringSubmatchIndex(d.text, -1)
 	}
 	if len(d.locs) == 0 {
-		d.wholeCmd = findCommand(d.text)
+		d.wholeCmd = findCommandLower(d.text, d.lower)
 	}
 }
 
@@ -644,18 +712,25 @@ func (r *Rules) parseText(rep *Report, h mail.Header, errText []byte, fromDSN bo
 	// Lines that name a failed recipient outright ("<rcpt>:" in qmail
 	// and Postfix, "RCPT TO: rcpt" in session summaries) are trusted
 	// even when the address also appears in a header.
-	for _, m := range reRcptLine.FindAllStringSubmatch(text, 32) {
-		delete(skip, strings.ToLower(m[1]+m[2]))
+	for _, a := range rcptLines(text, 32) {
+		delete(skip, strings.ToLower(a))
 	}
 	failedHeader := len(addrs) > 0
 	// Recipients past maxBounces are not reported, but their lines still
 	// end the paragraph of the one before (paragraphFor).
 	var extra []string
+	ls, scanned := 0, 0 // the start of the line of the address at loc[0], found up to scanned
 	for _, loc := range findAddrIndex(text, 4*maxBounces) {
 		if failedHeader {
 			break
 		}
-		if inNotRecipientField(doc.lower, loc[0]) {
+		// Addresses come in order, so each byte is searched for a
+		// newline once (a 64 KB line of addresses cost one pass each).
+		if j := strings.LastIndexByte(doc.lower[scanned:loc[0]], '\n'); j >= 0 {
+			ls = scanned + j + 1
+		}
+		scanned = loc[0]
+		if inNotRecipientFieldFrom(doc.lower, ls, loc[0]) {
 			continue
 		}
 		a := strings.ToLower(strings.TrimRight(text[loc[0]:loc[1]], "."))
@@ -743,6 +818,30 @@ func hasWords(s string) bool {
 
 // reRcptLine matches a line that names a failed recipient by itself.
 var reRcptLine = regexp.MustCompile(`(?mi)^[ \t]*(?:<(` + reAddr.String() + `)>:?|rcpt to:[ \t]*<?(` + reAddr.String() + `)>?)[ \t]*$`)
+
+// rcptLines returns the addresses of the first n lines of text that
+// reRcptLine matches. It is reRcptLine.FindAllStringSubmatch(text, n)
+// with the regexp run only on lines that start (after blanks) with '<' or
+// "rcpt to:", the only lines it can match.
+func rcptLines(text string, n int) []string {
+	var out []string
+	for len(text) > 0 && len(out) < n {
+		line := text
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = ""
+		}
+		t := strings.TrimLeft(line, " \t")
+		if t == "" || t[0] != '<' && !(len(t) >= 8 && strings.EqualFold(t[:8], "rcpt to:")) {
+			continue
+		}
+		if m := reRcptLine.FindStringSubmatch(line); m != nil {
+			out = append(out, m[1]+m[2])
+		}
+	}
+	return out
+}
 
 // asciiLower lower-cases ASCII letters only, keeping byte offsets.
 func asciiLower(s string) string {

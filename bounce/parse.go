@@ -160,7 +160,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		// A delivery-status part without its MIME header (a broken or
 		// missing boundary): the fields start at a Reporting-MTA or
 		// Final-Recipient line.
-		if loc := reDSNStart.FindIndex(textPart); loc != nil {
+		if loc := lineIndex(textPart, "", dsnStartFirst, reDSNStart); loc != nil {
 			dsnPart = textPart[loc[0]:]
 			if o := findOriginal(dsnPart); o != nil {
 				dsnPart = dsnPart[:o[0]]
@@ -333,12 +333,40 @@ func transferDecode(cte string, data []byte) []byte {
 	return data
 }
 
-var reTag = regexp.MustCompile(`(?s)<[^>]*>`)
-
+// stripHTML turns an HTML body into text: tags become spaces and the
+// common entities are decoded.
 func stripHTML(b []byte) []byte {
-	s := reTag.ReplaceAllString(string(b), " ")
+	s := stripTags(string(b))
 	s = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`).Replace(s)
 	return []byte(s)
+}
+
+// stripTags replaces each tag (`(?s)<[^>]*>`) with a space in one pass:
+// each '<' with a '>' after it starts a tag that ends at that '>'; once a
+// '<' has none, no later one has either.
+func stripTags(s string) string {
+	var b strings.Builder
+	for {
+		lt := strings.IndexByte(s, '<')
+		if lt < 0 {
+			break
+		}
+		gt := strings.IndexByte(s[lt+1:], '>')
+		if gt < 0 {
+			break
+		}
+		if b.Len() == 0 {
+			b.Grow(len(s))
+		}
+		b.WriteString(s[:lt])
+		b.WriteByte(' ')
+		s = s[lt+1+gt+1:]
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(s)
+	return b.String()
 }
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
@@ -401,6 +429,15 @@ func splitOriginal(text []byte) (errPart, orig []byte) {
 // can start a marker (their first non-blank byte starts one of the
 // markers), so its cost is one pass over text.
 func findOriginal(text []byte) []int {
+	return lineIndex(text, " \t", originalFirst, reOriginal)
+}
+
+// lineIndex is re.FindIndex(text) for a line-anchored pattern ((?m)^ ...,
+// never spanning a newline) that can only match on a line whose first
+// byte after the bytes in skip is one of first (lower case; b|0x20
+// lower-cases a letter): re runs only on those lines, so the cost is one
+// pass over text instead of the regexp engine's pass over all of it.
+func lineIndex(text []byte, skip string, first []byte, re *regexp.Regexp) []int {
 	for start := 0; start < len(text); {
 		end := bytes.IndexByte(text[start:], '\n')
 		if end < 0 {
@@ -408,9 +445,9 @@ func findOriginal(text []byte) []int {
 		} else {
 			end += start
 		}
-		line := bytes.TrimLeft(text[start:end], " \t")
-		if len(line) > 0 && bytes.IndexByte(originalFirst, line[0]|0x20) >= 0 {
-			if loc := reOriginal.FindIndex(text[start:end]); loc != nil {
+		line := bytes.TrimLeft(text[start:end], skip)
+		if len(line) > 0 && bytes.IndexByte(first, line[0]|0x20) >= 0 {
+			if loc := re.FindIndex(text[start:end]); loc != nil {
 				return []int{start + loc[0], start + loc[1]}
 			}
 		}
@@ -418,6 +455,9 @@ func findOriginal(text []byte) []int {
 	}
 	return nil
 }
+
+// dsnStartFirst holds the first bytes of reDSNStart's field names.
+var dsnStartFirst = []byte{'r', 'f'}
 
 // reHeaderLine matches a line that is a header field of a returned message.
 var reHeaderLine = regexp.MustCompile(`^(?i:return-path|received|from|to|cc|subject|date|message-id|mime-version|content-type|reply-to|sender|dkim-signature|x-[a-z0-9-]+):`)

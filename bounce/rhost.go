@@ -84,7 +84,9 @@ func hostMatches(host string, suffixes []string, isDomain bool) bool {
 		if strings.HasSuffix(host, s) && (s[0] == '.' || len(host) == len(s) || host[len(host)-len(s)-1] == '.') {
 			return true
 		}
-		if isDomain && strings.HasSuffix("."+strings.TrimPrefix(s, "."), "."+host) {
+		// "."+t ends with "."+host, without building either string.
+		if t := strings.TrimPrefix(s, "."); isDomain && (t == host ||
+			len(t) > len(host) && strings.HasSuffix(t, host) && t[len(t)-len(host)-1] == '.') {
 			return true
 		}
 	}

@@ -1,0 +1,115 @@
+package bounce
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// scanEquivalent checks every hand-written scanner against the regular
+// expression it replaces, on one text: the address scan (findAddrs ==
+// reAddr), the recipient lines (rcptLines == reRcptLine), the
+// delivery-status start and the returned-message marker (lineIndex ==
+// the (?m) regexp over the whole text), and the header-field test of
+// inNotRecipientField.
+func scanEquivalent(t *testing.T, s string) {
+	t.Helper()
+	if got, want := findAddrs(s, 1000), reAddr.FindAllString(s, 1000); !slices.Equal(got, want) {
+		t.Fatalf("findAddrs(%.80q) = %q, want %q", s, got, want)
+	}
+	var want []string
+	for _, m := range reRcptLine.FindAllStringSubmatch(s, 32) {
+		want = append(want, m[1]+m[2])
+	}
+	if got := rcptLines(s, 32); !slices.Equal(got, want) {
+		t.Fatalf("rcptLines(%.80q) = %q, want %q", s, got, want)
+	}
+	for _, re := range []struct {
+		name string
+		got  []int
+		want []int
+	}{
+		{"reDSNStart", lineIndex([]byte(s), "", dsnStartFirst, reDSNStart), reDSNStart.FindIndex([]byte(s))},
+		{"reOriginal", findOriginal([]byte(s)), reOriginal.FindIndex([]byte(s))},
+	} {
+		if !slices.Equal(re.got, re.want) {
+			t.Fatalf("%s on %.80q: %v, want %v", re.name, s, re.got, re.want)
+		}
+	}
+	if got, want := stripTags(s), reTag.ReplaceAllString(s, " "); got != want {
+		t.Fatalf("stripTags(%.80q) = %.80q, want %.80q", s, got, want)
+	}
+	lower := asciiLower(s)
+	if got, want := commandWordsAt(lower), commandWordsIndex(lower); !slices.Equal(got, want) {
+		t.Fatalf("commandWordsAt(%.80q) = %v, want %v", lower, got, want)
+	}
+	for i := 0; i <= len(lower); i += max(1, len(lower)/200) {
+		ls := strings.LastIndexByte(lower[:i], '\n') + 1
+		if got, want := inNotRecipientField(lower, i), reNotRecipientField.MatchString(lower[ls:i]); got != want {
+			t.Fatalf("inNotRecipientField(%.80q, %d) = %v, want %v", lower, i, got, want)
+		}
+	}
+}
+
+// commandWordsIndex is what commandWordsAt replaces: every word's
+// non-overlapping occurrences by strings.Index, sorted.
+func commandWordsIndex(lower string) []int {
+	var at []int
+	for _, w := range commandWords {
+		for i := 0; ; {
+			j := strings.Index(lower[i:], w)
+			if j < 0 {
+				break
+			}
+			at = append(at, i+j)
+			i += j + len(w)
+		}
+	}
+	slices.Sort(at)
+	return at
+}
+
+// reTag is the tag pattern stripTags replaces.
+var reTag = regexp.MustCompile(`(?s)<[^>]*>`)
+
+// scanSeeds are edge cases for the scanners.
+var scanSeeds = []string{"", "@", "a@", "@b.example", "x a@b.example y", "a@b@c.example", "<a.b@c.example>,d@e.example",
+	"me@x.example.", "..@..", "a@b-.c", "a@b.c-", "a@b.c-d-.e", "a@b.-c.d", "a@1.2.3", "a@b..c", "a@b.c.", "a@-b.c",
+	"<user@x.example>:\nfoo\n  <v@y.example>  \nRCPT TO: <w@z.example>\nrcpt to:q@r.example\n",
+	"\tRCPT TO:<x@y.example> \r\n", "Final-Recipient: rfc822; a@b\n", "x\nreporting-MTA: dns;\n", " Reporting-MTA: dns;",
+	"\n--- Below this line is a copy of the message.\n", "> Message-ID: <a@b.example>\n", ">>From: a@b.example",
+	"X-Foo : a@b.example", "list-id: <x@y.example>", "received: from a@b.example", "Subject: a@b.example\n", "<b>x</b> <<a> >", "a < b", "<p>\n<br/>\n", "starttlstarttls datadata rcpt mail helo ehlo connect", "RCPT TO:<a@b.example> after DATA"}
+
+// TestScannersMatchRegexps runs scanEquivalent on the seeds and on every
+// shared corpus file.
+func TestScannersMatchRegexps(t *testing.T) {
+	for k, w := range commandWords {
+		if int(commandFirst[w[0]]) != k+1 {
+			t.Fatalf("commandWords %q shares its first byte with another word", w)
+		}
+	}
+	texts := slices.Clone(scanSeeds)
+	files, _ := filepath.Glob(filepath.Join(corpusDir, "samples", "*"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts = append(texts, strings.ReplaceAll(string(raw), "\r\n", "\n"))
+	}
+	for _, s := range texts {
+		scanEquivalent(t, s)
+	}
+}
+
+// FuzzScanners checks the hand-written scanners against their regular
+// expressions on arbitrary text.
+func FuzzScanners(f *testing.F) {
+	for _, s := range scanSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { scanEquivalent(t, s) })
+}
