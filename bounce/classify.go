@@ -536,34 +536,103 @@ const reCommandWindow = 48
 
 // commandWordsAt returns the offsets of commandWords in lower, in order:
 // for each word its non-overlapping occurrences from the left (as
-// repeated strings.Index calls find them), in one pass over lower. The
-// words start with distinct bytes, so at most one starts at an offset.
-func commandWordsAt(lower string) []int {
-	var at []int
+// repeated strings.Index calls find them). leads holds every occurrence
+// of commandLeads as [start, end) offsets, in order of start. Both come
+// from one pass over lower that reads four bytes at each offset and
+// looks them up in a small perfect hash of the words' first four bytes
+// (the words and leads differ in them, so at most one starts at an
+// offset).
+func commandWordsAt(lower string) (at []int, leads [][2]int) {
 	var next [len(commandWords)]int // where word k may next occur
-	for i := 0; i+4 <= len(lower); i++ {
-		k := commandFirst[lower[i]] - 1
-		if k < 0 || i < next[k] {
+	for i := 0; ; i++ {
+		if i = nextCommandWord(lower, i); i < 0 {
+			break
+		}
+		if lower[i:i+3] == "for" {
+			leads = append(leads, [2]int{i, i + 3})
 			continue
 		}
-		w := commandWords[k]
-		if uint32(lower[i+1])|uint32(lower[i+2])<<8|uint32(lower[i+3])<<16 != commandNext3[k] || len(w) > 4 && !strings.HasPrefix(lower[i:], w) {
+		e := &cmdHash[cmdSlot(lower[i:i+4])]
+		if len(e.word) > 4 && !strings.HasPrefix(lower[i:], e.word) {
+			continue
+		}
+		if e.lead {
+			leads = append(leads, [2]int{i, i + len(e.word)})
+			continue
+		}
+		if i < next[e.k] {
 			continue
 		}
 		at = append(at, i)
-		next[k] = i + len(w)
+		next[e.k] = i + len(e.word)
 	}
-	return at
+	return at, leads
 }
 
-// commandFirst maps the first byte of commandWords[k] to k+1, and
-// commandNext3[k] holds the word's next three bytes, little-endian.
-var commandFirst, commandNext3 = func() (t [256]int8, n [len(commandWords)]uint32) {
-	for k, w := range commandWords {
-		t[w[0]] = int8(k + 1)
-		n[k] = uint32(w[1]) | uint32(w[2])<<8 | uint32(w[3])<<16
+// nextCommandWord returns the first offset from i where lower has "for"
+// or the first four bytes of a command word or lead, or -1: the tight
+// loop of commandWordsAt, with nothing but the text and the offset live.
+func nextCommandWord(lower string, i int) int {
+	mul := cmdHashMul
+	for ; i+4 <= len(lower); i++ {
+		w4 := lower[i : i+4]
+		v := uint32(w4[0]) | uint32(w4[1])<<8 | uint32(w4[2])<<16 | uint32(w4[3])<<24
+		if v&0xFFFFFF == forWord || cmdHash[(v*mul)>>(32-cmdHashBits)].key == v && v != 0 {
+			return i
+		}
 	}
-	return t, n
+	if n := len(lower); i < n && n >= 3 && i <= n-3 && lower[n-3:] == "for" {
+		return n - 3
+	}
+	return -1
+}
+
+// cmdSlot is the slot of cmdHash for four bytes.
+func cmdSlot(w4 string) uint32 {
+	v := uint32(w4[0]) | uint32(w4[1])<<8 | uint32(w4[2])<<16 | uint32(w4[3])<<24
+	return (v * cmdHashMul) >> (32 - cmdHashBits)
+}
+
+// cmdHashEntry is one slot of the hash of command words and leads.
+type cmdHashEntry struct {
+	key  uint32 // the word's first four bytes, little-endian
+	word string
+	k    int  // index in commandWords
+	lead bool // word is one of commandLeads
+}
+
+const cmdHashBits = 6
+
+// forWord is "for", the only lead shorter than four bytes.
+const forWord = 'f' | 'o'<<8 | 'r'<<16
+
+// cmdHash and cmdHashMul are the perfect hash of commandWords and the
+// leads (but "for"): the first multiplier that puts every word's first
+// four bytes in a slot of its own.
+var cmdHash, cmdHashMul = func() (t [1 << cmdHashBits]cmdHashEntry, mul uint32) {
+	key := func(w string) uint32 { return uint32(w[0]) | uint32(w[1])<<8 | uint32(w[2])<<16 | uint32(w[3])<<24 }
+	for mul = 0x9E3779B1; ; mul += 2 {
+		t = [1 << cmdHashBits]cmdHashEntry{}
+		ok := true
+		put := func(w string, k int, lead bool) {
+			e := &t[(key(w)*mul)>>(32-cmdHashBits)]
+			if e.word != "" {
+				ok = false
+			}
+			*e = cmdHashEntry{key(w), w, k, lead}
+		}
+		for k, w := range commandWords {
+			put(w, k, false)
+		}
+		for _, w := range commandLeads {
+			if w != "for" {
+				put(w, 0, true)
+			}
+		}
+		if ok {
+			return t, mul
+		}
+	}
 }()
 
 // findCommand names the SMTP command a reply text says it answered: an
@@ -575,11 +644,15 @@ func findCommand(text string) string { return findCommandLower(text, asciiLower(
 
 // findCommandLower is findCommand with asciiLower(text) given.
 func findCommandLower(text, lower string) string {
-	at := commandWordsAt(lower)
+	at, leads := commandWordsAt(lower)
 	var m []string
+	lo := 0 // the first lead that can start at or after from
 	for _, i := range at {
 		from, end := max(0, i-reCommandWindow), min(len(text), i+len("connection")+2)
-		if !hasCommandLead(lower[from:i]) {
+		for lo < len(leads) && leads[lo][0] < from {
+			lo++
+		}
+		if !leadWithin(leads[lo:], i) {
 			continue
 		}
 		if m = reCommand.FindStringSubmatch(text[from:end]); m != nil {
@@ -621,6 +694,20 @@ func findCommandLower(text, lower string) string {
 // commandLeads are the words one of which precedes the command in every
 // reCommand match.
 var commandLeads = []string{"reply to", "after", "sending", "during", "response to", "for", "command"}
+
+// leadWithin reports whether one of leads (all starting at or after the
+// window's start) ends by i: hasCommandLead of the window before i.
+func leadWithin(leads [][2]int, i int) bool {
+	for _, l := range leads {
+		if l[0] >= i {
+			break
+		}
+		if l[1] <= i {
+			return true
+		}
+	}
+	return false
+}
 
 func hasCommandLead(lower string) bool {
 	for _, w := range commandLeads {

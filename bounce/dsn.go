@@ -411,7 +411,8 @@ type errDoc struct {
 	// indexAddr finds them) to its offsets in order, byLocal the
 	// recipients by their "local@" prefix (paragraphFor), oddRcpts those
 	// that are not plain local@domain.
-	addrPos  map[string][]int
+	addrPos  map[string]int   // the first offset of each address
+	morePos  map[string][]int // the later offsets of addresses seen more than once
 	byLocal  map[string][]string
 	oddRcpts []string
 	maxLocal int
@@ -439,8 +440,8 @@ func (d *errDoc) useRecipients(rcpts []string) {
 		d.byLocal[o[:at+1]] = append(d.byLocal[o[:at+1]], o)
 		d.maxLocal = max(d.maxLocal, at)
 	}
-	d.addrPos = map[string][]int{}
 	lower := d.lower
+	d.addrPos = make(map[string]int, strings.Count(lower, "@"))
 	for at := 0; ; at++ {
 		k := strings.IndexByte(lower[at:], '@')
 		if k < 0 {
@@ -457,9 +458,9 @@ func (d *errDoc) useRecipients(rcpts []string) {
 		if s == at || e == at+1 {
 			continue
 		}
-		d.addrPos[lower[s:e]] = append(d.addrPos[lower[s:e]], s)
+		d.addPos(lower[s:e], s)
 		if lower[e-1] == '.' && e-1 > at+1 {
-			d.addrPos[lower[s:e-1]] = append(d.addrPos[lower[s:e-1]], s)
+			d.addPos(lower[s:e-1], s)
 		}
 	}
 }
@@ -488,11 +489,32 @@ func (d *errDoc) indexAddr(addr string, from int) int {
 		}
 		return -1
 	}
-	pos := d.addrPos[addr]
+	first, ok := d.addrPos[addr]
+	if !ok {
+		return -1
+	}
+	if first >= from {
+		return first
+	}
+	pos := d.morePos[addr]
 	if k, _ := slices.BinarySearch(pos, from); k < len(pos) {
 		return pos[k]
 	}
 	return -1
+}
+
+// addPos records offset s of address a (offsets come in increasing
+// order): the first in addrPos, the others in morePos, so that an
+// address seen once costs no slice.
+func (d *errDoc) addPos(a string, s int) {
+	if _, ok := d.addrPos[a]; !ok {
+		d.addrPos[a] = s
+		return
+	}
+	if d.morePos == nil {
+		d.morePos = map[string][]int{}
+	}
+	d.morePos[a] = append(d.morePos[a], s)
 }
 
 // startsWithOther reports whether line starts with one of the report's
@@ -825,20 +847,21 @@ var reRcptLine = regexp.MustCompile(`(?mi)^[ \t]*(?:<(` + reAddr.String() + `)>:
 // "rcpt to:", the only lines it can match.
 func rcptLines(text string, n int) []string {
 	var out []string
-	for len(text) > 0 && len(out) < n {
-		line := text
-		if i := strings.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			text = ""
+	for start := 0; start < len(text) && len(out) < n; {
+		i := start
+		for i < len(text) && (text[i] == ' ' || text[i] == '\t') {
+			i++
 		}
-		t := strings.TrimLeft(line, " \t")
-		if t == "" || t[0] != '<' && !(len(t) >= 8 && strings.EqualFold(t[:8], "rcpt to:")) {
-			continue
+		end := len(text)
+		if j := strings.IndexByte(text[i:], '\n'); j >= 0 {
+			end = i + j
 		}
-		if m := reRcptLine.FindStringSubmatch(line); m != nil {
-			out = append(out, m[1]+m[2])
+		if t := text[i:end]; t != "" && (t[0] == '<' || len(t) >= 8 && strings.EqualFold(t[:8], "rcpt to:")) {
+			if m := reRcptLine.FindStringSubmatch(text[start:end]); m != nil {
+				out = append(out, m[1]+m[2])
+			}
 		}
+		start = end + 1
 	}
 	return out
 }

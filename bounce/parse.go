@@ -160,7 +160,7 @@ func (r *Rules) Parse(raw []byte) (*Report, error) {
 		// A delivery-status part without its MIME header (a broken or
 		// missing boundary): the fields start at a Reporting-MTA or
 		// Final-Recipient line.
-		if loc := lineIndex(textPart, "", dsnStartFirst, reDSNStart); loc != nil {
+		if loc := lineIndex(textPart, false, &dsnStartFirst, reDSNStart); loc != nil {
 			dsnPart = textPart[loc[0]:]
 			if o := findOriginal(dsnPart); o != nil {
 				dsnPart = dsnPart[:o[0]]
@@ -429,35 +429,52 @@ func splitOriginal(text []byte) (errPart, orig []byte) {
 // can start a marker (their first non-blank byte starts one of the
 // markers), so its cost is one pass over text.
 func findOriginal(text []byte) []int {
-	return lineIndex(text, " \t", originalFirst, reOriginal)
+	return lineIndex(text, true, &originalFirst, reOriginal)
 }
 
 // lineIndex is re.FindIndex(text) for a line-anchored pattern ((?m)^ ...,
 // never spanning a newline) that can only match on a line whose first
-// byte after the bytes in skip is one of first (lower case; b|0x20
-// lower-cases a letter): re runs only on those lines, so the cost is one
-// pass over text instead of the regexp engine's pass over all of it.
-func lineIndex(text []byte, skip string, first []byte, re *regexp.Regexp) []int {
+// byte (after blanks, spaces and tabs, when blanks is set) is marked in
+// first: re runs only on those lines, so the cost is one pass over text
+// instead of the regexp engine's pass over all of it.
+func lineIndex(text []byte, blanks bool, first *[256]bool, re *regexp.Regexp) []int {
 	for start := 0; start < len(text); {
-		end := bytes.IndexByte(text[start:], '\n')
-		if end < 0 {
-			end = len(text)
-		} else {
-			end += start
+		i := start
+		for blanks && i < len(text) && (text[i] == ' ' || text[i] == '\t') {
+			i++
 		}
-		line := bytes.TrimLeft(text[start:end], skip)
-		if len(line) > 0 && bytes.IndexByte(first, line[0]|0x20) >= 0 {
+		if i == len(text) {
+			break
+		}
+		end := len(text)
+		if first[text[i]] {
+			if j := bytes.IndexByte(text[i:], '\n'); j >= 0 {
+				end = i + j
+			}
 			if loc := re.FindIndex(text[start:end]); loc != nil {
 				return []int{start + loc[0], start + loc[1]}
 			}
+		} else if j := bytes.IndexByte(text[i:], '\n'); j >= 0 {
+			end = i + j
 		}
 		start = end + 1
 	}
 	return nil
 }
 
+// byteSet returns the set of the bytes of s, in either case for letters.
+func byteSet(s string) (t [256]bool) {
+	for _, c := range []byte(s) {
+		t[c] = true
+		if 'a' <= c && c <= 'z' {
+			t[c-32] = true
+		}
+	}
+	return t
+}
+
 // dsnStartFirst holds the first bytes of reDSNStart's field names.
-var dsnStartFirst = []byte{'r', 'f'}
+var dsnStartFirst = byteSet("rf")
 
 // reHeaderLine matches a line that is a header field of a returned message.
 var reHeaderLine = regexp.MustCompile(`^(?i:return-path|received|from|to|cc|subject|date|message-id|mime-version|content-type|reply-to|sender|dkim-signature|x-[a-z0-9-]+):`)
@@ -503,9 +520,8 @@ func headerLead(line []byte) bool {
 	return len(line) > 0 && bytes.IndexByte([]byte("rftcsdmx"), line[0]|0x20) >= 0 && bytes.IndexByte(line, ':') > 0
 }
 
-// originalFirst holds the first bytes of the reOriginal markers, lower
-// case (b|0x20 lower-cases a letter and keeps '-' and '|').
-var originalFirst = []byte{'-', '|', 'm', 'o', 'c', 'i', 'b'}
+// originalFirst holds the first bytes of the reOriginal markers.
+var originalFirst = byteSet("-|mocib")
 
 // setOriginal extracts the original's headers.
 func (rep *Report) setOriginal(orig []byte) {
