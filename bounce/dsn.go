@@ -15,29 +15,40 @@ type field struct{ name, value string }
 // keeping blank lines as separators (name == ""). Continuation lines are
 // collected and joined once, so a long folded value costs linear time.
 func fields(b []byte) []field {
-	var out []field
-	var cont [][]string // continuation lines of out[i]
-	for line := range strings.SplitSeq(string(b), "\n") {
+	text := string(b)
+	out := make([]field, 0, strings.Count(text, "\n")+1)
+	var cont [][]string // continuation lines of out[i], made at the first one
+	addCont := func(i int, line string) {
+		if cont == nil {
+			cont = make([][]string, len(out), cap(out))
+		}
+		cont[i] = append(cont[i], strings.TrimSpace(line))
+	}
+	for line := range strings.SplitSeq(text, "\n") {
 		line = strings.TrimRight(line, "\r")
 		if strings.TrimSpace(line) == "" {
 			out = append(out, field{})
-			cont = append(cont, nil)
+			if cont != nil {
+				cont = append(cont, nil)
+			}
 			continue
 		}
 		last := len(out) - 1
 		if (line[0] == ' ' || line[0] == '\t') && last >= 0 && out[last].name != "" {
-			cont[last] = append(cont[last], strings.TrimSpace(line))
+			addCont(last, line)
 			continue
 		}
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || strings.ContainsAny(name, " \t") {
 			if last >= 0 && out[last].name != "" {
-				cont[last] = append(cont[last], strings.TrimSpace(line))
+				addCont(last, line)
 			}
 			continue
 		}
-		out = append(out, field{strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(value)})
-		cont = append(cont, nil)
+		out = append(out, field{fieldName(strings.TrimSpace(name)), strings.TrimSpace(value)})
+		if cont != nil {
+			cont = append(cont, nil)
+		}
 	}
 	for i, c := range cont {
 		if len(c) > 0 {
@@ -45,6 +56,24 @@ func fields(b []byte) []field {
 		}
 	}
 	return out
+}
+
+// knownFields are the field names of delivery-status and feedback
+// reports, lower case: fieldName returns them without allocating.
+var knownFields = []string{"final-recipient", "original-recipient", "action", "status", "remote-mta",
+	"diagnostic-code", "reporting-mta", "arrival-date", "last-attempt-date", "received-from-mta",
+	"x-postfix-queue-id", "x-postfix-sender", "will-retry-until", "x-powermta-bouncecategory",
+	"feedback-type", "user-agent", "version", "original-mail-from", "original-rcpt-to", "source-ip"}
+
+// fieldName is strings.ToLower(name), without a new string for the
+// common names.
+func fieldName(name string) string {
+	for _, k := range knownFields {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			return k
+		}
+	}
+	return strings.ToLower(name)
 }
 
 // dsnRecord is one per-recipient block of a message/delivery-status part.
@@ -856,7 +885,10 @@ func rcptLines(text string, n int) []string {
 		if j := strings.IndexByte(text[i:], '\n'); j >= 0 {
 			end = i + j
 		}
-		if t := text[i:end]; t != "" && (t[0] == '<' || len(t) >= 8 && strings.EqualFold(t[:8], "rcpt to:")) {
+		// The '<' form needs an address right after the '<' and a '>' (or
+		// ">:") at the end of the line: skip the regexp for other lines.
+		if t := strings.TrimRight(text[i:end], " \t"); t != "" && (t[0] == '<' && len(t) > 2 && isLocalByte(t[1]) &&
+			(t[len(t)-1] == '>' || strings.HasSuffix(t, ">:")) || len(t) >= 8 && strings.EqualFold(t[:8], "rcpt to:")) {
 			if m := reRcptLine.FindStringSubmatch(text[start:end]); m != nil {
 				out = append(out, m[1]+m[2])
 			}
