@@ -85,6 +85,7 @@ type reasonRule struct {
 	reasonSpec
 	id       int // index into fact.memo
 	patterns []*regexp.Regexp
+	need     [][]string // need[i]: literals every match of patterns[i] contains
 }
 
 // maxRules bounds the compiled rules (the memo array in fact).
@@ -156,13 +157,56 @@ func compileRule(s reasonSpec) (*reasonRule, error) {
 		rr.Phrases[i] = strings.ToLower(p)
 	}
 	for _, p := range s.Patterns {
-		re, err := compileLower(p)
+		re, need, err := compileLowerNeed(p)
 		if err != nil {
 			return nil, fmt.Errorf("reason %s: pattern %q: %w", s.Name, p, err)
 		}
 		rr.patterns = append(rr.patterns, re)
+		rr.need = append(rr.need, need)
 	}
 	return rr, nil
+}
+
+// compileLowerNeed is compileLower, also returning the literals every
+// match of the pattern contains (the literal parts of a top-level
+// concatenation, as in "mailbox .*full"): a text without one of them
+// cannot match, so textMatch skips the regexp for it with a
+// strings.Contains.
+func compileLowerNeed(p string) (*regexp.Regexp, []string, error) {
+	re, err := syntax.Parse(p, syntax.Perl|syntax.FoldCase)
+	if err != nil {
+		return nil, nil, err
+	}
+	lowerLiterals(re)
+	c, err := regexp.Compile(re.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, requiredLiterals(re), nil
+}
+
+// requiredLiterals returns literals that every match of re contains.
+func requiredLiterals(re *syntax.Regexp) []string {
+	lit := func(r *syntax.Regexp) (string, bool) {
+		return string(r.Rune), r.Op == syntax.OpLiteral && r.Flags&syntax.FoldCase == 0 && len(r.Rune) > 0
+	}
+	switch re.Op {
+	case syntax.OpCapture:
+		return requiredLiterals(re.Sub[0])
+	case syntax.OpLiteral:
+		if s, ok := lit(re); ok {
+			return []string{s}
+		}
+	case syntax.OpConcat:
+		var out []string
+		for _, sub := range re.Sub {
+			if s, ok := lit(sub); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // compileLower compiles a pattern that is matched against lower-cased text:
@@ -747,7 +791,13 @@ func (rr *reasonRule) textMatch(text string) bool {
 			return true
 		}
 	}
-	for _, re := range rr.patterns {
+patterns:
+	for i, re := range rr.patterns {
+		for _, n := range rr.need[i] {
+			if !strings.Contains(text, n) {
+				continue patterns
+			}
+		}
 		if re.MatchString(text) {
 			return true
 		}
@@ -965,6 +1015,9 @@ var reContinuation = regexp.MustCompile(`\b([245]\d\d)-(?:[245]\.\d{1,3}\.\d{1,3
 // reply that was folded into one line, so phrases split across its lines
 // match again.
 func joinContinuations(text string) string {
+	if !hasReplyDash(text) {
+		return text // reContinuation needs a "[245]dd-"
+	}
 	locs := reContinuation.FindAllStringSubmatchIndex(text, -1)
 	if len(locs) == 0 {
 		return text
@@ -981,6 +1034,21 @@ func joinContinuations(text string) string {
 	}
 	b.WriteString(text[last:])
 	return squash(b.String())
+}
+
+// hasReplyDash reports whether text has a '-' after a reply code
+// ("550-"), which every reContinuation match starts with.
+func hasReplyDash(text string) bool {
+	for i := 0; ; i++ {
+		j := strings.IndexByte(text[i:], '-')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if i >= 3 && strings.IndexByte("245", text[i-3]) >= 0 && isDigit(text[i-2]) && isDigit(text[i-1]) {
+			return true
+		}
+	}
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' }

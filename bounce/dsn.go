@@ -176,6 +176,10 @@ func isAlnum(c byte) bool {
 // From, Received, ...): addresses after it are never bounced recipients.
 var reNotRecipientField = regexp.MustCompile(`^[ \t>]*(?:message-id|in-reply-to|references|resent-message-id|from|sender|reply-to|return-path|errors-to|received|dkim-signature|list-[a-z-]+|x-[a-z0-9-]+)[ \t]*:`)
 
+// notRecipientFields are the starts of reNotRecipientField's names.
+var notRecipientFields = []string{"message-id", "in-reply-to", "references", "resent-message-id", "from", "sender",
+	"reply-to", "return-path", "errors-to", "received", "dkim-signature", "list-", "x-"}
+
 // inNotRecipientField reports whether the address at offset i of lower
 // stands in such a header field.
 func inNotRecipientField(lower string, i int) bool {
@@ -187,7 +191,8 @@ func inNotRecipientField(lower string, i int) bool {
 func inNotRecipientFieldFrom(lower string, ls, i int) bool {
 	// Only a line whose first byte after blanks and quote marks starts
 	// one of the field names can match: skip the regexp for the others.
-	if t := strings.TrimLeft(lower[ls:i], " \t>"); t == "" || strings.IndexByte("mirfsedlx", t[0]) < 0 {
+	t := strings.TrimLeft(lower[ls:i], " \t>")
+	if strings.IndexByte(t, ':') < 0 || !slices.ContainsFunc(notRecipientFields, func(f string) bool { return strings.HasPrefix(t, f) }) {
 		return false
 	}
 	return reNotRecipientField.MatchString(lower[ls:i])

@@ -42,6 +42,9 @@ func scanEquivalent(t *testing.T, s string) {
 	if got, want := stripTags(s), reTag.ReplaceAllString(s, " "); got != want {
 		t.Fatalf("stripTags(%.80q) = %.80q, want %.80q", s, got, want)
 	}
+	if !hasReplyDash(s) && reContinuation.MatchString(s) {
+		t.Fatalf("hasReplyDash(%.80q) = false, but reContinuation matches", s)
+	}
 	lower := asciiLower(s)
 	at, leads := commandWordsAt(lower)
 	if want := commandWordsIndex(lower); !slices.Equal(at, want) {
@@ -114,7 +117,7 @@ var scanSeeds = []string{"", "@", "a@", "@b.example", "x a@b.example y", "a@b@c.
 	"\tRCPT TO:<x@y.example> \r\n", "Final-Recipient: rfc822; a@b\n", "x\nreporting-MTA: dns;\n", " Reporting-MTA: dns;",
 	"\n--- Below this line is a copy of the message.\n", "> Message-ID: <a@b.example>\n", ">>From: a@b.example",
 	"X-Foo : a@b.example", "list-id: <x@y.example>", "received: from a@b.example", "Subject: a@b.example\n", "<b>x</b> <<a> >", "a < b", "<p>\n<br/>\n", "starttlstarttls datadata rcpt mail helo ehlo connect", "RCPT TO:<a@b.example> after DATA", "in reply to rcpt to command", "response to mail from", "for data", "fo", "for",
-	"during sending of data: command rejected", "reply toreply to"}
+	"during sending of data: command rejected", "reply toreply to", "550-5.1.1 x\n550 5.1.1 y", "a-550-b", "25-"}
 
 // TestScannersMatchRegexps runs scanEquivalent on the seeds and on every
 // shared corpus file.
@@ -130,6 +133,50 @@ func TestScannersMatchRegexps(t *testing.T) {
 	}
 	for _, s := range texts {
 		scanEquivalent(t, s)
+	}
+}
+
+// TestRequiredLiterals checks that every literal requiredLiterals names
+// for a rule pattern is in every text the pattern matches (the corpus
+// files, lower-cased, and hand-made texts), so skipping the regexp when
+// one is missing never changes a result, and that the common shapes get
+// their literals.
+func TestRequiredLiterals(t *testing.T) {
+	for p, want := range map[string][]string{"mailbox .*full": {"mailbox ", "full"}, "(?:a|b)c": {"c"},
+		"user \\(.*\\) unknown": {"user (", ") unknown"}, "a|b": nil, "^x$": {"x"}} {
+		_, got, err := compileLowerNeed(p)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("compileLowerNeed(%q) = %q, %v; want %q", p, got, err, want)
+		}
+	}
+	texts := []string{"mailbox is full", "user (x) unknown", "quota exceeded for this mailbox"}
+	files, _ := filepath.Glob(filepath.Join(corpusDir, "samples", "*"))
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts = append(texts, strings.ToLower(string(raw)))
+	}
+	r := DefaultRules()
+	n := 0
+	for _, rr := range r.byName {
+		for i, re := range rr.patterns {
+			for _, text := range texts {
+				if !re.MatchString(text) {
+					continue
+				}
+				n++
+				for _, lit := range rr.need[i] {
+					if !strings.Contains(text, lit) {
+						t.Fatalf("pattern %s matches a text without its literal %q", re, lit)
+					}
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no pattern matched any text")
 	}
 }
 
