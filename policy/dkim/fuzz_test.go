@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/petrel-mta/petrel/internal/eightbit"
+	"github.com/petrel-mta/petrel/mta"
 )
 
 // FuzzSign feeds arbitrary messages to the signer: it must never panic or
@@ -32,8 +35,18 @@ func FuzzSign(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Sign: %v", err)
 		}
-		if !bytes.HasSuffix(out, msg) {
-			t.Fatal("message changed")
+		// Signatures are only prepended; a body with 8-bit octets is
+		// first converted to 7-bit (SignMessage), when it converts.
+		want := msg
+		if signed && eightbit.BodyHas8bit(msg) {
+			if c, err := eightbit.To7bit(msg); err == nil {
+				if _, err := mta.ParseMessage(c); err == nil {
+					want = c
+				}
+			}
+		}
+		if !bytes.HasSuffix(out, want) {
+			t.Fatalf("message changed:\n%q\nwant a suffix\n%q", out, want)
 		}
 		if !signed || bytes.Contains(msg, []byte("\n")) && !bytes.Contains(msg, []byte("\r\n")) {
 			return
