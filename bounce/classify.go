@@ -434,6 +434,20 @@ type finishMemo struct {
 	facts map[string]textFacts
 	// providers caches the rhost rule name a recipient domain names.
 	providers map[string]string
+	// The last text with its recipient taken out (textFacts and finish
+	// both need it for the same recipient, one after the other).
+	lastText, lastRcpt, lastOut string
+}
+
+// without returns text with every occurrence of rcpt (lower-cased) taken
+// out, reusing the last answer.
+func (m *finishMemo) without(text, rcpt string) string {
+	if text == m.lastText && rcpt == m.lastRcpt && m.lastOut != "" {
+		return m.lastOut
+	}
+	out := strings.ReplaceAll(text, strings.ToLower(rcpt), "")
+	m.lastText, m.lastRcpt, m.lastOut = text, rcpt, out
+	return out
 }
 
 // textFacts are what a text-only report's diagnostic says by itself.
@@ -450,7 +464,7 @@ func (m *finishMemo) textFacts(text, rcpt string, get func(string) (string, int,
 	if m == nil {
 		return get(text)
 	}
-	text = strings.ReplaceAll(text, strings.ToLower(rcpt), "")
+	text = m.without(text, rcpt)
 	tf, ok := m.facts[text]
 	if !ok {
 		tf.status, tf.code, tf.command = get(text)
@@ -474,7 +488,7 @@ func (m *finishMemo) finish(r *Rules, f fact, rcpt string) Classification {
 		return r.finish(f)
 	}
 	if rcpt != "" {
-		f.text = strings.ReplaceAll(f.text, strings.ToLower(rcpt), "")
+		f.text = m.without(f.text, rcpt)
 	}
 	key := f
 	p, ok := m.providers[f.domain]

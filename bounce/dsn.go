@@ -441,15 +441,16 @@ type errDoc struct {
 	wholeCmd string
 	// For a report naming many recipients (useRecipients), built once so
 	// that finding each recipient costs a map lookup instead of a pass
-	// over the text: addrPos maps every whole address in lower (as
-	// indexAddr finds them) to its offsets in order, byLocal the
-	// recipients by their "local@" prefix (paragraphFor), oddRcpts those
-	// that are not plain local@domain.
-	addrPos  map[string]int   // the first offset of each address
-	morePos  map[string][]int // the later offsets of addresses seen more than once
-	byLocal  map[string][]string
-	oddRcpts []string
-	maxLocal int
+	// over the text: addrPos maps every plain recipient to its offsets
+	// in lower (as indexAddr finds them), byLocal the recipients by
+	// their "local@" prefix (paragraphFor), oddRcpts those that are not
+	// plain local@domain.
+	addrPos     map[string]int      // each plain recipient's first offset, -1 if none
+	morePos     map[string][]int    // the later offsets of recipients seen more than once
+	byLocal     map[string]string   // the (first) recipient of each "local@"
+	moreByLocal map[string][]string // all recipients of a "local@" that has several
+	oddRcpts    []string
+	maxLocal    int
 }
 
 // manyRecipients is the number of recipients from which a report's
@@ -462,7 +463,8 @@ func (d *errDoc) useRecipients(rcpts []string) {
 	if len(rcpts) < manyRecipients {
 		return
 	}
-	d.byLocal = map[string][]string{}
+	d.byLocal = make(map[string]string, len(rcpts))
+	d.addrPos = make(map[string]int, len(rcpts))
 	for _, o := range rcpts {
 		at := strings.IndexByte(o, '@')
 		if !plainAddr(o) {
@@ -471,11 +473,26 @@ func (d *errDoc) useRecipients(rcpts []string) {
 			}
 			continue
 		}
-		d.byLocal[o[:at+1]] = append(d.byLocal[o[:at+1]], o)
+		if _, ok := d.addrPos[o]; ok {
+			continue
+		}
+		d.addrPos[o] = -1 // a recipient, not yet found in the text
+		if first, ok := d.byLocal[o[:at+1]]; !ok {
+			d.byLocal[o[:at+1]] = o
+		} else {
+			if d.moreByLocal == nil {
+				d.moreByLocal = map[string][]string{}
+			}
+			if len(d.moreByLocal[o[:at+1]]) == 0 {
+				d.moreByLocal[o[:at+1]] = []string{first}
+			}
+			d.moreByLocal[o[:at+1]] = append(d.moreByLocal[o[:at+1]], o)
+		}
 		d.maxLocal = max(d.maxLocal, at)
 	}
+	// Only the plain recipients' offsets are kept: indexAddr looks others
+	// up in the text.
 	lower := d.lower
-	d.addrPos = make(map[string]int, strings.Count(lower, "@"))
 	for at := 0; ; at++ {
 		k := strings.IndexByte(lower[at:], '@')
 		if k < 0 {
@@ -517,14 +534,14 @@ func plainAddr(a string) bool {
 // indexAddr is indexAddr(d.lower[from:], addr) + from (or -1), from the
 // address index when d has one.
 func (d *errDoc) indexAddr(addr string, from int) int {
-	if d.addrPos == nil || !plainAddr(addr) {
+	first, ok := d.addrPos[addr]
+	if !ok { // no index, or not one of the plain recipients
 		if i := indexAddr(d.lower[from:], addr); i >= 0 {
 			return from + i
 		}
 		return -1
 	}
-	first, ok := d.addrPos[addr]
-	if !ok {
+	if first < 0 {
 		return -1
 	}
 	if first >= from {
@@ -538,17 +555,20 @@ func (d *errDoc) indexAddr(addr string, from int) int {
 }
 
 // addPos records offset s of address a (offsets come in increasing
-// order): the first in addrPos, the others in morePos, so that an
-// address seen once costs no slice.
+// order) when a is a plain recipient: the first in addrPos, the others in
+// morePos, so that an address seen once costs no slice.
 func (d *errDoc) addPos(a string, s int) {
-	if _, ok := d.addrPos[a]; !ok {
+	first, ok := d.addrPos[a]
+	switch {
+	case !ok:
+	case first < 0:
 		d.addrPos[a] = s
-		return
+	default:
+		if d.morePos == nil {
+			d.morePos = map[string][]int{}
+		}
+		d.morePos[a] = append(d.morePos[a], s)
 	}
-	if d.morePos == nil {
-		d.morePos = map[string][]int{}
-	}
-	d.morePos[a] = append(d.morePos[a], s)
 }
 
 // startsWithOther reports whether line starts with one of the report's
@@ -563,10 +583,14 @@ func (d *errDoc) startsWithOther(line, rcpt string, others []string) bool {
 		return false
 	}
 	if at := strings.IndexByte(line[:min(len(line), d.maxLocal+1)], '@'); at >= 0 {
-		for _, o := range d.byLocal[line[:at+1]] {
-			if o != rcpt && strings.HasPrefix(line, o) {
-				return true
+		if more := d.moreByLocal[line[:at+1]]; more != nil {
+			for _, o := range more {
+				if o != rcpt && strings.HasPrefix(line, o) {
+					return true
+				}
 			}
+		} else if o, ok := d.byLocal[line[:at+1]]; ok && o != rcpt && strings.HasPrefix(line, o) {
+			return true
 		}
 	}
 	for _, o := range d.oddRcpts {
