@@ -3,7 +3,9 @@
 // viewer) and an argon2id password hash, their login sessions, the login
 // rate limit, and API keys managed in the database (name, role, stream
 // and the sending domains they may use; configured [[http.api_keys]]
-// keep working beside them). It also owns the access rule: which role may
+// keep working beside them; a database key's stream and sending domains
+// are limits ingest enforces on every message it submits, carried there
+// by admin's auth as httpapi.Key). It also owns the access rule: which role may
 // call which method on which API path (Allowed).
 //
 // Its tables live in the ESP SQL database (the one audience.Store opens:
