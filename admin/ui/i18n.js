@@ -93,6 +93,11 @@ export const catalogs = {
     "users.title": "Users & API keys", "users.email": "Email", "users.name": "Name", "users.role": "Role", "users.password": "Password (10+ characters)",
     "users.add": "Add a user", "keys.title": "API keys", "keys.name": "Name", "keys.prefix": "Key", "keys.domains": "Sending domains",
     "keys.any": "any", "keys.revoke": "Revoke", "keys.create": "Create key", "keys.created": "Key created. Copy it now: it is not shown again.",
+    "ops.import": "Import suppressions", "ops.import.help": "CSV rows: address, then optionally stream (* for all), reason, source, time (RFC 3339). A header row is skipped; invalid rows are skipped and listed.",
+    "ops.import.file": "CSV file", "ops.import.paste": "Or paste rows", "ops.import.source": "Source (optional)", "ops.import.submit": "Import",
+    "ops.import.none": "Choose a file or paste rows first.", "ops.import.running": "Importing…",
+    "ops.import.done": "Imported {imported}, skipped {skipped}.", "ops.import.line": "Line", "ops.import.error": "Error",
+    "ops.import.more": "{n} more skipped rows are not listed.",
   },
   "zh-Hant": {
     "nav.automation": "自動化", "home.automation": "流程、步驟與計數",
@@ -185,5 +190,10 @@ export const catalogs = {
     "users.title": "使用者與 API 金鑰", "users.email": "電子郵件", "users.name": "姓名", "users.role": "角色", "users.password": "密碼（至少 10 個字元）",
     "users.add": "新增使用者", "keys.title": "API 金鑰", "keys.name": "名稱", "keys.prefix": "金鑰", "keys.domains": "寄件網域",
     "keys.any": "任何", "keys.revoke": "撤銷", "keys.create": "建立金鑰", "keys.created": "金鑰已建立。請立即複製：之後不會再顯示。",
+    "ops.import": "匯入抑制名單", "ops.import.help": "CSV 列：地址，其後可選郵件流（* 代表全部）、原因、來源、時間（RFC 3339）。標題列會略過；無效的列會略過並列出。",
+    "ops.import.file": "CSV 檔案", "ops.import.paste": "或貼上資料列", "ops.import.source": "來源（選填）", "ops.import.submit": "匯入",
+    "ops.import.none": "請先選擇檔案或貼上資料列。", "ops.import.running": "匯入中…",
+    "ops.import.done": "已匯入 {imported} 筆，略過 {skipped} 筆。", "ops.import.line": "行", "ops.import.error": "錯誤",
+    "ops.import.more": "另有 {n} 筆略過的列未列出。",
   },
 };
