@@ -29,7 +29,7 @@ export async function render(view) {
 
 async function keys(view) {
   const box = h("div");
-  view.append(h("h2", null, t("keys.title")), box);
+  view.append(h("h2", null, t("keys.title")), h("p", { class: "muted", id: "keys-help" }, t("keys.help")), box);
   const r = await run(box, () => api("GET", "/api/v1/keys"));
   if (!r) return;
   const list = h("div");
