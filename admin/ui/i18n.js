@@ -115,6 +115,9 @@ export const catalogs = {
     "stats.blocklists": "Blocklists: IPs and domains", "stats.listed": "{n} listed of {m} checks.", "stats.target": "IP or domain",
     "stats.kind": "Kind", "stats.list": "List", "stats.checked": "Checked", "stats.islisted": "listed", "stats.notlisted": "not listed",
     "stats.norep": "Blocklist monitoring is off ([reputation] in petrel.toml).",
+    "stats.byprovider": "By mailbox provider (all campaigns)", "stats.bytype": "By campaign type (all campaigns)",
+    "stats.bysegment": "By segment", "stats.value": "Value", "stats.segaudience": "Audience id", "stats.segexpr": "Segment expression (empty: everyone)",
+    "stats.segcampaigns": "{n} campaigns sent to this segment, summed:",
     "keys.help": "A key's role is its scope. It sends only in its stream, and only from its sending domains or their subdomains (none listed: any domain); other messages are refused with 403.",
   },
   "zh-Hant": {
@@ -230,6 +233,9 @@ export const catalogs = {
     "stats.blocklists": "黑名單：IP 與網域", "stats.listed": "{m} 項檢查中有 {n} 項被列入。", "stats.target": "IP 或網域",
     "stats.kind": "類型", "stats.list": "名單", "stats.checked": "檢查時間", "stats.islisted": "已列入", "stats.notlisted": "未列入",
     "stats.norep": "黑名單監控未啟用（petrel.toml 中的 [reputation]）。",
+    "stats.byprovider": "依信箱服務商（所有活動）", "stats.bytype": "依活動類型（所有活動）",
+    "stats.bysegment": "依分群", "stats.value": "值", "stats.segaudience": "受眾代號", "stats.segexpr": "分群運算式（空白：所有人）",
+    "stats.segcampaigns": "寄給此分群的 {n} 個活動合計：",
     "keys.help": "金鑰的角色即其權限範圍。它只能在自己的郵件流中寄送，且只能使用其寄件網域或其子網域（未列出則不限網域）；其他郵件會以 403 拒絕。",
   },
 };

@@ -228,9 +228,35 @@ max_backoff = "1s"
 		t.Errorf("sending domain reputation %q", s)
 	}
 	u.screenshot("stats-reputation")
+	for _, id := range []string{"stats-providers", "stats-types", "stats-seg"} {
+		if u.attr("#"+id, "id") != id {
+			t.Errorf("stats overview lacks #%s", id)
+		}
+	}
+	u.run("segment stats", chromedp.SetValue(`#stats-seg-audience`, "1", chromedp.ByID), chromedp.Click(`#stats-seg button[type=submit]`, chromedp.ByQuery))
+	u.waitText(10*time.Second, `#stats-seg-result`, func(s string) bool { return s != "" })
+
+	// Keys page: a key with a stream of its own and a sending domain,
+	// whose limits hold at ingest.
 	u.open("#/users", "users")
 	if s := u.text(`#keys-help`); !strings.Contains(s, "stream") || !strings.Contains(s, "sending domains") {
 		t.Errorf("keys help %q", s)
+	}
+	if bad := u.unlabelled(); len(bad) > 0 {
+		t.Errorf("unlabelled controls on the users page: %v", bad)
+	}
+	var secret string
+	u.run("create a key", chromedp.SendKeys(`#key-name`, "newsletter app", chromedp.ByID), chromedp.SetValue(`#key-stream`, "newsletter", chromedp.ByID),
+		chromedp.SendKeys(`#key-domains`, "shop.test", chromedp.ByID), chromedp.Click(`#key-add button[type=submit]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#key-secret`, chromedp.ByID), chromedp.Text(`#key-secret`, &secret, chromedp.ByID))
+	base := "http://" + e.http
+	for _, c := range []struct {
+		from string
+		code int
+	}{{"news@shop.test", 202}, {"news@other.test", 403}} {
+		if code, out := post(t, base+"/api/v1/messages", secret, map[string]any{"from": c.from, "to": []string{"bob@example.test"}, "subject": "s", "text": "t"}); code != c.code || (code == 202 && out["stream"] != "newsletter") {
+			t.Errorf("key from the page, from %s: %d %v, want %d", c.from, code, out, c.code)
+		}
 	}
 
 	// zh-Hant: the new sections are translated.
