@@ -46,6 +46,7 @@ func TestDashboardLoadTimes(t *testing.T) {
 		e.mx(3, "slow.test", testnet.MXScript{OnRcpt: func(string, int) error {
 			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "poor reputation, try later"}
 		}})
+		e.retry = `["1h"]` // deferred once, then quiet: no retry work under the page loads
 		e.extra += "\n[[shaping.automation]]\nregex = \"poor reputation\"\naction = \"suspend\"\nduration = \"1h\"\n"
 	})
 	var a struct{ ID int64 }
@@ -110,10 +111,15 @@ func TestDashboardLoadTimes(t *testing.T) {
 		{"new campaign", "#/campaigns/new"}, {"stats", "#/stats/c050"}, {"stats overview", "#/stats"},
 		{"automation", "#/automation"}, {"operations", "#/operations"}, {"users", "#/users"},
 	}
+	// petreld's own background CPU (followers, timers), subtracted from
+	// each page's figure.
+	idle0, idleStart := procCPU(t, e.cmd.Process.Pid), time.Now()
+	time.Sleep(3 * time.Second)
+	idleRate := float64(procCPU(t, e.cmd.Process.Pid)-idle0) / float64(time.Since(idleStart))
 	var lines []string
 	for _, p := range pages {
 		var best float64 = -1
-		cpu0 := procCPU(t, e.cmd.Process.Pid)
+		cpu0, wall0 := procCPU(t, e.cmd.Process.Pid), time.Now()
 		for try := 0; try < 3; try++ { // best of 3: the machine is shared
 			var ms float64
 			u.run("load "+p.name, chromedp.Navigate("about:blank"), chromedp.Navigate(u.base+"/ui/"+p.hash), chromedp.WaitVisible(`main > div[data-ready]`, chromedp.ByQuery),
@@ -129,7 +135,7 @@ func TestDashboardLoadTimes(t *testing.T) {
 			}
 		}
 		d := time.Duration(best * float64(time.Millisecond))
-		cpu := (procCPU(t, e.cmd.Process.Pid) - cpu0) / 3
+		cpu := (procCPU(t, e.cmd.Process.Pid) - cpu0 - time.Duration(idleRate*float64(time.Since(wall0)))) / 3
 		lines = append(lines, fmt.Sprintf("%-24s %6d ms  (petreld CPU %4d ms per load)", p.name, d.Milliseconds(), cpu.Milliseconds()))
 		if d > budget {
 			t.Errorf("%s loads in %s, over %s", p.name, d, budget)
@@ -158,6 +164,7 @@ func TestDashboardLoadTimes(t *testing.T) {
 		})
 		lines = append(lines, fmt.Sprintf("%-24s %6d ms (incl. 300 ms debounce)", q.name, time.Since(s0).Milliseconds()))
 	}
+	lines = append(lines, fmt.Sprintf("  (petreld idle CPU %.0f ms/s subtracted)", idleRate*1000))
 	sort.Strings(lines)
 	t.Logf("page load times, %d contacts, 100 campaigns (best of 3, navigation to rendered):\n%s", n, strings.Join(lines, "\n"))
 }
