@@ -111,15 +111,22 @@ func TestDashboardLoadTimes(t *testing.T) {
 		{"new campaign", "#/campaigns/new"}, {"stats", "#/stats/c050"}, {"stats overview", "#/stats"},
 		{"automation", "#/automation"}, {"operations", "#/operations"}, {"users", "#/users"},
 	}
-	// petreld's own background CPU (followers, timers), subtracted from
-	// each page's figure.
-	idle0, idleStart := procCPU(t, e.cmd.Process.Pid), time.Now()
-	time.Sleep(3 * time.Second)
-	idleRate := float64(procCPU(t, e.cmd.Process.Pid)-idle0) / float64(time.Since(idleStart))
+	// Let petreld settle (compactions and followers after the imports)
+	// before its CPU is counted: 1 s samples until one uses under 30 ms,
+	// for at most 2 minutes. What it still uses idle is reported.
+	var idleRate float64
+	for settle := time.Now(); ; {
+		c0, w0 := procCPU(t, e.cmd.Process.Pid), time.Now()
+		time.Sleep(time.Second)
+		idleRate = float64(procCPU(t, e.cmd.Process.Pid)-c0) / float64(time.Since(w0))
+		if idleRate < 0.03 || time.Since(settle) > 2*time.Minute {
+			break
+		}
+	}
 	var lines []string
 	for _, p := range pages {
 		var best float64 = -1
-		cpu0, wall0 := procCPU(t, e.cmd.Process.Pid), time.Now()
+		cpu0 := procCPU(t, e.cmd.Process.Pid)
 		for try := 0; try < 3; try++ { // best of 3: the machine is shared
 			var ms float64
 			u.run("load "+p.name, chromedp.Navigate("about:blank"), chromedp.Navigate(u.base+"/ui/"+p.hash), chromedp.WaitVisible(`main > div[data-ready]`, chromedp.ByQuery),
@@ -135,7 +142,7 @@ func TestDashboardLoadTimes(t *testing.T) {
 			}
 		}
 		d := time.Duration(best * float64(time.Millisecond))
-		cpu := (procCPU(t, e.cmd.Process.Pid) - cpu0 - time.Duration(idleRate*float64(time.Since(wall0)))) / 3
+		cpu := (procCPU(t, e.cmd.Process.Pid) - cpu0) / 3
 		lines = append(lines, fmt.Sprintf("%-24s %6d ms  (petreld CPU %4d ms per load)", p.name, d.Milliseconds(), cpu.Milliseconds()))
 		if d > budget {
 			t.Errorf("%s loads in %s, over %s", p.name, d, budget)
@@ -164,7 +171,7 @@ func TestDashboardLoadTimes(t *testing.T) {
 		})
 		lines = append(lines, fmt.Sprintf("%-24s %6d ms (incl. 300 ms debounce)", q.name, time.Since(s0).Milliseconds()))
 	}
-	lines = append(lines, fmt.Sprintf("  (petreld idle CPU %.0f ms/s subtracted)", idleRate*1000))
+	lines = append(lines, fmt.Sprintf("  (petreld CPU when idle before the loads: %.0f ms/s, included in the figures)", idleRate*1000))
 	sort.Strings(lines)
 	t.Logf("page load times, %d contacts, 100 campaigns (best of 3, navigation to rendered):\n%s", n, strings.Join(lines, "\n"))
 }
