@@ -3,7 +3,9 @@
 // viewer) and an argon2id password hash, their login sessions, the login
 // rate limit, and API keys managed in the database (name, role, stream
 // and the sending domains they may use; configured [[http.api_keys]]
-// keep working beside them). It also owns the access rule: which role may
+// keep working beside them; a database key's stream and sending domains
+// are limits ingest enforces on every message it submits, carried there
+// by admin's auth as httpapi.Key). It also owns the access rule: which role may
 // call which method on which API path (Allowed).
 //
 // Its tables live in the ESP SQL database (the one audience.Store opens:
@@ -451,8 +453,11 @@ func (s *Store) CreateKey(ctx context.Context, name string, role Role, stream st
 	if !role.Valid() {
 		return "", Key{}, fmt.Errorf("%w: role %q", ErrInvalid, role)
 	}
-	if stream == "" {
+	if stream = strings.ToLower(strings.TrimSpace(stream)); stream == "" {
 		stream = "transactional"
+	}
+	if !validStream(stream) {
+		return "", Key{}, fmt.Errorf("%w: stream %q (a-z, 0-9, then also - _ .; at most 64)", ErrInvalid, stream)
 	}
 	clean := []string{}
 	for _, d := range domains {
@@ -596,4 +601,20 @@ func checkPassword(phc, password string) bool {
 	}
 	got := argon2.IDKey([]byte(password), salt, t, m, p, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// validStream is ingest's rule for a stream name: a-z or 0-9 first, then
+// also '-', '_' or '.', at most 64 bytes (a key with another name could
+// send nothing).
+func validStream(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '-' || c == '_' || c == '.')) {
+			return false
+		}
+	}
+	return true
 }

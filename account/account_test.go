@@ -232,6 +232,11 @@ func TestKeys(t *testing.T) {
 		if _, _, err := s.CreateKey(ctx, "x", Viewer, "", []string{"a@b"}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("bad domain: %v", err)
 		}
+		for _, st := range []string{"Bad Stream!", "-x", "a/b"} {
+			if _, _, err := s.CreateKey(ctx, "s"+st, Viewer, st, nil); !errors.Is(err, ErrInvalid) {
+				t.Errorf("bad stream %q: %v", st, err)
+			}
+		}
 		var n int
 		s.db.QueryRow(s.q(`SELECT COUNT(*) FROM account_keys WHERE hash = ? OR prefix = ?`), secret, secret).Scan(&n)
 		if n != 0 {

@@ -2,7 +2,9 @@ package admin
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"io/fs"
 	"net/http"
 	"strconv"
@@ -32,6 +34,19 @@ func (r *Router) mountUI(o Options) {
 	sub, _ := fs.Sub(uiFiles, "ui") // the embedded directory exists
 	index, _ := fs.ReadFile(sub, "index.html")
 	files := http.StripPrefix("/ui/", http.FileServerFS(sub))
+	// Every file gets a strong ETag of its content, so the revalidation
+	// no-cache asks for is a 304 without a body (embedded files have no
+	// modification time to answer If-Modified-Since with).
+	etags := map[string]string{}
+	_ = fs.WalkDir(sub, ".", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, err := fs.ReadFile(sub, path); err == nil {
+				sum := sha256.Sum256(b)
+				etags["/ui/"+path] = `"` + hex.EncodeToString(sum[:12]) + `"`
+			}
+		}
+		return nil
+	})
 	r.public("GET /ui/", 0, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", uiCSP)
@@ -44,6 +59,9 @@ func (r *Router) mountUI(o Options) {
 			h.Set("Vary", "Accept-Language")
 			_, _ = w.Write(bytes.Replace(index, []byte(`lang="en"`), []byte(`lang="`+pickLang(req.Header.Get("Accept-Language"))+`"`), 1))
 			return
+		}
+		if tag, ok := etags[req.URL.Path]; ok {
+			h.Set("ETag", tag)
 		}
 		files.ServeHTTP(w, req)
 	}))

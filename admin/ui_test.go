@@ -81,6 +81,26 @@ func TestUIServed(t *testing.T) {
 			t.Errorf("%s writes HTML from strings", p)
 		}
 	}
+	// A file's ETag makes its revalidation a 304 without a body; a
+	// changed file (another tag) is served again.
+	resp, _ = get("/ui/app.js", "")
+	tag := resp.Header.Get("ETag")
+	for _, c := range []struct {
+		tag  string
+		want int
+	}{{tag, 304}, {`"other"`, 200}} {
+		req, _ := http.NewRequest("GET", srv.URL+"/ui/app.js", nil)
+		req.Header.Set("If-None-Match", c.tag)
+		r, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if tag == "" || r.StatusCode != c.want || (c.want == 304 && len(b) != 0) {
+			t.Errorf("app.js with If-None-Match %s (ETag %s): %d, %d bytes; want %d", c.tag, tag, r.StatusCode, len(b), c.want)
+		}
+	}
 	if resp, _ := get("/ui/nope.js", ""); resp.StatusCode != 404 {
 		t.Errorf("unknown asset: %d", resp.StatusCode)
 	}

@@ -40,6 +40,11 @@
 //     dropped from the envelope; if none remain, DATA gets 550 5.7.1.
 //   - HTTP: when every recipient is suppressed nothing is queued and the
 //     answer is 422 with code "all_suppressed".
+//   - A database API key's limits (Envelope.OnlyStream, SenderDomains,
+//     from httpapi.Key) are checked on the final stream and on the From
+//     field's and envelope sender's domains (a listed domain or a
+//     subdomain of one): HTTP 403 "stream_not_allowed" or
+//     "domain_not_allowed", SMTP 550 5.7.1; nothing is queued.
 //   - HTTP Bcc: a "Bcc" in headers adds its addresses to the envelope and
 //     is never written; a raw message's Bcc fields are removed (the
 //     envelope is "to"). SMTP relays DATA as sent.

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -282,6 +283,7 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 // submitAPIError maps Submit errors to HTTP answers.
 func submitAPIError(err error, res Receipt) error {
 	var senderErr *SenderError
+	var scopeErr *ScopeError
 	var temp *TemporaryError
 	switch {
 	case errors.Is(err, ErrNUL):
@@ -299,6 +301,8 @@ func submitAPIError(err error, res Receipt) error {
 		return unprocessable("all_suppressed", "every recipient is suppressed in stream %s; nothing was queued", res.Stream)
 	case errors.As(err, &senderErr):
 		return unprocessable("sender_not_allowed", "%v", senderErr.Err)
+	case errors.As(err, &scopeErr):
+		return &apiError{http.StatusForbidden, scopeErr.Field + "_not_allowed", scopeErr.Error() + "; nothing was queued"}
 	case errors.Is(err, mta.ErrInsufficientStorage):
 		return &apiError{http.StatusInsufficientStorage, "insufficient_storage", "insufficient system storage: message not queued, try again later"}
 	case errors.As(err, &temp):
@@ -346,7 +350,11 @@ func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (Envelope, []byt
 		return Envelope{}, nil, err
 	}
 	env := Envelope{Source: "http", From: from.Address, Stream: key.Stream,
-		HeaderStream: req.Stream == "", Campaign: req.Campaign, RemoveBcc: true}
+		HeaderStream: req.Stream == "", Campaign: req.Campaign, RemoveBcc: true,
+		SenderDomains: key.Domains}
+	if key.StreamOnly {
+		env.OnlyStream = cmp.Or(key.Stream, DefaultStream)
+	}
 	if req.Campaign != "" && h.opts.CampaignStream != "" {
 		env.Stream = h.opts.CampaignStream // the X-Petrel-Stream header may still override
 	}

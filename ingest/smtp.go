@@ -509,6 +509,7 @@ func (se *session) Data(r io.Reader) error {
 // dataError maps a Submit error to the DATA reply.
 func (se *session) dataError(err error, res Receipt) error {
 	var senderErr *SenderError
+	var scopeErr *ScopeError
 	var temp *TemporaryError
 	result := resultRejected
 	var reply error
@@ -526,6 +527,8 @@ func (se *session) dataError(err error, res Receipt) error {
 			Message: fmt.Sprintf("All recipients are suppressed in stream %s", res.Stream)}
 	case errors.As(err, &senderErr):
 		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 26}, Message: oneLine(senderErr.Error())}
+	case errors.As(err, &scopeErr):
+		reply = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: oneLine(scopeErr.Error())}
 	case errors.Is(err, mta.ErrInsufficientStorage):
 		result, reply = resultError, errNoSpace
 	case errors.As(err, &temp):

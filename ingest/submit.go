@@ -56,6 +56,15 @@ type Envelope struct {
 	// mta.NewMessage): a repeat gets the first message's ID and is not
 	// stored again. The campaign engine uses "campaign:contact".
 	IdempotencyKey string
+	// OnlyStream, when set, is the one stream the message may be queued
+	// in (a database API key's): a request, template or X-Petrel-Stream
+	// field naming another stream is refused with a *ScopeError.
+	OnlyStream string
+	// SenderDomains, when not empty, are the only sending domains the
+	// submitter may use (a database API key's): the From field's domain
+	// and the envelope sender's must each be one of them or a subdomain
+	// of one, or Submit refuses with a *ScopeError.
+	SenderDomains []string
 }
 
 // Trace is what the Received field says about the client.
@@ -114,6 +123,57 @@ type SenderError struct{ Err error }
 
 func (e *SenderError) Error() string { return e.Err.Error() }
 func (e *SenderError) Unwrap() error { return e.Err }
+
+// ScopeError is a refusal by the credential's own limits (Envelope's
+// OnlyStream and SenderDomains): the key may not send this message at all
+// (HTTP 403, SMTP 550 5.7.1). Field is "stream" or "domain".
+type ScopeError struct {
+	Field, Value string
+	Allowed      []string
+}
+
+func (e *ScopeError) Error() string {
+	if e.Field == "stream" {
+		return fmt.Sprintf("this API key may send only in stream %s, not %s", strings.Join(e.Allowed, ", "), e.Value)
+	}
+	return fmt.Sprintf("this API key may not send from domain %q (its sending domains: %s)", e.Value, strings.Join(e.Allowed, ", "))
+}
+
+// checkScope applies env's OnlyStream and SenderDomains to the message's
+// final stream and its From field (m.From, "" when absent).
+func checkScope(env Envelope, stream, headerFrom string) error {
+	if env.OnlyStream != "" && stream != strings.ToLower(env.OnlyStream) {
+		return &ScopeError{Field: "stream", Value: stream, Allowed: []string{env.OnlyStream}}
+	}
+	if len(env.SenderDomains) == 0 {
+		return nil
+	}
+	if headerFrom == "" && env.From == "" {
+		return &ScopeError{Field: "domain", Value: "", Allowed: env.SenderDomains}
+	}
+	for _, a := range []string{headerFrom, env.From} {
+		if a == "" {
+			continue
+		}
+		if d := domainOf(a); !domainAllowed(d, env.SenderDomains) {
+			return &ScopeError{Field: "domain", Value: d, Allowed: env.SenderDomains}
+		}
+	}
+	return nil
+}
+
+// domainAllowed reports whether d is one of list or a subdomain of one
+// (both lower case, without a trailing dot).
+func domainAllowed(d string, list []string) bool {
+	d = strings.TrimSuffix(d, ".")
+	for _, a := range list {
+		a = strings.TrimSuffix(strings.ToLower(a), ".")
+		if d != "" && (d == a || strings.HasSuffix(d, "."+a)) {
+			return true
+		}
+	}
+	return false
+}
 
 // TemporaryError is a failure the client should retry later
 // (Policy.Prepare or the queue commit failed); nothing was queued.
@@ -329,6 +389,9 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (mta
 	rc := Receipt{Stream: stream}
 	if !validStream(stream) {
 		return mta.NewMessage{}, rc, fmt.Errorf("%w: %q", ErrBadStream, stream)
+	}
+	if err := checkScope(env, stream, m.From); err != nil {
+		return mta.NewMessage{}, rc, err
 	}
 	m.Remove(StreamHeader)
 	if env.RemoveBcc {

@@ -26,7 +26,7 @@ const maxImport = 1 << 30
 //	POST   /api/v1/suppressions                 {address, stream, reason, source}
 //	GET    /api/v1/suppressions/{stream}/{address}
 //	DELETE /api/v1/suppressions/{stream}/{address}
-//	POST   /api/v1/suppressions/import          CSV body (?source=)
+//	POST   /api/v1/suppressions/import          CSV body (?source=&on_error=stop|skip)
 //	GET    /api/v1/suppressions/export          CSV (?stream=)
 //	GET    /api/v1/domains
 //	POST   /api/v1/domains                      {domain, algorithm, dual}
@@ -135,7 +135,27 @@ func (e *Engine) importSuppressions(w http.ResponseWriter, r *http.Request) {
 	if src == "" {
 		src = "import"
 	}
-	n, err := e.store.Import(http.MaxBytesReader(w, r.Body, maxImport), src)
+	body := http.MaxBytesReader(w, r.Body, maxImport)
+	switch r.URL.Query().Get("on_error") {
+	case "", "stop":
+	case "skip":
+		rep, err := e.store.ImportSkipping(body, src)
+		if err != nil {
+			code, status := "invalid_csv", http.StatusBadRequest
+			if errors.As(err, new(*http.MaxBytesError)) {
+				code, status = "body_too_large", http.StatusRequestEntityTooLarge
+			}
+			httpapi.WriteJSON(w, status, map[string]any{"imported": rep.Imported, "skipped": rep.Skipped, "errors": rep.Errors,
+				"error": httpapi.ErrorDetail{Code: code, Message: err.Error()}})
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, rep)
+		return
+	default:
+		badRequest(w, fmt.Errorf("on_error %q: want stop or skip", r.URL.Query().Get("on_error")))
+		return
+	}
+	n, err := e.store.Import(body, src)
 	if err != nil {
 		httpapi.WriteJSON(w, http.StatusBadRequest, map[string]any{
 			"imported": n,

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,6 +172,54 @@ func TestSuppressionAPI(t *testing.T) {
 	if n := strings.Count(csv, "\n"); n != 6 {
 		t.Errorf("export has %d lines:\n%s", n, csv)
 	}
+}
+
+// TestSuppressionImportSkipping: with on_error=skip an import goes past
+// invalid rows (bad address, stream, reason, time, too many fields, a CSV
+// quote error) and reports each with its line, importing the rest; an
+// unknown on_error is 400.
+func TestSuppressionImportSkipping(t *testing.T) {
+	f := newFixture(t, nil)
+	in := "address,stream,reason\n" +
+		"ok1@example.com,marketing,unsubscribe\n" + // line 2
+		"not-an-address\n" + // 3
+		"ok2@example.com\n" + // 4
+		"bad@example.com,no such stream!,manual\n" + // 5
+		"bad2@example.com,*,no_such_reason\n" + // 6
+		"bad3@example.com,*,manual,src,yesterday\n" + // 7
+		"bad4@example.com,*,manual,src,2026-01-01T00:00:00Z,extra\n" + // 8
+		"ok3@example.com,*,complaint\n" + // 9
+		"\"bad5@example.com\"x,*\n" + // 10: quote error
+		"ok4@example.com\n" // 11
+	var rep struct {
+		Imported, Skipped int
+		Errors            []struct {
+			Line    int
+			Message string
+		}
+	}
+	f.do(t, "POST", "/api/v1/suppressions/import?on_error=skip&source=crm", "text/csv", strings.NewReader(in), 200, &rep)
+	var lines []int
+	for _, e := range rep.Errors {
+		if e.Message == "" {
+			t.Errorf("row error without a message: %+v", e)
+		}
+		lines = append(lines, e.Line)
+	}
+	if rep.Imported != 4 || rep.Skipped != 6 || !slices.Equal(lines, []int{3, 5, 6, 7, 8, 10}) {
+		t.Fatalf("report %+v, lines %v", rep, lines)
+	}
+	for _, a := range []string{"ok1@example.com", "ok2@example.com", "ok3@example.com", "ok4@example.com"} {
+		if _, ok := f.e.Suppressed("marketing", a); !ok {
+			t.Errorf("%s not imported", a)
+		}
+	}
+	for _, a := range []string{"bad@example.com", "bad2@example.com", "bad3@example.com", "bad4@example.com"} {
+		if _, ok := f.e.Suppressed("marketing", a); ok {
+			t.Errorf("%s imported from an invalid row", a)
+		}
+	}
+	f.do(t, "POST", "/api/v1/suppressions/import?on_error=maybe", "text/csv", strings.NewReader("a@example.com\n"), 400, nil)
 }
 
 // publish adds the records a domain's info says to publish.

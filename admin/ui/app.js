@@ -83,12 +83,14 @@ export class APIError extends Error {
   constructor(status, code, msg) { super(msg); this.status = status; this.code = code; }
 }
 
-// api calls the JSON API; body is JSON unless it is FormData.
+// api calls the JSON API; body is JSON unless it is FormData or a Blob
+// (sent as it is, with its type: a CSV upload).
 export async function api(method, path, body) {
   const headers = {};
   if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = state.csrf;
   let payload;
   if (body instanceof FormData) payload = body;
+  else if (body instanceof Blob) { headers["Content-Type"] = body.type || "application/octet-stream"; payload = body; }
   else if (body !== undefined) { headers["Content-Type"] = "application/json"; payload = JSON.stringify(body); }
   const resp = await fetch(path, { method, headers, body: payload, credentials: "same-origin" });
   const text = await resp.text();
@@ -188,6 +190,9 @@ export function signedIn(sess) { state.me = sess; state.csrf = sess.csrf || ""; 
 
 async function start() {
   state.lang = chooseLang();
+  // Fetch the route's page module while the session is asked for (one
+  // round trip less per page load; route() then finds it loaded).
+  pages[location.hash.replace(/^#\/?/, "").split("/")[0] || ""]?.().catch(() => {});
   if (!state.me) {
     try { signedIn(await api("GET", "/api/v1/session")); } catch { state.me = null; }
   }

@@ -166,8 +166,9 @@ func (u *ui) unlabelled() []string {
 }
 
 // uiDaemon starts petreld with its HTTP listener, an MX for example.test
-// collecting messages, and the first owner created by petrelctl.
-func uiDaemon(t *testing.T, onData func(rcpts []string, data []byte)) *env {
+// collecting messages, and the first owner created by petrelctl; setup
+// functions run before the start (more MX hosts, config in e.extra).
+func uiDaemon(t *testing.T, onData func(rcpts []string, data []byte), setup ...func(*env)) *env {
 	e := newEnv(t)
 	e.mx(2, "example.test", testnet.MXScript{OnData: func(from string, rcpts []string, data []byte) error {
 		if onData != nil {
@@ -176,6 +177,9 @@ func uiDaemon(t *testing.T, onData func(rcpts []string, data []byte)) *env {
 		return nil
 	}})
 	e.extra = "[sending]\nunsubscribe_url = \"https://mail.shop.test\"\n"
+	for _, f := range setup {
+		f(e)
+	}
 	e.start()
 	if !strings.Contains(e.logBuf.String(), "petrelctl users add") {
 		t.Errorf("petreld did not say how to create the first user:\n%s", e.logBuf.String())

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/emersion/go-smtp"
+
+	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
 // TestDashboardLoadTimes measures full page loads (navigation to the
@@ -20,7 +23,10 @@ import (
 // PETREL_UI_LOAD_CONTACTS sets the audience size (default 20,000, so CI
 // stays quick; the README's figures are from 1,000,000). Each page must
 // load within PETREL_UI_LOAD_BUDGET (default 3s on a shared CI machine;
-// the target is 300 ms).
+// the target is 300 ms). The Operations page has as much to show: as many
+// suppressions as contacts, and 5,000 recipients deferred by a remote
+// answering 450 (so also a shaping action in force); its API calls are
+// timed apart (the browser's resource timing).
 func TestDashboardLoadTimes(t *testing.T) {
 	n := 20000
 	if v := os.Getenv("PETREL_UI_LOAD_CONTACTS"); v != "" {
@@ -36,31 +42,26 @@ func TestDashboardLoadTimes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e := uiDaemon(t, nil)
+	e := uiDaemon(t, nil, func(e *env) {
+		e.mx(3, "slow.test", testnet.MXScript{OnRcpt: func(string, int) error {
+			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "poor reputation, try later"}
+		}})
+		e.retry = `["1h"]` // deferred once, then quiet: no retry work under the page loads
+		e.extra += "\n[[shaping.automation]]\nregex = \"poor reputation\"\naction = \"suspend\"\nduration = \"1h\"\n"
+	})
 	var a struct{ ID int64 }
 	if code, err := e.api("POST", "/api/v1/audiences", map[string]any{"name": "big", "fields": []map[string]any{{"name": "city", "type": "text"}}}, &a); err != nil || code != 201 {
 		t.Fatalf("audience: %d %v", code, err)
 	}
 	aid := fmt.Sprint(a.ID)
 	start := time.Now()
-	pr, pw := io.Pipe()
-	go func() {
-		fmt.Fprintln(pw, "email,name,city")
+	if code := postCSV(t, e, "/api/v1/audiences/"+aid+"/imports", func(w io.Writer) {
+		fmt.Fprintln(w, "email,name,city")
 		for i := 0; i < n; i++ {
-			fmt.Fprintf(pw, "c%d@example.test,Contact %d,%s\n", i, i, []string{"Taipei", "Oslo", "Lima"}[i%3])
+			fmt.Fprintf(w, "c%d@example.test,Contact %d,%s\n", i, i, []string{"Taipei", "Oslo", "Lima"}[i%3])
 		}
-		pw.Close()
-	}()
-	req, _ := http.NewRequest("POST", "http://"+e.http+"/api/v1/audiences/"+aid+"/imports", pr)
-	req.Header.Set("Authorization", "Bearer "+e.key)
-	req.Header.Set("Content-Type", "text/csv")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("import: %d", resp.StatusCode)
+	}); code/100 != 2 {
+		t.Fatalf("import: %d", code)
 	}
 	waitFor(t, 30*time.Minute, "the import", func() bool {
 		var st struct{ State string }
@@ -71,6 +72,26 @@ func TestDashboardLoadTimes(t *testing.T) {
 		return st.State == "done"
 	})
 	t.Logf("imported %d contacts in %s", n, time.Since(start).Round(time.Second))
+	// Suppressions, as many as contacts, through the CSV import.
+	start = time.Now()
+	if code := postCSV(t, e, "/api/v1/suppressions/import", func(w io.Writer) {
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(w, "s%d@example.test,%s,manual\n", i, []string{"*", "marketing"}[i%2])
+		}
+	}); code != 200 {
+		t.Fatalf("suppression import: %d", code)
+	}
+	t.Logf("imported %d suppressions in %s", n, time.Since(start).Round(time.Second))
+	// 5,000 recipients deferred at slow.test.
+	for m := 0; m < 5; m++ {
+		var to []string
+		for i := 0; i < 1000; i++ {
+			to = append(to, fmt.Sprintf("q%d-%d@slow.test", m, i))
+		}
+		if code, err := e.api("POST", "/api/v1/messages", map[string]any{"from": "news@shop.test", "to": to, "subject": "queued", "text": "hi"}, nil); err != nil || code != 202 {
+			t.Fatalf("queue message %d: %d %v", m, code, err)
+		}
+	}
 	if code, err := e.api("POST", "/api/v1/audiences/"+aid+"/segments", map[string]any{"name": "Taipei", "expression": `city == "Taipei"`}, nil); err != nil || code != 201 {
 		t.Fatalf("segment: %d %v", code, err)
 	}
@@ -90,9 +111,22 @@ func TestDashboardLoadTimes(t *testing.T) {
 		{"new campaign", "#/campaigns/new"}, {"stats", "#/stats/c050"}, {"stats overview", "#/stats"},
 		{"automation", "#/automation"}, {"operations", "#/operations"}, {"users", "#/users"},
 	}
+	// Let petreld settle (compactions and followers after the imports)
+	// before its CPU is counted: 1 s samples until one uses under 30 ms,
+	// for at most 2 minutes. What it still uses idle is reported.
+	var idleRate float64
+	for settle := time.Now(); ; {
+		c0, w0 := procCPU(t, e.cmd.Process.Pid), time.Now()
+		time.Sleep(time.Second)
+		idleRate = float64(procCPU(t, e.cmd.Process.Pid)-c0) / float64(time.Since(w0))
+		if idleRate < 0.03 || time.Since(settle) > 2*time.Minute {
+			break
+		}
+	}
 	var lines []string
 	for _, p := range pages {
 		var best float64 = -1
+		cpu0 := procCPU(t, e.cmd.Process.Pid)
 		for try := 0; try < 3; try++ { // best of 3: the machine is shared
 			var ms float64
 			u.run("load "+p.name, chromedp.Navigate("about:blank"), chromedp.Navigate(u.base+"/ui/"+p.hash), chromedp.WaitVisible(`main > div[data-ready]`, chromedp.ByQuery),
@@ -108,10 +142,22 @@ func TestDashboardLoadTimes(t *testing.T) {
 			}
 		}
 		d := time.Duration(best * float64(time.Millisecond))
-		lines = append(lines, fmt.Sprintf("%-24s %6d ms", p.name, d.Milliseconds()))
+		cpu := (procCPU(t, e.cmd.Process.Pid) - cpu0) / 3
+		lines = append(lines, fmt.Sprintf("%-24s %6d ms  (petreld CPU %4d ms per load)", p.name, d.Milliseconds(), cpu.Milliseconds()))
 		if d > budget {
 			t.Errorf("%s loads in %s, over %s", p.name, d, budget)
 		}
+	}
+	// The Operations page's API calls, each timed by the browser.
+	var calls []struct {
+		Name     string
+		Duration float64
+	}
+	u.run("operations API timings", chromedp.Navigate("about:blank"), chromedp.Navigate(u.base+"/ui/#/operations"),
+		chromedp.WaitVisible(`#page-operations[data-ready]`, chromedp.ByQuery),
+		chromedp.Evaluate(`performance.getEntriesByType("resource").filter(e => e.name.includes("/api/")).map(e => ({name: new URL(e.name).pathname + new URL(e.name).search, duration: e.duration}))`, &calls))
+	for _, c := range calls {
+		lines = append(lines, fmt.Sprintf("  operations API %-40s %6.0f ms", c.Name, c.Duration))
 	}
 	// Contact search, timed apart: a whole address (indexed lookup) and
 	// a part of one (a scan of every contact, evaluated in Go).
@@ -125,6 +171,47 @@ func TestDashboardLoadTimes(t *testing.T) {
 		})
 		lines = append(lines, fmt.Sprintf("%-24s %6d ms (incl. 300 ms debounce)", q.name, time.Since(s0).Milliseconds()))
 	}
+	lines = append(lines, fmt.Sprintf("  (petreld CPU when idle before the loads: %.0f ms/s, included in the figures)", idleRate*1000))
 	sort.Strings(lines)
 	t.Logf("page load times, %d contacts, 100 campaigns (best of 3, navigation to rendered):\n%s", n, strings.Join(lines, "\n"))
+}
+
+// procCPU is the user+system CPU time process pid has used (Linux
+// /proc/PID/stat, clock ticks of 10 ms).
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("petreld CPU time: %v", err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		t.Fatalf("petreld CPU time: short stat %q", b)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("petreld CPU time: stat %q", b)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// postCSV streams the CSV write produces to path with the daemon's key
+// and returns the status.
+func postCSV(t *testing.T, e *env, path string, write func(io.Writer)) int {
+	t.Helper()
+	pr, pw := io.Pipe()
+	go func() {
+		write(pw)
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", "http://"+e.http+path, pr)
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	req.Header.Set("Content-Type", "text/csv")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

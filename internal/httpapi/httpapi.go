@@ -52,6 +52,12 @@ type Key struct {
 	Name string
 	// Stream the key's mail belongs to ("transactional" when unset).
 	Stream string
+	// StreamOnly says the key may send only in Stream (database keys); a
+	// configured key's Stream is a default a request may override.
+	StreamOnly bool
+	// Domains, when not empty, are the only sending domains the key may
+	// send from (database keys; ingest refuses others with 403).
+	Domains []string
 }
 
 type keyCtx struct{}

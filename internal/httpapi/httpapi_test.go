@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 
 	"github.com/petrel-mta/petrel/config"
@@ -70,7 +71,7 @@ func TestRequire(t *testing.T) {
 				return
 			}
 			var k Key
-			if err := json.Unmarshal(body, &k); err != nil || k != tt.wantKey {
+			if err := json.Unmarshal(body, &k); err != nil || !reflect.DeepEqual(k, tt.wantKey) {
 				t.Fatalf("key %+v (%v), want %+v", k, err, tt.wantKey)
 			}
 		})

@@ -8,7 +8,8 @@ import (
 
 // FuzzImport feeds arbitrary bytes to the CSV importer: it must never
 // panic, must store exactly as many entries as it reports, and whatever it
-// stored must export to CSV that imports again without error.
+// stored must export to CSV that imports again without error;
+// ImportSkipping of the same bytes never imports less.
 func FuzzImport(f *testing.F) {
 	f.Add([]byte("address,stream,reason,source,time\na@example.com,marketing,unsubscribe,crm,2025-05-01T10:00:00Z\n"))
 	f.Add([]byte("b@example.com,,hard_bounce\nC@Example.org\n"))
@@ -37,6 +38,12 @@ func FuzzImport(f *testing.F) {
 		n2, err := s2.Import(strings.NewReader(out.String()), "again")
 		if err != nil || n2 != m {
 			t.Fatalf("re-import of export = %d, %v (want %d)\n%s", n2, err, m, out.String())
+		}
+		// Skipping invalid rows imports at least what stopping at the
+		// first one did, and lists no more errors than it skipped.
+		rep, err := s2.ImportSkipping(bytes.NewReader(data), "fuzz")
+		if err != nil || rep.Imported < n || len(rep.Errors) > rep.Skipped || len(rep.Errors) > MaxRowErrors {
+			t.Fatalf("ImportSkipping = %+v, %v (Import wrote %d)", rep, err, n)
 		}
 	})
 }

@@ -213,8 +213,8 @@ async function importProgress(view, a, id) {
       h("progress", { class: "progress", max: 100, value: Math.round(pct * 100), "aria-label": t("imp.progressbar") }),
       h("div", { class: "cards" }, [["rows_read", j.rows_read], ["created", j.created], ["updated", j.updated], ["skipped", j.skipped], ["failed", j.failed]].map(([k, v]) =>
         h("div", { class: "stat", "data-stat": k }, h("div", { class: "muted" }, t("imp." + k)), h("div", { class: "v" }, fmtNum(v))))),
-      j.failed ? h("p", null, h("a", { href: `/api/v1/imports/${id}/errors?format=csv`, download: `import-${id}-errors.csv`, id: "imp-errors" }, t("imp.errors"))) : null,
-      j.state === "done" ? h("p", null, h("a", { href: `#/audiences/${a.id}` }, t("imp.seecontacts"))) : null);
+      j.failed ? h("p", null, h("a", { href: `/api/v1/imports/${id}/errors?format=csv`, download: `import-${id}-errors.csv`, id: "imp-errors" }, t("imp.errors"))) : "",
+      j.state === "done" ? h("p", null, h("a", { href: `#/audiences/${a.id}` }, t("imp.seecontacts"))) : "");
     return j.state === "done" || j.state === "failed";
   }
   if (!(await tick())) every(500, tick);

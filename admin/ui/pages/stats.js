@@ -53,6 +53,10 @@ export async function render(view, [id]) {
     (r.streams || []).map(x => h("tr", null, h("td", null, x.stream), ...[x.sent, x.delivered, x.bounced, x.complained].map(v => h("td", { class: "num" }, fmtNum(v))),
       h("td", { class: "num" }, fmtPct(x.bounce_rate)), h("td", { class: "num", style: x.complaint_rate > 0.003 ? "color:#a4161a" : undefined }, fmtPct(x.complaint_rate))))),
     h("p", { class: "muted" }, t("stats.complaintline")));
+    view.append(h("h2", null, t("stats.domains", { w: r.window })), reputation(r));
+    const [prov, types] = await Promise.all([run(null, () => api("GET", "/api/v1/stats/providers")), run(null, () => api("GET", "/api/v1/stats/types"))]);
+    view.append(h("h2", null, t("stats.byprovider")), slices(prov?.slices, "stats-providers"), h("h2", null, t("stats.bytype")), slices(types?.slices, "stats-types"),
+      h("h2", null, t("stats.bysegment")), segmentForm());
     return;
   }
   async function tick() {
@@ -71,4 +75,52 @@ export async function render(view, [id]) {
   }
   await tick();
   every(2000, tick);
+}
+
+// reputation is the sending domains' complaint rates against the 0.3%
+// line (from GET /api/v1/stats) and the blocklist status of every
+// monitored IP and domain (GET /api/v1/stats/reputation, when the
+// reputation monitor runs).
+function reputation(r) {
+  const box = h("div", { id: "stats-reputation" });
+  const rows = (r.streams || []).flatMap(x => (x.sending_domains || []).map(d => ({ ...d, stream: x.stream })));
+  box.append(rows.length ? table([t("stats.domain"), t("camp.stream"), { label: t("stats.sent"), num: true }, { label: t("stats.complained"), num: true },
+    { label: t("stats.complaintrate"), num: true }, t("stats.line")], rows.map(d => {
+    const over = d.complaint_rate > 0.003;
+    return h("tr", { "data-domain": d.domain }, h("td", null, d.domain), h("td", null, d.stream), h("td", { class: "num" }, fmtNum(d.sent)), h("td", { class: "num" }, fmtNum(d.complained)),
+      h("td", { class: "num", style: over ? "color:#a4161a" : undefined }, fmtPct(d.complaint_rate)), h("td", null, over ? t("stats.over") : t("stats.under")));
+  }), { id: "stats-domain-table" }) : h("p", { class: "muted" }, t("stats.nodomains")));
+  const bl = h("div", { id: "stats-blocklists" });
+  box.append(h("h2", null, t("stats.blocklists")), bl);
+  api("GET", "/api/v1/stats/reputation").then(rep => {
+    const rs = rep?.results || [];
+    bl.append(h("p", null, t("stats.listed", { n: fmtNum(rep?.listed ?? 0), m: fmtNum(rs.length) })),
+      rs.length ? table([t("stats.target"), t("stats.kind"), t("stats.list"), t("ops.state"), t("stats.checked")], rs.map(x => h("tr", null, h("td", { class: "mono" }, x.target), h("td", null, x.kind),
+        h("td", null, x.list), h("td", null, x.error ? x.error : x.listed ? h("span", { class: "badge bad" }, t("stats.islisted"), x.meanings?.length ? " (" + x.meanings.join(", ") + ")" : "") : t("stats.notlisted")),
+        h("td", null, fmtDate(x.checked))))) : "");
+  }).catch(e => bl.append(h("p", { class: "muted" }, e.status === 404 ? t("stats.norep") : String(e.message || e))));
+  return box;
+}
+
+// slices is a table of engagement counts per dimension value (mailbox
+// provider, campaign type), complaint rates against the 0.3% line.
+function slices(list, id) {
+  if (!list?.length) return h("p", { class: "muted", id }, t("stats.nodata"));
+  return table([t("stats.value"), ...["delivered", "bounced", "complained", "unique_opens", "machine_opens", "unique_clicks"].map(k => ({ label: t("stats." + k), num: true })),
+    { label: t("stats.complaintrate"), num: true }], list.map(x => h("tr", { "data-value": x.value }, h("td", null, x.value || "?"),
+    ...[x.delivered, x.bounced, x.complained, x.unique_opens, x.machine_opens, x.unique_clicks].map(v => h("td", { class: "num" }, fmtNum(v))),
+    h("td", { class: "num", style: x.complaint_rate > 0.003 ? "color:#a4161a" : undefined }, fmtPct(x.complaint_rate)))), { id });
+}
+
+// segmentForm sums the campaigns sent to one segment of an audience.
+function segmentForm() {
+  const aud = input({ id: "stats-seg-audience", type: "number", min: 1, required: true });
+  const seg = input({ id: "stats-seg-expr", placeholder: 'city == "Taipei"' });
+  const out = h("div", { id: "stats-seg-result" });
+  return h("form", { id: "stats-seg", onsubmit: async e => {
+    e.preventDefault();
+    const r = await run(out, () => api("GET", "/api/v1/stats/segments?" + new URLSearchParams({ audience: aud.value, segment: seg.value })));
+    if (!r) return;
+    out.replaceChildren(h("p", null, t("stats.segcampaigns", { n: fmtNum(r.campaigns?.length || 0) })), slices([{ ...r, value: r.segment || t("camp.everyone") }], "stats-seg-table"));
+  } }, h("div", { class: "row" }, field(t("stats.segaudience"), aud), field(t("stats.segexpr"), seg), h("button", { type: "submit", class: "secondary" }, t("open"))), out);
 }

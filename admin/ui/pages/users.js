@@ -29,7 +29,7 @@ export async function render(view) {
 
 async function keys(view) {
   const box = h("div");
-  view.append(h("h2", null, t("keys.title")), box);
+  view.append(h("h2", null, t("keys.title")), h("p", { class: "muted", id: "keys-help" }, t("keys.help")), box);
   const r = await run(box, () => api("GET", "/api/v1/keys"));
   if (!r) return;
   const list = h("div");
@@ -38,12 +38,14 @@ async function keys(view) {
       h("td", null, fmtDate(k.created)), h("td", null, button(t("keys.revoke"), async () => { if (await run(box, () => api("DELETE", "/api/v1/keys/" + k.id))) { list.remove(); view.querySelector("#key-add")?.remove(); keys(view); } }, { class: "danger" }))))));
   const name = input({ required: true, id: "key-name" });
   const role = select({ id: "key-role" }, roles.map(x => [x, t("role." + x), x === "marketer"]));
-  const stream = select({ id: "key-stream" }, ["transactional", "marketing"]);
+  // Any stream name (shaping may define more than the two usual ones).
+  const stream = input({ id: "key-stream", list: "key-streams", value: "transactional", required: true, pattern: "[a-z0-9][a-z0-9_.-]*" });
+  const streams = h("datalist", { id: "key-streams" }, ["transactional", "marketing"].map(x => h("option", { value: x })));
   const domains = input({ id: "key-domains", placeholder: "mail.example.com" });
   view.append(list, h("form", { id: "key-add", onsubmit: async e => {
     e.preventDefault();
     const k = await run(box, () => api("POST", "/api/v1/keys", { name: name.value, role: role.value, stream: stream.value, domains: domains.value.split(",").map(s => s.trim()).filter(Boolean) }));
     if (k) box.replaceChildren(message("ok", t("keys.created")), h("p", null, h("code", { id: "key-secret" }, k.secret)));
-  } }, h("div", { class: "row" }, field(t("keys.name"), name), field(t("users.role"), role), field(t("camp.stream"), stream), field(t("keys.domains"), domains),
+  } }, h("div", { class: "row" }, field(t("keys.name"), name), field(t("users.role"), role), field(t("camp.stream"), stream), streams, field(t("keys.domains"), domains),
     h("button", { type: "submit" }, t("keys.create")))));
 }
