@@ -102,7 +102,7 @@ func TestDashboardLoadTimes(t *testing.T) {
 			t.Fatalf("campaign %d: %d %v", i, code, err)
 		}
 	}
-	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http}
+	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http, shot: artifacts(t)}
 	u.login(uiOwner, uiPassword)
 	pages := []struct{ name, hash string }{
 		{"home", "#/"}, {"domains", "#/domains"}, {"audiences", "#/audiences"}, {"contacts", "#/audiences/" + aid},

@@ -53,7 +53,7 @@ func jsString(s string) string {
 // chosen in the filter). Every control is labelled.
 func TestDashboardSuppressionImport(t *testing.T) {
 	e := uiDaemon(t, nil)
-	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http}
+	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http, shot: artifacts(t)}
 	u.login(uiOwner, uiPassword)
 	u.open("#/operations", "operations")
 	if s := u.text(`#ops-supp`); strings.Contains(s, "null") {
@@ -178,7 +178,7 @@ max_backoff = "1s"
 		return len(st.Actions) > 0 && hooks.Load() > 0
 	})
 
-	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http}
+	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http, shot: artifacts(t)}
 	u.login(uiOwner, uiPassword)
 	u.open("#/operations", "operations")
 	if bad := u.unlabelled(); len(bad) > 0 {
