@@ -386,7 +386,11 @@ func (r *Runner) addTableRows(scenario string, stats []*contStats, rounds int) {
 	for _, cs := range stats {
 		row := tableRow{load: cs.load, name: cs.c.Name, n: fmt.Sprint(cs.n), dur: cs.c.Durability,
 			rate: "-", xpf: "-", xnoop: "-", cpu: "-", instr: r.instructionsNote(), p50: "-", p99: "-", rss: "-", dkim: "-"}
-		row.repro = fmt.Sprintf("petrel-bench run -scenarios %s -contenders %s -n %d -rounds %d", scenario, cs.c.Name, cs.n, max(rounds, 1))
+		roundsFlag := "-rounds"
+		if scenario == ScenarioPerConn {
+			roundsFlag = "-perconn-rounds"
+		}
+		row.repro = fmt.Sprintf("petrel-bench run -scenarios %s -contenders %s -n %d %s %d", scenario, cs.c.Name, cs.n, roundsFlag, max(rounds, 1))
 		switch {
 		case cs.skip != "":
 			row.rate = "skipped: " + cs.skip

@@ -98,9 +98,10 @@ func valgrindFileIr(path string) (int64, error) {
 }
 
 // instructions measures petreld's instructions per message: two runs
-// under valgrind, warm-up only and warm-up plus n, each from start to a
-// clean stop after the sink has every message; the difference over n is
-// the cost of a message (idle timer work during the longer run included).
+// under valgrind, each from start to a clean stop: warm-up plus n
+// messages, then warm-up plus as long idle as the n messages took; the
+// difference over n is the cost of a message (start-up, warm-up and the
+// background loops' time-driven polling cancel out).
 // With PetreldBase set, petrel_base is measured the same way.
 func (r *Runner) instructions(ctx context.Context) []*Line {
 	if r.Petreld == "" {
@@ -132,16 +133,19 @@ func (r *Runner) instructionsOf(ctx context.Context, name, bin string) *Line {
 	}
 	l.Set("contender", name).Set("messages", n).Set("warmup", instrWarm).Set("source", source)
 	start := time.Now()
-	base, err := r.instrRun(ctx, bin, instrWarm, 0)
+	full, loadTime, err := r.instrRun(ctx, bin, instrWarm, n, 0)
 	if err != nil {
 		return l.Set("error", err.Error())
 	}
-	full, err := r.instrRun(ctx, bin, instrWarm, n)
+	// The idle run lasts as long as the counted load did, so the
+	// background loops' polling (50 times as frequent per message under
+	// valgrind as natively) cancels out.
+	base, _, err := r.instrRun(ctx, bin, instrWarm, 0, loadTime)
 	if err != nil {
 		return l.Set("error", err.Error())
 	}
 	per := float64(full-base) / float64(n)
-	l.Set("instr_per_msg", per).Set("ir_warmup_run", base).Set("ir_full_run", full).Set("wall_s", time.Since(start).Seconds())
+	l.Set("instr_per_msg", per).Set("ir_idle_run", base).Set("ir_full_run", full).Set("load_s", loadTime.Seconds()).Set("wall_s", time.Since(start).Seconds())
 	if r.instr == nil {
 		r.instr = map[string]string{}
 	}
@@ -150,27 +154,29 @@ func (r *Runner) instructionsOf(ctx context.Context, name, bin string) *Line {
 }
 
 // instrRun starts petreld under cachegrind, sends warm then n messages
-// (each batch waited for at the sink), stops it and returns its Ir.
-func (r *Runner) instrRun(ctx context.Context, bin string, warm, n int) (int64, error) {
+// (each batch waited for at the sink) or, with n = 0, stays idle for idle
+// after the warm-up, stops it and returns its Ir and how long the n
+// messages took to reach the sink.
+func (r *Runner) instrRun(ctx context.Context, bin string, warm, n int, idle time.Duration) (int64, time.Duration, error) {
 	dir, err := r.runDir("instr")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer removeAll(dir)
 	out := filepath.Join(dir, "cg")
 	if err := os.Mkdir(out, 0o755); err != nil {
-		return 0, fmt.Errorf("valgrind: %w", err)
+		return 0, 0, fmt.Errorf("valgrind: %w", err)
 	}
 	sink, err := StartSink(SinkOptions{Logger: r.logger(), CheckDuplicates: true})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer sink.Close()
 	p, err := StartPetreld(ctx, PetreldOptions{Binary: bin, Dir: dir, Relay: sink.Addr(), Logger: r.logger(),
 		Wrap: []string{"env", "GODEBUG=asyncpreemptoff=1", "valgrind", "--tool=cachegrind", "--cache-sim=no", "--branch-sim=no",
 			"--cachegrind-out-file=" + filepath.Join(out, "cachegrind.out.%p")}})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	stopped := false
 	defer func() {
@@ -179,29 +185,42 @@ func (r *Runner) instrRun(ctx context.Context, bin string, warm, n int) (int64, 
 		}
 	}()
 	sent := 0
-	for _, batch := range []int{warm, n} {
+	var loadTime time.Duration
+	for k, batch := range []int{warm, n} {
 		if batch <= 0 {
 			continue
 		}
+		t0 := time.Now()
 		if err := r.instrLoad(ctx, p.SMTPAddr, batch); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		sent += batch
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second+time.Duration(batch)*200*time.Millisecond)
 		st, err := sink.WaitMessages(wctx, int64(sent))
 		cancel()
 		if err != nil {
-			return 0, fmt.Errorf("valgrind: %d of %d at the sink: %w", st.Messages, sent, err)
+			return 0, 0, fmt.Errorf("valgrind: %d of %d at the sink: %w", st.Messages, sent, err)
+		}
+		if k == 1 {
+			loadTime = time.Since(t0)
+		}
+	}
+	if idle > 0 {
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(idle):
 		}
 	}
 	stopped = true
 	if err := p.Stop(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if st := sink.Stats(); st.Messages != int64(sent) || st.Duplicates != 0 {
-		return 0, fmt.Errorf("valgrind: sink has %d messages (%d duplicates), sent %d", st.Messages, st.Duplicates, sent)
+		return 0, 0, fmt.Errorf("valgrind: sink has %d messages (%d duplicates), sent %d", st.Messages, st.Duplicates, sent)
 	}
-	return ValgrindIr(out)
+	ir, err := ValgrindIr(out)
+	return ir, loadTime, err
 }
 
 // instrLoad sends n messages of the reference load's shape.
