@@ -25,9 +25,11 @@ import (
 // -no-pipelining), into the harness's sink.
 const ScenarioInstr = "instructions_valgrind"
 
-// InstrN is the default message count of ScenarioInstr (a
-// valgrind run is ~50× slower than native).
-const InstrN = 300
+// InstrN is the default message count of ScenarioInstr. A GC cycle of
+// petreld costs ~10^8 instructions, so 300 messages (~3×10^8) gave
+// ±15% between runs of one binary; 2,000 make the cycles' count
+// proportional to the load.
+const InstrN = 2000
 
 // instrWarm messages go through petreld before the counted ones in
 // both runs, so start-up and first-use costs cancel out.
