@@ -65,7 +65,7 @@ func (r *Runner) contenderN(name string) int {
 }
 
 func (r *Runner) mtaOptions(dir string, sinkPort int, g *CPUGroup, ds *DKIMSetup) MTAOptions {
-	return MTAOptions{Dir: dir, SinkPort: sinkPort, Group: g, DKIM: ds, Sessions: r.P.Sessions, Petreld: r.Petreld, PeerRoot: r.PeerRoot, HarakaDir: r.harakaDir(), Logger: r.logger()}
+	return MTAOptions{Dir: dir, SinkPort: sinkPort, Group: g, DKIM: ds, Sessions: r.P.Sessions, Petreld: r.Petreld, PetreldBase: r.PetreldBase, PeerRoot: r.PeerRoot, HarakaDir: r.harakaDir(), Logger: r.logger()}
 }
 
 func (r *Runner) harakaDir() string {
@@ -386,7 +386,11 @@ func (r *Runner) addTableRows(scenario string, stats []*contStats, rounds int) {
 	for _, cs := range stats {
 		row := tableRow{load: cs.load, name: cs.c.Name, n: fmt.Sprint(cs.n), dur: cs.c.Durability,
 			rate: "-", xpf: "-", xnoop: "-", cpu: "-", instr: r.instructionsNote(), p50: "-", p99: "-", rss: "-", dkim: "-"}
-		row.repro = fmt.Sprintf("petrel-bench run -scenarios %s -contenders %s -n %d -rounds %d", scenario, cs.c.Name, cs.n, max(rounds, 1))
+		roundsFlag := "-rounds"
+		if scenario == ScenarioPerConn {
+			roundsFlag = "-perconn-rounds"
+		}
+		row.repro = fmt.Sprintf("petrel-bench run -scenarios %s -contenders %s -n %d %s %d", scenario, cs.c.Name, cs.n, roundsFlag, max(rounds, 1))
 		switch {
 		case cs.skip != "":
 			row.rate = "skipped: " + cs.skip
@@ -473,6 +477,11 @@ func (r *Runner) PrintTable(w io.Writer) {
 	fmt.Fprintf(w, "\n# petrel-bench %s, %d sessions, %d B messages, %d rcpt, %d rounds (median), go %s, postfix %s, CPU from %s\n",
 		r.Meta.Commit, r.P.Sessions, r.P.Size, r.P.Recipients, r.P.Rounds, r.Meta.Go, r.Meta.Postfix, NewCPUGroupSourceName())
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for i := range r.table {
+		if c, ok := r.instr[r.table[i].name]; ok && r.table[i].load != "pipelined" {
+			r.table[i].instr = c
+		}
+	}
 	fmt.Fprintln(tw, "load\tcontender\tn\tmsg/s\tx postfix\tx noop\tCPU us/msg\tinstr/msg\tack p50 ms\tack p99 ms\tpeak RSS MB\tdurability\tDKIM verified\treproduce")
 	for _, t := range r.table {
 		t.rate = cell(t.rate)

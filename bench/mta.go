@@ -20,9 +20,13 @@ import (
 // Contender names (the rows of the table). "noop" is the load generator
 // straight into the sink.
 const (
-	ContNoop        = "noop"
-	ContPetrel      = "petrel"
-	ContPetrelDKIM  = "petrel_dkim"
+	ContNoop       = "noop"
+	ContPetrel     = "petrel"
+	ContPetrelDKIM = "petrel_dkim"
+	// ContPetrelBase is petreld built from another commit (-petreld-base),
+	// run in the same rounds as petrel for a before/after comparison; never
+	// in the default set.
+	ContPetrelBase  = "petrel_base"
 	ContPostfix     = "postfix"
 	ContPostfixDKIM = "postfix_opendkim"
 	ContExim        = "exim"
@@ -67,6 +71,8 @@ type MTAOptions struct {
 	Sessions int
 	// Petreld is the petreld binary.
 	Petreld string
+	// PetreldBase is the petrel_base contender's binary (empty: skipped).
+	PetreldBase string
 	// PeerRoot is where Debian peer packages are unpacked (dpkg -x).
 	PeerRoot string
 	// HarakaDir is the npm prefix holding node_modules/Haraka.
@@ -137,6 +143,15 @@ func Contenders() map[string]*Contender {
 		{Name: ContNoop, Durability: "n/a (no queue)"},
 		{Name: ContPetrel, Durability: "fsync before 250 (Pebble WAL, synced commit)", Skip: petrelSkip, Start: startPetrelMTA},
 		{Name: ContPetrelDKIM, Durability: "fsync before 250", DKIM: true, Skip: petrelSkip, Start: startPetrelMTA},
+		{Name: ContPetrelBase, Durability: "fsync before 250 (Pebble WAL, synced commit)", Skip: func(o MTAOptions) string {
+			if o.PetreldBase == "" {
+				return "no_-petreld-base"
+			}
+			return ""
+		}, Start: func(ctx context.Context, o MTAOptions) (MTA, error) {
+			o.Petreld = o.PetreldBase
+			return startPetrelMTA(ctx, o)
+		}},
 		{Name: ContPostfix, Durability: "fsync before 250 (cleanup fsyncs the queue file)", Skip: pfSkip, Start: startPostfixMTA},
 		{Name: ContPostfixDKIM, Durability: "fsync before 250", DKIM: true, Skip: func(o MTAOptions) string {
 			if s := pfSkip(o); s != "" {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,6 +37,9 @@ type PetreldOptions struct {
 	Logger *slog.Logger
 	// Group, when set, accounts petreld's CPU and memory.
 	Group *CPUGroup
+	// Wrap, when set, is a command prefix petreld runs under (valgrind
+	// --tool=cachegrind ... for instructions/msg).
+	Wrap []string
 }
 
 // Petreld is a running petreld.
@@ -114,10 +118,11 @@ func StartPetreld(ctx context.Context, o PetreldOptions) (*Petreld, error) {
 		return nil, fmt.Errorf("petreld: %w", err)
 	}
 	p.log = lf
+	argv := append(append(slices.Clone(o.Wrap), o.Binary), "-config", cfgPath)
 	if o.Group != nil {
-		p.cmd = o.Group.Command(o.Binary, "-config", cfgPath)
+		p.cmd = o.Group.Command(argv[0], argv[1:]...)
 	} else {
-		p.cmd = exec.Command(o.Binary, "-config", cfgPath)
+		p.cmd = exec.Command(argv[0], argv[1:]...)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = lf, lf
 	p.Started = time.Now()

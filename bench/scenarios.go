@@ -42,7 +42,7 @@ const (
 )
 
 // AllScenarios lists every scenario Run knows.
-var AllScenarios = []string{ScenarioRefLoad, ScenarioPerConn, ScenarioReference, ScenarioNoop, ScenarioPetrel, ScenarioPostfix, ScenarioRatioPF, ScenarioRatioNoop, ScenarioAckLatency, ScenarioDKIM, ScenarioQueue1M, ScenarioQueue10M}
+var AllScenarios = []string{ScenarioRefLoad, ScenarioPerConn, ScenarioReference, ScenarioNoop, ScenarioPetrel, ScenarioPostfix, ScenarioRatioPF, ScenarioRatioNoop, ScenarioAckLatency, ScenarioDKIM, ScenarioQueue1M, ScenarioQueue10M, ScenarioInstr}
 
 // Params sizes a run.
 type Params struct {
@@ -64,12 +64,20 @@ type Params struct {
 	// queue_10m (default 1,000,000 × 10 = 10M recipients), with
 	// Queue10MSteps checkpoints of disk use, RSS and injection cost.
 	Queue10MMessages, Queue10MRcpts, Queue10MSteps int
+	// InstrN messages are counted by instructions_valgrind (default
+	// bench.InstrN; negative skips the scenario: -quick, where two runs
+	// under valgrind would take most of its time budget).
+	InstrN int
+	// PerConnRounds is per_connection's round count (default 1: a
+	// latency run; more where smtp-source is missing and it is the only
+	// one-connection-per-message load).
+	PerConnRounds int
 }
 
 // QuickParams runs every scenario on a small N (CI smoke test).
 func QuickParams() Params {
 	return Params{N: 200, Size: 4096, Sessions: 10, Recipients: 1, Rounds: 3, QueueN: 2000, DrainLimit: 10 * time.Second,
-		Contenders: QuickContenders, Queue10MMessages: 2000, Queue10MRcpts: 10, Queue10MSteps: 2}
+		Contenders: QuickContenders, Queue10MMessages: 2000, Queue10MRcpts: 10, Queue10MSteps: 2, InstrN: -1}
 }
 
 // FullParams is the reference configuration of issue 3: 20 sessions,
@@ -90,6 +98,9 @@ type Runner struct {
 	P Params
 	// Petreld is the petreld binary; empty skips the Petrel scenarios.
 	Petreld string
+	// PetreldBase is the binary of the petrel_base contender (a build of
+	// another commit, for before/after rounds in one invocation).
+	PetreldBase string
 	// TmpDir holds per-run directories (must be traversable by the postfix
 	// user: os.TempDir is fine, t.TempDir is not).
 	TmpDir string
@@ -109,6 +120,9 @@ type Runner struct {
 	// Instructions is the instructions/msg cell when no counter works.
 	Instructions string
 	table        []tableRow
+	// instr holds instructions/msg cells measured under valgrind, by
+	// contender name (reference rows).
+	instr map[string]string
 
 	petrelRates, postfixRates, noopRates []float64
 	petrelInject, petrelCPU, postfixCPU  []float64
@@ -174,7 +188,7 @@ func (r *Runner) Run(ctx context.Context, names []string) ([]*Line, error) {
 		}
 		rounds := r.P.Rounds
 		if sc.load == LoadPerConn {
-			rounds = 1 // a latency run; the rates come from the reference rounds
+			rounds = max(r.P.PerConnRounds, 1) // a latency run; the rates come from the reference rounds
 		}
 		stats := r.contend(ctx, sc.load, conts, rounds)
 		for _, cs := range stats {
@@ -200,6 +214,15 @@ func (r *Runner) Run(ctx context.Context, names []string) ([]*Line, error) {
 	if want(ScenarioQueue10M) {
 		for _, l := range r.queue10M(ctx) {
 			r.emit(l)
+		}
+	}
+	if want(ScenarioInstr) {
+		if r.P.InstrN < 0 {
+			r.emit(skipped(ScenarioInstr, "quick"))
+		} else {
+			for _, l := range r.instructions(ctx) {
+				r.emit(l)
+			}
 		}
 	}
 	r.emit(r.summary())

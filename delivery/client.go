@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrel-mta/petrel/internal/eightbit"
 	"github.com/petrel-mta/petrel/mta"
 )
 
@@ -262,7 +263,7 @@ func (c *smtpConn) mailParams(from string, rcpts []string, body []byte) (string,
 		b.WriteString(" SIZE=")
 		b.WriteString(strconv.Itoa(len(body)))
 	}
-	if c.has("8BITMIME") && has8bit(body) {
+	if c.has("8BITMIME") && eightbit.Has8bit(body) {
 		b.WriteString(" BODY=8BITMIME")
 	}
 	utf8 := !isASCII(from)
@@ -382,15 +383,6 @@ func (c *smtpConn) transaction(ctx context.Context, mail string, rcpts []string,
 	}
 	res.data = r
 	return res
-}
-
-func has8bit(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
-			return true
-		}
-	}
-	return false
 }
 
 func isASCII(s string) bool {

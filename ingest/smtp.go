@@ -543,9 +543,12 @@ func (se *session) dataError(err error, res Receipt) error {
 	return reply
 }
 
+// lineBreakSpaces turns CR and LF into spaces (oneLine).
+var lineBreakSpaces = strings.NewReplacer("\r", " ", "\n", " ")
+
 // oneLine makes s safe as SMTP reply text.
 func oneLine(s string) string {
-	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	return lineBreakSpaces.Replace(s)
 }
 
 func (se *session) Reset() {

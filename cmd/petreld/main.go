@@ -25,6 +25,7 @@ import (
 )
 
 func main() {
+	tuneMalloc() // before any Pebble store opens (malloc_cgo.go)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -22,6 +22,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,8 +44,16 @@ var ErrCannotConvert = errors.New("8-bit message cannot be converted to 7-bit")
 // maxDepth bounds MIME nesting (multipart in message/rfc822 in ...).
 const maxDepth = 32
 
-// Has8bit reports whether b has an octet above 127.
+// Has8bit reports whether b has an octet above 127. It tests eight octets
+// at a time (delivery asks it of every body it sends to an 8BITMIME
+// server: byte by byte it was ~30,000 instructions for a 4 KiB message).
 func Has8bit(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true

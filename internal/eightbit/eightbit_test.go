@@ -252,3 +252,27 @@ func TestTo7bitNesting(t *testing.T) {
 		t.Errorf("converting a %d-byte message nested 20 deep allocated %d bytes", len(msg), alloc)
 	}
 }
+
+// TestHas8bitEveryPosition: an 8-bit octet is found at every offset of
+// buffers around the eight-octet stride, and none is reported in 7-bit
+// ones.
+func TestHas8bitEveryPosition(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		clean := bytes.Repeat([]byte{0x7f}, n)
+		if Has8bit(clean) {
+			t.Fatalf("Has8bit(%d × 0x7f) = true", n)
+		}
+		for i := 0; i < n; i++ {
+			for _, c := range []byte{0x80, 0xc3, 0xff} {
+				b := bytes.Clone(clean)
+				b[i] = c
+				if !Has8bit(b) {
+					t.Fatalf("Has8bit: 0x%02x at %d of %d not found", c, i, n)
+				}
+				if !Has8bit(b[i:]) || Has8bit(b[:i]) {
+					t.Fatalf("Has8bit: wrong answer for a slice around offset %d of %d", i, n)
+				}
+			}
+		}
+	}
+}

@@ -100,6 +100,9 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	peers := fs.String("peers", "", "where bench/fetch-peers.sh unpacked the peers (default $PETREL_BENCH_PEERS or ~/.cache/petrel-bench)")
 	q10m := fs.Int("queue10m-msgs", 0, "messages queued by queue_10m (default 1,000,000; x -queue10m-rcpts recipients)")
 	q10mRcpts := fs.Int("queue10m-rcpts", 0, "recipients per message in queue_10m (default 10)")
+	perConnRounds := fs.Int("perconn-rounds", 0, "interleaved rounds of per_connection (default 1)")
+	petreldBase := fs.String("petreld-base", "", "petreld binary of the petrel_base contender (another commit, for before/after rounds)")
+	instrN := fs.Int("instr-n", 0, "messages counted by instructions_valgrind (default 2000; two runs of petreld under valgrind)")
 	verbose := fs.Bool("v", false, "debug logging to stderr")
 	profDir := fs.String("profile", "", "directory for a petreld CPU profile taken during the first petrel_relay run")
 	profSecs := fs.Int("profile-seconds", 10, "length of that profile")
@@ -113,7 +116,7 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for _, o := range []struct {
 		v   int
 		dst *int
-	}{{*n, &p.N}, {*size, &p.Size}, {*sessions, &p.Sessions}, {*rcpts, &p.Recipients}, {*rounds, &p.Rounds}, {*queueN, &p.QueueN}, {*q10m, &p.Queue10MMessages}, {*q10mRcpts, &p.Queue10MRcpts}} {
+	}{{*n, &p.N}, {*size, &p.Size}, {*sessions, &p.Sessions}, {*rcpts, &p.Recipients}, {*rounds, &p.Rounds}, {*queueN, &p.QueueN}, {*q10m, &p.Queue10MMessages}, {*q10mRcpts, &p.Queue10MRcpts}, {*instrN, &p.InstrN}, {*perConnRounds, &p.PerConnRounds}} {
 		if o.v > 0 {
 			*o.dst = o.v
 		}
@@ -160,12 +163,13 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		names = strings.Split(*scen, ",")
 	}
 	r := &bench.Runner{
-		P:       p,
-		Petreld: bin,
-		TmpDir:  tmp,
-		Out:     stdout,
-		Log:     log,
-		Meta:    bench.Meta{Go: runtime.Version(), Postfix: bench.PostfixVersion(ctx), Commit: gitCommit(ctx)},
+		P:           p,
+		Petreld:     bin,
+		PetreldBase: *petreldBase,
+		TmpDir:      tmp,
+		Out:         stdout,
+		Log:         log,
+		Meta:        bench.Meta{Go: runtime.Version(), Postfix: bench.PostfixVersion(ctx), Commit: gitCommit(ctx)},
 
 		PeerRoot:       *peers,
 		ProfileDir:     *profDir,
