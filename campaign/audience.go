@@ -36,22 +36,31 @@ func (a AudienceSource) Page(ctx context.Context, after int64, limit int) ([]Rec
 	if purpose == "" {
 		purpose = "marketing"
 	}
+	// The consent of the whole page in one query.
+	var consented map[int64]bool
+	if a.RequireConsent {
+		ids := make([]int64, 0, len(cs))
+		for _, c := range cs {
+			if c.Status == audience.Active && (a.Keep == nil || a.Keep(c)) {
+				ids = append(ids, c.ID)
+			}
+		}
+		if consented, err = a.Store.Consented(ctx, a.Audience, ids, purpose); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]Recipient, 0, len(cs))
 	for _, c := range cs {
-		r := Recipient{ID: c.ID, Email: c.Email, Name: c.Name, Values: contactValues(c)}
+		r := Recipient{ID: c.ID, Email: c.Email, Name: c.Name}
 		switch {
 		case a.Keep != nil && !a.Keep(c):
 			r.Pass = true
 		case c.Status != audience.Active:
 			r.Skip = string(c.Status)
-		case a.RequireConsent:
-			ok, err := a.Store.HasConsent(ctx, a.Audience, c.ID, purpose)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				r.Skip = "no_consent"
-			}
+		case a.RequireConsent && !consented[c.ID]:
+			r.Skip = "no_consent"
+		default:
+			r.Values = contactValues(c)
 		}
 		out = append(out, r)
 	}

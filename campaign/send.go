@@ -185,6 +185,17 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 	if st.Skipped == nil {
 		st.Skipped = map[string]int64{}
 	}
+	// Tracking is compiled into each template once (tracked.go).
+	tracked := map[*Send]*trackedTemplate{}
+	trackedOf := func(rs *Send) *trackedTemplate {
+		tt, ok := tracked[rs]
+		if !ok {
+			unsubHTTP := rs.Unsubscribe != nil && hasHTTPScheme(rs.Unsubscribe(stream, rs.From.Address))
+			tt = rs.Tracking.precompile(rs.Template, rs.From.Address, unsubHTTP)
+			tracked[rs] = tt
+		}
+		return tt
+	}
 	var pace *time.Ticker
 	if s.Rate > 0 {
 		pace = time.NewTicker(time.Duration(float64(time.Second) * float64(page) / s.Rate))
@@ -239,7 +250,7 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			if s.Variant != nil {
 				rs = s.Variant(r)
 			}
-			msg, err := rs.build(r, stream, now())
+			msg, err := rs.build(r, stream, now(), trackedOf(rs))
 			if err != nil {
 				next.Skipped["render_error"]++
 				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
@@ -290,8 +301,16 @@ func (s *Send) tag() string {
 	return s.ID
 }
 
-// build renders the message for r, tracked when s.Tracking says so.
-func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
+// build renders the message for r, tracked when s.Tracking says so:
+// from tt, s's template with tracking compiled in, or (tt nil) by
+// rewriting the rendered message.
+func (s Send) build(r Recipient, stream string, now time.Time, tt *trackedTemplate) ([]byte, error) {
+	if tt != nil {
+		vals, unsub := s.values(r, stream)
+		rendered := tt.render(vals, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, unsub, now,
+			func() string { return s.Template.text.render(vals, textSafe) })
+		return s.message(r, rendered, now)
+	}
 	rendered, unsub := s.render(r, stream)
 	if err := s.Tracking.apply(&rendered, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, s.From.Address, unsub, now); err != nil {
 		return nil, err
@@ -302,12 +321,18 @@ func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
 // render personalises the template for r; unsub is its
 // %unsubscribe_url%.
 func (s Send) render(r Recipient, stream string) (rendered Rendered, unsub string) {
-	vals := r.Values
+	vals, unsub := s.values(r, stream)
+	return s.Template.Render(vals), unsub
+}
+
+// values are r's placeholder values with its %unsubscribe_url% (unsub).
+func (s Send) values(r Recipient, stream string) (vals Values, unsub string) {
+	vals = r.Values
 	if s.Unsubscribe != nil {
 		unsub = s.Unsubscribe(stream, r.Email)
 		vals = withValue{vals, "unsubscribe_url", unsub}
 	}
-	return s.Template.Render(vals), unsub
+	return vals, unsub
 }
 
 // message builds the MIME message of rendered for r.
