@@ -271,7 +271,10 @@ func (s *Service) checkContent(ctx context.Context, sp Spec, from, prefix string
 
 // sampleRecipient is the first contact the send would mail, or a sample.
 func (s *Service) sampleRecipient(ctx context.Context, sp Spec) Recipient {
-	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment}
+	src, err := s.source(ctx, sp)
+	if err != nil {
+		src = AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment}
+	}
 	var after int64
 	for range 5 {
 		rs, err := src.Page(ctx, after, 100)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,6 +123,9 @@ func BenchmarkCampaignSend(b *testing.B) {
 		}
 		el, cpu := time.Since(start), processCPU()-cpu0
 		rss := peak()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.Logf("Go heap: in use %d MB, from the OS %d MB, total of the runtime %d MB", ms.HeapInuse>>20, ms.HeapSys>>20, ms.Sys>>20)
 		c, err := svc.Get(ctx, id)
 		if err != nil {
 			b.Fatal(err)
