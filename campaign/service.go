@@ -333,6 +333,14 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 		if err := sp.AB.validate(); err != nil {
 			return Campaign{}, &invalidError{err}
 		}
+		// The winner is picked from tracked engagement: a metric the
+		// campaign does not track would always pick the first variant.
+		switch {
+		case sp.AB.Metric == "clicks" && sp.TrackClicks != nil && !*sp.TrackClicks:
+			return Campaign{}, &invalidError{errors.New("campaign: an A/B test judged on clicks needs track_clicks on")}
+		case sp.AB.Metric != "clicks" && sp.TrackOpens != nil && !*sp.TrackOpens:
+			return Campaign{}, &invalidError{errors.New("campaign: an A/B test judged on opens needs track_opens on (or judge it on clicks)")}
+		}
 		for _, v := range sp.AB.Variants {
 			vsp := variantSpec(sp, v)
 			if _, err := mail.ParseAddress(vsp.From); err != nil {
