@@ -56,6 +56,8 @@ type Spec struct {
 	// this campaign when false (default on where petreld tracks).
 	TrackOpens  *bool `json:"track_opens,omitempty"`
 	TrackClicks *bool `json:"track_clicks,omitempty"`
+	// UTM parameters added to the links to the landing domains (utm.go).
+	UTM
 	// Schedule, when set at creation, schedules the campaign at once.
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// AB, when set, tests variants on a sample first (ab.go).
@@ -240,6 +242,7 @@ func (s *Service) compile(ctx context.Context, sp Spec) (*Compiled, error) {
 	if sp.stream() == "marketing" {
 		c = withFooter(c, sp.PostalAddress)
 	}
+	c = sp.UTM.apply(c, domainOf(sp.From))
 	return Compile(c, NewFieldSet(names...))
 }
 
@@ -296,6 +299,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	}
 	if _, err := mail.ParseAddress(sp.From); err != nil {
 		return Campaign{}, &invalidError{fmt.Errorf("campaign: from %q: %w", sp.From, err)}
+	}
+	if err := sp.UTM.validate(); err != nil {
+		return Campaign{}, &invalidError{err}
 	}
 	if sp.stream() == "marketing" {
 		if strings.TrimSpace(sp.PostalAddress) == "" {

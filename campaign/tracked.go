@@ -142,7 +142,10 @@ func linksFixed(src string) bool {
 				continue
 			}
 			h := strings.TrimSpace(kv[1])
-			if h != "%unsubscribe_url%" && !hasHTTPScheme(h) && strings.Contains(h, "%") {
+			// Whether a link is tracked depends on its first 8 bytes
+			// only (tracking's "http://x" / "https://"): they must
+			// hold no placeholder.
+			if h != "%unsubscribe_url%" && strings.Contains(h[:min(8, len(h))], "%") || !hasHTTPScheme(h) && strings.Contains(h, "%") && h != "%unsubscribe_url%" {
 				ok = false
 			}
 			return // the first href is the link

@@ -96,3 +96,38 @@ func stripBoundary(msg string) string {
 	b := strings.Trim(rest[:end], `"`)
 	return strings.ReplaceAll(msg, b, "BOUNDARY")
 }
+
+// FuzzPrecompiledTracking: for any template and values, the message
+// built from the precompiled tracked template is the one the
+// per-message rewrite builds (or the template is not precompiled).
+func FuzzPrecompiledTracking(f *testing.F) {
+	f.Add(`<p><a href="https://shop.test/?u=%name%">x</a><a href="%unsubscribe_url%">u</a></p>`, "Go https://shop.test/%name% or %unsubscribe_url%.\n", "Ann Lee")
+	f.Add(`<a href=" http://a.test/%name%" data-petrel-notrack>x</a><area href="https://b.test">`, "", "http://evil.test/ x")
+	signer, err := tracking.NewSigner([]byte(strings.Repeat("k", 32)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	f.Fuzz(func(t *testing.T, html, text, name string) {
+		tpl, err := Compile(Content{Subject: "s", HTML: html, Text: text}, nil)
+		if err != nil {
+			return
+		}
+		tr := &Tracking{Sign: signer.Encode, BaseURL: func(string) string { return "https://t.shop.test" }, Opens: true, Clicks: true}
+		s := Send{ID: "f", Template: tpl, From: &mail.Address{Address: "news@shop.test"}, Stream: "marketing", Tracking: tr,
+			Unsubscribe: func(_, rcpt string) string { return "https://mail.shop.test/u/" + rcpt }}
+		tt := tr.precompile(tpl, "news@shop.test", true)
+		if tt == nil {
+			return
+		}
+		r := Recipient{ID: 3, Email: "a@example.test", Values: Map{"name": name}}
+		want, err1 := s.build(r, "marketing", now, nil)
+		got, err2 := s.build(r, "marketing", now, tt)
+		if err1 != nil || err2 != nil {
+			return
+		}
+		if g, w := stripBoundary(string(got)), stripBoundary(string(want)); g != w {
+			t.Fatalf("precompiled differs:\n--- got\n%s\n--- want\n%s", g, w)
+		}
+	})
+}
