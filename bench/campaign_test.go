@@ -32,6 +32,9 @@ import (
 //
 //	go test -run '^$' -bench CampaignE2E -benchtime 1x -timeout 2h ./bench/
 //	PETREL_BENCH_CONTACTS=1000000 go test -run '^$' -bench CampaignE2E -benchtime 1x -timeout 4h ./bench/
+//
+// PETREL_BENCH_PROFILE_DIR=DIR saves petreld's CPU profile (10 s) and
+// heap profile taken during the send there.
 func BenchmarkCampaignE2E(b *testing.B) {
 	n := 100000
 	if v, err := strconv.Atoi(os.Getenv("PETREL_BENCH_CONTACTS")); err == nil && v > 0 {
@@ -110,6 +113,28 @@ func BenchmarkCampaignE2E(b *testing.B) {
 				}
 			}
 		}()
+		if pd := os.Getenv("PETREL_BENCH_PROFILE_DIR"); pd != "" {
+			// petreld's CPU (10 s) and heap profiles during the send.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, q := range []string{"profile?seconds=10", "heap"} {
+					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTPAddr+"/debug/pprof/"+q, nil)
+					req.Header.Set("Authorization", "Bearer "+p.Key) // profiling needs the API key
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						b.Logf("profile: %v", err)
+						return
+					}
+					raw, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					name := "petreld-campaign-" + strings.SplitN(q, "?", 2)[0] + ".pprof"
+					if err := os.WriteFile(filepath.Join(pd, name), raw, 0o644); err != nil {
+						b.Logf("profile: %v", err)
+					}
+				}
+			}()
+		}
 		// Transactional mail while the campaign runs: one at a time.
 		ackDuring := ackLatencies(ctx, b, p.SMTPAddr, 300, func() bool { return sink.Stats().Messages-base >= int64(n) })
 		wctx, cancel := context.WithTimeout(ctx, 4*time.Hour)
