@@ -272,7 +272,7 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 
 // maxPageBytes bounds the messages of one page (one commit): a page
 // ends at PageSize recipients or this many bytes of messages.
-const maxPageBytes = 16 << 20
+const maxPageBytes = 8 << 20
 
 // preparedPage is one page of recipients read and rendered: the
 // submissions, the skips by reason and the last contact id (0: the
