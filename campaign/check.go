@@ -201,11 +201,14 @@ func (s *Service) checkContent(ctx context.Context, sp Spec, from, prefix string
 		add("html", CheckWarn, w)
 	}
 
-	// Render for the first recipient the send would mail.
+	// Render for the first recipient the send would mail: the links and
+	// images are checked as the author wrote them, the size and the
+	// content filter see the message as it is sent (tracked: click
+	// tokens, open pixel).
 	r := s.sampleRecipient(ctx, sp)
 	send := s.sendOf(sp, tpl, nil)
 	rendered, _ := send.render(r, send.Stream)
-	msg, err := send.message(r, rendered, time.Now())
+	msg, err := send.build(r, send.Stream, time.Now(), nil)
 	if err != nil {
 		add("message", CheckFail, err.Error())
 		return
@@ -271,7 +274,10 @@ func (s *Service) checkContent(ctx context.Context, sp Spec, from, prefix string
 
 // sampleRecipient is the first contact the send would mail, or a sample.
 func (s *Service) sampleRecipient(ctx context.Context, sp Spec) Recipient {
-	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment}
+	src, err := s.source(ctx, sp)
+	if err != nil {
+		src = AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment}
+	}
 	var after int64
 	for range 5 {
 		rs, err := src.Page(ctx, after, 100)

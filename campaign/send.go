@@ -190,7 +190,25 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 		pace = time.NewTicker(time.Duration(float64(time.Second) * float64(page) / s.Rate))
 		defer pace.Stop()
 	}
+	// Two stages on two goroutines: the next page is read and rendered
+	// while this one is handed to ingest and committed. The cursor still
+	// moves only after a page's commit, in page order, so a crash or a
+	// stop loses at most the prepared page, which is read again.
+	pctx, cancel := context.WithCancel(ctx)
+	pages := make(chan preparedPage)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.prepare(pctx, &s, src, st.After, page, stream, now, log, pages)
+	}()
+	defer func() { cancel(); <-done }()
 	for {
+		var pp preparedPage
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case pp = <-pages:
+		}
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
@@ -200,16 +218,10 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			return st, ErrStopped
 		default:
 		}
-		if s.Guard != nil {
-			if err := s.Guard(); err != nil {
-				return st, &GuardError{Err: err}
-			}
+		if pp.err != nil {
+			return st, pp.err
 		}
-		rs, err := src.Page(ctx, st.After, page)
-		if err != nil {
-			return st, fmt.Errorf("campaign %s: recipients after %d: %w", s.ID, st.After, err)
-		}
-		if len(rs) == 0 {
+		if pp.last == 0 {
 			st.Done = true
 			if err := e.Progress.Save(ctx, key, st); err != nil {
 				return st, fmt.Errorf("campaign %s: save progress: %w", s.ID, err)
@@ -217,41 +229,17 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 			log.Info("campaign sent", "campaign", s.ID, "sent", st.Sent, "skipped", st.Skipped)
 			return st, nil
 		}
-		subs := make([]ingest.Submission, 0, len(rs))
 		next := st
-		next.Skipped = make(map[string]int64, len(st.Skipped))
+		next.After = pp.last
+		next.Skipped = make(map[string]int64, len(st.Skipped)+len(pp.skipped))
 		for k, v := range st.Skipped {
 			next.Skipped[k] = v
 		}
-		for _, r := range rs {
-			if r.ID <= st.After {
-				return st, fmt.Errorf("campaign %s: source returned contact %d, not after %d", s.ID, r.ID, st.After)
-			}
-			next.After = r.ID
-			if r.Pass {
-				continue
-			}
-			if r.Skip != "" {
-				next.Skipped[r.Skip]++
-				continue
-			}
-			rs := &s
-			if s.Variant != nil {
-				rs = s.Variant(r)
-			}
-			msg, err := rs.build(r, stream, now())
-			if err != nil {
-				next.Skipped["render_error"]++
-				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
-				continue
-			}
-			subs = append(subs, ingest.Submission{Envelope: ingest.Envelope{
-				From: rs.From.Address, Rcpts: []string{r.Email}, Stream: stream, Campaign: rs.tag(), Source: "campaign",
-				IdempotencyKey: IdempotencyKey(s.ID, r.ID), Trace: ingest.Trace{Helo: "campaign " + s.ID, With: "campaign"},
-			}, Body: msg})
+		for k, v := range pp.skipped {
+			next.Skipped[k] += v
 		}
-		if len(subs) > 0 {
-			rcs, err := e.Submitter.SubmitBatch(ctx, subs)
+		if len(pp.subs) > 0 {
+			rcs, err := e.Submitter.SubmitBatch(ctx, pp.subs)
 			if err != nil {
 				return st, fmt.Errorf("campaign %s: submit: %w", s.ID, err)
 			}
@@ -282,6 +270,107 @@ func (e *Engine) Run(ctx context.Context, s Send, src Source) (State, error) {
 	}
 }
 
+// maxPageBytes bounds the messages of one page (one commit): a page
+// ends at PageSize recipients or this many bytes of messages.
+const maxPageBytes = 8 << 20
+
+// preparedPage is one page of recipients read and rendered: the
+// submissions, the skips by reason and the last contact id (0: the
+// source is exhausted), or the error that ends the send.
+type preparedPage struct {
+	subs    []ingest.Submission
+	skipped map[string]int64
+	last    int64
+	err     error
+}
+
+// prepare reads and renders the pages of s after the cursor after into
+// out, until the source is exhausted (a page with last 0), an error, a
+// stop or ctx's end. The Guard is asked before every page is read.
+func (e *Engine) prepare(ctx context.Context, s *Send, src Source, after int64, page int, stream string, now func() time.Time, log *slog.Logger, out chan<- preparedPage) {
+	// Tracking is compiled into each template once (tracked.go).
+	tracked := map[*Send]*trackedTemplate{}
+	trackedOf := func(rs *Send) *trackedTemplate {
+		tt, ok := tracked[rs]
+		if !ok {
+			unsubHTTP := rs.Unsubscribe != nil && hasHTTPScheme(rs.Unsubscribe(stream, rs.From.Address))
+			tt = rs.Tracking.precompile(rs.Template, rs.From.Address, unsubHTTP)
+			tracked[rs] = tt
+		}
+		return tt
+	}
+	send := func(pp preparedPage) bool {
+		select {
+		case out <- pp:
+			return pp.err == nil && pp.last != 0
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		select {
+		case <-s.Stop:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		if s.Guard != nil {
+			if err := s.Guard(); err != nil {
+				send(preparedPage{err: &GuardError{Err: err}})
+				return
+			}
+		}
+		rs, err := src.Page(ctx, after, page)
+		if err != nil {
+			send(preparedPage{err: fmt.Errorf("campaign %s: recipients after %d: %w", s.ID, after, err)})
+			return
+		}
+		pp := preparedPage{skipped: map[string]int64{}, subs: make([]ingest.Submission, 0, len(rs))}
+		size := 0
+		for i, r := range rs {
+			if size >= maxPageBytes {
+				// The page is full by size: the rest is read again as the
+				// next page, and pages are this long from now on (large
+				// messages make smaller pages, so memory stays flat
+				// whatever the page size and the rate).
+				page = i
+				break
+			}
+			if r.ID <= after {
+				send(preparedPage{err: fmt.Errorf("campaign %s: source returned contact %d, not after %d", s.ID, r.ID, after)})
+				return
+			}
+			after, pp.last = r.ID, r.ID
+			if r.Pass {
+				continue
+			}
+			if r.Skip != "" {
+				pp.skipped[r.Skip]++
+				continue
+			}
+			rs := s
+			if s.Variant != nil {
+				rs = s.Variant(r)
+			}
+			msg, err := rs.build(r, stream, now(), trackedOf(rs))
+			if err != nil {
+				pp.skipped["render_error"]++
+				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
+				continue
+			}
+			pp.subs = append(pp.subs, ingest.Submission{Envelope: ingest.Envelope{
+				From: rs.From.Address, Rcpts: []string{r.Email}, Stream: stream, Campaign: rs.tag(), Source: "campaign",
+				IdempotencyKey: IdempotencyKey(s.ID, r.ID), Trace: ingest.Trace{Helo: "campaign " + s.ID, With: "campaign"},
+			}, Body: msg})
+			size += len(msg)
+		}
+		if !send(pp) {
+			return
+		}
+	}
+}
+
 // tag is the campaign name on the envelope and in X-Petrel-Campaign.
 func (s *Send) tag() string {
 	if s.Tag != "" {
@@ -290,8 +379,16 @@ func (s *Send) tag() string {
 	return s.ID
 }
 
-// build renders the message for r, tracked when s.Tracking says so.
-func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
+// build renders the message for r, tracked when s.Tracking says so:
+// from tt, s's template with tracking compiled in, or (tt nil) by
+// rewriting the rendered message.
+func (s Send) build(r Recipient, stream string, now time.Time, tt *trackedTemplate) ([]byte, error) {
+	if tt != nil {
+		vals, unsub := s.values(r, stream)
+		rendered := tt.render(vals, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, unsub, now,
+			func() string { return s.Template.text.render(vals, textSafe) })
+		return s.message(r, rendered, now)
+	}
 	rendered, unsub := s.render(r, stream)
 	if err := s.Tracking.apply(&rendered, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, s.From.Address, unsub, now); err != nil {
 		return nil, err
@@ -302,12 +399,18 @@ func (s Send) build(r Recipient, stream string, now time.Time) ([]byte, error) {
 // render personalises the template for r; unsub is its
 // %unsubscribe_url%.
 func (s Send) render(r Recipient, stream string) (rendered Rendered, unsub string) {
-	vals := r.Values
+	vals, unsub := s.values(r, stream)
+	return s.Template.Render(vals), unsub
+}
+
+// values are r's placeholder values with its %unsubscribe_url% (unsub).
+func (s Send) values(r Recipient, stream string) (vals Values, unsub string) {
+	vals = r.Values
 	if s.Unsubscribe != nil {
 		unsub = s.Unsubscribe(stream, r.Email)
 		vals = withValue{vals, "unsubscribe_url", unsub}
 	}
-	return s.Template.Render(vals), unsub
+	return vals, unsub
 }
 
 // message builds the MIME message of rendered for r.

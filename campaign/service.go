@@ -24,6 +24,11 @@ type Spec struct {
 	Audience int64  `json:"audience"`
 	// Segment is a CEL expression over the audience ("" = everyone).
 	Segment string `json:"segment,omitempty"`
+	// Tags, when set, sends only to contacts with one of these tags.
+	Tags []string `json:"tags,omitempty"`
+	// Exclude leaves contacts out: those whose address is in other
+	// audiences, those with excluded tags, those matching saved segments.
+	Exclude *Exclusions `json:"exclude,omitempty"`
 	// Template is the call name of a stored template whose content the
 	// campaign sends instead of inline content; TemplateVersion pins the
 	// version (0 at creation: the latest, which is then stored), so
@@ -51,6 +56,8 @@ type Spec struct {
 	// this campaign when false (default on where petreld tracks).
 	TrackOpens  *bool `json:"track_opens,omitempty"`
 	TrackClicks *bool `json:"track_clicks,omitempty"`
+	// UTM parameters added to the links to the landing domains (utm.go).
+	UTM
 	// Schedule, when set at creation, schedules the campaign at once.
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// AB, when set, tests variants on a sample first (ab.go).
@@ -235,6 +242,7 @@ func (s *Service) compile(ctx context.Context, sp Spec) (*Compiled, error) {
 	if sp.stream() == "marketing" {
 		c = withFooter(c, sp.PostalAddress)
 	}
+	c = sp.UTM.apply(c, domainOf(sp.From))
 	return Compile(c, NewFieldSet(names...))
 }
 
@@ -292,6 +300,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	if _, err := mail.ParseAddress(sp.From); err != nil {
 		return Campaign{}, &invalidError{fmt.Errorf("campaign: from %q: %w", sp.From, err)}
 	}
+	if err := sp.UTM.validate(); err != nil {
+		return Campaign{}, &invalidError{err}
+	}
 	if sp.stream() == "marketing" {
 		if strings.TrimSpace(sp.PostalAddress) == "" {
 			return Campaign{}, &invalidError{errors.New("campaign: postal_address is required for marketing mail (CAN-SPAM)")}
@@ -328,6 +339,14 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 		if err := sp.AB.validate(); err != nil {
 			return Campaign{}, &invalidError{err}
 		}
+		// The winner is picked from tracked engagement: a metric the
+		// campaign does not track would always pick the first variant.
+		switch {
+		case sp.AB.Metric == "clicks" && sp.TrackClicks != nil && !*sp.TrackClicks:
+			return Campaign{}, &invalidError{errors.New("campaign: an A/B test judged on clicks needs track_clicks on")}
+		case sp.AB.Metric != "clicks" && sp.TrackOpens != nil && !*sp.TrackOpens:
+			return Campaign{}, &invalidError{errors.New("campaign: an A/B test judged on opens needs track_opens on (or judge it on clicks)")}
+		}
 		for _, v := range sp.AB.Variants {
 			vsp := variantSpec(sp, v)
 			if _, err := mail.ParseAddress(vsp.From); err != nil {
@@ -351,6 +370,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 		if err := s.aud.CheckExpression(ctx, sp.Audience, sp.Segment); err != nil {
 			return Campaign{}, err
 		}
+	}
+	if err := s.checkRecipients(ctx, sp); err != nil {
+		return Campaign{}, err
 	}
 	raw, err := specJSON(sp)
 	if err != nil {
@@ -491,7 +513,11 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 	if sp.RequireConsent != nil {
 		consent = *sp.RequireConsent
 	}
-	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, RequireConsent: consent}
+	src, err := s.source(ctx, sp)
+	if err != nil {
+		return err
+	}
+	src.RequireConsent = consent
 	var st State
 	switch {
 	case sp.AB != nil:
@@ -542,6 +568,39 @@ func (s *Service) progressOf(ctx context.Context, sp Spec) (State, *ABState, err
 	}
 	st, err := s.prog.Load(ctx, sp.ID)
 	return st, nil, err
+}
+
+// checkRecipients refuses (400) recipients that cannot be paged: an
+// unknown audience or saved segment to exclude, an excluded segment
+// without an SQL translation, a bad expression.
+func (s *Service) checkRecipients(ctx context.Context, sp Spec) error {
+	src, err := s.source(ctx, sp)
+	if err == nil {
+		err = s.aud.CheckRecipients(ctx, src.query(0, 1))
+	}
+	var ae *audience.Error
+	if errors.As(err, &ae) && ae.Kind == audience.NotFound {
+		return &invalidError{fmt.Errorf("campaign: recipients: %s", ae.Message)}
+	}
+	return err
+}
+
+// source is where sp's recipients come from: its audience, segment and
+// tags, minus its exclusions (saved segments resolved to their
+// expressions).
+func (s *Service) source(ctx context.Context, sp Spec) (AudienceSource, error) {
+	src := AudienceSource{Store: s.aud, Audience: sp.Audience, Segment: sp.Segment, Tags: sp.Tags}
+	if sp.Exclude != nil {
+		src.Exclude = *sp.Exclude
+		for _, id := range sp.Exclude.Segments {
+			sg, err := s.aud.SegmentByID(ctx, sp.Audience, id)
+			if err != nil {
+				return src, err
+			}
+			src.excludeSegments = append(src.excludeSegments, sg.Expression)
+		}
+	}
+	return src, nil
 }
 
 // sendOf is the engine's Send of sp with template tpl.

@@ -189,11 +189,32 @@ func position(src string, off int) Pos {
 // escaper says how a value is made safe for the part it goes into.
 type escaper func(*strings.Builder, string)
 
-func htmlEscape(b *strings.Builder, v string) { b.WriteString(html.EscapeString(v)) }
+func htmlEscape(b *strings.Builder, v string) {
+	if strings.IndexAny(v, `<>&'"`) < 0 {
+		b.WriteString(v) // most values: nothing to escape, no allocation
+		return
+	}
+	b.WriteString(html.EscapeString(v))
+}
+
+// plain reports whether v has no control characters (nothing for
+// headerSafe or textSafe to change).
+func plain(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // headerSafe drops CR, LF and other control characters so a value can
 // never end the header field or start another one.
 func headerSafe(b *strings.Builder, v string) {
+	if plain(v) {
+		b.WriteString(v)
+		return
+	}
 	for _, r := range v {
 		switch {
 		case r == '\t':
@@ -208,6 +229,10 @@ func headerSafe(b *strings.Builder, v string) {
 // textSafe keeps the value but drops NUL and normalises line ends to LF
 // (the MIME writer emits CRLF).
 func textSafe(b *strings.Builder, v string) {
+	if plain(v) {
+		b.WriteString(v)
+		return
+	}
 	for _, r := range v {
 		if r == 0 || r == '\r' {
 			continue
@@ -266,6 +291,11 @@ type Compiled struct {
 	// Warnings are problems that do not stop saving (script tags,
 	// javascript: links, ...), from CheckHTML.
 	Warnings []string
+	// src is the content compiled (Text generated when it was missing)
+	// and fields what it was checked against: the tracked variant of
+	// the template (tracked.go) is compiled from them.
+	src    Content
+	fields Fields
 }
 
 // Compile checks c against fields (nil accepts any name) and prepares it
@@ -321,6 +351,8 @@ func Compile(c Content, fields Fields) (*Compiled, error) {
 	}
 	add(u)
 	t.Fields = used
+	t.src, t.fields = c, fields
+	t.src.Text = text
 	return t, nil
 }
 
@@ -336,11 +368,14 @@ type Rendered struct {
 // Render fills the placeholders from vals: HTML-escaped in the HTML part,
 // header-safe in the subject and preheader, as given in the text part.
 // The preheader is placed, hidden, at the top of the HTML body.
-func (t *Compiled) Render(vals Values) Rendered {
+func (t *Compiled) Render(vals Values) Rendered { return t.renderWith(vals, textSafe) }
+
+// renderWith is Render with the text part's values written by textEsc.
+func (t *Compiled) renderWith(vals Values, textEsc escaper) Rendered {
 	r := Rendered{
 		Subject:   t.subject.render(vals, headerSafe),
 		Preheader: t.preheader.render(vals, headerSafe),
-		Text:      t.text.render(vals, textSafe),
+		Text:      t.text.render(vals, textEsc),
 	}
 	if t.hasHTML {
 		var b strings.Builder

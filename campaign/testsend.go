@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/emersion/go-message/mail"
@@ -25,8 +26,11 @@ type TestResult struct {
 // audience's contact of that address, when there is one) and submits it
 // through ingest marked as a test: subject prefixed "[Test] ", header
 // X-Petrel-Test, no campaign id on the envelope (so it counts in no
-// campaign stats or progress) and no consent or status checks. Test sends
-// are recorded in campaign_tests; any status but cancelled allows them.
+// campaign stats or progress) and no consent or status checks. Test
+// messages are tracked like the campaign's (click tokens, open pixel),
+// under the tag "<id>#test", so their opens and clicks are seen but never
+// counted in the campaign's stats or its A/B test. Test sends are
+// recorded in campaign_tests; any status but cancelled allows them.
 func (s *Service) TestSend(ctx context.Context, id string, to []string) ([]TestResult, error) {
 	if len(to) == 0 || len(to) > MaxTestRecipients {
 		return nil, &invalidError{fmt.Errorf("campaign: a test send goes to 1 to %d addresses", MaxTestRecipients)}
@@ -50,12 +54,14 @@ func (s *Service) TestSend(ctx context.Context, id string, to []string) ([]TestR
 	send := s.sendOf(c.Spec, tpl, nil)
 	send.Extra = append(send.Extra, [2]string{"X-Petrel-Test", "campaign " + id})
 	subs := make([]ingest.Submission, 0, len(to))
-	for _, a := range to {
+	at := time.Now()
+	for i, a := range to {
 		r := Recipient{Email: a, Values: Map{"email": a}}
 		if ct, err := s.aud.ContactByEmail(ctx, c.Spec.Audience, a); err == nil {
 			r.Name, r.Values = ct.Name, contactValues(ct)
 		}
-		msg, err := send.buildTest(r, time.Now())
+		key := "campaign-test:" + id + ":" + strconv.FormatInt(at.UnixNano(), 36) + ":" + strconv.Itoa(i)
+		msg, err := send.buildTest(r, TestTag(id), key, at)
 		if err != nil {
 			return nil, err
 		}
@@ -90,12 +96,20 @@ func (s *Service) TestSend(ctx context.Context, id string, to []string) ([]TestR
 	return out, nil
 }
 
-// buildTest is build with "[Test] " before the subject.
-func (s Send) buildTest(r Recipient, now time.Time) ([]byte, error) {
+// TestTag is the tracking tag of a campaign's test messages.
+func TestTag(campaign string) string { return campaign + "#test" }
+
+// buildTest is build with "[Test] " before the subject, tracked under
+// tag with message key key (the contact id in its tokens is 0: a test
+// engages no contact).
+func (s Send) buildTest(r Recipient, tag, key string, now time.Time) ([]byte, error) {
 	if s.Template == nil {
 		return nil, errors.New("campaign: no template")
 	}
-	rendered, _ := s.render(r, s.Stream)
+	rendered, unsub := s.render(r, s.Stream)
 	rendered.Subject = "[Test] " + rendered.Subject
+	if err := s.Tracking.apply(&rendered, tag, key, r, s.Stream, s.From.Address, unsub, now); err != nil {
+		return nil, err
+	}
 	return s.message(r, rendered, now)
 }

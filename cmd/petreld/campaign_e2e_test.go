@@ -250,16 +250,23 @@ func decodeQP(s string) string {
 // audience id.
 func (e *env) importContacts(t *testing.T, n int) int64 {
 	t.Helper()
-	var a struct{ ID int64 }
-	if code, err := e.api("POST", "/api/v1/audiences", map[string]any{"name": "news", "fields": []map[string]any{{"name": "city", "type": "text"}}}, &a); err != nil || code != 201 {
-		t.Fatalf("create audience: %d %v", code, err)
-	}
 	var csv strings.Builder
 	csv.WriteString("email,name,city\n")
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&csv, "c%d@example.test,Contact %d,%s\n", i, i, []string{"Taipei", "Oslo"}[i%2])
 	}
-	req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/api/v1/audiences/%d/imports?consent_purpose=marketing&consent_source=form", e.http, a.ID), strings.NewReader(csv.String()))
+	return e.importCSV(t, "news", csv.String())
+}
+
+// importCSV creates an audience (custom field city) and imports csv into
+// it with marketing consent, waiting for the import to finish.
+func (e *env) importCSV(t *testing.T, name, csv string) int64 {
+	t.Helper()
+	var a struct{ ID int64 }
+	if code, err := e.api("POST", "/api/v1/audiences", map[string]any{"name": name, "fields": []map[string]any{{"name": "city", "type": "text"}}}, &a); err != nil || code != 201 {
+		t.Fatalf("create audience: %d %v", code, err)
+	}
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/api/v1/audiences/%d/imports?consent_purpose=marketing&consent_source=form", e.http, a.ID), strings.NewReader(csv))
 	req.Header.Set("Authorization", "Bearer "+e.key)
 	req.Header.Set("Content-Type", "text/csv")
 	resp, err := http.DefaultClient.Do(req)
