@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/eightbit"
 )
 
 // FuzzPrepare: any message bytes get through Prepare without a panic or
@@ -37,8 +38,17 @@ func FuzzPrepare(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Prepare: %v", err)
 		}
-		if !isSubsequence(m, out) {
-			t.Fatalf("original bytes lost:\n%q\n%q", m, out)
+		// A body with 8-bit octets is converted to 7-bit before it is
+		// signed (dkim.SignMessage): then the converted message's bytes
+		// are the ones that must all be there.
+		want := m
+		if eightbit.BodyHas8bit(m) {
+			if c, err := eightbit.To7bit(m); err == nil {
+				want = c
+			}
+		}
+		if !isSubsequence(want, out) {
+			t.Fatalf("original bytes lost:\n%q\n%q", want, out)
 		}
 	})
 }

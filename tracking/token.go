@@ -138,7 +138,9 @@ func (s *Signer) Decode(str string) (Token, error) {
 			return Token{}, ErrBadToken
 		}
 	}
-	p, err := base64.RawURLEncoding.DecodeString(str)
+	// Strict: a last character with nonzero unused bits is another
+	// spelling of the same bytes; only the canonical one is the token.
+	p, err := base64.RawURLEncoding.Strict().DecodeString(str)
 	if err != nil || len(p) < 2+macSize {
 		return Token{}, ErrBadToken
 	}
