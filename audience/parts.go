@@ -20,9 +20,11 @@ type schemaPart struct {
 	// sqlite and postgres are statements for one dialect only (triggers),
 	// run after stmts.
 	sqlite, postgres []string
+	// fn, when set, runs last in the part's transaction.
+	fn func(ctx context.Context, s *Store, tx *sql.Tx) error
 }
 
-var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart, emailKeyPart}
+var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart, emailKeyPart, slotsPart}
 
 // emailKeyPart indexes contacts by address across audiences: the event
 // followers (suppressions, last_sent) update every contact of an address.
@@ -47,6 +49,11 @@ func (s *Store) migrateParts(ctx context.Context) error {
 			}
 			for _, st := range append(slices.Clip(p.stmts), own...) {
 				if _, err := tx.ExecContext(ctx, s.expand(st)); err != nil {
+					return fmt.Errorf("audience: schema part %s: %w", p.name, err)
+				}
+			}
+			if p.fn != nil {
+				if err := p.fn(ctx, s, tx); err != nil {
 					return fmt.Errorf("audience: schema part %s: %w", p.name, err)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,18 +73,19 @@ func defaultColumns() map[string]column {
 	}
 }
 
+// customColumn reads a custom field from its slot column (slots.go).
 func customColumn(f Field) column {
-	path := "'$." + f.Name + "'" // names are [a-z0-9_]: safe in SQL
-	key := "'" + f.Name + "'"
+	lite := "c." + slotName(sqlite, f.numeric(), f.slot)
+	pg := "c." + slotName(postgres, f.numeric(), f.slot)
 	switch f.Type {
 	case Number:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), 0)", "COALESCE((c.fields->>" + key + ")::double precision, 0)", cel.DoubleType, Number}
+		return column{"COALESCE(" + lite + ", 0)", "COALESCE(" + pg + ", 0)", cel.DoubleType, Number}
 	case Boolean:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), 0)", "COALESCE((c.fields->>" + key + ")::boolean, false)", cel.BoolType, Boolean}
+		return column{"COALESCE(" + lite + ", 0)", "(COALESCE(" + pg + ", 0) <> 0)", cel.BoolType, Boolean}
 	case Date, DateTime:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), 0)", "COALESCE((c.fields->>" + key + ")::bigint, 0)", cel.TimestampType, DateTime}
+		return column{"COALESCE(" + lite + ", 0)", "COALESCE(" + pg + ", 0)", cel.TimestampType, DateTime}
 	default:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), '')", "COALESCE(c.fields->>" + key + ", '')", cel.StringType, Text}
+		return column{"COALESCE(" + lite + ", '')", "COALESCE(" + pg + ", '')", cel.StringType, Text}
 	}
 }
 
@@ -189,10 +191,12 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 	args := call.Args()
 	switch fn := call.FunctionName(); fn {
 	case operators.LogicalAnd, operators.LogicalOr:
+		n0 := len(t.args)
 		l, err := t.cond(args[0])
 		if err != nil {
 			return "", err
 		}
+		n1 := len(t.args)
 		r, err := t.cond(args[1])
 		if err != nil {
 			return "", err
@@ -200,6 +204,15 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 		op := " AND "
 		if fn == operators.LogicalOr {
 			op = " OR "
+		}
+		if strings.Contains(l, "EXISTS (") && !strings.Contains(r, "EXISTS (") {
+			// Column conditions first, tag lookups (a probe of
+			// contact_tags per row) last: SQLite evaluates the terms in
+			// order and skips the rest once one is false. The operands
+			// commute (SQL conditions have no errors; CEL's && and ||
+			// commute too).
+			l, r = r, l
+			t.args = append(t.args[:n0], append(slices.Clone(t.args[n1:]), t.args[n0:n1]...)...)
 		}
 		return "(" + l + op + r + ")", nil
 	case operators.LogicalNot:
