@@ -222,6 +222,9 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 		}
 		return "(NOT " + x + ")", nil
 	case operators.Equals, operators.NotEquals, operators.Less, operators.LessEquals, operators.Greater, operators.GreaterEquals:
+		if w, ok := t.emailEquals(fn, args); ok {
+			return w, nil
+		}
 		l, lt, err := t.operand(args[0])
 		if err != nil {
 			return "", err
@@ -296,6 +299,31 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 		}
 	}
 	return "", errUntranslatable
+}
+
+// emailEquals translates email == "x" (either way round) to a condition
+// the address index serves: a contact's email_key is its email
+// lower-cased (NormalizeEmail), so email = x implies email_key = lower(x)
+// for every contact but the erased, whose key is a hash and whose address
+// is erased-N@erased.invalid; an x of that domain keeps the plain
+// comparison. A contact search by whole address is then an index lookup,
+// not a scan.
+func (t *translator) emailEquals(fn string, args []ast.Expr) (string, bool) {
+	if fn != operators.Equals {
+		return "", false
+	}
+	for i := range 2 {
+		if args[i].Kind() != ast.IdentKind || args[i].AsIdent() != "email" {
+			continue
+		}
+		v, err := t.constant(args[1-i])
+		x, ok := v.(string)
+		if err != nil || !ok || strings.HasSuffix(strings.ToLower(x), "@erased.invalid") {
+			return "", false
+		}
+		return "(c.email_key = " + t.arg(strings.ToLower(x)) + " AND c.email = " + t.arg(x) + ")", true
+	}
+	return "", false
 }
 
 // operand is a variable or a constant as SQL, with its CEL type when known.

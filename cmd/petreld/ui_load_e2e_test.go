@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -37,45 +35,13 @@ func TestDashboardLoadTimes(t *testing.T) {
 		}
 	}
 	e := uiDaemon(t, nil)
-	var a struct{ ID int64 }
-	if code, err := e.api("POST", "/api/v1/audiences", map[string]any{"name": "big", "fields": []map[string]any{{"name": "city", "type": "text"}}}, &a); err != nil || code != 201 {
-		t.Fatalf("audience: %d %v", code, err)
-	}
-	aid := fmt.Sprint(a.ID)
-	start := time.Now()
-	pr, pw := io.Pipe()
-	go func() {
-		fmt.Fprintln(pw, "email,name,city")
-		for i := 0; i < n; i++ {
-			fmt.Fprintf(pw, "c%d@example.test,Contact %d,%s\n", i, i, []string{"Taipei", "Oslo", "Lima"}[i%3])
-		}
-		pw.Close()
-	}()
-	req, _ := http.NewRequest("POST", "http://"+e.http+"/api/v1/audiences/"+aid+"/imports", pr)
-	req.Header.Set("Authorization", "Bearer "+e.key)
-	req.Header.Set("Content-Type", "text/csv")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("import: %d", resp.StatusCode)
-	}
-	waitFor(t, 30*time.Minute, "the import", func() bool {
-		var st struct{ State string }
-		e.api("GET", "/api/v1/imports/1", nil, &st)
-		if st.State == "failed" {
-			t.Fatal("import failed")
-		}
-		return st.State == "done"
-	})
-	t.Logf("imported %d contacts in %s", n, time.Since(start).Round(time.Second))
+	aid := importBigAudience(t, e, n)
+	aidN, _ := strconv.ParseInt(aid, 10, 64)
 	if code, err := e.api("POST", "/api/v1/audiences/"+aid+"/segments", map[string]any{"name": "Taipei", "expression": `city == "Taipei"`}, nil); err != nil || code != 201 {
 		t.Fatalf("segment: %d %v", code, err)
 	}
 	for i := 0; i < 100; i++ {
-		spec := map[string]any{"id": fmt.Sprintf("c%03d", i), "audience": a.ID, "from": "news@shop.test", "subject": fmt.Sprintf("Issue %d", i),
+		spec := map[string]any{"id": fmt.Sprintf("c%03d", i), "audience": aidN, "from": "news@shop.test", "subject": fmt.Sprintf("Issue %d", i),
 			"text": "Hello %name%", "postal_address": "Shop Ltd, 1 Road"}
 		if code, err := e.api("POST", "/api/v1/campaigns", spec, nil); err != nil || code != 201 {
 			t.Fatalf("campaign %d: %d %v", i, code, err)
