@@ -535,6 +535,71 @@ func (s *Store) Count(ctx context.Context, audience int64, expr string) (int, er
 	return s.countGo(ctx, &a, q)
 }
 
+// CountSegments counts the audience's contacts matching each saved
+// segment, now, in one pass over the audience: the segments translated to
+// SQL are one query with a sum per segment (a count is mostly the scan of
+// the table, so n segments cost about one), those evaluated in Go one
+// shared scan. A segment that no longer compiles gets its error and the
+// others their counts (errs[i] nil).
+func (s *Store) CountSegments(ctx context.Context, audience int64, segs []Segment) (counts []int, errs []error, err error) {
+	a, err := s.Audience(ctx, audience)
+	if err != nil {
+		return nil, nil, err
+	}
+	counts, errs = make([]int, len(segs)), make([]error, len(segs))
+	var sums []string
+	var args []any
+	var inSQL []int
+	type goSeg struct {
+		i int
+		q *segQuery
+	}
+	var inGo []goSeg
+	for i, sg := range segs {
+		q, err := s.compile(&a, sg.Expression)
+		switch {
+		case err != nil:
+			errs[i] = err
+		case q.where != "":
+			sums = append(sums, "COALESCE(sum(CASE WHEN "+q.where+" THEN 1 ELSE 0 END), 0)")
+			args = append(args, q.args...)
+			inSQL = append(inSQL, i)
+		default:
+			inGo = append(inGo, goSeg{i, q})
+		}
+	}
+	if len(sums) > 0 {
+		dest := make([]any, len(inSQL))
+		for j, i := range inSQL {
+			dest[j] = &counts[i]
+		}
+		err := s.db.QueryRowContext(ctx, s.q(`SELECT `+strings.Join(sums, ", ")+` FROM contacts c WHERE c.audience_id = ?`), append(args, audience)...).Scan(dest...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("audience: count: %w", err)
+		}
+	}
+	if len(inGo) > 0 {
+		err := s.scanContacts(ctx, &a, 0, func(c *Contact) (bool, error) {
+			for _, g := range inGo {
+				if errs[g.i] != nil {
+					continue
+				}
+				ok, err := g.q.match(c, &a)
+				if err != nil {
+					errs[g.i] = err
+				} else if ok {
+					counts[g.i]++
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return counts, errs, nil
+}
+
 func (s *Store) countGo(ctx context.Context, a *Audience, q *segQuery) (int, error) {
 	n := 0
 	err := s.scanGo(ctx, a, q, 0, func(*Contact) bool { n++; return true })
@@ -544,18 +609,27 @@ func (s *Store) countGo(ctx context.Context, a *Audience, q *segQuery) (int, err
 // scanGo evaluates q in Go over the audience's contacts with id > after,
 // in id order, calling f for each match until it returns false.
 func (s *Store) scanGo(ctx context.Context, a *Audience, q *segQuery, after int64, f func(*Contact) bool) error {
+	return s.scanContacts(ctx, a, after, func(c *Contact) (bool, error) {
+		ok, err := q.match(c, a)
+		if err != nil || !ok {
+			return err == nil, err
+		}
+		return f(c), nil
+	})
+}
+
+// scanContacts calls f for each of the audience's contacts with id >
+// after, in id order and pages of 1,000, until f returns false or an
+// error.
+func (s *Store) scanContacts(ctx context.Context, a *Audience, after int64, f func(*Contact) (bool, error)) error {
 	for {
 		page, err := s.contacts(ctx, s.db, a.ID, contactSelect+` WHERE c.audience_id = ? AND c.id > ? ORDER BY c.id LIMIT 1000`, a.ID, after)
 		if err != nil {
 			return err
 		}
 		for i := range page {
-			ok, err := q.match(&page[i], a)
-			if err != nil {
+			if more, err := f(&page[i]); err != nil || !more {
 				return err
-			}
-			if ok && !f(&page[i]) {
-				return nil
 			}
 		}
 		if len(page) < 1000 {

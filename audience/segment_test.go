@@ -256,3 +256,45 @@ func TestSegmentErrors(t *testing.T) {
 }
 
 var _ = sql.ErrNoRows
+
+// TestCountSegmentsOnePass: the one-pass counts of saved segments (SQL
+// and Go ones together) equal each segment's own Count.
+func TestCountSegmentsOnePass(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	eachBackend(t, Options{Now: func() time.Time { return now }}, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		a, _ := loadSegmentData(t, s, now)
+		exprs := []string{`city == "Taipei" && "vip" in tags`, `score >= 50 || !vip`, `size(tags) >= 2`,
+			`email == "u7@example.com"`, `city.lowerAscii() == "taipei" && score > 10.0`, `true`}
+		var segs []Segment
+		for i, e := range exprs {
+			sg, err := s.CreateSegment(ctx, a.ID, fmt.Sprint("s", i), e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			segs = append(segs, sg)
+		}
+		counts, errs, err := s.CountSegments(ctx, a.ID, segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range exprs {
+			want, err := s.Count(ctx, a.ID, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if errs[i] != nil || counts[i] != want {
+				t.Errorf("%s: one pass %d (%v), alone %d", e, counts[i], errs[i], want)
+			}
+			if want == 0 && e != `email == "u7@example.com"` {
+				t.Errorf("%s: matches nothing: a weak case", e)
+			}
+		}
+		// A segment saved under other fields no longer compiles: its error, the others' counts.
+		bad := append(slices.Clone(segs), Segment{ID: 99, Expression: `nosuchfield == 1`})
+		counts, errs, err = s.CountSegments(ctx, a.ID, bad)
+		if err != nil || errs[len(bad)-1] == nil || errs[0] != nil || counts[0] == 0 {
+			t.Errorf("with a bad segment: %v %v %v", counts, errs, err)
+		}
+	})
+}
