@@ -121,3 +121,11 @@ bench-quick: bench-postfix
 bench-flows:
 	$(GO) test -run '^$$' -bench 'DueTimers10k|MillionWaiting' -benchtime 1x ./campaign/flow
 	$(GO) test -run '^$$' -bench CustomEvents -benchtime 20000x ./campaign/flow
+
+# bench-audience runs the audience benchmarks (issue 11: a 1,000,000-contact
+# CSV import and a 3-condition segment count on SQLite and PostgreSQL,
+# single-upsert p99), Go benchmarks of audience like bench-flows.
+.PHONY: bench-audience
+bench-audience:
+	$(GO) test -run '^$$' -bench ImportAndSegment -benchtime 1x -timeout 60m ./audience/
+	$(GO) test -run '^$$' -bench UpsertContact -benchtime 2000x -timeout 30m ./audience/
