@@ -130,3 +130,10 @@ bench-flows:
 bench-campaign:
 	PETREL_BENCH_CONTACTS=$${PETREL_BENCH_CONTACTS:-1000000} $(GO) test -run '^$$' -bench CampaignSend -benchtime 1x -timeout 3h ./campaign
 	$(GO) test -run '^$$' -bench CampaignE2E -benchtime 1x -timeout 4h ./bench/
+# bench-audience runs the audience benchmarks (issue 11: a 1,000,000-contact
+# CSV import and a 3-condition segment count on SQLite and PostgreSQL,
+# single-upsert p99), Go benchmarks of audience like bench-flows.
+.PHONY: bench-audience
+bench-audience:
+	$(GO) test -run '^$$' -bench ImportAndSegment -benchtime 1x -timeout 60m ./audience/
+	$(GO) test -run '^$$' -bench UpsertContact -benchtime 2000x -timeout 30m ./audience/

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,21 +26,50 @@ import (
 // AUDIENCE_BENCH_BATCH sets the rows per import transaction (default
 // 1000, [esp] import_batch).
 func BenchmarkImportAndSegment(b *testing.B) {
-	rows := 1_000_000
-	if v := os.Getenv("AUDIENCE_BENCH_ROWS"); v != "" {
-		rows, _ = strconv.Atoi(v)
+	csvPath, rows := benchCSV(b, "AUDIENCE_BENCH_ROWS", 1_000_000)
+	eachBenchBackend(b, func(b *testing.B, backend string) {
+		for range b.N {
+			benchImport(b, backend, csvPath, rows)
+		}
+	})
+}
+
+// benchCSV writes a benchmark CSV of $env rows (default def) and returns
+// its path and size.
+func benchCSV(b *testing.B, env string, def int) (string, int) {
+	n := def
+	if v := os.Getenv(env); v != "" {
+		n, _ = strconv.Atoi(v)
 	}
-	csvPath := filepath.Join(b.TempDir(), "bench.csv")
-	writeBenchCSV(b, csvPath, rows)
+	path := filepath.Join(b.TempDir(), "bench.csv")
+	writeBenchCSV(b, path, n)
+	return path, n
+}
+
+// benchStore opens a fresh store (closed at the end of the benchmark)
+// with the benchmark audience.
+func benchStore(b *testing.B, backend string, opts Options) (*Store, Audience) {
+	ctx := context.Background()
+	s, err := Open(ctx, backendDSN(b, backend), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	a, err := s.CreateAudience(ctx, Audience{Name: "bench", Fields: benchFields()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, a
+}
+
+// eachBenchBackend runs fn as a sub-benchmark per backend, or only for
+// AUDIENCE_BENCH_BACKEND (sqlite or postgres) when it is set.
+func eachBenchBackend(b *testing.B, fn func(b *testing.B, backend string)) {
 	for _, backend := range backends {
 		if only := os.Getenv("AUDIENCE_BENCH_BACKEND"); only != "" && only != backend {
 			continue
 		}
-		b.Run(backend, func(b *testing.B) {
-			for range b.N {
-				benchImport(b, backend, csvPath, rows)
-			}
-		})
+		b.Run(backend, func(b *testing.B) { fn(b, backend) })
 	}
 }
 
@@ -98,15 +128,8 @@ func benchImport(b *testing.B, backend, csvPath string, rows int) {
 	if v := os.Getenv("AUDIENCE_BENCH_BATCH"); v != "" {
 		opts.BatchSize, _ = strconv.Atoi(v) // rows per import transaction ([esp] import_batch)
 	}
-	s, err := Open(ctx, backendDSN(b, backend), opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	a, err := s.CreateAudience(ctx, Audience{Name: "bench", Fields: benchFields()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, a := benchStore(b, backend, opts)
+	s.db.SetMaxIdleConns(16) // keep the PostgreSQL backends, whose CPU is read at the end
 	f, err := os.Open(csvPath)
 	if err != nil {
 		b.Fatal(err)
@@ -126,12 +149,10 @@ func benchImport(b *testing.B, backend, csvPath string, rows int) {
 	took := time.Since(start)
 	cpu := cpuSeconds() - cpu0
 	rss := peakRSS()
+	serverCPU := s.serverCPU(ctx)
 	im, _ = s.Import(ctx, im.ID)
 	if im.Created != int64(rows) || im.Failed != 0 {
 		b.Fatalf("import %+v", im)
-	}
-	if s.d == sqlite {
-		s.db.ExecContext(ctx, `ANALYZE`)
 	}
 	expr := `city == "Taipei" && "vip" in tags && score > 20`
 	n, err := s.Count(ctx, a.ID, expr) // warm the cache once
@@ -155,5 +176,100 @@ func benchImport(b *testing.B, backend, csvPath string, rows int) {
 	b.ReportMetric(count.Seconds(), "count_s")
 	b.ReportMetric(countCPU, "count_cpu_s")
 	b.ReportMetric(float64(n), "matched")
-	b.Logf("%s: %d rows in %v (%.0f rows/s, %.1f s CPU in this process), peak RSS %.0f MB; segment %q: %d in %v (%.2f s CPU in this process)", backend, rows, took, float64(rows)/took.Seconds(), cpu, rss, expr, n, count, countCPU)
+	if s.d == postgres {
+		b.ReportMetric(serverCPU, "import_server_cpu_s")
+	}
+	b.Logf("%s: %d rows in %v (%.0f rows/s, %.1f s CPU in this process, %.1f s in PostgreSQL's backends), peak RSS %.0f MB; segment %q: %d in %v (%.3f s CPU in this process); load average %s",
+		backend, rows, took, float64(rows)/took.Seconds(), cpu, serverCPU, rss, expr, n, count, countCPU, loadAverage())
+	b.Logf("reproduce: AUDIENCE_BENCH_ROWS=%d AUDIENCE_BENCH_BACKEND=%s go test -run '^$' -bench ImportAndSegment -benchtime 1x -timeout 60m ./audience/", rows, backend)
+}
+
+// serverCPU is the CPU time (user+system, seconds) of the PostgreSQL
+// backends serving this store's database, read from /proc (the server
+// runs on this machine); 0 on SQLite, whose work is in this process.
+func (s *Store) serverCPU(ctx context.Context) float64 {
+	if s.d != postgres {
+		return 0
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		return 0
+	}
+	defer rows.Close()
+	var total float64
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which is in parentheses): utime and
+		// stime are the 12th and 13th of them, in clock ticks (100/s).
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseFloat(f[11], 64)
+			st, _ := strconv.ParseFloat(f[12], 64)
+			total += (u + st) / 100
+		}
+	}
+	return total
+}
+
+func loadAverage() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// BenchmarkUpsertContact upserts single contacts (a create, then an
+// update of the same address, alternating) into an audience that already
+// holds AUDIENCE_BENCH_BASE (default 100,000) contacts, one transaction
+// each as the API does, and reports the p50 and p99 latency:
+//
+//	go test -run '^$' -bench UpsertContact -benchtime 2000x ./audience/
+func BenchmarkUpsertContact(b *testing.B) {
+	csvPath, base := benchCSV(b, "AUDIENCE_BENCH_BASE", 100_000)
+	eachBenchBackend(b, func(b *testing.B, backend string) {
+		ctx := context.Background()
+		s, a := benchStore(b, backend, Options{ImportDir: b.TempDir()})
+		f, err := os.Open(csvPath)
+		if err != nil {
+			b.Fatal(err)
+		}
+		im, err := s.CreateImport(ctx, a.ID, ImportOptions{}, f)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.RunImport(ctx, im.ID); err != nil {
+			b.Fatal(err)
+		}
+		lat := make([]time.Duration, 0, b.N)
+		cpu0 := cpuSeconds()
+		b.ResetTimer()
+		for i := range b.N {
+			in := ContactInput{Email: fmt.Sprintf("new%d@example.org", i/2), Name: ptr(fmt.Sprintf("New %d", i)),
+				Fields: map[string]any{"city": "Taipei", "score": float64(i % 50), "vip": i%2 == 0}, Tags: []string{"vip", "api"}}
+			t0 := time.Now()
+			if _, _, err := s.UpsertContact(ctx, a.ID, in); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		b.StopTimer()
+		cpu := cpuSeconds() - cpu0
+		slices.Sort(lat)
+		p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+		b.ReportMetric(float64(p(0.50).Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
+		b.ReportMetric(cpu/float64(b.N)*1e6, "cpu_us/op")
+		b.Logf("%s: %d upserts over %d contacts: p50 %v, p99 %v, %.0f µs CPU each in this process; load average %s", backend, b.N, base, p(0.50), p(0.99), cpu/float64(b.N)*1e6, loadAverage())
+		b.Logf("reproduce: AUDIENCE_BENCH_BACKEND=%s go test -run '^$' -bench UpsertContact -benchtime %dx ./audience/", backend, b.N)
+	})
 }

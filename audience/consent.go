@@ -175,7 +175,7 @@ func (s *Store) Erase(ctx context.Context, audience, contact int64) (int, error)
 			placeholder := fmt.Sprintf("erased-%d@erased.invalid", id)
 			if _, err := s.exec(ctx, tx, `UPDATE contacts SET email = ?, email_key = ?, status = 'erased', name = NULL, phone = NULL, gender = NULL,
 				birthday = NULL, age = NULL, time_zone = NULL, locale = NULL, fields = '{}', last_sent = NULL, last_opened = NULL, last_clicked = NULL,
-				updated_at = ? WHERE id = ?`, placeholder, "erased:"+h+":"+fmt.Sprint(id), s.now(), id); err != nil {
+				updated_at = ?`+s.clearSlots()+` WHERE id = ?`, placeholder, "erased:"+h+":"+fmt.Sprint(id), s.now(), id); err != nil {
 				return fmt.Errorf("audience: erase: %w", err)
 			}
 			if _, err := s.exec(ctx, tx, `DELETE FROM contact_tags WHERE contact_id = ?`, id); err != nil {

@@ -38,6 +38,8 @@ type Field struct {
 	Type FieldType `json:"type"`
 	// Values are the allowed values of an enum field.
 	Values []string `json:"values,omitempty"`
+
+	slot int // the field's position in its audience: its slot column (slots.go)
 }
 
 // Audience is a list of contacts with its own custom fields.
@@ -269,7 +271,9 @@ func checkFields(fs []Field) error {
 }
 
 func (s *Store) insertFields(ctx context.Context, tx *sql.Tx, audience int64, pos int, fs []Field) error {
-	for i, f := range fs {
+	for i := range fs {
+		f := &fs[i]
+		f.slot = pos + i
 		if _, err := s.exec(ctx, tx, `INSERT INTO fields (audience_id, name, type, enum_values, position) VALUES (?, ?, ?, ?, ?)`,
 			audience, f.Name, string(f.Type), strings.Join(f.Values, "\n"), pos+i); err != nil {
 			return fmt.Errorf("audience: add field: %w", err)
@@ -313,7 +317,7 @@ func (s *Store) audience(ctx context.Context, db dbtx, id int64) (Audience, erro
 		return Audience{}, fmt.Errorf("audience: get: %w", err)
 	}
 	a.CreatedAt = time.Unix(created, 0).UTC()
-	rows, err := db.QueryContext(ctx, s.q(`SELECT name, type, enum_values FROM fields WHERE audience_id = ? ORDER BY position`), id)
+	rows, err := db.QueryContext(ctx, s.q(`SELECT name, type, enum_values, position FROM fields WHERE audience_id = ? ORDER BY position`), id)
 	if err != nil {
 		return Audience{}, fmt.Errorf("audience: fields: %w", err)
 	}
@@ -322,7 +326,7 @@ func (s *Store) audience(ctx context.Context, db dbtx, id int64) (Audience, erro
 	for rows.Next() {
 		var f Field
 		var vals string
-		if err := rows.Scan(&f.Name, &f.Type, &vals); err != nil {
+		if err := rows.Scan(&f.Name, &f.Type, &vals, &f.slot); err != nil {
 			return Audience{}, fmt.Errorf("audience: fields: %w", err)
 		}
 		if vals != "" {

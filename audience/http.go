@@ -58,7 +58,7 @@ const maxBulk = 1000
 //	PATCH  /api/v1/audiences/{aid}/contacts/{cid}              update fields of one contact
 //	DELETE /api/v1/audiences/{aid}/contacts/{cid}              delete one contact
 //	POST   /api/v1/audiences/{aid}/tags                        {contact_ids, add, remove}
-//	GET    /api/v1/audiences/{aid}/segments                    saved segments
+//	GET    /api/v1/audiences/{aid}/segments                    saved segments (?counts=1: with their counts, one pass)
 //	POST   /api/v1/audiences/{aid}/segments                    save {name, expression}
 //	POST   /api/v1/audiences/{aid}/segments/count              count {expression} now
 //	POST   /api/v1/audiences/{aid}/segments/preview            first N {expression, limit}
@@ -523,7 +523,31 @@ func (h *handler) listSegments(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"segments": list})
+	if r.URL.Query().Get("counts") != "1" {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"segments": list})
+		return
+	}
+	// ?counts=1: every segment's count, now, in one pass (CountSegments).
+	counts, errs, err := h.s.CountSegments(r.Context(), aid, list)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	type counted struct {
+		Segment
+		Count      *int   `json:"count,omitempty"`
+		CountError string `json:"count_error,omitempty"`
+	}
+	out := make([]counted, len(list))
+	for i := range list {
+		out[i].Segment = list[i]
+		if errs[i] != nil {
+			out[i].CountError = errs[i].Error()
+		} else {
+			out[i].Count = &counts[i]
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"segments": out})
 }
 
 func (h *handler) createSegment(w http.ResponseWriter, r *http.Request) {

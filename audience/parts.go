@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // schemaPart is a named schema addition, applied once per database (its
@@ -20,15 +21,60 @@ type schemaPart struct {
 	// sqlite and postgres are statements for one dialect only (triggers),
 	// run after stmts.
 	sqlite, postgres []string
+	// fn, when set, runs last in the part's transaction.
+	fn func(ctx context.Context, s *Store, tx *sql.Tx) error
 }
 
-var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart, emailKeyPart}
+var schemaParts = []schemaPart{optInPart, jobsPart, cleaningPart, emailKeyPart, slotsPart, keyIndexPart}
 
 // emailKeyPart indexes contacts by address across audiences: the event
 // followers (suppressions, last_sent) update every contact of an address.
 var emailKeyPart = schemaPart{name: "contacts_email_key", stmts: []string{
 	`CREATE INDEX IF NOT EXISTS contacts_email_key ON contacts (email_key)`,
 }}
+
+// keyIndexPart makes PostgreSQL's unique index on contacts (email_key,
+// audience_id), which serves the upsert's conflict target (an index of
+// the same columns in any order), the per-audience lookups and the
+// address-wide ones, in place of two indexes: the UNIQUE (audience_id,
+// email_key) constraint and contacts_email_key. One index fewer to
+// update per imported contact. SQLite cannot drop a table constraint's
+// index without rebuilding the table and keeps both.
+var keyIndexPart = schemaPart{name: "contacts_key_index", fn: func(ctx context.Context, s *Store, tx *sql.Tx) error {
+	if s.d != postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE UNIQUE INDEX IF NOT EXISTS contacts_key_audience ON contacts (email_key, audience_id)`); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT conname FROM pg_constraint WHERE conrelid = 'contacts'::regclass AND contype = 'u'`)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		names = append(names, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE contacts DROP CONSTRAINT `+pgIdent(n)); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `DROP INDEX IF EXISTS contacts_email_key`)
+	return err
+}}
+
+// pgIdent quotes a PostgreSQL identifier.
+func pgIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // migrateParts applies the schema parts not yet recorded.
 func (s *Store) migrateParts(ctx context.Context) error {
@@ -47,6 +93,11 @@ func (s *Store) migrateParts(ctx context.Context) error {
 			}
 			for _, st := range append(slices.Clip(p.stmts), own...) {
 				if _, err := tx.ExecContext(ctx, s.expand(st)); err != nil {
+					return fmt.Errorf("audience: schema part %s: %w", p.name, err)
+				}
+			}
+			if p.fn != nil {
+				if err := p.fn(ctx, s, tx); err != nil {
 					return fmt.Errorf("audience: schema part %s: %w", p.name, err)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,18 +73,19 @@ func defaultColumns() map[string]column {
 	}
 }
 
+// customColumn reads a custom field from its slot column (slots.go).
 func customColumn(f Field) column {
-	path := "'$." + f.Name + "'" // names are [a-z0-9_]: safe in SQL
-	key := "'" + f.Name + "'"
+	lite := "c." + slotName(sqlite, f.numeric(), f.slot)
+	pg := "c." + slotName(postgres, f.numeric(), f.slot)
 	switch f.Type {
 	case Number:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), 0)", "COALESCE((c.fields->>" + key + ")::double precision, 0)", cel.DoubleType, Number}
+		return column{"COALESCE(" + lite + ", 0)", "COALESCE(" + pg + ", 0)", cel.DoubleType, Number}
 	case Boolean:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), 0)", "COALESCE((c.fields->>" + key + ")::boolean, false)", cel.BoolType, Boolean}
+		return column{"COALESCE(" + lite + ", 0)", "(COALESCE(" + pg + ", 0) <> 0)", cel.BoolType, Boolean}
 	case Date, DateTime:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), 0)", "COALESCE((c.fields->>" + key + ")::bigint, 0)", cel.TimestampType, DateTime}
+		return column{"COALESCE(" + lite + ", 0)", "COALESCE(" + pg + ", 0)", cel.TimestampType, DateTime}
 	default:
-		return column{"COALESCE(json_extract(c.fields, " + path + "), '')", "COALESCE(c.fields->>" + key + ", '')", cel.StringType, Text}
+		return column{"COALESCE(" + lite + ", '')", "COALESCE(" + pg + ", '')", cel.StringType, Text}
 	}
 }
 
@@ -189,10 +191,12 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 	args := call.Args()
 	switch fn := call.FunctionName(); fn {
 	case operators.LogicalAnd, operators.LogicalOr:
+		n0 := len(t.args)
 		l, err := t.cond(args[0])
 		if err != nil {
 			return "", err
 		}
+		n1 := len(t.args)
 		r, err := t.cond(args[1])
 		if err != nil {
 			return "", err
@@ -200,6 +204,15 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 		op := " AND "
 		if fn == operators.LogicalOr {
 			op = " OR "
+		}
+		if strings.Contains(l, "EXISTS (") && !strings.Contains(r, "EXISTS (") {
+			// Column conditions first, tag lookups (a probe of
+			// contact_tags per row) last: SQLite evaluates the terms in
+			// order and skips the rest once one is false. The operands
+			// commute (SQL conditions have no errors; CEL's && and ||
+			// commute too).
+			l, r = r, l
+			t.args = append(t.args[:n0], append(slices.Clone(t.args[n1:]), t.args[n0:n1]...)...)
 		}
 		return "(" + l + op + r + ")", nil
 	case operators.LogicalNot:
@@ -209,6 +222,9 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 		}
 		return "(NOT " + x + ")", nil
 	case operators.Equals, operators.NotEquals, operators.Less, operators.LessEquals, operators.Greater, operators.GreaterEquals:
+		if w, ok := t.emailEquals(fn, args); ok {
+			return w, nil
+		}
 		l, lt, err := t.operand(args[0])
 		if err != nil {
 			return "", err
@@ -283,6 +299,31 @@ func (t *translator) cond(e ast.Expr) (string, error) {
 		}
 	}
 	return "", errUntranslatable
+}
+
+// emailEquals translates email == "x" (either way round) to a condition
+// the address index serves: a contact's email_key is its email
+// lower-cased (NormalizeEmail), so email = x implies email_key = lower(x)
+// for every contact but the erased, whose key is a hash and whose address
+// is erased-N@erased.invalid; an x of that domain keeps the plain
+// comparison. A contact search by whole address is then an index lookup,
+// not a scan.
+func (t *translator) emailEquals(fn string, args []ast.Expr) (string, bool) {
+	if fn != operators.Equals {
+		return "", false
+	}
+	for i := range 2 {
+		if args[i].Kind() != ast.IdentKind || args[i].AsIdent() != "email" {
+			continue
+		}
+		v, err := t.constant(args[1-i])
+		x, ok := v.(string)
+		if err != nil || !ok || strings.HasSuffix(strings.ToLower(x), "@erased.invalid") {
+			return "", false
+		}
+		return "(c.email_key = " + t.arg(strings.ToLower(x)) + " AND c.email = " + t.arg(x) + ")", true
+	}
+	return "", false
 }
 
 // operand is a variable or a constant as SQL, with its CEL type when known.
@@ -494,6 +535,71 @@ func (s *Store) Count(ctx context.Context, audience int64, expr string) (int, er
 	return s.countGo(ctx, &a, q)
 }
 
+// CountSegments counts the audience's contacts matching each saved
+// segment, now, in one pass over the audience: the segments translated to
+// SQL are one query with a sum per segment (a count is mostly the scan of
+// the table, so n segments cost about one), those evaluated in Go one
+// shared scan. A segment that no longer compiles gets its error and the
+// others their counts (errs[i] nil).
+func (s *Store) CountSegments(ctx context.Context, audience int64, segs []Segment) (counts []int, errs []error, err error) {
+	a, err := s.Audience(ctx, audience)
+	if err != nil {
+		return nil, nil, err
+	}
+	counts, errs = make([]int, len(segs)), make([]error, len(segs))
+	var sums []string
+	var args []any
+	var inSQL []int
+	type goSeg struct {
+		i int
+		q *segQuery
+	}
+	var inGo []goSeg
+	for i, sg := range segs {
+		q, err := s.compile(&a, sg.Expression)
+		switch {
+		case err != nil:
+			errs[i] = err
+		case q.where != "":
+			sums = append(sums, "COALESCE(sum(CASE WHEN "+q.where+" THEN 1 ELSE 0 END), 0)")
+			args = append(args, q.args...)
+			inSQL = append(inSQL, i)
+		default:
+			inGo = append(inGo, goSeg{i, q})
+		}
+	}
+	if len(sums) > 0 {
+		dest := make([]any, len(inSQL))
+		for j, i := range inSQL {
+			dest[j] = &counts[i]
+		}
+		err := s.db.QueryRowContext(ctx, s.q(`SELECT `+strings.Join(sums, ", ")+` FROM contacts c WHERE c.audience_id = ?`), append(args, audience)...).Scan(dest...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("audience: count: %w", err)
+		}
+	}
+	if len(inGo) > 0 {
+		err := s.scanContacts(ctx, &a, 0, func(c *Contact) (bool, error) {
+			for _, g := range inGo {
+				if errs[g.i] != nil {
+					continue
+				}
+				ok, err := g.q.match(c, &a)
+				if err != nil {
+					errs[g.i] = err
+				} else if ok {
+					counts[g.i]++
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return counts, errs, nil
+}
+
 func (s *Store) countGo(ctx context.Context, a *Audience, q *segQuery) (int, error) {
 	n := 0
 	err := s.scanGo(ctx, a, q, 0, func(*Contact) bool { n++; return true })
@@ -503,18 +609,27 @@ func (s *Store) countGo(ctx context.Context, a *Audience, q *segQuery) (int, err
 // scanGo evaluates q in Go over the audience's contacts with id > after,
 // in id order, calling f for each match until it returns false.
 func (s *Store) scanGo(ctx context.Context, a *Audience, q *segQuery, after int64, f func(*Contact) bool) error {
+	return s.scanContacts(ctx, a, after, func(c *Contact) (bool, error) {
+		ok, err := q.match(c, a)
+		if err != nil || !ok {
+			return err == nil, err
+		}
+		return f(c), nil
+	})
+}
+
+// scanContacts calls f for each of the audience's contacts with id >
+// after, in id order and pages of 1,000, until f returns false or an
+// error.
+func (s *Store) scanContacts(ctx context.Context, a *Audience, after int64, f func(*Contact) (bool, error)) error {
 	for {
 		page, err := s.contacts(ctx, s.db, a.ID, contactSelect+` WHERE c.audience_id = ? AND c.id > ? ORDER BY c.id LIMIT 1000`, a.ID, after)
 		if err != nil {
 			return err
 		}
 		for i := range page {
-			ok, err := q.match(&page[i], a)
-			if err != nil {
+			if more, err := f(&page[i]); err != nil || !more {
 				return err
-			}
-			if ok && !f(&page[i]) {
-				return nil
 			}
 		}
 		if len(page) < 1000 {

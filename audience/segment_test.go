@@ -68,6 +68,10 @@ func loadSegmentData(t *testing.T, s *Store, now time.Time) (Audience, []segPers
 			f["joined"] = time.Unix(p.joined, 0).UTC().Format(time.DateOnly)
 		}
 		in := ContactInput{Email: p.email, Status: p.status, Fields: f, Tags: p.tags}
+		if i%10 == 5 { // a local part in capitals, kept as given; the domain is lower-cased
+			p.email = fmt.Sprintf("U%d@example.com", i)
+			in.Email = fmt.Sprintf("U%d@Example.COM", i)
+		}
 		if i%7 != 0 {
 			in.Age = ptr(p.age)
 		} else {
@@ -132,6 +136,13 @@ func TestSegmentsSQLAndGoAgree(t *testing.T) {
 					return strings.HasSuffix(p.email, "3@example.com") || strings.Contains(p.city, "ari")
 				}},
 			{`!city.contains("a")`, true, func(p segPerson) bool { return !strings.Contains(p.city, "a") }},
+			// Whole-address comparisons (the contact search) use the address index.
+			{`email == "u7@example.com"`, true, func(p segPerson) bool { return p.email == "u7@example.com" }},
+			{`"U15@example.com" == email || email == "u25@example.com" || email == "U35@Example.com"`, true,
+				func(p segPerson) bool { return p.email == "U15@example.com" || p.email == "u25@example.com" }},
+			{`!(email == "u8@example.com") && email != "U45@example.com"`, true,
+				func(p segPerson) bool { return p.email != "u8@example.com" && p.email != "U45@example.com" }},
+			{`email == "erased-1@erased.invalid" || city == "Oslo"`, true, func(p segPerson) bool { return p.city == "Oslo" }},
 			// Outside the SQL subset: evaluated in Go.
 			{`city.lowerAscii() == "taipei"`, false, func(p segPerson) bool { return strings.ToLower(p.city) == "taipei" }},
 			{`size(tags) >= 2 && email.lowerAscii().endsWith("0@example.com")`, false,
@@ -245,3 +256,45 @@ func TestSegmentErrors(t *testing.T) {
 }
 
 var _ = sql.ErrNoRows
+
+// TestCountSegmentsOnePass: the one-pass counts of saved segments (SQL
+// and Go ones together) equal each segment's own Count.
+func TestCountSegmentsOnePass(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	eachBackend(t, Options{Now: func() time.Time { return now }}, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		a, _ := loadSegmentData(t, s, now)
+		exprs := []string{`city == "Taipei" && "vip" in tags`, `score >= 50 || !vip`, `size(tags) >= 2`,
+			`email == "u7@example.com"`, `city.lowerAscii() == "taipei" && score > 10.0`, `true`}
+		var segs []Segment
+		for i, e := range exprs {
+			sg, err := s.CreateSegment(ctx, a.ID, fmt.Sprint("s", i), e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			segs = append(segs, sg)
+		}
+		counts, errs, err := s.CountSegments(ctx, a.ID, segs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range exprs {
+			want, err := s.Count(ctx, a.ID, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if errs[i] != nil || counts[i] != want {
+				t.Errorf("%s: one pass %d (%v), alone %d", e, counts[i], errs[i], want)
+			}
+			if want == 0 && e != `email == "u7@example.com"` {
+				t.Errorf("%s: matches nothing: a weak case", e)
+			}
+		}
+		// A segment saved under other fields no longer compiles: its error, the others' counts.
+		bad := append(slices.Clone(segs), Segment{ID: 99, Expression: `nosuchfield == 1`})
+		counts, errs, err = s.CountSegments(ctx, a.ID, bad)
+		if err != nil || errs[len(bad)-1] == nil || errs[0] != nil || counts[0] == 0 {
+			t.Errorf("with a bad segment: %v %v %v", counts, errs, err)
+		}
+	})
+}
