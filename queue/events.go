@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -113,12 +114,34 @@ func peekEventType(v []byte) (typ string, ok bool) {
 	for i, c := range rest {
 		switch {
 		case c == '"':
+			if laterTypeKey(rest[i+1:]) {
+				return "", false // encoding/json would take a later "Type" key
+			}
 			return string(rest[:i]), true
 		case c < 0x20 || c > 0x7e || c == '\\':
 			return "", false // escaped or not ASCII: decode it
 		}
 	}
 	return "", false
+}
+
+// laterTypeKey reports whether rest may hold another key that
+// encoding/json matches to Type (case-insensitively, the last one
+// winning): an escape anywhere, or "type" in any case before a quote.
+func laterTypeKey(rest []byte) bool {
+	if bytes.IndexByte(rest, '\\') >= 0 {
+		return true
+	}
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(rest[i:], '"')
+		if j < 0 {
+			return false
+		}
+		i += j
+		if i >= 4 && rest[i-4]|0x20 == 't' && rest[i-3]|0x20 == 'y' && rest[i-2]|0x20 == 'p' && rest[i-1]|0x20 == 'e' {
+			return true
+		}
+	}
 }
 
 // AppendEvents durably records events that are not a queue state change
