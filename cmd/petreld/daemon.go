@@ -227,12 +227,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
-		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
-		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Submitter: sub, Templates: tpls,
-		Logger: log, Registry: reg,
-	})
 	accts, err := openAccounts(ctx, espStore, log.With("component", "account"))
 	if err != nil {
 		return nil, err
@@ -243,15 +237,26 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.closers = append(d.closers, trk.log.Close)
 	d.tracking = trk
-	rep, err := newReputation(cfg, res, q, sh, pol, reg, log.With("component", "reputation"))
-	if err != nil {
-		return nil, err
-	}
 	trackDoms, err := openTrackingDomains(ctx, cfg, espStore, res)
 	if err != nil {
 		return nil, err
 	}
-	camps.SetOptions(d.campaignOptions(tpls, trackDoms))
+	trackSet, err := openTrackingSettings(ctx, keys, espStore, accts)
+	if err != nil {
+		return nil, err
+	}
+	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
+		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
+		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
+		Submitter: sub, Templates: tpls,
+		Tracker: &tracking.APITracker{Settings: trackSet, Sign: trk.signer.Encode, BaseURL: trackingBase(cfg, trackDoms)},
+		Logger:  log, Registry: reg,
+	})
+	rep, err := newReputation(cfg, res, q, sh, pol, reg, log.With("component", "reputation"))
+	if err != nil {
+		return nil, err
+	}
+	camps.SetOptions(d.campaignOptions(tpls, trackDoms, trackSet))
 	prefs := preferences(pol, espStore, log)
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{
@@ -266,6 +271,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Unsubscribe:         pol.PublicHandler(),
 		Preferences:         prefs,
 		TrackingDomains:     trackDoms.Handler(),
+		TrackingSettings:    trackSet.Handler(),
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(camps.CampaignsOfSegment),
 		Reputation:          rep.Handler(),

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/petrel-mta/petrel/account"
 	"github.com/petrel-mta/petrel/admin"
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/config"
@@ -134,4 +136,43 @@ func checkTrackingDomains(ctx context.Context, doms *tracking.Domains, interval 
 		case <-time.After(interval):
 		}
 	}
+}
+
+// trackingBase is where tracked links and pixels of mail from a From
+// domain point: its verified tracking domain, else the public base URL
+// ([sending] unsubscribe_url); "" (untracked) with neither.
+func trackingBase(cfg *config.Config, doms *tracking.Domains) func(ctx context.Context, fromDomain string) string {
+	base := cfg.Sending.UnsubscribeURL
+	return func(ctx context.Context, fromDomain string) string {
+		if u, ok, err := doms.BaseURL(ctx, fromDomain); err == nil && ok {
+			return u
+		}
+		return base
+	}
+}
+
+// openTrackingSettings opens the tracking switches per sending domain
+// and API key; a key setting must name a configured [[http.api_keys]]
+// key or a database key.
+func openTrackingSettings(ctx context.Context, keys *httpapi.Keys, st *audience.Store, accts *account.Store) (*tracking.Settings, error) {
+	set, err := tracking.NewSettings(ctx, st.DB(), st.Postgres())
+	if err != nil {
+		return nil, err
+	}
+	set.KnownKey = func(ctx context.Context, name string) bool {
+		if slices.Contains(keys.Names(), name) {
+			return true
+		}
+		dbKeys, err := accts.Keys(ctx)
+		if err != nil {
+			return false
+		}
+		for _, k := range dbKeys {
+			if k.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	return set, nil
 }
