@@ -54,6 +54,9 @@ type CertInfo struct {
 	DaysLeft int `json:"days_left"`
 	// Source is "acme" or "file" (the operator's cert_file).
 	Source string `json:"source,omitempty"`
+	// Error says why there is no certificate, or why the operator's
+	// files did not load (the previous certificate is still served).
+	Error string `json:"error,omitempty"`
 }
 
 // CNAMEResolver is what a check asks (*dns.Resolver).

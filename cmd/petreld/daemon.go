@@ -315,7 +315,8 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		d.metricsSrv = admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Metrics: metricsH, MetricsAccess: cfg.Metrics.Access,
 			PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
 	}
-	trackLn, trackSrv, err := trackingTLS(cfg, keys, trackDoms, trk.handler, prefs)
+	trackLn, trackSrv, certs, err := trackingTLS(cfg, keys, trackDoms, trk.handler, prefs,
+		tracking.CertOptions{Events: q, Registry: reg, Logger: log.With("component", "tracking")})
 	if err != nil {
 		return nil, err
 	}
@@ -357,6 +358,14 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		defer d.delivery.Done()
 		checkTrackingDomains(dctx, trackDoms, 10*time.Minute, log.With("component", "tracking"))
 	}()
+	if certs != nil {
+		d.delivery.Add(1)
+		go func() {
+			defer d.delivery.Done()
+			// Certificate expiry: gauge, warning log, cert_* events.
+			certs.WatchCerts(dctx, cfg.Tracking.CertCheckInterval.Duration)
+		}()
+	}
 	d.delivery.Add(1)
 	go func() {
 		defer d.delivery.Done()
