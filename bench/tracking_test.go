@@ -122,7 +122,7 @@ func BenchmarkTrackingHTTP(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Logf("tracking_hello round=%d req_per_s=%.0f p50=%s p99=%s requests=%d", round, res.RPS, res.P50, res.P99, res.Requests)
+			report("tracking_hello round=%d req_per_s=%.0f p50=%s p99=%s requests=%d", round, res.RPS, res.P50, res.P99, res.Requests)
 			b.ReportMetric(res.RPS, "hello_req/s")
 			b.ReportMetric(float64(res.P99.Microseconds()), "hello_p99_us")
 			for _, bin := range bins {
@@ -145,7 +145,7 @@ func BenchmarkTrackingHTTP(b *testing.B) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if t := totals[k]; t.reqs > 0 {
-			b.Logf("tracking_total %s petreld_cpu_per_req=%s over %d requests", k, time.Duration(t.cpu/t.reqs), t.reqs)
+			report("tracking_total %s petreld_cpu_per_req=%s over %d requests", k, time.Duration(t.cpu/t.reqs), t.reqs)
 		}
 	}
 }
@@ -214,7 +214,7 @@ func trackingRun(ctx context.Context, b *testing.B, tag, binPath, ctl, dir strin
 			pixelReqs += res.Requests
 		}
 		out[r.name] = [2]int64{int64(cpu1 - cpu0), res.Requests}
-		b.Logf("tracking_%s petreld=%s req_per_s=%.0f p50=%s p99=%s requests=%d socket_errors=%d petreld_cpu_per_req=%s", r.name, tag, res.RPS, res.P50, res.P99, res.Requests, res.SocketErrors, cpuPer)
+		report("tracking_%s petreld=%s req_per_s=%.0f p50=%s p99=%s requests=%d socket_errors=%d petreld_cpu_per_req=%s", r.name, tag, res.RPS, res.P50, res.P99, res.Requests, res.SocketErrors, cpuPer)
 		b.ReportMetric(res.RPS, r.name+"_req/s")
 		b.ReportMetric(float64(res.P99.Microseconds()), r.name+"_p99_us")
 		if cpuPer > 0 {
@@ -267,3 +267,7 @@ func profilePetreld(ctx context.Context, b *testing.B, p *Petreld, path string, 
 		b.Error(err)
 	}
 }
+
+// report prints one result line on stdout (a benchmark's b.Log keeps
+// only its first lines).
+func report(format string, args ...any) { fmt.Printf(format+"\n", args...) }
