@@ -116,8 +116,16 @@ func (t *APITracker) TrackMessage(ctx context.Context, m *ingest.TrackedMessage)
 	if len(m.Rcpts) == 1 {
 		tok.Provider = events.Provider("", m.Rcpts[0])
 	}
+	// A token bounds its ids: a longer campaign name or Message-ID is
+	// cut (the stats group by the cut name) rather than failing the send.
 	if len(tok.Message) > maxTokenField {
 		tok.Message = tok.Message[:maxTokenField]
+	}
+	if len(tok.Campaign) > maxTokenField {
+		tok.Campaign = tok.Campaign[:maxTokenField]
+	}
+	if len(tok.Stream) > maxLabel {
+		tok.Stream = tok.Stream[:maxLabel]
 	}
 	var err error
 	m.HTML, m.Text, err = MessageRewrite{Sign: t.Sign, Base: base, Token: tok, Opens: eff.Opens, Clicks: eff.Clicks}.Apply(m.HTML, m.Text)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/net/idna"
+
 	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
@@ -166,6 +168,9 @@ func (s *Settings) normal(ctx context.Context, scope, name string) (string, erro
 func (s *Settings) Get(scope, name string) Switches {
 	if scope == ScopeDomain {
 		name = normalHost(name)
+		if a, err := idna.Lookup.ToASCII(name); err == nil {
+			name = a // stored in ASCII (checkHost)
+		}
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -38,6 +38,7 @@ func TestSettingsResolve(t *testing.T) {
 				{ScopeDomain, "Shop.TEST", Switches{Clicks: b(false), Unsubscribe: b(true)}},
 				{ScopeKey, "k1", Switches{Opens: b(false)}},
 				{ScopeKey, "k2", Switches{Clicks: b(true), Unsubscribe: b(false)}},
+				{ScopeDomain, "BÜCHER.test", Switches{Opens: b(false)}}, // stored as xn--bcher-kva.test
 			} {
 				if _, err := s.Set(ctx, set.scope, set.name, set.sw); err != nil {
 					t.Fatal(err)
@@ -67,6 +68,7 @@ func TestSettingsResolve(t *testing.T) {
 				{"k2", "shop.test", true, true, b(false)},
 				{"k1", "other.test", false, true, nil},
 				{"k3", "shop.test", true, false, b(true)},
+				{"", "bücher.test", false, true, nil},
 			} {
 				got := s2.For(tt.key, tt.domain)
 				if got.Opens != tt.opens || got.Clicks != tt.clicks || (got.Unsubscribe == nil) != (tt.unsub == nil) ||
@@ -77,7 +79,7 @@ func TestSettingsResolve(t *testing.T) {
 			if _, err := s2.Set(ctx, ScopeKey, "k1", Switches{}); err != nil {
 				t.Fatal(err)
 			}
-			if got := s2.For("k1", "other.test"); !got.Opens || len(s2.List()) != 2 {
+			if got := s2.For("k1", "other.test"); !got.Opens || len(s2.List()) != 3 {
 				t.Fatalf("after clearing k1: %+v, %d rows", got, len(s2.List()))
 			}
 		})
@@ -119,11 +121,15 @@ func TestAPITrackerRewrites(t *testing.T) {
 		{"opt-in cannot override the key", "quiet", "https://t.shop.test", false, ingest.TrackingOptOut{Opens: b(true)}, false, false},
 		{"no public base", "k", "", false, ingest.TrackingOptOut{}, false, false},
 		{"raw", "k", "https://t.shop.test", true, ingest.TrackingOptOut{}, false, false},
+		{"campaign name longer than a token holds", "k", "https://t.shop.test", false, ingest.TrackingOptOut{}, true, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := &APITracker{Settings: s, Sign: signer.Encode, BaseURL: func(context.Context, string) string { return tt.base }}
 			m := &ingest.TrackedMessage{Key: tt.key, From: "a@shop.test", Rcpts: []string{"bo@gmail.com"}, Stream: "transactional",
 				Campaign: "receipt", MessageID: "1.abc@petrel.test", Raw: tt.raw, OptOut: tt.opt}
+			if strings.HasPrefix(tt.name, "campaign name") {
+				m.Campaign = "receipt" + strings.Repeat("x", 300)
+			}
 			if !tt.raw {
 				m.HTML, m.Text = html, text
 			}
@@ -141,7 +147,7 @@ func TestAPITrackerRewrites(t *testing.T) {
 			}
 			if i := strings.Index(m.HTML, "/t/c/"); i >= 0 {
 				tok, err := signer.Decode(m.HTML[i+5 : i+5+strings.IndexByte(m.HTML[i+5:], '"')])
-				if err != nil || tok.Message != "1.abc@petrel.test" || tok.Campaign != "receipt" || tok.Provider != "google" ||
+				if err != nil || tok.Message != "1.abc@petrel.test" || !strings.HasPrefix(tok.Campaign, "receipt") || tok.Provider != "google" ||
 					tok.Recipient != "" || tok.URL != "https://shop.test/a" {
 					t.Errorf("click token %+v %v", tok, err)
 				}
