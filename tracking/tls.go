@@ -271,9 +271,20 @@ func (c *CertManager) CheckCerts(ctx context.Context) ([]CertReport, error) {
 		}
 		info := c.Info(d.Host)
 		if !file && info.Status == "none" && d.Status == DomainVerified {
-			// Ask for it now (autocert bounds the order's time); the
-			// handshake path would otherwise be first.
-			_, err := c.m.GetCertificate(&tls.ClientHelloInfo{ServerName: d.Host})
+			// Ask for it now; the handshake path would otherwise be
+			// first. autocert bounds the order (minutes), so a stop
+			// (ctx) does not wait for it.
+			got := make(chan error, 1)
+			go func() {
+				_, err := c.m.GetCertificate(&tls.ClientHelloInfo{ServerName: d.Host})
+				got <- err
+			}()
+			var err error
+			select {
+			case err = <-got:
+			case <-ctx.Done():
+				return out, ctx.Err()
+			}
 			if info = c.Info(d.Host); err != nil && info.Status == "none" {
 				info.Error = err.Error()
 			}
