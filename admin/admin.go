@@ -43,6 +43,9 @@ type Options struct {
 	// TrackingDomains is the tracking-domain registry API
 	// (tracking.Domains.Handler).
 	TrackingDomains http.Handler
+	// TrackingSettings is the open/click/unsubscribe tracking switches
+	// per sending domain and API key (tracking.Settings.Handler).
+	TrackingSettings http.Handler
 	// TrackingStats is the engagement report (tracking.Log.StatsHandler).
 	TrackingStats http.Handler
 	// Reputation is the blocklist monitor's API (reputation.Checker.Handler).
@@ -98,6 +101,7 @@ func New(o Options) *Router {
 	r.mountTrackingStats(o)
 	r.mountReputation(o)
 	r.mountTrackingDomains(o)
+	r.mountTrackingSettings(o)
 	r.mountAudiences(o)
 	r.mountCampaigns(o)
 	r.mountTemplates(o)

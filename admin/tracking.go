@@ -66,3 +66,21 @@ func (r *Router) mountTrackingDomains(o Options) {
 	r.private("POST /api/v1/tracking/domains/{host}/check", 0, o.TrackingDomains)
 	r.private("DELETE /api/v1/tracking/domains/{host}", 0, o.TrackingDomains)
 }
+
+// mountTrackingSettings mounts the tracking switches behind the key:
+//
+//	GET    /api/v1/tracking/settings                           every stored setting and the defaults
+//	GET    /api/v1/tracking/settings/effective?key=K&domain=D  what applies to a message
+//	GET    /api/v1/tracking/settings/{scope}/{name}            one (scope: domain or key)
+//	PUT    /api/v1/tracking/settings/{scope}/{name}            {opens, clicks, unsubscribe}: true, false or null
+//	DELETE /api/v1/tracking/settings/{scope}/{name}            inherit everything again
+func (r *Router) mountTrackingSettings(o Options) {
+	if o.TrackingSettings == nil {
+		return
+	}
+	r.private("GET /api/v1/tracking/settings", 0, o.TrackingSettings)
+	r.private("GET /api/v1/tracking/settings/effective", 0, o.TrackingSettings)
+	r.private("GET /api/v1/tracking/settings/{scope}/{name}", 0, o.TrackingSettings)
+	r.private("PUT /api/v1/tracking/settings/{scope}/{name}", 4<<10, o.TrackingSettings)
+	r.private("DELETE /api/v1/tracking/settings/{scope}/{name}", 0, o.TrackingSettings)
+}

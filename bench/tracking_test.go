@@ -2,11 +2,14 @@ package bench
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -62,12 +65,21 @@ Requests/sec:  49765.40
 // of a real petreld (built from this tree, shipped [http] limits: 16
 // requests in flight per client IP, so wrk uses 16 connections) with wrk,
 // beside a plain net/http "hello" handler in the same run: requests/s,
-// p50/p99 latency and petreld CPU per request. Every pixel request is an
-// engagement written to the engagement log; the run checks they all
-// reached the stats.
+// p50/p99 latency and petreld CPU per request (from /proc: the daemon's
+// whole process, the engagement log's writer and its event-log
+// forwarder included). Every pixel request is an engagement written to
+// the engagement log; the run checks they all reached the stats.
 //
 //	go test -run '^$' -bench TrackingHTTP -benchtime 1x ./bench/
 //	PETREL_BENCH_SECONDS=20 go test -run '^$' -bench TrackingHTTP -benchtime 1x ./bench/
+//
+// PETREL_BENCH_PROFILE=DIR saves a CPU profile of petreld during each
+// tracking run (DIR/petreld-NAME-pixel.pprof, ...).
+//
+// PETREL_BENCH_PETRELD="before=/path/petreld,after=/path/petreld" runs
+// those binaries instead of this tree's, interleaved round by round
+// (PETREL_BENCH_ROUNDS, default 1), so a shared machine's load hits both
+// alike; each line is tagged with its binary's name.
 func BenchmarkTrackingHTTP(b *testing.B) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		testnet.SkipOrFail(b, "wrk not installed (apt-get install wrk)")
@@ -75,6 +87,10 @@ func BenchmarkTrackingHTTP(b *testing.B) {
 	secs := 10
 	if v, err := strconv.Atoi(os.Getenv("PETREL_BENCH_SECONDS")); err == nil && v > 0 {
 		secs = v
+	}
+	rounds := 1
+	if v, err := strconv.Atoi(os.Getenv("PETREL_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
 	}
 	dur := time.Duration(secs) * time.Second
 	ctx := context.Background()
@@ -84,10 +100,65 @@ func BenchmarkTrackingHTTP(b *testing.B) {
 			b.Fatalf("build %s: %v %s", bin, err, out)
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+	type binary struct{ name, path string }
+	bins := []binary{{"tree", filepath.Join(dir, "petreld")}}
+	if v := os.Getenv("PETREL_BENCH_PETRELD"); v != "" {
+		bins = nil
+		for _, kv := range strings.Split(v, ",") {
+			name, path, ok := strings.Cut(kv, "=")
+			if !ok {
+				b.Fatalf("PETREL_BENCH_PETRELD: want name=path, got %q", kv)
+			}
+			bins = append(bins, binary{name, path})
+		}
+	}
+	hello := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("hello")) }))
+	defer hello.Close()
+	type sum struct{ cpu, reqs int64 }
+	totals := map[string]*sum{}
+	for i := 0; i < b.N; i++ {
+		for round := 0; round < rounds; round++ {
+			res, err := RunWrk(ctx, hello.URL+"/", 2, 16, dur)
+			if err != nil {
+				b.Fatal(err)
+			}
+			report("tracking_hello round=%d req_per_s=%.0f p50=%s p99=%s requests=%d", round, res.RPS, res.P50, res.P99, res.Requests)
+			b.ReportMetric(res.RPS, "hello_req/s")
+			b.ReportMetric(float64(res.P99.Microseconds()), "hello_p99_us")
+			for _, bin := range bins {
+				for name, c := range trackingRun(ctx, b, bin.name, bin.path, filepath.Join(dir, "petrelctl"), filepath.Join(dir, fmt.Sprintf("run-%s-%d-%d", bin.name, i, round)), secs, dur) {
+					t := totals[bin.name+" "+name]
+					if t == nil {
+						t = &sum{}
+						totals[bin.name+" "+name] = t
+					}
+					t.cpu += c[0]
+					t.reqs += c[1]
+				}
+			}
+		}
+	}
+	var keys []string
+	for k := range totals {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if t := totals[k]; t.reqs > 0 {
+			report("tracking_total %s petreld_cpu_per_req=%s over %d requests", k, time.Duration(t.cpu/t.reqs), t.reqs)
+		}
+	}
+}
+
+// trackingRun starts the petreld binary, measures its pixel, click and
+// junk-token endpoints with wrk, checks the pixel engagements reached
+// the stats, and stops it; it returns each endpoint's petreld CPU (ns)
+// and completed requests.
+func trackingRun(ctx context.Context, b *testing.B, tag, binPath, ctl, dir string, secs int, dur time.Duration) map[string][2]int64 {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	p, err := StartPetreld(ctx, PetreldOptions{Binary: filepath.Join(dir, "petreld"), Dir: filepath.Join(dir, "run"), Relay: "127.0.0.1:9"})
+	p, err := StartPetreld(ctx, PetreldOptions{Binary: binPath, Dir: dir, Relay: "127.0.0.1:9"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,48 +167,58 @@ func BenchmarkTrackingHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	token := func(args ...string) string {
-		out, err := exec.Command(filepath.Join(dir, "petrelctl"), append([]string{"tracking", "token", "-data-dir", p.DataDir, "-campaign", "bench"}, args...)...).Output()
+		out, err := exec.Command(ctl, append([]string{"tracking", "token", "-data-dir", p.DataDir, "-campaign", "bench"}, args...)...).Output()
 		if err != nil {
 			b.Fatalf("petrelctl tracking token: %v", err)
 		}
 		return strings.TrimSpace(string(out))
 	}
-	hello := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("hello")) }))
-	defer hello.Close()
 	runs := []struct{ name, url string }{
-		{"hello", hello.URL + "/"},
 		{"pixel", "http://" + p.HTTPAddr + "/t/o/" + token("-kind", "open", "-provider", "google", "-stream", "marketing") + ".gif"},
 		{"click", "http://" + p.HTTPAddr + "/t/c/" + token("-kind", "click", "-url", "https://shop.test/sale?utm_source=petrel")},
 		{"junk", "http://" + p.HTTPAddr + "/t/c/AAAAjunk"},
 	}
+	out := map[string][2]int64{}
 	var pixelReqs int64
-	for i := 0; i < b.N; i++ {
-		for _, r := range runs {
-			cpu0, _ := p.CPU()
-			res, err := RunWrk(ctx, r.url, 2, 16, dur)
-			if err != nil {
-				b.Fatal(err)
-			}
-			cpu1, _ := p.CPU()
-			if r.name != "junk" && (res.Bad != 0 || res.SocketErrors != 0) {
-				b.Fatalf("%s: %d bad responses, %d socket errors", r.name, res.Bad, res.SocketErrors)
-			}
-			if r.name == "junk" && res.Bad != res.Requests {
-				b.Fatalf("junk tokens: %d of %d not 404", res.Bad, res.Requests)
-			}
-			cpuPer := time.Duration(0)
-			if r.name != "hello" && res.Requests > 0 {
-				cpuPer = (cpu1 - cpu0) / time.Duration(res.Requests)
-			}
-			if r.name == "pixel" {
-				pixelReqs += res.Requests
-			}
-			b.Logf("tracking_%s req_per_s=%.0f p50=%s p99=%s requests=%d petreld_cpu_per_req=%s", r.name, res.RPS, res.P50, res.P99, res.Requests, cpuPer)
-			b.ReportMetric(res.RPS, r.name+"_req/s")
-			b.ReportMetric(float64(res.P99.Microseconds()), r.name+"_p99_us")
-			if cpuPer > 0 {
-				b.ReportMetric(float64(cpuPer.Nanoseconds()), r.name+"_cpu_ns/req")
-			}
+	for _, r := range runs {
+		cpu0, _ := p.CPU()
+		var prof chan struct{}
+		if d := os.Getenv("PETREL_BENCH_PROFILE"); d != "" {
+			prof = make(chan struct{})
+			go func() {
+				defer close(prof)
+				profilePetreld(ctx, b, p, filepath.Join(d, "petreld-"+tag+"-"+r.name+".pprof"), secs-1)
+			}()
+		}
+		res, err := RunWrk(ctx, r.url, 2, 16, dur)
+		if prof != nil {
+			<-prof
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		cpu1, _ := p.CPU()
+		// A wrong answer fails the run; a few timeouts (wrk's 2 s) are
+		// the shared machine's, and only over 0.1% fail it.
+		if r.name != "junk" && (res.Bad != 0 || res.SocketErrors*1000 > res.Requests) {
+			b.Fatalf("%s: %d bad responses, %d socket errors", r.name, res.Bad, res.SocketErrors)
+		}
+		if r.name == "junk" && res.Bad != res.Requests {
+			b.Fatalf("junk tokens: %d of %d not 404", res.Bad, res.Requests)
+		}
+		cpuPer := time.Duration(0)
+		if res.Requests > 0 {
+			cpuPer = (cpu1 - cpu0) / time.Duration(res.Requests)
+		}
+		if r.name == "pixel" {
+			pixelReqs += res.Requests
+		}
+		out[r.name] = [2]int64{int64(cpu1 - cpu0), res.Requests}
+		report("tracking_%s petreld=%s req_per_s=%.0f p50=%s p99=%s requests=%d socket_errors=%d petreld_cpu_per_req=%s", r.name, tag, res.RPS, res.P50, res.P99, res.Requests, res.SocketErrors, cpuPer)
+		b.ReportMetric(res.RPS, r.name+"_req/s")
+		b.ReportMetric(float64(res.P99.Microseconds()), r.name+"_p99_us")
+		if cpuPer > 0 {
+			b.ReportMetric(float64(cpuPer.Nanoseconds()), r.name+"_cpu_ns/req")
 		}
 	}
 	// wrk counts completed requests; the last in flight may have been
@@ -152,12 +233,41 @@ func BenchmarkTrackingHTTP(b *testing.B) {
 			b.Fatal(err)
 		}
 		got := rep.MachineOpens + rep.Opens // wrk sends no User-Agent: machine
-		if got >= pixelReqs && got <= pixelReqs+int64(16*b.N) {
+		if got >= pixelReqs && got <= pixelReqs+16 {
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("stats count %d opens, wrk completed %d pixel requests", got, pixelReqs)
+			b.Fatalf("%s: stats count %d opens, wrk completed %d pixel requests", tag, got, pixelReqs)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	return out
 }
+
+// profilePetreld saves a CPU profile of secs seconds of p to path.
+func profilePetreld(ctx context.Context, b *testing.B, p *Petreld, path string, secs int) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.HTTPAddr, max(secs, 1)), nil)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+p.Key) // profiling needs the API key
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Errorf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.Errorf("profile: %s %v", resp.Status, err)
+		return
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		b.Error(err)
+	}
+}
+
+// report prints one result line on stdout (a benchmark's b.Log keeps
+// only its first lines).
+func report(format string, args ...any) { fmt.Printf(format+"\n", args...) }

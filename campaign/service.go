@@ -52,8 +52,9 @@ type Spec struct {
 	PostalAddress string  `json:"postal_address,omitempty"`
 	PageSize      int     `json:"page_size,omitempty"`
 	Rate          float64 `json:"rate,omitempty"`
-	// TrackOpens and TrackClicks turn open and click tracking off for
-	// this campaign when false (default on where petreld tracks).
+	// TrackOpens and TrackClicks turn open and click tracking on or off
+	// for this campaign; unset follows the From domain's tracking
+	// settings (default on where petreld tracks).
 	TrackOpens  *bool `json:"track_opens,omitempty"`
 	TrackClicks *bool `json:"track_clicks,omitempty"`
 	// UTM parameters added to the links to the landing domains (utm.go).
@@ -186,9 +187,10 @@ type Options struct {
 	Templates *Templates
 	// Check configures the pre-send check.
 	Check CheckOptions
-	// Tracking, when set, tracks opens and clicks of every campaign
-	// that does not turn them off (Spec.TrackOpens, Spec.TrackClicks);
-	// its Opens and Clicks are set per campaign.
+	// Tracking, when set, tracks opens and clicks of campaigns as their
+	// From domain's settings say (Tracking.Defaults) unless the campaign
+	// sets its own (Spec.TrackOpens, Spec.TrackClicks); its Opens and
+	// Clicks are set per campaign.
 	Tracking *Tracking
 	// Engagement gives a campaign tag's unique human opens and clicks
 	// (tracking's aggregates); A/B tests pick their winner with it.
@@ -608,9 +610,7 @@ func (s *Service) sendOf(sp Spec, tpl *Compiled, stop <-chan struct{}) Send {
 	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: sp.stream(),
 		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub, Stop: stop}
 	if t := s.opts.Tracking; t != nil {
-		tr := t.once(sp.From)
-		tr.Opens, tr.Clicks = sp.TrackOpens == nil || *sp.TrackOpens, sp.TrackClicks == nil || *sp.TrackClicks
-		send.Tracking = tr
+		send.Tracking = t.forSend(sp.From, sp.TrackOpens, sp.TrackClicks)
 	}
 	if sp.ReplyTo != "" {
 		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}

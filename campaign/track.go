@@ -12,10 +12,9 @@ import (
 
 // Tracking makes a send's messages trackable: every http(s) link of the
 // HTML and text parts is rewritten to a signed click token and the HTML
-// part gets the open pixel (tracking.RewriteHTML, tracking.RewriteText),
-// under the public base URL of the /t/ routes. A token carries the
-// campaign tag, the message's idempotency key and the contact id, never
-// the address.
+// part gets the open pixel (tracking.MessageRewrite), under the public
+// base URL of the /t/ routes. A token carries the campaign tag, the
+// message's idempotency key and the contact id, never the address.
 type Tracking struct {
 	// Sign encodes a token (tracking.Signer.Encode).
 	Sign func(tracking.Token) (string, error)
@@ -26,6 +25,10 @@ type Tracking struct {
 	// would break every link of the message). Service asks it once per
 	// send.
 	BaseURL func(fromDomain string) string
+	// Defaults, when set, gives the From domain's open and click
+	// tracking (tracking.Settings); a campaign's track_opens and
+	// track_clicks override them. Nil: both on.
+	Defaults func(fromDomain string) (opens, clicks bool)
 	// Opens and Clicks say what is tracked.
 	Opens, Clicks bool
 }
@@ -37,39 +40,13 @@ func (t *Tracking) apply(rendered *Rendered, campaign, message string, r Recipie
 	if t == nil || t.Sign == nil || !t.Opens && !t.Clicks {
 		return nil
 	}
-	base := strings.TrimRight(t.BaseURL(domainOf(from)), "/")
-	if base == "" {
-		return nil
-	}
 	tok := tracking.Token{Campaign: campaign, Message: message, Recipient: strconv.FormatInt(r.ID, 10),
 		Sent: now.Unix(), Provider: events.Provider("", r.Email), Stream: stream}
-	link := func(n int, href string) (string, bool) {
-		if !t.Clicks || unsub != "" && href == unsub {
-			return "", false
-		}
-		c := tok
-		c.Kind, c.Link, c.URL = tracking.Click, n, href
-		s, err := t.Sign(c)
-		if err != nil {
-			return "", false // a link no token can carry (over 4 KiB) stays as it is
-		}
-		return base + "/t/c/" + s, true
-	}
-	pixel := ""
-	if t.Opens && rendered.HTML != "" {
-		o := tok
-		o.Kind = tracking.Open
-		s, err := t.Sign(o)
-		if err != nil {
-			return fmt.Errorf("campaign: open token: %w", err)
-		}
-		pixel = base + "/t/o/" + s + ".gif"
-	}
-	if rendered.HTML != "" {
-		rendered.HTML = tracking.RewriteHTML(rendered.HTML, link, pixel)
-	}
-	if rendered.Text != "" {
-		rendered.Text = tracking.RewriteText(rendered.Text, link)
+	var err error
+	rendered.HTML, rendered.Text, err = tracking.MessageRewrite{Sign: t.Sign, Base: t.BaseURL(domainOf(from)), Token: tok,
+		Opens: t.Opens, Clicks: t.Clicks, Keep: unsub}.Apply(rendered.HTML, rendered.Text)
+	if err != nil {
+		return fmt.Errorf("campaign: %w", err)
 	}
 	return nil
 }
@@ -77,11 +54,23 @@ func (t *Tracking) apply(rendered *Rendered, campaign, message string, r Recipie
 // domainOf is the domain of an address.
 func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')+1:] }
 
-// once returns t with BaseURL resolved for from's domain now, so a send
-// asks it once rather than per message.
-func (t *Tracking) once(from string) *Tracking {
+// forSend returns t for one send from from: BaseURL resolved now (a send
+// asks it once rather than per message), and Opens and Clicks from the
+// campaign's own opens and clicks when set, else from the From domain's
+// defaults.
+func (t *Tracking) forSend(from string, opens, clicks *bool) *Tracking {
 	c := *t
 	base := t.BaseURL(domainOf(from))
 	c.BaseURL = func(string) string { return base }
+	c.Opens, c.Clicks = true, true
+	if t.Defaults != nil {
+		c.Opens, c.Clicks = t.Defaults(domainOf(from))
+	}
+	if opens != nil {
+		c.Opens = *opens
+	}
+	if clicks != nil {
+		c.Clicks = *clicks
+	}
 	return &c
 }

@@ -17,6 +17,9 @@ func TestTrackingSection(t *testing.T) {
 		{"[tracking]\nhttps_listen = \"nope\"\n", "https_listen"},
 		{"[tracking]\nacme_directory = \"http://x/dir\"\n", "acme_directory"},
 		{"[[tracking.domain]]\nhost = \"t.shop.test\"\n", "sending_domain"},
+		{"[[tracking.domain]]\nhost = \"t.shop.test\"\nsending_domain = \"shop.test\"\nhttps = true\ncert_file = \"/c.pem\"\n", "key_file"},
+		{"[[tracking.domain]]\nhost = \"t.shop.test\"\nsending_domain = \"shop.test\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n", "https"},
+		{"[tracking]\ncert_expiry_warning = \"-1h\"\n", "cert_expiry_warning"},
 	} {
 		if _, err := Parse("t.toml", []byte(bad.toml)); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%q: %v, want an error naming %s", bad.toml, err, bad.want)

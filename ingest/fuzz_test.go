@@ -33,7 +33,7 @@ func FuzzDecodeSendRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		env, msg, err := h.prepare(req, httpapi.Key{Name: "k", Stream: DefaultStream})
+		env, msg, err := h.prepare(req, httpapi.Key{Name: "k", Stream: DefaultStream}, time.Now(), "1.fuzz@h.test", func(*Envelope, *SendRequest) error { return nil })
 		if err != nil {
 			return
 		}

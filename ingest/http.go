@@ -47,6 +47,9 @@ type HTTPOptions struct {
 	HopCountLimit int
 	// Templates renders "template" requests; nil refuses them (422).
 	Templates TemplateRenderer
+	// Tracker applies open, click and unsubscribe tracking to built
+	// messages (tracking.APITracker); nil tracks nothing.
+	Tracker MessageTracker
 	// Policy may be nil.
 	Policy Policy
 	// Recipients, if set, vets each recipient (verify at ingest).
@@ -82,6 +85,46 @@ type SendRequest struct {
 	// instead of subject/text/html/raw.
 	Template  string            `json:"template,omitempty"`
 	Variables map[string]string `json:"variables,omitempty"`
+	// Tracking opts this message out of open, click or unsubscribe
+	// tracking (false); true or absent leaves what the API key's and the
+	// sending domain's settings say.
+	Tracking *TrackingOptOut `json:"tracking,omitempty"`
+}
+
+// TrackingOptOut is the "tracking" object of a SendRequest.
+type TrackingOptOut struct {
+	Opens       *bool `json:"opens,omitempty"`
+	Clicks      *bool `json:"clicks,omitempty"`
+	Unsubscribe *bool `json:"unsubscribe,omitempty"`
+}
+
+// TrackedMessage is a built (not raw) API message as a MessageTracker
+// sees it: it rewrites HTML and Text in place and says whether policy
+// adds List-Unsubscribe.
+type TrackedMessage struct {
+	// Key is the API key's name ("user:EMAIL" for a dashboard session).
+	Key  string
+	From string
+	// Rcpts are the envelope recipients (one body for all of them).
+	Rcpts  []string
+	Stream string
+	// Campaign is the request's campaign, else the template's call name.
+	Campaign string
+	// MessageID is the Message-ID the message gets (without <>).
+	MessageID  string
+	HTML, Text string
+	// Raw is set for a raw message: HTML and Text are empty and only
+	// Unsubscribe applies.
+	Raw    bool
+	OptOut TrackingOptOut
+	// Unsubscribe is set by the tracker: nil leaves List-Unsubscribe to
+	// the stream's default, true adds it, false does not.
+	Unsubscribe *bool
+}
+
+// MessageTracker applies tracking to API messages before they are built.
+type MessageTracker interface {
+	TrackMessage(ctx context.Context, m *TrackedMessage) error
 }
 
 // TemplateRenderer renders stored templates by call name for HTTP
@@ -96,8 +139,12 @@ var ErrUnknownTemplate = errors.New("unknown template")
 
 // SendResponse is the 202 answer to POST /api/v1/messages.
 type SendResponse struct {
-	ID         string          `json:"id"`
-	Stream     string          `json:"stream"`
+	ID     string `json:"id"`
+	Stream string `json:"stream"`
+	// MessageID is the Message-ID header of a message Petrel built (not
+	// raw), without the angle brackets: the "message" of its tracking
+	// events.
+	MessageID  string          `json:"message_id,omitempty"`
 	Recipients []RecipientInfo `json:"recipients"`
 }
 
@@ -239,12 +286,17 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 		}
 		return nil, badRequest("invalid_request", "%v", err)
 	}
+	campaign := cmp.Or(req.Campaign, req.Template)
 	if req.Template != "" {
 		if err := h.renderTemplate(r.Context(), &req); err != nil {
 			return nil, err
 		}
 	}
-	env, msg, err := h.prepare(req, key)
+	now := h.opts.Now()
+	msgID := fmt.Sprintf("%d.%s@%s", now.UnixNano(), newID(8), safeToken(h.opts.Hostname))
+	env, msg, err := h.prepare(req, key, now, msgID, func(env *Envelope, req *SendRequest) error {
+		return h.track(r.Context(), key, campaign, msgID, env, req)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +320,9 @@ func (h *httpHandler) handleSend(r *http.Request, key httpapi.Key) (*SendRespons
 		return nil, submitAPIError(err, res)
 	}
 	out := &SendResponse{ID: res.ID, Stream: res.Stream}
+	if req.Raw == "" {
+		out.MessageID = msgID
+	}
 	for _, a := range env.Rcpts {
 		if reason, ok := res.Suppressed[a]; ok {
 			out.Recipients = append(out.Recipients, RecipientInfo{Address: a, Status: "suppressed", Reason: reason})
@@ -335,7 +390,7 @@ func parseAddr(field, s string) (*mail.Address, error) {
 // bytes without trace fields. Bcc given in headers is added to the
 // envelope and never written; a raw message's Bcc fields are removed by
 // Submit (Envelope.RemoveBcc).
-func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (Envelope, []byte, error) {
+func (h *httpHandler) prepare(req SendRequest, key httpapi.Key, now time.Time, msgID string, track func(*Envelope, *SendRequest) error) (Envelope, []byte, error) {
 	if req.From == "" {
 		return Envelope{}, nil, badRequest("invalid_request", "from is required")
 	}
@@ -406,15 +461,17 @@ func (h *httpHandler) prepare(req SendRequest, key httpapi.Key) (Envelope, []byt
 	if hasCtl(req.Campaign) {
 		return Envelope{}, nil, unprocessable("header_injection", "campaign contains CR, LF or NUL")
 	}
+	if req.Raw != "" && (req.Subject != "" || req.Text != "" || req.HTML != "" || len(req.Headers) > 0) {
+		return Envelope{}, nil, badRequest("invalid_request", "raw excludes subject, text, html and headers")
+	}
+	if err := track(&env, &req); err != nil {
+		return Envelope{}, nil, err
+	}
 	if req.Raw != "" {
-		if req.Subject != "" || req.Text != "" || req.HTML != "" || len(req.Headers) > 0 {
-			return Envelope{}, nil, badRequest("invalid_request", "raw excludes subject, text, html and headers")
-		}
 		return env, toCRLF([]byte(req.Raw)), nil
 	}
-	now := h.opts.Now()
 	msg, err := buildMessage(composed{From: from, To: to, Subject: req.Subject, Text: req.Text, HTML: req.HTML,
-		Headers: headers, Date: now, MessageID: fmt.Sprintf("%d.%s@%s", now.UnixNano(), newID(8), safeToken(h.opts.Hostname))})
+		Headers: headers, Date: now, MessageID: msgID})
 	switch {
 	case errors.Is(err, errNoBody):
 		return Envelope{}, nil, badRequest("invalid_request", "%v", err)
@@ -447,6 +504,24 @@ func remoteIP(r *http.Request) string {
 		return "unknown"
 	}
 	return host
+}
+
+// track lets the Tracker rewrite req's parts and decide env's
+// List-Unsubscribe.
+func (h *httpHandler) track(ctx context.Context, key httpapi.Key, campaign, msgID string, env *Envelope, req *SendRequest) error {
+	if h.opts.Tracker == nil {
+		return nil
+	}
+	m := TrackedMessage{Key: key.Name, From: env.From, Rcpts: env.Rcpts, Stream: cmp.Or(env.Stream, DefaultStream), Campaign: campaign,
+		MessageID: msgID, HTML: req.HTML, Text: req.Text, Raw: req.Raw != ""}
+	if req.Tracking != nil {
+		m.OptOut = *req.Tracking
+	}
+	if err := h.opts.Tracker.TrackMessage(ctx, &m); err != nil {
+		return &apiError{http.StatusServiceUnavailable, "temporary_failure", "tracking: " + err.Error()}
+	}
+	req.HTML, req.Text, env.ListUnsubscribe = m.HTML, m.Text, m.Unsubscribe
+	return nil
 }
 
 // renderTemplate replaces req's template reference by its rendered

@@ -52,6 +52,11 @@ type Envelope struct {
 	// Generated marks mail Petrel made itself (DSNs): no sender-domain
 	// check and no List-Unsubscribe; suppression still applies.
 	Generated bool
+	// ListUnsubscribe overrides whether policy adds List-Unsubscribe: nil
+	// follows the stream ([sending] list_unsubscribe_streams), true adds
+	// it in any stream, false never (an API message's unsubscribe
+	// tracking setting).
+	ListUnsubscribe *bool
 	// IdempotencyKey makes the enqueue happen at most once per key (see
 	// mta.NewMessage): a repeat gets the first message's ID and is not
 	// stored again. The campaign engine uses "campaign:contact".
@@ -446,7 +451,7 @@ func (s *Submitter) Prepare(ctx context.Context, env Envelope, body []byte) (mta
 	if m.Count("Date") == 0 {
 		m.Insert("Date: " + t.date.Format(time.RFC1123Z) + "\r\n")
 	}
-	m.Sender, m.Rcpts, m.Stream, m.Generated = env.From, rc.Queued, stream, env.Generated
+	m.Sender, m.Rcpts, m.Stream, m.Generated, m.ListUnsubscribe = env.From, rc.Queued, stream, env.Generated, env.ListUnsubscribe
 	if s.policy != nil {
 		if err := s.policy.PrepareMessage(ctx, m); err != nil {
 			return mta.NewMessage{}, rc, &TemporaryError{fmt.Errorf("prepare: %w", err)}

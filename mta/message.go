@@ -41,6 +41,9 @@ type Message struct {
 	// Generated marks a message Petrel made itself (a DSN): no
 	// List-Unsubscribe, no sender-domain check.
 	Generated bool
+	// ListUnsubscribe, when set, overrides the stream's default of
+	// whether policy adds List-Unsubscribe (true: add, false: do not).
+	ListUnsubscribe *bool
 
 	raw      []byte
 	fields   []Field

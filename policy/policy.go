@@ -255,7 +255,7 @@ func (e *Engine) Prepare(ctx context.Context, stream string, rcpts []string, msg
 }
 
 // PrepareMessage implements ingest.Policy: for List-Unsubscribe streams
-// it inserts List-Unsubscribe (one-click HTTPS URL and mailto, token for
+// (or when m.ListUnsubscribe says so, whatever the stream) it inserts List-Unsubscribe (one-click HTTPS URL and mailto, token for
 // the FIRST recipient: marketing mail is expected one recipient per
 // message) and List-Unsubscribe-Post below the trace fields, unless the
 // message already has List-Unsubscribe or Petrel generated it (a DSN);
@@ -263,7 +263,11 @@ func (e *Engine) Prepare(ctx context.Context, stream string, rcpts []string, msg
 // header index and adds fields to m: it neither parses nor copies the
 // message.
 func (e *Engine) PrepareMessage(_ context.Context, m *mta.Message) error {
-	if len(m.Rcpts) > 0 && !m.Generated && slices.Contains(e.unsubStreams, m.Stream) && m.Count("List-Unsubscribe") == 0 {
+	want := slices.Contains(e.unsubStreams, m.Stream)
+	if m.ListUnsubscribe != nil {
+		want = *m.ListUnsubscribe // the API message's unsubscribe tracking setting
+	}
+	if len(m.Rcpts) > 0 && !m.Generated && want && m.Count("List-Unsubscribe") == 0 {
 		if h := e.tokens.Headers(e.cfg.Sending.UnsubscribeURL, e.unsubDomain, m.Stream, m.Rcpts[0]); h != nil {
 			m.Insert(string(h))
 			e.m.listUnsub.Inc()

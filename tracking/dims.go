@@ -85,6 +85,15 @@ type EventReader interface {
 	Events(ctx context.Context, f events.EventFilter) ([]events.Event, error)
 }
 
+// EventScanner is an EventReader that filters by type without decoding
+// the events it skips and says how far it looked (*queue.Queue).
+type EventScanner interface {
+	EventsScan(ctx context.Context, f events.EventFilter) ([]events.Event, string, error)
+}
+
+// deliveryTypes are the event types the delivery counters read.
+var deliveryTypes = []string{"delivered", "bounced", "complained", "deferred"}
+
 // deliveryCursor is the k key holding the Seq of the last event log
 // event the delivery counters include.
 const deliveryCursor = "events:delivery"
@@ -95,16 +104,38 @@ const deliveryCursor = "events:delivery"
 // the recipient's domain) and per type (the stream). The counters, a
 // marker per counted event and the cursor are one synced batch, so a
 // crash repeats nothing, and an event the log holds twice (a redelivery
-// after a crash, invariant 2) is counted once. It returns how many events
-// it read.
+// after a crash, invariant 2) is counted once. From an EventScanner
+// (the queue) only those four types are decoded; the cursor moves past
+// the others unread. It returns how many events it counted (1 when it
+// only moved past others).
 func (l *Log) ApplyDeliveryEvents(ctx context.Context, r EventReader) (int, error) {
 	after, err := l.stringCursor(deliveryCursor)
 	if err != nil {
 		return 0, err
 	}
-	evs, err := r.Events(ctx, events.EventFilter{After: after, Limit: 1000})
-	if err != nil || len(evs) == 0 {
+	f := events.EventFilter{After: after, Limit: 1000}
+	var evs []events.Event
+	scanned := ""
+	if sc, ok := r.(EventScanner); ok {
+		// Only the delivery types are decoded: opens and clicks, which
+		// are most of the log under tracking load, are skipped unread.
+		f.Types = deliveryTypes
+		evs, scanned, err = sc.EventsScan(ctx, f)
+	} else {
+		evs, err = r.Events(ctx, f)
+	}
+	if err != nil {
 		return 0, err
+	}
+	if len(evs) == 0 {
+		if scanned == "" || scanned == after {
+			return 0, nil
+		}
+		// Nothing to count in what was scanned: move past it.
+		if err := l.db.Set(cursorKey(deliveryCursor), []byte(scanned), pebble.Sync); err != nil {
+			return 0, fmt.Errorf("tracking: delivery stats: %w", err)
+		}
+		return 1, nil
 	}
 	b := l.db.NewIndexedBatch()
 	defer b.Close()
@@ -151,7 +182,11 @@ func (l *Log) ApplyDeliveryEvents(ctx context.Context, r EventReader) (int, erro
 			return 0, err
 		}
 	}
-	if err := b.Set(cursorKey(deliveryCursor), []byte(evs[len(evs)-1].Seq), nil); err != nil {
+	last := evs[len(evs)-1].Seq
+	if scanned != "" {
+		last = scanned // the scan went past the last match
+	}
+	if err := b.Set(cursorKey(deliveryCursor), []byte(last), nil); err != nil {
 		return 0, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {

@@ -45,9 +45,18 @@ type Domain struct {
 
 // CertInfo is a tracking domain's certificate as the API shows it.
 type CertInfo struct {
-	Status   string    `json:"status"` // "none", "valid", "expiring" (< 14 days), "expired"
+	// Status is "none" (no certificate yet), "valid", "expiring" (within
+	// the alarm window, [tracking] cert_expiry_warning), or "expired".
+	Status   string    `json:"status"`
 	Issuer   string    `json:"issuer,omitempty"`
 	NotAfter time.Time `json:"not_after,omitzero"`
+	// DaysLeft is whole days until NotAfter (negative once expired).
+	DaysLeft int `json:"days_left"`
+	// Source is "acme" or "file" (the operator's cert_file).
+	Source string `json:"source,omitempty"`
+	// Error says why there is no certificate, or why the operator's
+	// files did not load (the previous certificate is still served).
+	Error string `json:"error,omitempty"`
 }
 
 // CNAMEResolver is what a check asks (*dns.Resolver).
@@ -84,8 +93,11 @@ func NewDomains(ctx context.Context, db *sql.DB, postgres bool, resolver CNAMERe
 	return &Domains{db: db, pg: postgres, resolver: resolver, target: normalHost(target), now: time.Now}, nil
 }
 
-func (d *Domains) q(query string) string {
-	if !d.pg {
+func (d *Domains) q(query string) string { return rebind(d.pg, query) }
+
+// rebind turns ? placeholders into PostgreSQL's $n when pg is set.
+func rebind(pg bool, query string) string {
+	if !pg {
 		return query
 	}
 	var b strings.Builder

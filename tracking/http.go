@@ -107,22 +107,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The engagement happened even if the client goes away now (a
 		// request context also ends when net/http sees the connection
 		// close): record it, waiting at most a second for buffer room.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
-		h.Recorder.Record(rctx, e)
-		cancel()
+		// With room (the usual case) that is a channel send, no timer.
+		if tr, ok := h.Recorder.(TryRecorder); !ok || !tr.TryRecord(e) {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Second)
+			h.Recorder.Record(rctx, e)
+			cancel()
+		}
 	}
-	w.Header().Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	// The header values are shared, read-only slices (no allocation per
+	// request; a later Set or Add replaces or copies them).
+	hd := w.Header()
+	hd["Cache-Control"], hd["Referrer-Policy"] = hdrNoStore, hdrNoReferrer
 	if tok.Kind == Open {
-		w.Header().Set("Content-Type", "image/gif")
-		w.Header().Set("Content-Length", "43")
+		hd["Content-Type"], hd["Content-Length"] = hdrGIF, hdrGIFLen
 		if r.Method == http.MethodGet {
 			w.Write(pixelGIF)
 		}
 		return
 	}
-	w.Header().Set("Location", tok.URL)
+	hd["Location"] = []string{tok.URL}
 	w.WriteHeader(http.StatusFound)
+}
+
+var (
+	hdrNoStore    = []string{"no-store, no-cache, must-revalidate, max-age=0"}
+	hdrNoReferrer = []string{"no-referrer"}
+	hdrGIF        = []string{"image/gif"}
+	hdrGIFLen     = []string{"43"}
+)
+
+// TryRecorder is a Recorder that can take an engagement without
+// blocking (*Log): false when it has no room now.
+type TryRecorder interface {
+	TryRecord(e Engagement) bool
 }
 
 func clientIP(r *http.Request) string {

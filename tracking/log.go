@@ -11,7 +11,7 @@ package tracking
 //
 // Keyspace (one Pebble DB, e.g. <data_dir>/engagement):
 //
-//	e  seq (uint64 BE)                               JSON Engagement
+//	e  seq (uint64 BE)                               Engagement (record.go; JSON before v1)
 //	u  kind, campaign 0x00 message 0x00 recipient     empty: first human open/click seen (unique)
 //	U  kind, campaign 0x00 message 0x00 recipient     empty: first open/click of any kind seen
 //	c  campaign 0x00 counter name [0x00 hour BE]      varint sum (merge operator)
@@ -24,7 +24,6 @@ package tracking
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +61,8 @@ type Log struct {
 	seq      uint64
 	// flushReq asks the writer to commit and sync now (Flush).
 	flushReq chan chan error
+	// group is the writer's reusable commit state.
+	group *group
 }
 
 // OpenLog opens (creating) the engagement log in dir.
@@ -75,17 +76,23 @@ func OpenLog(dir string, o LogOptions) (*Log, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	po := &pebble.Options{Merger: sumMerge(), Logger: quietPebble{}}
+	// The unique-marker Gets are mostly misses: bloom filters, and a
+	// block cache big enough to keep the filter and index blocks of the
+	// tables (the 8 MiB default made every other Get a pread).
+	cache := pebble.NewCache(64 << 20)
+	defer cache.Unref()
+	po := &pebble.Options{Merger: sumMerge(), Logger: quietPebble{}, Cache: cache, MemTableSize: 16 << 20}
 	po.Levels = make([]pebble.LevelOptions, 7)
 	for i := range po.Levels {
-		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // the unique-marker Gets are mostly misses
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(dir, po.EnsureDefaults())
 	if err != nil {
 		return nil, fmt.Errorf("tracking: open engagement log: %w", err)
 	}
 	l := &Log{db: db, in: make(chan Engagement, o.Buffer), log: o.Logger, interval: o.SyncInterval,
-		done: make(chan struct{}), flushReq: make(chan chan error)}
+		done: make(chan struct{}), flushReq: make(chan chan error),
+		group: &group{deltas: map[string]*int64{}, markers: map[string]bool{}}}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{'e'}, UpperBound: []byte{'f'}})
 	if err != nil {
 		db.Close()
@@ -116,6 +123,23 @@ func (l *Log) Record(ctx context.Context, e Engagement) {
 	case l.in <- e:
 	case <-ctx.Done():
 		l.log.Warn("engagement dropped: log buffer full", "kind", string(e.Kind), "campaign", e.Campaign)
+	}
+}
+
+// TryRecord queues e for the next group commit when the buffer has room
+// and reports whether it did; it never blocks. After Close it drops e
+// and reports true.
+func (l *Log) TryRecord(e Engagement) bool {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return true
+	}
+	select {
+	case l.in <- e:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -178,32 +202,31 @@ func (l *Log) run() {
 	}
 }
 
-// commit writes first (if not nil) and whatever else is waiting as one
-// batch; sync makes it durable now.
+// commit writes first (if not nil) and whatever else is waiting (up to
+// maxGroup) as one batch; sync makes it durable now.
 func (l *Log) commit(first *Engagement, sync bool) error {
-	b := l.db.NewIndexedBatch()
-	defer b.Close()
+	g := l.group
+	g.reset(l.db)
+	defer g.b.Close()
 	n := 0
-	add := func(e Engagement) error {
-		n++
-		return l.apply(b, e)
-	}
 	if first != nil {
-		if err := add(*first); err != nil {
+		if err := l.apply(g, first); err != nil {
 			return err
 		}
+		n++
 	}
 drain:
-	for n < 4096 {
+	for n < maxGroup {
 		select {
 		case e, ok := <-l.in:
 			if !ok {
 				sync = true
 				break drain
 			}
-			if err := add(e); err != nil {
+			if err := l.apply(g, &e); err != nil {
 				return err
 			}
+			n++
 		default:
 			break drain
 		}
@@ -218,7 +241,95 @@ drain:
 	if n == 0 {
 		return l.db.LogData(nil, pebble.Sync)
 	}
-	return b.Commit(opts)
+	if err := g.flushCounters(); err != nil {
+		return err
+	}
+	return g.b.Commit(opts)
+}
+
+// maxGroup bounds one group commit.
+const maxGroup = 4096
+
+// group is one commit's batch and what it has learnt: counter deltas are
+// summed in memory and written as one merge per distinct counter (a
+// thousand opens of one campaign are a few merges, not thousands), and
+// unique markers already looked up (or set) in this group are not looked
+// up again. The writer goroutine reuses one group.
+type group struct {
+	db      *pebble.DB
+	b       *pebble.Batch
+	deltas  map[string]*int64
+	markers map[string]bool // marker key → exists (committed, or set in this group)
+	key     []byte          // scratch
+	val     []byte          // scratch
+}
+
+func (g *group) reset(db *pebble.DB) {
+	g.db, g.b = db, db.NewBatch()
+	clear(g.deltas)
+	clear(g.markers)
+}
+
+// add counts one increment of the counter key k.
+func (g *group) add(k []byte) {
+	if p, ok := g.deltas[string(k)]; ok {
+		*p++
+		return
+	}
+	v := int64(1)
+	g.deltas[string(k)] = &v
+}
+
+// inc counts one of counter name for campaign: the total, the hour, and
+// per dimension value (per campaign and over all campaigns).
+func (g *group) inc(campaign, name string, hour uint64, dims []dim) {
+	k := append(append(append(append(g.key[:0], 'c'), campaign...), 0), name...)
+	g.add(k)
+	k = binary.BigEndian.AppendUint64(append(k, 0), hour)
+	g.add(k)
+	for _, d := range dims {
+		k = append(append(append(append(append(append(append(append(k[:0], 'd'), campaign...), 0), d.name...), 0), d.value...), 0), name...)
+		g.add(k)
+		k = append(append(append(append(append(append(k[:0], 't'), d.name...), 0), d.value...), 0), name...)
+		g.add(k)
+	}
+	g.key = k
+}
+
+// first reports whether the unique marker (prefix, kind, campaign,
+// message, recipient) is new, and sets it when it is.
+func (g *group) first(prefix byte, e *Engagement) (bool, error) {
+	k := append(append(g.key[:0], prefix, byte(e.Kind)), e.Campaign...)
+	k = append(append(append(append(k, 0), e.Message...), 0), e.Recipient...)
+	g.key = k
+	if exists, ok := g.markers[string(k)]; ok {
+		if exists {
+			return false, nil
+		}
+	} else {
+		_, closer, err := g.db.Get(k) // bloom filters: a miss rarely reads a block
+		if err == nil {
+			closer.Close()
+			g.markers[string(k)] = true
+			return false, nil
+		}
+		if !errors.Is(err, pebble.ErrNotFound) {
+			return false, err
+		}
+	}
+	g.markers[string(k)] = true
+	return true, g.b.Set(k, nil, nil)
+}
+
+// flushCounters writes the summed deltas into the batch.
+func (g *group) flushCounters() error {
+	for k, v := range g.deltas {
+		g.val = binary.AppendVarint(g.val[:0], *v)
+		if err := g.b.Merge([]byte(k), g.val, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Counter names of the aggregates.
@@ -235,40 +346,14 @@ const (
 	CntOpensProxy      = "opens_proxy" // human opens fetched through an image proxy
 )
 
-func (l *Log) apply(b *pebble.Batch, e Engagement) error {
+func (l *Log) apply(g *group, e *Engagement) error {
 	l.seq++
-	v, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	if err := b.Set(append([]byte{'e'}, binary.BigEndian.AppendUint64(nil, l.seq)...), v, nil); err != nil {
+	g.val = appendRecord(g.val[:0], e)
+	if err := g.b.Set(binary.BigEndian.AppendUint64(append(g.key[:0], 'e'), l.seq), g.val, nil); err != nil {
 		return err
 	}
 	hour := uint64(e.Time.Unix() / 3600)
-	dims := engagementDims(e)
-	inc := func(name string) error {
-		for _, k := range [][]byte{counterKey(e.Campaign, name, 0, false), counterKey(e.Campaign, name, hour, true)} {
-			if err := b.Merge(k, binary.AppendVarint(nil, 1), nil); err != nil {
-				return err
-			}
-		}
-		return incDims(b, dims, e.Campaign, name)
-	}
-	// first reports whether the marker key is new, setting it.
-	first := func(prefix byte) (bool, error) {
-		k := make([]byte, 0, 4+len(e.Campaign)+len(e.Message)+len(e.Recipient))
-		k = append(k, prefix, byte(e.Kind))
-		k = append(append(append(append(append(k, e.Campaign...), 0), e.Message...), 0), e.Recipient...)
-		_, closer, err := b.Get(k)
-		if err == nil {
-			closer.Close()
-			return false, nil
-		}
-		if !errors.Is(err, pebble.ErrNotFound) {
-			return false, err
-		}
-		return true, b.Set(k, nil, nil)
-	}
+	dims := [2]dim{{DimProvider, cmpOr(e.Provider, unknown)}, {DimType, cmpOr(e.Stream, unknown)}}
 	total, machine, uniq, uniqAny := CntOpens, CntOpensMachine, CntUniqueOpens, CntUniqueOpensAny
 	if e.Kind == Click {
 		total, machine, uniq, uniqAny = CntClicks, CntClicksMachine, CntUniqueClicks, CntUniqueClicksAny
@@ -277,33 +362,25 @@ func (l *Log) apply(b *pebble.Batch, e Engagement) error {
 	if e.Machine {
 		name = machine
 	}
-	if err := inc(name); err != nil {
-		return err
-	}
-	if ok, err := first('U'); err != nil {
+	g.inc(e.Campaign, name, hour, dims[:])
+	if ok, err := g.first('U', e); err != nil {
 		return err
 	} else if ok {
-		if err := inc(uniqAny); err != nil {
-			return err
-		}
+		g.inc(e.Campaign, uniqAny, hour, dims[:])
 	}
 	if e.Machine {
 		return nil
 	}
 	if e.Proxy != "" {
-		if err := inc(CntOpensProxy); err != nil {
-			return err
-		}
+		g.inc(e.Campaign, CntOpensProxy, hour, dims[:])
 	}
 	if e.Kind == Click {
-		if err := inc(cntLinkPrefix + strconv.Itoa(e.Link)); err != nil {
-			return err
-		}
+		g.inc(e.Campaign, cntLinkPrefix+strconv.Itoa(e.Link), hour, dims[:])
 	}
-	if ok, err := first('u'); err != nil {
+	if ok, err := g.first('u', e); err != nil {
 		return err
 	} else if ok {
-		return inc(uniq)
+		g.inc(e.Campaign, uniq, hour, dims[:])
 	}
 	return nil
 }
@@ -398,8 +475,8 @@ func (l *Log) Read(after uint64, limit int) ([]Engagement, uint64, error) {
 	var out []Engagement
 	last := after
 	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
-		var e Engagement
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
+		e, err := decodeRecord(it.Value())
+		if err != nil {
 			return nil, after, fmt.Errorf("tracking: corrupt engagement %x: %w", it.Key(), err)
 		}
 		out = append(out, e)

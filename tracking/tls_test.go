@@ -41,7 +41,10 @@ func TestTrackingDomainHTTPSFromPebble(t *testing.T) {
 	if dom, _ := d.Get(ctx, "track.shop.test"); dom.Certificate != nil {
 		t.Fatalf("certificate before a manager: %+v", dom.Certificate)
 	}
-	cm := NewCertManager(d, CertOptions{CacheDir: t.TempDir(), DirectoryURL: peb.DirectoryURL, HTTPClient: peb.Client, Email: "ops@shop.test"})
+	cm, err := NewCertManager(d, CertOptions{CacheDir: t.TempDir(), DirectoryURL: peb.DirectoryURL, HTTPClient: peb.Client, Email: "ops@shop.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if dom, _ := d.Get(ctx, "track.shop.test"); dom.Certificate == nil || dom.Certificate.Status != "none" {
 		t.Fatalf("certificate before issuance: %+v", dom.Certificate)
 	}

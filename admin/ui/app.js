@@ -130,6 +130,7 @@ export const sections = [
   ["#/stats", "nav.stats", "home.stats"],
   ["#/operations", "nav.operations", "home.operations"],
   ["#/users", "nav.users", "home.users"],
+  ["#/tracking", "nav.tracking", "home.tracking"],
 ];
 
 function header() {
@@ -162,6 +163,7 @@ const pages = {
   automation: () => import("./pages/automation.js"),
   operations: () => import("./pages/operations.js"),
   users: () => import("./pages/users.js"),
+  tracking: () => import("./pages/tracking.js"),
 };
 
 export async function route() {

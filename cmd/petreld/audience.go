@@ -89,11 +89,11 @@ func cleaningVerifier(v *verify.Verifier) audience.VerifyFunc {
 // sending-domain registry (campaigns need usable, or verified when
 // require_domain_status says so) and the content filter of [esp].
 //
-// Campaigns track opens and clicks (unless a campaign turns them off)
-// with the tracking key, under the From domain's verified tracking domain
+// Campaigns track opens and clicks as their From domain's tracking
+// settings say (unless a campaign sets its own) with the tracking key, under the From domain's verified tracking domain
 // or else the public base URL ([sending] unsubscribe_url); with neither,
 // campaigns are not tracked.
-func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domains) campaign.Options {
+func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domains, set *tracking.Settings) campaign.Options {
 	cfg := d.cfg
 	want := d.policy.CampaignDomainStatus()
 	o := campaign.Options{Templates: tpls, Check: campaign.CheckOptions{
@@ -114,16 +114,19 @@ func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domain
 	// Without a public base ([sending] unsubscribe_url) or a verified
 	// tracking domain, mail is not tracked: links to the API listener
 	// (127.0.0.1 by default) would break for every recipient.
-	base := cfg.Sending.UnsubscribeURL
+	baseURL := trackingBase(cfg, doms)
 	o.Tracking = &campaign.Tracking{
 		Sign: func(t tracking.Token) (string, error) { return d.tracking.signer.Encode(t) },
 		BaseURL: func(fromDomain string) string {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if u, ok, err := doms.BaseURL(ctx, fromDomain); err == nil && ok {
-				return u
-			}
-			return base
+			return baseURL(ctx, fromDomain)
+		},
+		// The From domain's switches (no API key: campaigns are sent by
+		// the engine, not by a key).
+		Defaults: func(fromDomain string) (bool, bool) {
+			e := set.For("", fromDomain)
+			return e.Opens, e.Clicks
 		},
 	}
 	if cfg.ESP.ContentFilter != "" {

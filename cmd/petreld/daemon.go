@@ -227,12 +227,6 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
-		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
-		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
-		Submitter: sub, Templates: tpls,
-		Logger: log, Registry: reg,
-	})
 	accts, err := openAccounts(ctx, espStore, log.With("component", "account"))
 	if err != nil {
 		return nil, err
@@ -243,15 +237,26 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	}
 	d.closers = append(d.closers, trk.log.Close)
 	d.tracking = trk
-	rep, err := newReputation(cfg, res, q, sh, pol, reg, log.With("component", "reputation"))
-	if err != nil {
-		return nil, err
-	}
 	trackDoms, err := openTrackingDomains(ctx, cfg, espStore, res)
 	if err != nil {
 		return nil, err
 	}
-	camps.SetOptions(d.campaignOptions(tpls, trackDoms))
+	trackSet, err := openTrackingSettings(ctx, keys, espStore, accts)
+	if err != nil {
+		return nil, err
+	}
+	ingestH := ingest.NewHTTPHandler(ingest.HTTPOptions{
+		Hostname: cfg.Hostname, Keys: keys, MaxMessageSize: cfg.SMTP.MaxMessageSize,
+		MaxRecipients: cfg.SMTP.MaxRecipients, CampaignStream: cfg.HTTP.CampaignStream,
+		Submitter: sub, Templates: tpls,
+		Tracker: &tracking.APITracker{Settings: trackSet, Sign: trk.signer.Encode, BaseURL: trackingBase(cfg, trackDoms)},
+		Logger:  log, Registry: reg,
+	})
+	rep, err := newReputation(cfg, res, q, sh, pol, reg, log.With("component", "reputation"))
+	if err != nil {
+		return nil, err
+	}
+	camps.SetOptions(d.campaignOptions(tpls, trackDoms, trackSet))
 	prefs := preferences(pol, espStore, log)
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{
@@ -266,6 +271,7 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		Unsubscribe:         pol.PublicHandler(),
 		Preferences:         prefs,
 		TrackingDomains:     trackDoms.Handler(),
+		TrackingSettings:    trackSet.Handler(),
 		Tracking:            trk.handler,
 		TrackingStats:       trk.log.StatsHandler(camps.CampaignsOfSegment),
 		Reputation:          rep.Handler(),
@@ -309,7 +315,8 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		d.metricsSrv = admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Metrics: metricsH, MetricsAccess: cfg.Metrics.Access,
 			PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
 	}
-	trackLn, trackSrv, err := trackingTLS(cfg, keys, trackDoms, trk.handler, prefs)
+	trackLn, trackSrv, certs, err := trackingTLS(cfg, keys, trackDoms, trk.handler, prefs,
+		tracking.CertOptions{Events: q, Registry: reg, Logger: log.With("component", "tracking")})
 	if err != nil {
 		return nil, err
 	}
@@ -351,6 +358,14 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 		defer d.delivery.Done()
 		checkTrackingDomains(dctx, trackDoms, 10*time.Minute, log.With("component", "tracking"))
 	}()
+	if certs != nil {
+		d.delivery.Add(1)
+		go func() {
+			defer d.delivery.Done()
+			// Certificate expiry: gauge, warning log, cert_* events.
+			certs.WatchCerts(dctx, cfg.Tracking.CertCheckInterval.Duration)
+		}()
+	}
 	d.delivery.Add(1)
 	go func() {
 		defer d.delivery.Done()

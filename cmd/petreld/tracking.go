@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"github.com/petrel-mta/petrel/account"
 	"github.com/petrel-mta/petrel/admin"
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/config"
@@ -84,41 +86,52 @@ func openTrackingDomains(ctx context.Context, cfg *config.Config, st *audience.S
 	return doms, nil
 }
 
-// trackingTLS returns the [tracking] https_listen listener (TLS, ACME
-// certificates by SNI for verified HTTPS tracking domains) and its
-// server, which serves only the public routes (pixel, redirect,
+// trackingTLS returns the [tracking] https_listen listener (TLS, the
+// operator's cert_file or ACME certificates by SNI for verified HTTPS
+// tracking domains), its certificate manager (o: events, metrics, log)
+// and its server, which serves only the public routes (pixel, redirect,
 // unsubscribe and preference pages) through the admin router; nil when
 // https_listen is not set.
-func trackingTLS(cfg *config.Config, keys *httpapi.Keys, doms *tracking.Domains, trk, prefs http.Handler) (net.Listener, *http.Server, error) {
+func trackingTLS(cfg *config.Config, keys *httpapi.Keys, doms *tracking.Domains, trk, prefs http.Handler, o tracking.CertOptions) (net.Listener, *http.Server, *tracking.CertManager, error) {
 	tc := cfg.Tracking
 	if tc.HTTPSListen == "" {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	client := http.DefaultClient
 	if tc.ACMECA != "" {
 		pem, err := os.ReadFile(tc.ACMECA)
 		if err != nil {
-			return nil, nil, fmt.Errorf("[tracking] acme_ca: %w", err)
+			return nil, nil, nil, fmt.Errorf("[tracking] acme_ca: %w", err)
 		}
 		pool, err := x509.SystemCertPool()
 		if err != nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("[tracking] acme_ca %s: no PEM certificate", tc.ACMECA)
+			return nil, nil, nil, fmt.Errorf("[tracking] acme_ca %s: no PEM certificate", tc.ACMECA)
 		}
 		client = &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	}
-	cm := tracking.NewCertManager(doms, tracking.CertOptions{CacheDir: filepath.Join(cfg.DataDir, "acme"), DirectoryURL: tc.ACMEDirectory,
-		HTTPClient: client, Email: tc.ACMEEmail})
+	o.CacheDir, o.DirectoryURL, o.HTTPClient, o.Email = filepath.Join(cfg.DataDir, "acme"), tc.ACMEDirectory, client, tc.ACMEEmail
+	o.Warning = tc.CertExpiryWarning.Duration
+	o.Files = map[string]tracking.CertFiles{}
+	for _, d := range tc.Domains {
+		if d.CertFile != "" {
+			o.Files[d.Host] = tracking.CertFiles{Cert: d.CertFile, Key: d.KeyFile}
+		}
+	}
+	cm, err := tracking.NewCertManager(doms, o)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	ln, err := net.Listen("tcp", tc.HTTPSListen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("[tracking] https_listen: %w", err)
+		return nil, nil, nil, fmt.Errorf("[tracking] https_listen: %w", err)
 	}
 	srv := admin.ServerTimeouts(admin.New(admin.Options{Keys: keys, Tracking: trk, Preferences: prefs,
 		PublicReadTimeout: cfg.HTTP.PublicReadTimeout.Duration, PublicMaxConnsPerIP: cfg.HTTP.PublicMaxConnsPerIP}), cfg.HTTP.HTTPLimits)
 	srv.TLSConfig = cm.TLSConfig()
-	return tls.NewListener(ln, srv.TLSConfig), srv, nil
+	return tls.NewListener(ln, srv.TLSConfig), srv, cm, nil
 }
 
 // checkTrackingDomains checks every tracking domain's CNAME at start and
@@ -134,4 +147,43 @@ func checkTrackingDomains(ctx context.Context, doms *tracking.Domains, interval 
 		case <-time.After(interval):
 		}
 	}
+}
+
+// trackingBase is where tracked links and pixels of mail from a From
+// domain point: its verified tracking domain, else the public base URL
+// ([sending] unsubscribe_url); "" (untracked) with neither.
+func trackingBase(cfg *config.Config, doms *tracking.Domains) func(ctx context.Context, fromDomain string) string {
+	base := cfg.Sending.UnsubscribeURL
+	return func(ctx context.Context, fromDomain string) string {
+		if u, ok, err := doms.BaseURL(ctx, fromDomain); err == nil && ok {
+			return u
+		}
+		return base
+	}
+}
+
+// openTrackingSettings opens the tracking switches per sending domain
+// and API key; a key setting must name a configured [[http.api_keys]]
+// key or a database key.
+func openTrackingSettings(ctx context.Context, keys *httpapi.Keys, st *audience.Store, accts *account.Store) (*tracking.Settings, error) {
+	set, err := tracking.NewSettings(ctx, st.DB(), st.Postgres())
+	if err != nil {
+		return nil, err
+	}
+	set.KnownKey = func(ctx context.Context, name string) bool {
+		if slices.Contains(keys.Names(), name) {
+			return true
+		}
+		dbKeys, err := accts.Keys(ctx)
+		if err != nil {
+			return false
+		}
+		for _, k := range dbKeys {
+			if k.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	return set, nil
 }

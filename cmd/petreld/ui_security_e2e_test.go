@@ -277,6 +277,10 @@ func TestDashboardEscapesUserData(t *testing.T) {
 	if code, err := e.api("POST", "/api/v1/suppressions", map[string]any{"address": "z@example.test", "stream": "marketing", "reason": "manual", "source": "S" + xss}, nil); err != nil || code/100 != 2 {
 		t.Logf("suppression with a payload source: %d %v", code, err)
 	}
+	// A key name with markup, shown on the tracking settings page.
+	if code, err := e.api("POST", "/api/v1/keys", map[string]any{"name": `K <img src=x onerror="window.__xss=1">`, "role": "viewer"}, nil); err != nil || code != 201 {
+		t.Fatalf("key: %d %v", code, err)
+	}
 	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http, shot: filepath.Join(artifacts(t), "xss")}
 	os.MkdirAll(u.shot, 0o755)
 	u.login(uiOwner, uiPassword)
@@ -296,6 +300,7 @@ func TestDashboardEscapesUserData(t *testing.T) {
 		{"#/domains", ""},
 		{"#/campaigns", "C <img"},
 		{"#/automation", ""},
+		{"#/tracking", "K <img"},
 	} {
 		u.page(p.hash)
 		time.Sleep(300 * time.Millisecond) // let every request of the page land

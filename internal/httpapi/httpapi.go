@@ -102,6 +102,15 @@ func NewKeys(list []config.APIKey) *Keys {
 	return k
 }
 
+// Names returns the configured keys' names.
+func (k *Keys) Names() []string {
+	out := make([]string, len(k.keys))
+	for i, s := range k.keys {
+		out[i] = s.key.Name
+	}
+	return out
+}
+
 // Lookup finds the key matching token. Tokens are compared as SHA-256
 // digests in constant time, and every configured key is compared, so the
 // time taken does not depend on which key (if any) matched.
