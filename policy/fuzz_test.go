@@ -38,11 +38,12 @@ func FuzzPrepare(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Prepare: %v", err)
 		}
-		// A body with 8-bit octets is converted to 7-bit before it is
+		// A body with 8-bit octets is converted to 7-bit when it is
 		// signed (dkim.SignMessage): then the converted message's bytes
 		// are the ones that must all be there.
 		want := m
-		if eightbit.BodyHas8bit(m) {
+		sig := []byte("DKIM-Signature:")
+		if signed := bytes.Count(out, sig) > bytes.Count(m, sig); signed && eightbit.BodyHas8bit(m) {
 			if c, err := eightbit.To7bit(m); err == nil {
 				want = c
 			}
