@@ -117,6 +117,17 @@ func (s *Store) Outbox(limit int) ([]Change, error) {
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("suppress: outbox: %w", err)
 	}
+	// Pebble makes a batch visible before its WAL sync completes, so a
+	// change read here may not be durable yet: its writer is still
+	// waiting for the sync, and a crash now would lose it while its event
+	// survived. One synced empty log record makes every change read
+	// durable before anyone acts on it (TestSuppressionEventsSurviveKill9
+	// found an event for a suppression that was gone after kill -9).
+	if len(out) > 0 {
+		if err := s.db.LogData(nil, pebble.Sync); err != nil {
+			return nil, fmt.Errorf("suppress: outbox: sync: %w", err)
+		}
+	}
 	return out, nil
 }
 
