@@ -28,9 +28,17 @@ async function create(view) {
     run(box, () => api("GET", "/api/v1/audiences")), run(box, () => api("GET", "/api/v1/domains")), run(box, () => api("GET", "/api/v1/templates"))]);
   const aud = select({ id: "camp-audience", required: true }, [["", "—"], ...(auds?.audiences || []).map(a => [String(a.id), a.name])]);
   const seg = select({ id: "camp-segment" }, [["", t("camp.everyone")]]);
+  // Only the latest change's answer fills the list, and a segment already
+  // chosen stays chosen (two changes in a row used to race: the older
+  // answer, arriving last, reset the choice to everyone).
+  let segReq = 0;
   aud.addEventListener("change", async () => {
+    const my = ++segReq;
     const s = aud.value ? (await run(box, () => api("GET", `/api/v1/audiences/${aud.value}/segments`)))?.segments || [] : [];
+    if (my !== segReq) return;
+    const keep = seg.value;
     seg.replaceChildren(h("option", { value: "" }, t("camp.everyone")), ...s.map(x => h("option", { value: x.expression }, x.name)));
+    if (s.some(x => x.expression === keep)) seg.value = keep;
   });
   const domain = select({ id: "camp-domain", required: true }, [["", "—"], ...(doms?.domains || []).map(d => [d.domain, `${d.domain} (${t("state." + d.status)})`])]);
   const stream = select({ id: "camp-stream" }, [["marketing", t("type.marketing")], ["transactional", t("type.transactional")]]);
