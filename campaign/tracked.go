@@ -72,6 +72,13 @@ func (t *Tracking) precompile(tpl *Compiled, from string, unsubHTTP bool) *track
 	if strings.Contains(c.HTML+c.Text, unsubSentinel) {
 		return nil
 	}
+	// An HTML part that may render empty gets no pixel from the
+	// per-message rewrite (no part at all), while a precompiled pixel
+	// would make one: such templates (nothing but placeholders and
+	// blanks) stay per-message (FuzzPrecompiledTracking found "%A%").
+	if tpl.hasHTML && !hasLiteral(tpl.htmlBefore) && !hasLiteral(tpl.htmlAfter) {
+		return nil
+	}
 	if unsubHTTP {
 		c.HTML = strings.ReplaceAll(c.HTML, "%unsubscribe_url%", unsubSentinel)
 		c.Text = strings.ReplaceAll(c.Text, "%unsubscribe_url%", unsubSentinel)
@@ -266,3 +273,13 @@ func (v *trackedValues) textEscape(b *strings.Builder, s string) {
 }
 
 func identity(b *strings.Builder, s string) { b.WriteString(s) }
+
+// hasLiteral reports whether p has literal text other than blanks.
+func hasLiteral(p part) bool {
+	for _, sg := range p.segs {
+		if sg.field == "" && strings.TrimSpace(sg.lit) != "" {
+			return true
+		}
+	}
+	return false
+}
