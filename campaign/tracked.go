@@ -235,8 +235,11 @@ func (v *trackedValues) Value(field string) (string, bool) {
 	var b strings.Builder
 	b.Grow(links[n].size + 32)
 	links[n].renderTo(&b, v.Values, esc)
-	href := strings.TrimSpace(b.String())
-	if rest[0] == 't' && strings.ContainsAny(href, " \t\r\n\"'<>") {
+	raw := b.String()
+	href := strings.TrimSpace(raw)
+	// In text a value with a blank or quote (leading and trailing ones
+	// too) moves where the link ends: rewrite the part as a whole.
+	if rest[0] == 't' && strings.ContainsAny(raw, " \t\r\n\"'<>") {
 		v.textUnsafe = true
 	}
 	v.marker = true
