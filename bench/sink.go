@@ -136,6 +136,11 @@ func (s *Sink) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
 // Close stops the sink and closes open sessions.
 func (s *Sink) Close() error {
 	err := s.srv.Close()
+	// go-smtp's Close closes only the listeners Serve has registered: a
+	// Close right after StartSink, before the goroutine reached Serve,
+	// left Serve accepting forever (petrel-bench's TestRun hung in CI
+	// when petreld failed to start). Closing ours ends it either way.
+	s.ln.Close()
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
