@@ -79,6 +79,12 @@ func (t *Tracking) precompile(tpl *Compiled, from string, unsubHTTP bool) *track
 	if tpl.hasHTML && !hasLiteral(tpl.htmlBefore) && !hasLiteral(tpl.htmlAfter) {
 		return nil
 	}
+	// An unquoted href with a placeholder: a value with a blank would end
+	// the attribute there in the per-message rendering (the rest becomes
+	// another attribute), which a precompiled link cannot follow.
+	if unquotedPlaceholderHref(c.HTML) {
+		return nil
+	}
 	if unsubHTTP {
 		c.HTML = strings.ReplaceAll(c.HTML, "%unsubscribe_url%", unsubSentinel)
 		c.Text = strings.ReplaceAll(c.Text, "%unsubscribe_url%", unsubSentinel)
@@ -285,4 +291,40 @@ func hasLiteral(p part) bool {
 		}
 	}
 	return false
+}
+
+// unquotedPlaceholderHref reports whether html has an href attribute
+// whose value is not quoted and holds a '%' (a placeholder, or part of
+// one). It looks at every "href" in the text, so it may say yes for one
+// that is not an attribute: then the template is only not precompiled.
+func unquotedPlaceholderHref(html string) bool {
+	lower := strings.ToLower(html)
+	for i := 0; ; {
+		j := strings.Index(lower[i:], "href")
+		if j < 0 {
+			return false
+		}
+		k := i + j + len("href")
+		i = k
+		for k < len(lower) && strings.IndexByte(" \t\r\n\f", lower[k]) >= 0 {
+			k++
+		}
+		if k >= len(lower) || lower[k] != '=' {
+			continue
+		}
+		k++
+		for k < len(lower) && strings.IndexByte(" \t\r\n\f", lower[k]) >= 0 {
+			k++
+		}
+		if k >= len(lower) || lower[k] == '"' || lower[k] == '\'' {
+			continue
+		}
+		end := k
+		for end < len(lower) && strings.IndexByte(" \t\r\n\f>", lower[end]) < 0 {
+			end++
+		}
+		if strings.IndexByte(lower[k:end], '%') >= 0 {
+			return true
+		}
+	}
 }
