@@ -79,10 +79,12 @@ func (t *Tracking) precompile(tpl *Compiled, from string, unsubHTTP bool) *track
 	if tpl.hasHTML && !hasLiteral(tpl.htmlBefore) && !hasLiteral(tpl.htmlAfter) {
 		return nil
 	}
-	// An unquoted href with a placeholder: a value with a blank would end
-	// the attribute there in the per-message rendering (the rest becomes
-	// another attribute), which a precompiled link cannot follow.
-	if unquotedPlaceholderHref(c.HTML) {
+	// A placeholder in a tag's markup outside a quoted attribute value
+	// (an unquoted href, an attribute name): its value can change how the
+	// rendered tag parses in the per-message rewrite (a blank ends an
+	// unquoted value, the rest becomes another attribute), which a
+	// precompiled template cannot follow. Found by FuzzPrecompiledTracking.
+	if placeholderInMarkup(c.HTML) {
 		return nil
 	}
 	if unsubHTTP {
@@ -293,38 +295,36 @@ func hasLiteral(p part) bool {
 	return false
 }
 
-// unquotedPlaceholderHref reports whether html has an href attribute
-// whose value is not quoted and holds a '%' (a placeholder, or part of
-// one). It looks at every "href" in the text, so it may say yes for one
-// that is not an attribute: then the template is only not precompiled.
-func unquotedPlaceholderHref(html string) bool {
-	lower := strings.ToLower(html)
-	for i := 0; ; {
-		j := strings.Index(lower[i:], "href")
-		if j < 0 {
-			return false
-		}
-		k := i + j + len("href")
-		i = k
-		for k < len(lower) && strings.IndexByte(" \t\r\n\f", lower[k]) >= 0 {
-			k++
-		}
-		if k >= len(lower) || lower[k] != '=' {
-			continue
-		}
-		k++
-		for k < len(lower) && strings.IndexByte(" \t\r\n\f", lower[k]) >= 0 {
-			k++
-		}
-		if k >= len(lower) || lower[k] == '"' || lower[k] == '\'' {
-			continue
-		}
-		end := k
-		for end < len(lower) && strings.IndexByte(" \t\r\n\f>", lower[end]) < 0 {
-			end++
-		}
-		if strings.IndexByte(lower[k:end], '%') >= 0 {
+// placeholderInMarkup reports whether html has a '%' inside a tag but
+// not inside a quoted attribute value (after '='). It errs towards yes
+// (a '<' in text starts a "tag"): then the template is only not
+// precompiled.
+func placeholderInMarkup(html string) bool {
+	inTag, afterEq := false, false
+	var quote byte
+	for i := 0; i < len(html); i++ {
+		c := html[i]
+		switch {
+		case !inTag:
+			if c == '<' {
+				inTag, afterEq = true, false
+			}
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '>':
+			inTag = false
+		case c == '=':
+			afterEq = true
+		case (c == '"' || c == '\'') && afterEq:
+			quote, afterEq = c, false
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f':
+		case c == '%':
 			return true
+		default:
+			afterEq = false
 		}
 	}
+	return false
 }
