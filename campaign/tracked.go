@@ -245,9 +245,11 @@ func (v *trackedValues) Value(field string) (string, bool) {
 	links[n].renderTo(&b, v.Values, esc)
 	raw := b.String()
 	href := strings.TrimSpace(raw)
-	// In text a value with a blank or quote (leading and trailing ones
-	// too) moves where the link ends: rewrite the part as a whole.
-	if rest[0] == 't' && strings.ContainsAny(raw, " \t\r\n\"'<>") {
+	// In text, whether and where a link is found depends on its bytes
+	// (a value with a blank ends it early, "http://!" is no link at all):
+	// a text link with a value in it is rewritten with the whole part,
+	// as the per-message rewrite does.
+	if rest[0] == 't' && hasField(links[n]) {
 		v.textUnsafe = true
 	}
 	v.marker = true
@@ -324,6 +326,16 @@ func placeholderInMarkup(html string) bool {
 			return true
 		default:
 			afterEq = false
+		}
+	}
+	return false
+}
+
+// hasField reports whether p has a placeholder.
+func hasField(p part) bool {
+	for _, sg := range p.segs {
+		if sg.field != "" {
+			return true
 		}
 	}
 	return false
