@@ -22,7 +22,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message/mail"
 
@@ -383,6 +385,9 @@ func (s *Send) tag() string {
 // from tt, s's template with tracking compiled in, or (tt nil) by
 // rewriting the rendered message.
 func (s Send) build(r Recipient, stream string, now time.Time, tt *trackedTemplate) ([]byte, error) {
+	if tt != nil && !plainValues(r.Values) {
+		tt = nil // the HTML parser would change such a value (NUL, invalid UTF-8): rewrite this one as a whole
+	}
 	if tt != nil {
 		vals, unsub := s.values(r, stream)
 		rendered := tt.render(vals, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, unsub, now,
@@ -441,4 +446,21 @@ func (w withValue) Value(field string) (string, bool) {
 		return "", false
 	}
 	return w.Values.Value(field)
+}
+
+// plainValues reports whether every value of vals (when it is a Map) is
+// valid UTF-8 without NUL: values the per-message HTML rewrite keeps as
+// they are, so a precompiled tracked template gives the same message
+// (FuzzPrecompiledTracking found a NUL turned into U+FFFD in a link).
+func plainValues(vals Values) bool {
+	m, ok := vals.(Map)
+	if !ok {
+		return true
+	}
+	for _, v := range m {
+		if strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
 }
