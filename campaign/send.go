@@ -390,9 +390,11 @@ func (s Send) build(r Recipient, stream string, now time.Time, tt *trackedTempla
 	}
 	if tt != nil {
 		vals, unsub := s.values(r, stream)
-		rendered := tt.render(vals, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, unsub, now,
+		rendered, ok := tt.render(vals, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, unsub, now,
 			func() string { return s.Template.text.render(vals, textSafe) })
-		return s.message(r, rendered, now)
+		if ok {
+			return s.message(r, rendered, now)
+		}
 	}
 	rendered, unsub := s.render(r, stream)
 	if err := s.Tracking.apply(&rendered, s.tag(), IdempotencyKey(s.ID, r.ID), r, stream, s.From.Address, unsub, now); err != nil {

@@ -95,6 +95,13 @@ func (t *Tracking) precompile(tpl *Compiled, from string, unsubHTTP bool) *track
 	compileLink := func(kind string, links *[]part) tracking.LinkFunc {
 		return func(n int, href string) (string, bool) {
 			if href == unsubSentinel {
+				if kind == "h" {
+					// Left as it is (the raw tag, as the per-message
+					// rewrite leaves the rendered one); only its number
+					// is taken. FuzzPrecompiledTracking found a rewritten
+					// tag's spelling differing ("<A" became "<a").
+					return "", false
+				}
 				return unsubMarker, true
 			}
 			p, _, err := compilePart("html", href, tpl.fields)
@@ -182,8 +189,11 @@ func hasHTTPScheme(s string) bool {
 // render renders the tracked message of recipient r (message is its
 // idempotency key, unsub its unsubscribe link); fallback renders the
 // untracked text part when the text links could not be precompiled for
-// this recipient.
-func (tt *trackedTemplate) render(vals Values, campaign, message string, r Recipient, stream, unsub string, now time.Time, fallback func() string) Rendered {
+// this recipient. ok false means an HTML link of this recipient is one
+// the per-message rewrite leaves as it is (its target is the unsubscribe
+// link, or no token can carry it) while the precompiled tag was
+// rewritten: the caller renders this recipient per message instead.
+func (tt *trackedTemplate) render(vals Values, campaign, message string, r Recipient, stream, unsub string, now time.Time, fallback func() string) (_ Rendered, ok bool) {
 	v := &trackedValues{Values: vals, tt: tt, unsub: unsub,
 		tok: tracking.Token{Campaign: campaign, Message: message, Recipient: strconv.FormatInt(r.ID, 10),
 			Sent: now.Unix(), Provider: events.Provider("", r.Email), Stream: stream}}
@@ -193,7 +203,7 @@ func (tt *trackedTemplate) render(vals Values, campaign, message string, r Recip
 		// recipient's text part as a whole, as apply would.
 		out.Text = tracking.RewriteText(fallback(), v.sign)
 	}
-	return out
+	return out, !v.htmlUnsafe
 }
 
 // trackedValues are a recipient's values plus the link and pixel
@@ -209,6 +219,8 @@ type trackedValues struct {
 	// marker is set while a link value is written (it is a URL by
 	// design).
 	marker bool
+	// htmlUnsafe is set when an HTML link's target is not signed.
+	htmlUnsafe bool
 }
 
 func (v *trackedValues) Value(field string) (string, bool) {
@@ -255,6 +267,9 @@ func (v *trackedValues) Value(field string) (string, bool) {
 	v.marker = true
 	if s, ok := v.sign(n, href); ok {
 		return s, true
+	}
+	if rest[0] == 'h' {
+		v.htmlUnsafe = true
 	}
 	return href, true
 }
