@@ -88,8 +88,8 @@ func (t *Tracking) precompile(tpl *Compiled, from string, unsubHTTP bool) *track
 		return nil
 	}
 	if unsubHTTP {
-		c.HTML = strings.ReplaceAll(c.HTML, "%unsubscribe_url%", unsubSentinel)
-		c.Text = strings.ReplaceAll(c.Text, "%unsubscribe_url%", unsubSentinel)
+		c.HTML = replacePlaceholder(c.HTML, "unsubscribe_url", unsubSentinel)
+		c.Text = replacePlaceholder(c.Text, "unsubscribe_url", unsubSentinel)
 	}
 	var bad bool
 	compileLink := func(kind string, links *[]part) tracking.LinkFunc {
@@ -354,4 +354,47 @@ func hasField(p part) bool {
 		}
 	}
 	return false
+}
+
+// replacePlaceholder returns src with each placeholder %field% (without
+// a fallback) replaced by with, read as compilePart reads it: "%%" is a
+// literal percent sign, so "%%unsubscribe_url%" holds no placeholder
+// (FuzzPrecompiledTracking found a plain string replacement taking it
+// for one).
+func replacePlaceholder(src, field, with string) string {
+	ph := "%" + field + "%"
+	var b strings.Builder
+	for i := 0; i < len(src); {
+		j := strings.IndexByte(src[i:], '%')
+		if j < 0 {
+			b.WriteString(src[i:])
+			break
+		}
+		b.WriteString(src[i : i+j])
+		i += j
+		switch {
+		case strings.HasPrefix(src[i:], "%%"):
+			b.WriteString("%%")
+			i += 2
+		case strings.HasPrefix(src[i:], ph):
+			b.WriteString(with)
+			i += len(ph)
+		case i+1 < len(src) && isNameStart(src[i+1]):
+			// Another placeholder: copied whole, so that its closing
+			// '%' is not read as an opening one.
+			k := i + 1
+			for k < len(src) && src[k] != '%' && src[k] != '\n' && src[k] != '\r' {
+				k++
+			}
+			if k < len(src) && src[k] == '%' {
+				k++
+			}
+			b.WriteString(src[i:k])
+			i = k
+		default:
+			b.WriteByte('%')
+			i++
+		}
+	}
+	return b.String()
 }

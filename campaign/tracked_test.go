@@ -134,3 +134,23 @@ func FuzzPrecompiledTracking(f *testing.F) {
 		}
 	})
 }
+
+// TestReplacePlaceholder: only real %unsubscribe_url% placeholders are
+// replaced, read as the template compiler reads them.
+func TestReplacePlaceholder(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"%unsubscribe_url%", "U"},
+		{"a %unsubscribe_url% b %unsubscribe_url%", "a U b U"},
+		{"http:/%%unsubscribe_url%", "http:/%%unsubscribe_url%"},
+		{"%%%unsubscribe_url%", "%%U"},
+		{"50% %unsubscribe_url%", "50% U"},
+		{"%name%unsubscribe_url%", "%name%unsubscribe_url%"},
+		{"%name|x%unsubscribe_url% %unsubscribe_url%", "%name|x%unsubscribe_url% U"},
+		{"%unsubscribe_url|here%", "%unsubscribe_url|here%"},
+		{"no placeholder", "no placeholder"},
+	} {
+		if got := replacePlaceholder(tc.src, "unsubscribe_url", "U"); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.src, got, tc.want)
+		}
+	}
+}
