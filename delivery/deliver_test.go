@@ -35,7 +35,7 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	res, err := dns.NewResolver(d.Addr, 500*time.Millisecond, nil)
+	res, err := dns.NewResolver(d.Addr, 5*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
