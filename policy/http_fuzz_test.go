@@ -4,37 +4,36 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/petrel-mta/petrel/config"
+	"github.com/petrel-mta/petrel/internal/testnet"
 	"github.com/petrel-mta/petrel/policy/suppress"
 )
 
 // fuzzRoutes are the policy API requests FuzzHTTP drives: the JSON and
 // CSV bodies of the suppression and domain endpoints, and path and query
-// values of the rest. "%s" is replaced by the fuzzed string (escaped).
-var fuzzRoutes = []struct{ method, path, ctype string }{
-	{"POST", "/api/v1/suppressions", "application/json"},
-	{"POST", "/api/v1/suppressions/import?source=%s", "text/csv"},
-	{"POST", "/api/v1/domains", "application/json"},
-	{"GET", "/api/v1/suppressions?stream=%s&limit=3", ""},
-	{"GET", "/api/v1/suppressions?after=%s", ""},
-	{"GET", "/api/v1/suppressions/marketing/%s", ""},
-	{"DELETE", "/api/v1/suppressions/%s/a@b.test", ""},
-	{"GET", "/api/v1/domains/%s", ""},
-	{"DELETE", "/api/v1/domains/%s", ""},
+// values of the rest ({p} is the fuzzed string, escaped).
+var fuzzRoutes = []testnet.FuzzRoute{
+	testnet.Route("POST", "/api/v1/suppressions", "application/json"),
+	testnet.Route("POST", "/api/v1/suppressions/import?source={p}", "text/csv"),
+	testnet.Route("POST", "/api/v1/domains", "application/json"),
+	testnet.Route("GET", "/api/v1/suppressions?stream={p}&limit=3", ""),
+	testnet.Route("GET", "/api/v1/suppressions?after={p}", ""),
+	testnet.Route("GET", "/api/v1/suppressions/marketing/{p}", ""),
+	testnet.Route("DELETE", "/api/v1/suppressions/{p}/a@b.test", ""),
+	testnet.Route("GET", "/api/v1/domains/{p}", ""),
+	testnet.Route("DELETE", "/api/v1/domains/{p}", ""),
 }
 
 // FuzzHTTP sends arbitrary bodies and path/query values to the policy
 // API over a real engine (suppression store, domain registry, DKIM
-// keygen): no panic and no 5xx; every error answer is the
-// {"error":{"code","message"}} shape; a suppression the API created (201)
-// is then found by GET and listed under its stream.
+// keygen): testnet.FuzzRequest's checks (no panic, no 5xx, every error
+// answer the {"error":{"code","message"}} shape, JSON answers), and a
+// suppression the API created (201) is then found by GET.
 func FuzzHTTP(f *testing.F) {
 	cfg := config.Default()
 	cfg.DataDir = f.TempDir()
@@ -72,62 +71,22 @@ func FuzzHTTP(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, route byte, body []byte, param string) {
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
-		if rt.path == "/api/v1/domains" && !bytes.Contains(bytes.ToLower(body), []byte("ed25519")) {
+		if rt.Path == "/api/v1/domains" && !bytes.Contains(bytes.ToLower(body), []byte("ed25519")) {
 			// RSA-2048 keygen takes ~100 ms per new domain: keep the
 			// fuzzer's throughput on the decoding, ed25519 keys only.
 			body = bytes.Replace(body, []byte(`"domain"`), []byte(`"algorithm":"ed25519","domain"`), 1)
 		}
-		target := strings.Replace(rt.path, "%s", url.PathEscape(param), 1)
-		if strings.Contains(rt.path, "?") {
-			target = strings.Replace(rt.path, "%s", url.QueryEscape(param), 1)
+		code, resp := testnet.FuzzRequest(t, h, fuzzRoutes, route, body, param)
+		if rt.Path != "/api/v1/suppressions" || code != http.StatusCreated {
+			return
 		}
-		code, resp := serve(t, h, rt.method, target, rt.ctype, body)
-		if code == 0 {
-			return // the fuzzed value makes no valid request line
+		var ent suppress.Entry
+		if err := json.Unmarshal(resp, &ent); err != nil {
+			t.Fatalf("%d body %s: %v", code, resp, err)
 		}
-		if code >= 500 {
-			t.Fatalf("%s %s %q: %d %s", rt.method, target, body, code, resp)
-		}
-		if code >= 400 && code != http.StatusNotFound && code != http.StatusMethodNotAllowed || code == http.StatusNotFound && bytes.HasPrefix(resp, []byte("{")) {
-			checkErrorBody(t, rt.method+" "+target, code, resp)
-		}
-		if rt.path == "/api/v1/suppressions" && code == http.StatusCreated {
-			var ent suppress.Entry
-			if err := json.Unmarshal(resp, &ent); err != nil {
-				t.Fatalf("201 body %s: %v", resp, err)
-			}
-			get := "/api/v1/suppressions/" + url.PathEscape(ent.Stream) + "/" + url.PathEscape(ent.Address)
-			if c, r := serve(t, h, "GET", get, "", nil); c != http.StatusOK {
-				t.Fatalf("created %+v from %q, then GET %s: %d %s", ent, body, get, c, r)
-			}
+		get := "/api/v1/suppressions/" + url.PathEscape(ent.Stream) + "/" + url.PathEscape(ent.Address)
+		if c, r := testnet.FuzzServe(h, "GET", get, "", nil); c != http.StatusOK {
+			t.Fatalf("created %+v from %q, then GET %s: %d %s", ent, body, get, c, r)
 		}
 	})
-}
-
-// serve runs one request through h; code 0 when target is not a valid
-// request URI.
-func serve(t *testing.T, h http.Handler, method, target, ctype string, body []byte) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, "http://petrel.test"+target, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	return rec.Code, rec.Body.Bytes()
-}
-
-// checkErrorBody fails t unless body is {"error":{"code","message"}} with
-// both set.
-func checkErrorBody(t *testing.T, what string, code int, body []byte) {
-	t.Helper()
-	var e struct {
-		Error struct{ Code, Message string } `json:"error"`
-	}
-	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
-		t.Fatalf("%s: %d with body %q, want {\"error\":{\"code\",\"message\"}}", what, code, body)
-	}
 }

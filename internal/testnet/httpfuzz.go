@@ -35,7 +35,9 @@ func AddFuzzSeeds(f *testing.F, routes []FuzzRoute, params []string) {
 // (/api/...) error that is not {"error":{"code","message"}}, and on an
 // API 2xx answer with a body that is not JSON (a ?format=csv answer
 // aside). The mux's own plain-text 404 and 405, redirects and 204 pass.
-func FuzzRequest(t testing.TB, h http.Handler, routes []FuzzRoute, route byte, body []byte, param string) {
+// It returns the answer's status (0: no request) and body for a caller's
+// own checks.
+func FuzzRequest(t testing.TB, h http.Handler, routes []FuzzRoute, route byte, body []byte, param string) (int, []byte) {
 	t.Helper()
 	r := routes[int(route)%len(routes)]
 	target := r.Path
@@ -49,12 +51,12 @@ func FuzzRequest(t testing.TB, h http.Handler, routes []FuzzRoute, route byte, b
 	api := strings.HasPrefix(r.Path, "/api/")
 	switch {
 	case code == 0:
-		return // not a request net/http can form
+		return 0, nil // not a request net/http can form
 	case code >= 500:
 		t.Fatalf("%s: %d %s", what, code, resp)
 	case code >= 400 && api:
 		if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) && !bytes.HasPrefix(resp, []byte("{")) {
-			return // the mux's own answer for a path or method no route matches
+			return code, resp // the mux's own answer for a path or method no route matches
 		}
 		var e struct {
 			Error struct{ Code, Message string } `json:"error"`
@@ -67,6 +69,7 @@ func FuzzRequest(t testing.TB, h http.Handler, routes []FuzzRoute, route byte, b
 			t.Fatalf("%s: %d with a body that is not JSON: %q", what, code, resp)
 		}
 	}
+	return code, resp
 }
 
 // FuzzServe serves one request to h through httptest and returns the
