@@ -77,8 +77,9 @@ func TestDashboardLoadTimes(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		spec := map[string]any{"id": fmt.Sprintf("c%03d", i), "audience": aidN, "from": "news@shop.test", "subject": fmt.Sprintf("Issue %d", i),
 			"text": "Hello %name%", "postal_address": "Shop Ltd, 1 Road"}
-		if code, err := e.api("POST", "/api/v1/campaigns", spec, nil); err != nil || code != 201 {
-			t.Fatalf("campaign %d: %d %v", i, code, err)
+		var out map[string]any
+		if code, err := e.api("POST", "/api/v1/campaigns", spec, &out); err != nil || code != 201 {
+			t.Fatalf("campaign %d: %d %v %v", i, code, out, err)
 		}
 	}
 	u := &ui{t: t, ctx: browser(t, "en"), base: "http://" + e.http, shot: artifacts(t)}
