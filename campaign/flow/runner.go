@@ -133,6 +133,33 @@ type txn struct {
 	contacts map[int64]*audience.Contact
 	consent  map[int64]bool // contact -> marketing grant, per page
 	moveStmt *sql.Stmt
+	// flows are the flows, read once per transaction through it.
+	flows []Flow
+}
+
+// db is the transaction once begun, else the pool: everything a
+// transaction reads goes through it (see Service.versionOn).
+func (t *txn) db() querier {
+	if t.tx != nil {
+		return t.tx
+	}
+	return t.s.db
+}
+
+// activeFlows is Service.activeFlows read through the transaction, once
+// per transaction.
+func (t *txn) activeFlows(ctx context.Context, keep func(*Flow) bool) ([]*Flow, error) {
+	if t.flows == nil {
+		fs, err := t.s.listOn(ctx, t.db())
+		if err != nil {
+			return nil, err
+		}
+		t.flows = fs
+		if t.flows == nil {
+			t.flows = []Flow{}
+		}
+	}
+	return keepActive(t.flows, keep), nil
 }
 
 func (t *txn) log(r journalRow) { t.journal = append(t.journal, r) }
@@ -193,13 +220,18 @@ func (s *Service) activeFlows(ctx context.Context, keep func(*Flow) bool) ([]*Fl
 	if err != nil {
 		return nil, err
 	}
+	return keepActive(fs, keep), nil
+}
+
+// keepActive returns the flows of fs that take new contacts, matching keep.
+func keepActive(fs []Flow, keep func(*Flow) bool) []*Flow {
 	var out []*Flow
 	for i := range fs {
 		if !fs[i].Paused && keep(&fs[i]) {
 			out = append(out, &fs[i])
 		}
 	}
-	return out, nil
+	return out
 }
 
 // enter puts a contact into f unless the re-entry policy forbids it (or
@@ -290,7 +322,7 @@ func (t *txn) event(ctx context.Context, aud, contact int64, email, name string,
 		return err
 	}
 	for _, r := range runs {
-		f, err := t.s.version(ctx, r.flow, r.version)
+		f, err := t.s.versionOn(ctx, t.db(), r.flow, r.version)
 		if err != nil {
 			return err
 		}
@@ -325,7 +357,7 @@ func (t *txn) event(ctx context.Context, aud, contact int64, email, name string,
 	if trigger == nil {
 		return nil
 	}
-	fs, err := t.s.activeFlows(ctx, func(f *Flow) bool { return f.Audience == aud && trigger(f) })
+	fs, err := t.activeFlows(ctx, func(f *Flow) bool { return f.Audience == aud && trigger(f) })
 	if err != nil {
 		return err
 	}
@@ -476,12 +508,16 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 	if err != nil {
 		return 0, err
 	}
-	t, err := s.begin(ctx)
-	if err != nil {
-		return 0, err
+	// The contacts are looked up before the transaction begins: it reads
+	// only through itself (see Service.versionOn).
+	type hit struct {
+		ev *events.Event
+		a  int64
+		c  audience.Contact
 	}
-	defer t.tx.Rollback()
-	for _, ev := range evs {
+	var hits []hit
+	for i := range evs {
+		ev := &evs[i]
 		if (ev.Type != "opened" && ev.Type != "clicked") || ev.Machine || ev.Recipient == "" {
 			continue
 		}
@@ -499,16 +535,25 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 			if err != nil {
 				continue
 			}
-			if _, err := t.tx.ExecContext(ctx, s.q(`INSERT INTO flow_engagement (contact_id, campaign, kind, at) VALUES (?, ?, ?, ?)`), c.ID, ev.Campaign, ev.Type, ev.Time.Unix()); err != nil {
-				return 0, fmt.Errorf("flow: engagement: %w", err)
-			}
-			typ, camp := ev.Type, ev.Campaign
-			vars := map[string]string{"event.name": typ, "event.campaign": camp, "event.url": ev.URL}
-			if err := t.event(ctx, a.ID, c.ID, c.Email, typ, vars, func(f *Flow) bool {
-				return f.Trigger.Type == typ && (f.Trigger.Campaign == "" || f.Trigger.Campaign == camp)
-			}); err != nil {
-				return 0, err
-			}
+			hits = append(hits, hit{ev, a.ID, c})
+		}
+	}
+	t, err := s.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer t.tx.Rollback()
+	for _, h := range hits {
+		ev, c := h.ev, h.c
+		if _, err := t.tx.ExecContext(ctx, s.q(`INSERT INTO flow_engagement (contact_id, campaign, kind, at) VALUES (?, ?, ?, ?)`), c.ID, ev.Campaign, ev.Type, ev.Time.Unix()); err != nil {
+			return 0, fmt.Errorf("flow: engagement: %w", err)
+		}
+		typ, camp := ev.Type, ev.Campaign
+		vars := map[string]string{"event.name": typ, "event.campaign": camp, "event.url": ev.URL}
+		if err := t.event(ctx, h.a, c.ID, c.Email, typ, vars, func(f *Flow) bool {
+			return f.Trigger.Type == typ && (f.Trigger.Campaign == "" || f.Trigger.Campaign == camp)
+		}); err != nil {
+			return 0, err
 		}
 	}
 	if err := s.setCursor(ctx, t.tx, "events", evs[len(evs)-1].Seq); err != nil {

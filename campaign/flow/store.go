@@ -364,8 +364,22 @@ func (s *Service) Get(ctx context.Context, id string, v int64) (Flow, error) {
 	return *f, nil
 }
 
+// querier is the pool or a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // version returns a flow version, cached (versions never change).
 func (s *Service) version(ctx context.Context, id string, v int64) (*Flow, error) {
+	return s.versionOn(ctx, s.db, id, v)
+}
+
+// versionOn is version reading through db: a transaction reads through
+// itself. On SQLite, a write transaction that waited for another pool
+// connection could wait for ever: the others may all be taken by writers
+// waiting for its lock (they fail after busy_timeout, SQLITE_BUSY).
+func (s *Service) versionOn(ctx context.Context, db querier, id string, v int64) (*Flow, error) {
 	key := fmt.Sprintf("%s@%d", id, v)
 	s.mu.Lock()
 	f := s.cache[key]
@@ -374,7 +388,7 @@ func (s *Service) version(ctx context.Context, id string, v int64) (*Flow, error
 		return f, nil
 	}
 	var body string
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT body FROM flow_versions WHERE flow_id = ? AND version = ?`), id, v).Scan(&body)
+	err := db.QueryRowContext(ctx, s.q(`SELECT body FROM flow_versions WHERE flow_id = ? AND version = ?`), id, v).Scan(&body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -416,8 +430,11 @@ func (s *Service) Versions(ctx context.Context, id string) ([]Flow, error) {
 }
 
 // List returns the current version of every flow, by id.
-func (s *Service) List(ctx context.Context) ([]Flow, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, version FROM flows WHERE deleted = FALSE ORDER BY id`)
+func (s *Service) List(ctx context.Context) ([]Flow, error) { return s.listOn(ctx, s.db) }
+
+// listOn is List reading through db (see versionOn).
+func (s *Service) listOn(ctx context.Context, db querier) ([]Flow, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, version FROM flows WHERE deleted = FALSE ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("flow: list: %w", err)
 	}
@@ -440,7 +457,7 @@ func (s *Service) List(ctx context.Context) ([]Flow, error) {
 	}
 	out := make([]Flow, 0, len(ids))
 	for _, x := range ids {
-		f, err := s.version(ctx, x.id, x.v)
+		f, err := s.versionOn(ctx, db, x.id, x.v)
 		if err != nil {
 			return nil, err
 		}
