@@ -133,10 +133,16 @@ func (s *Store) SetOptInSettings(ctx context.Context, audience int64, o OptInSet
 // OptInSettings returns an audience's confirmation mail; ok is false when
 // none was set (the Confirmer's default is used).
 func (s *Store) OptInSettings(ctx context.Context, audience int64) (o OptInSettings, ok bool, err error) {
-	err = s.db.QueryRowContext(ctx, s.q(`SELECT from_addr, from_name, subject, body, purpose, consent_text FROM optin_settings WHERE audience_id = ?`), audience).
+	return s.optInSettings(ctx, s.db, audience)
+}
+
+// optInSettings is OptInSettings read through db (a transaction reads
+// through itself: see prepared).
+func (s *Store) optInSettings(ctx context.Context, db dbtx, audience int64) (o OptInSettings, ok bool, err error) {
+	err = db.QueryRowContext(ctx, s.q(`SELECT from_addr, from_name, subject, body, purpose, consent_text FROM optin_settings WHERE audience_id = ?`), audience).
 		Scan(&o.From, &o.FromName, &o.Subject, &o.Body, &o.Purpose, &o.ConsentText)
 	if errors.Is(err, sql.ErrNoRows) {
-		if _, err := s.Audience(ctx, audience); err != nil {
+		if _, err := s.audience(ctx, db, audience); err != nil {
 			return o, false, err
 		}
 		return defaultOptIn, false, nil
@@ -450,7 +456,7 @@ func (c *Confirmer) Confirm(ctx context.Context, tok, ip, userAgent string) (Con
 		if err != nil || cf.Status != Pending {
 			return err
 		}
-		set, _, err := c.s.OptInSettings(ctx, aid)
+		set, _, err := c.s.optInSettings(ctx, tx, aid)
 		if err != nil {
 			return err
 		}

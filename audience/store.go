@@ -37,8 +37,10 @@ type Store struct {
 	opts    Options
 	erasure []byte // key of the erasure hashes
 
-	stmtMu sync.Mutex
-	stmts  map[string]*sql.Stmt // SQLite: prepared bulk statements by text
+	stmtMu      sync.Mutex
+	stmts       map[string]*sql.Stmt // SQLite: prepared bulk statements by text
+	preparing   map[string]bool      // texts being prepared in the background
+	stmtsClosed bool                 // set by Close: no more statements are cached
 }
 
 // Options tune a Store. The zero value is usable.
@@ -138,7 +140,7 @@ func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	s.stmts = nil
+	s.stmts, s.stmtsClosed = nil, true
 	s.stmtMu.Unlock()
 	return s.db.Close()
 }
@@ -158,22 +160,42 @@ func (s *Store) prepared(ctx context.Context, db dbtx, query string) *sql.Stmt {
 	}
 	s.stmtMu.Lock()
 	st := s.stmts[query]
-	if st == nil && len(s.stmts) < maxCachedStmts {
-		var err error
-		if st, err = s.db.PrepareContext(ctx, query); err != nil {
-			st = nil // the plain query reports the error
-		} else {
-			if s.stmts == nil {
-				s.stmts = map[string]*sql.Stmt{}
-			}
-			s.stmts[query] = st
+	if st == nil && !s.stmtsClosed && !s.preparing[query] && len(s.stmts)+len(s.preparing) < maxCachedStmts {
+		// Prepared on the pool in the background, never here: the
+		// caller's transaction holds the write lock, and waiting for a
+		// second pool connection could wait for ever (the others may all
+		// be writers waiting for that lock, until busy_timeout gives them
+		// SQLITE_BUSY). This use runs the plain query on the transaction.
+		if s.preparing == nil {
+			s.preparing = map[string]bool{}
 		}
+		s.preparing[query] = true
+		go s.prepareInBackground(query)
 	}
 	s.stmtMu.Unlock()
 	if st == nil {
 		return nil
 	}
 	return tx.StmtContext(ctx, st)
+}
+
+// prepareInBackground prepares query on the pool for the statement cache.
+func (s *Store) prepareInBackground(query string) {
+	st, err := s.db.PrepareContext(context.Background(), query)
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	delete(s.preparing, query)
+	if err != nil {
+		return // the plain query reports the error
+	}
+	if s.stmtsClosed {
+		st.Close()
+		return
+	}
+	if s.stmts == nil {
+		s.stmts = map[string]*sql.Stmt{}
+	}
+	s.stmts[query] = st
 }
 
 // bulkQuery runs a bulk query through the statement cache.
