@@ -47,8 +47,8 @@ type Spec struct {
 	// enforces them on every message, and the messages' trace names the
 	// key. Stored in its own column (api_key).
 	APIKey   string `json:"api_key,omitempty"`
-	FromName        string `json:"from_name,omitempty"`
-	ReplyTo         string `json:"reply_to,omitempty"`
+	FromName string `json:"from_name,omitempty"`
+	ReplyTo  string `json:"reply_to,omitempty"`
 	// Stream is "marketing" when empty.
 	Stream string `json:"stream,omitempty"`
 	// RequireConsent (default true on the marketing stream) mails only
