@@ -382,7 +382,16 @@ func TestDashboardSeedFlow(t *testing.T) {
 		t.Errorf("template list %q", s)
 	}
 
-	// Campaign in the seed's order.
+	// Campaign in the seed's order: recipients, sending domain and API
+	// key (an owner made two: one for shop.test, one for another domain,
+	// which the form refuses to pair with shop.test), sender, content,
+	// UTM, send time.
+	for _, k := range []map[string]any{{"name": "shop-news", "role": "marketer", "stream": "marketing", "domains": []string{"shop.test"}},
+		{"name": "other-news", "role": "marketer", "stream": "marketing", "domains": []string{"other.test"}}} {
+		if code, err := e.api("POST", "/api/v1/keys", k, nil); err != nil || code != 201 {
+			t.Fatalf("create key %v: %d %v", k["name"], code, err)
+		}
+	}
 	visit("campaigns", "#/campaigns")
 	visit("campaign-new", "#/campaigns/new")
 	u.run("campaign form", chromedp.SetValue(`#camp-audience`, aid, chromedp.ByID),
@@ -390,6 +399,8 @@ func TestDashboardSeedFlow(t *testing.T) {
 		chromedp.WaitReady(`#camp-segment option[value='city == "Taipei"']`, chromedp.ByQuery),
 		chromedp.SetValue(`#camp-segment`, `city == "Taipei"`, chromedp.ByID),
 		chromedp.SetValue(`#camp-domain`, "shop.test", chromedp.ByID),
+		chromedp.SetValue(`#camp-apikey`, "other-news", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#camp-apikey").dispatchEvent(new Event("change"))`, nil),
 		chromedp.SendKeys(`#camp-from-name`, "Shop", chromedp.ByID),
 		chromedp.SetValue(`#camp-template`, "winter-news", chromedp.ByID),
 		chromedp.Evaluate(`document.querySelector("#camp-template").dispatchEvent(new Event("change"))`, nil),
@@ -398,13 +409,36 @@ func TestDashboardSeedFlow(t *testing.T) {
 		chromedp.SendKeys(`#camp-id`, "winter", chromedp.ByID),
 		chromedp.Click(`#camp-check`, chromedp.ByID))
 	u.waitText(10*time.Second, `#camp-checks`, func(s string) bool {
-		return strings.Contains(s, "497 recipients") || strings.Contains(s, "500 recipients")
+		return strings.Contains(s, "API key other-news may not send from shop.test (its sending domains: other.test)")
+	})
+	var disabled bool
+	u.run("confirm refused", chromedp.Evaluate(`document.querySelector("#camp-confirm").disabled`, &disabled))
+	if !disabled {
+		t.Errorf("confirm enabled with a key that may not send from shop.test")
+	}
+	u.run("pick the shop key", chromedp.SetValue(`#camp-apikey`, "shop-news", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#camp-apikey").dispatchEvent(new Event("change"))`, nil),
+		chromedp.Click(`#camp-check`, chromedp.ByID))
+	u.waitText(10*time.Second, `#camp-checks`, func(s string) bool {
+		return strings.Contains(s, "API key shop-news may send from shop.test in stream marketing") &&
+			(strings.Contains(s, "497 recipients") || strings.Contains(s, "500 recipients"))
 	})
 	u.screenshot("campaign-checks")
 	u.run("confirm", chromedp.WaitEnabled(`#camp-confirm`, chromedp.ByID), chromedp.Click(`#camp-confirm`, chromedp.ByID),
 		chromedp.WaitVisible(`#camp-detail .badge`, chromedp.ByQuery))
 	u.waitText(60*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "sent" })
 	u.screenshot("campaign-detail")
+	if s := u.text(`#camp-detail dl`); !strings.Contains(s, "API key") || !strings.Contains(s, "shop-news") {
+		t.Errorf("campaign page does not show its API key: %q", s)
+	}
+	var winter struct {
+		Spec struct {
+			APIKey string `json:"api_key"`
+		}
+	}
+	if code, err := e.api("GET", "/api/v1/campaigns/winter", nil, &winter); err != nil || code != 200 || winter.Spec.APIKey != "shop-news" {
+		t.Errorf("campaign winter api_key %q (%d %v), want shop-news", winter.Spec.APIKey, code, err)
+	}
 	u.run("test send", chromedp.SendKeys(`#camp-test-to`, "qa@example.test", chromedp.ByID), chromedp.Click(`#camp-test button[type=submit]`, chromedp.ByQuery))
 	waitFor(t, 30*time.Second, "the test send at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return got["qa@example.test"] != "" })
 	waitFor(t, 30*time.Second, "the segment's messages at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 497 })
@@ -417,6 +451,9 @@ func TestDashboardSeedFlow(t *testing.T) {
 	// campaign's links are click tokens under the public base URL, here
 	// https://mail.shop.test, served by the daemon's listener).
 	open, click, sent := trackingLinks(t, e, string(decoded))
+	if !strings.Contains(msg, "from api-key=shop-news") {
+		t.Errorf("the campaign's message does not carry its key in the trace: %q", msg)
+	}
 	if !strings.Contains(msg, "Subject: Hello Third 10") || !strings.Contains(click.URL, "https://shop.test/sale?utm_source=petrel") || click.Campaign != "winter" {
 		t.Errorf("delivered message not personalised or its link without UTM (%+v): %q", click, msg)
 	}
