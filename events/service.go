@@ -299,10 +299,13 @@ func (s *Service) metricsLoop(ctx context.Context) {
 }
 
 // rebuild fills the rate windows from the events of the last alarm window
-// so rates and alarms survive a restart; it returns the last Seq read.
+// (and the egress IP windows from the longest IP window, rebuildIPs) so
+// rates and alarms survive a restart; it returns the last Seq read.
 // Counters start at zero.
 func (s *Service) rebuild(ctx context.Context) (upTo string) {
-	f := queue.EventFilter{Since: s.now().Add(-s.o.Bounce.AlarmWindow.Duration), Limit: 1000}
+	since := s.now().Add(-s.o.Bounce.AlarmWindow.Duration)
+	s.rebuildIPs(ctx, since)
+	f := queue.EventFilter{Since: since, Limit: 1000}
 	n := 0
 	for ctx.Err() == nil {
 		evs, err := s.o.Queue.Events(ctx, f)
@@ -324,6 +327,41 @@ func (s *Service) rebuild(ctx context.Context) (upTo string) {
 	}
 	s.log.Debug("rates rebuilt from retained events", "events", n)
 	return upTo
+}
+
+// ipTypes are the event types the egress IP windows count.
+var ipTypes = []string{"delivered", "bounced", "complained", "expired"}
+
+// rebuildIPs fills the egress IP windows with the events older than until
+// that the longest of them spans (the rest of rebuild counts the newer
+// ones in every window). Only the types they count are decoded.
+func (s *Service) rebuildIPs(ctx context.Context, until time.Time) {
+	f := queue.EventFilter{Since: s.now().Add(-ipSpans[len(ipSpans)-1]), Types: ipTypes, Limit: 1000}
+	if !f.Since.Before(until) {
+		return
+	}
+	for ctx.Err() == nil {
+		evs, scanned, err := s.o.Queue.EventsScan(ctx, f)
+		if err != nil {
+			s.log.Warn("rebuild egress IP rates from events", "err", err)
+			return
+		}
+		s.mu.Lock()
+		for _, ev := range evs {
+			if !ev.Time.Before(until) {
+				s.mu.Unlock()
+				return
+			}
+			if ev.Stream != "" {
+				s.win.addIP(ev, countsOf(ev))
+			}
+		}
+		s.mu.Unlock()
+		if scanned == "" || scanned == f.After {
+			return
+		}
+		f.After = scanned
+	}
 }
 
 // sendingDomain returns the From domain of msgID (cached).
