@@ -100,6 +100,9 @@ type Service struct {
 	win     *windows
 	paused  map[string]pauseInfo
 	domains map[string]string // msgID -> sending domain cache
+	// ipUpTo is the last event the egress IP windows' rebuild examined:
+	// only later ones are counted in them from then on.
+	ipUpTo string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -303,9 +306,8 @@ func (s *Service) metricsLoop(ctx context.Context) {
 // rates and alarms survive a restart; it returns the last Seq read.
 // Counters start at zero.
 func (s *Service) rebuild(ctx context.Context) (upTo string) {
-	since := s.now().Add(-s.o.Bounce.AlarmWindow.Duration)
-	s.rebuildIPs(ctx, since)
-	f := queue.EventFilter{Since: since, Limit: 1000}
+	s.rebuildIPs(ctx)
+	f := queue.EventFilter{Since: s.now().Add(-s.o.Bounce.AlarmWindow.Duration), Limit: 1000}
 	n := 0
 	for ctx.Err() == nil {
 		evs, err := s.o.Queue.Events(ctx, f)
@@ -332,34 +334,33 @@ func (s *Service) rebuild(ctx context.Context) (upTo string) {
 // ipTypes are the event types the egress IP windows count.
 var ipTypes = []string{"delivered", "bounced", "complained", "expired"}
 
-// rebuildIPs fills the egress IP windows with the events older than until
-// that the longest of them spans (the rest of rebuild counts the newer
-// ones in every window). Only the types they count are decoded.
-func (s *Service) rebuildIPs(ctx context.Context, until time.Time) {
+// rebuildIPs fills the egress IP windows from the events the longest of
+// them spans, decoding only the types they count, and sets ipUpTo to the
+// last event it examined: the rest of the rebuild and the live events
+// count only later events in the IP windows, so none counts twice.
+func (s *Service) rebuildIPs(ctx context.Context) {
 	f := queue.EventFilter{Since: s.now().Add(-ipSpans[len(ipSpans)-1]), Types: ipTypes, Limit: 1000}
-	if !f.Since.Before(until) {
-		return
-	}
+	defer func() {
+		s.mu.Lock()
+		s.ipUpTo = f.After
+		s.mu.Unlock()
+	}()
 	for ctx.Err() == nil {
 		evs, scanned, err := s.o.Queue.EventsScan(ctx, f)
 		if err != nil {
 			s.log.Warn("rebuild egress IP rates from events", "err", err)
 			return
 		}
+		if scanned == "" || scanned == f.After {
+			return
+		}
 		s.mu.Lock()
 		for _, ev := range evs {
-			if !ev.Time.Before(until) {
-				s.mu.Unlock()
-				return
-			}
 			if ev.Stream != "" {
 				s.win.addIP(ev, countsOf(ev))
 			}
 		}
 		s.mu.Unlock()
-		if scanned == "" || scanned == f.After {
-			return
-		}
 		f.After = scanned
 	}
 }
@@ -427,7 +428,7 @@ func (s *Service) count(ev queue.Event, live, win bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.win.add(ev, prov, dom)
+	s.win.add(ev, prov, dom, ev.Seq > s.ipUpTo)
 	s.evaluateLocked(ev.Stream, dom)
 }
 

@@ -208,8 +208,9 @@ func (ws *windows) get(m map[subKey]*window, k subKey) *window {
 	return w
 }
 
-// add counts ev; sendDomain may be "".
-func (ws *windows) add(ev queue.Event, provider, sendDomain string) {
+// add counts ev, and in the egress IP windows too when ip is set;
+// sendDomain may be "".
+func (ws *windows) add(ev queue.Event, provider, sendDomain string, ip bool) {
 	c := countsOf(ev)
 	if c == (counts{}) {
 		return
@@ -224,7 +225,9 @@ func (ws *windows) add(ev queue.Event, provider, sendDomain string) {
 	if sendDomain != "" && (c.Delivered > 0 || c.Complained > 0) {
 		ws.get(ws.domain, subKey{ev.Stream, sendDomain}).add(ev.Time, c)
 	}
-	ws.addIP(ev, c)
+	if ip {
+		ws.addIP(ev, c)
+	}
 }
 
 // reset forgets a stream's counts (after an operator resumed it).
