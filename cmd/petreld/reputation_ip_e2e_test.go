@@ -114,7 +114,7 @@ fbl_addresses = ["fbl@petrel.test"]
 			"127.0.0.2": "127.0.0.2|4|3|1|1|25%|33.3%|over",
 		} {
 			sel := fmt.Sprintf(`#stats-ip-table-%s tr[data-ip="%s"]`, w, ip)
-			u.waitText(10*time.Second, sel, func(string) bool { return true })
+			u.waitText(10*time.Second, sel, func(s string) bool { return s != "" })
 			var cells string
 			u.run("cells of "+sel, chromedp.Evaluate(fmt.Sprintf(`[...document.querySelectorAll(%q)].map(td => td.textContent).join("|")`, sel+" td"), &cells))
 			if cells != want {
