@@ -386,11 +386,30 @@ func TestDashboardSeedFlow(t *testing.T) {
 	// key (an owner made two: one for shop.test, one for another domain,
 	// which the form refuses to pair with shop.test), sender, content,
 	// UTM, send time.
+	var marketerKey string
 	for _, k := range []map[string]any{{"name": "shop-news", "role": "marketer", "stream": "marketing", "domains": []string{"shop.test"}},
 		{"name": "other-news", "role": "marketer", "stream": "marketing", "domains": []string{"other.test"}}} {
-		if code, err := e.api("POST", "/api/v1/keys", k, nil); err != nil || code != 201 {
+		var made struct{ Secret string }
+		if code, err := e.api("POST", "/api/v1/keys", k, &made); err != nil || code != 201 {
 			t.Fatalf("create key %v: %d %v", k["name"], code, err)
 		}
+		marketerKey = made.Secret
+	}
+	// A marketer (here by its own key) may list the keys a campaign can
+	// send under, never the keys themselves; the daemon refuses a
+	// campaign whose key may not send from its domain, naming the limit.
+	if code, body := request(t, "GET", u.base+"/api/v1/sending-keys", marketerKey); code != 200 ||
+		!strings.Contains(body, `{"name":"other-news","stream":"marketing","domains":["other.test"]}`) || strings.Contains(body, "ptk_") {
+		t.Errorf("sending keys as a marketer: %d %s", code, body)
+	}
+	if code, _ := request(t, "GET", u.base+"/api/v1/keys", marketerKey); code != 403 {
+		t.Errorf("GET /api/v1/keys as a marketer: %d, want 403", code)
+	}
+	var refused struct{ Error struct{ Code, Message string } }
+	if code, err := e.api("POST", "/api/v1/campaigns", map[string]any{"id": "wrong-key", "audience": json.RawMessage(aid), "api_key": "other-news", "from": "news@shop.test",
+		"subject": "s", "text": "t", "postal_address": "Shop Ltd"}, &refused); err != nil || code != 403 ||
+		refused.Error.Code != "domain_not_allowed" || !strings.Contains(refused.Error.Message, `"shop.test" (its sending domains: other.test)`) {
+		t.Errorf("campaign under a key of another domain: %d %v %+v", code, err, refused)
 	}
 	visit("campaigns", "#/campaigns")
 	visit("campaign-new", "#/campaigns/new")
