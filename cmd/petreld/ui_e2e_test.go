@@ -405,7 +405,9 @@ func TestDashboardSeedFlow(t *testing.T) {
 	if code, _ := request(t, "GET", u.base+"/api/v1/keys", marketerKey); code != 403 {
 		t.Errorf("GET /api/v1/keys as a marketer: %d, want 403", code)
 	}
-	var refused struct{ Error struct{ Code, Message string } }
+	var refused struct {
+		Error struct{ Code, Message string }
+	}
 	if code, err := e.api("POST", "/api/v1/campaigns", map[string]any{"id": "wrong-key", "audience": json.RawMessage(aid), "api_key": "other-news", "from": "news@shop.test",
 		"subject": "s", "text": "t", "postal_address": "Shop Ltd"}, &refused); err != nil || code != 403 ||
 		refused.Error.Code != "domain_not_allowed" || !strings.Contains(refused.Error.Message, `"shop.test" (its sending domains: other.test)`) {
