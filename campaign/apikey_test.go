@@ -15,6 +15,8 @@ import (
 	"github.com/emersion/go-message/mail"
 
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/testnet"
+	"github.com/petrel-mta/petrel/tracking"
 )
 
 // TestSendUnderAPIKey: a Send under a database API key hands ingest its
@@ -152,6 +154,62 @@ func TestCampaignAPIKeyHTTP(t *testing.T) {
 		code, out = call("POST", "/api/v1/campaigns/e/send", nil)
 		if ec, _ := errOf(out); code != 403 || ec != "domain_not_allowed" {
 			t.Errorf("send after narrowing: %d %v", code, out)
+		}
+	})
+}
+
+// TestCampaignFollowsKeyTracking: a campaign under an API key is tracked
+// as that key's switches say (tracking.Settings, real, on the ESP
+// database), over its From domain's, as the key's own messages are; one
+// without a key follows the domain.
+func TestCampaignFollowsKeyTracking(t *testing.T) {
+	signer, err := tracking.NewSigner([]byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eachBackend(t, 2, func(t *testing.T, e *svcEnv) {
+		set, err := tracking.NewSettings(e.ctx, e.aud.DB(), e.aud.Postgres())
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := false
+		if _, err := set.Set(e.ctx, tracking.ScopeKey, "quiet", tracking.Switches{Opens: &off, Clicks: &off}); err != nil {
+			t.Fatal(err)
+		}
+		e.opts.Keys = func(context.Context) ([]httpapi.Key, error) {
+			return []httpapi.Key{{Name: "quiet", Stream: "marketing", StreamOnly: true}}, nil
+		}
+		e.opts.Tracking = &Tracking{Sign: signer.Encode, BaseURL: func(string) string { return "https://t.shop.test" },
+			Defaults: func(key, domain string) (bool, bool) { f := set.For(key, domain); return f.Opens, f.Clicks }}
+		e.svc.SetOptions(e.opts)
+		if err := e.svc.Start(e.svcCtx); err != nil {
+			t.Fatal(err)
+		}
+		// c0 lives in Taipei, c1 in Oslo.
+		for _, c := range []struct{ id, key, city string }{{"keyed", "quiet", "Taipei"}, {"plain", "", "Oslo"}} {
+			sp := e.spec(c.id)
+			sp.APIKey, sp.Segment = c.key, `city == "`+c.city+`"`
+			sp.Text, sp.HTML = "", `<p>Hi %name%</p><p><a href="https://shop.test/sale">Sale</a></p>`
+			if _, err := e.svc.Create(e.ctx, sp); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.svc.Send(e.ctx, c.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got map[string][]string
+		if !testnet.Wait(10*time.Second, func() bool {
+			got = e.queued(t)
+			return len(got["c0@example.test"]) == 1 && len(got["c1@example.test"]) == 1
+		}) {
+			t.Fatalf("queued: %v", got)
+		}
+		keyed, plain := unQP(got["c0@example.test"][0]), unQP(got["c1@example.test"][0])
+		if strings.Contains(keyed, "/t/o/") || clickToken.MatchString(keyed) || !strings.Contains(keyed, `href="https://shop.test/sale"`) {
+			t.Errorf("campaign under key quiet (opens and clicks off) is tracked:\n%s", keyed)
+		}
+		if !strings.Contains(plain, "/t/o/") || !clickToken.MatchString(plain) {
+			t.Errorf("campaign without a key is not tracked (domain default on):\n%s", plain)
 		}
 	})
 }

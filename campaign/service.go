@@ -634,7 +634,7 @@ func (s *Service) sendOf(sp Spec, tpl *Compiled, stop <-chan struct{}) Send {
 	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: sp.stream(),
 		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub, Stop: stop}
 	if t := s.opts.Tracking; t != nil {
-		send.Tracking = t.forSend(sp.From, sp.TrackOpens, sp.TrackClicks)
+		send.Tracking = t.forSend(sp.From, sp.APIKey, sp.TrackOpens, sp.TrackClicks)
 	}
 	if sp.ReplyTo != "" {
 		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}
