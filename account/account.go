@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
 // Role is what a user or a database key may do.
@@ -115,6 +117,12 @@ type Key struct {
 	Domains []string  `json:"domains"`
 	Prefix  string    `json:"prefix"`
 	Created time.Time `json:"created"`
+}
+
+// Limits is k as the limits ingest enforces (httpapi.Key): its only
+// stream and its sending domains.
+func (k Key) Limits() httpapi.Key {
+	return httpapi.Key{Name: k.Name, Stream: k.Stream, StreamOnly: true, Domains: k.Domains}
 }
 
 var schema = []string{

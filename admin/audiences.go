@@ -34,6 +34,7 @@ func (r *Router) mountCampaigns(o Options) {
 	r.private("GET /api/v1/campaigns", 0, h)
 	r.private("POST /api/v1/campaigns", 16<<20, h)
 	r.private("GET /api/v1/campaigns/{id}", 0, h)
+	r.private("GET /api/v1/sending-keys", 0, h)
 	for _, action := range []string{"send", "schedule", "pause", "resume", "cancel", "test", "check"} {
 		r.private("POST /api/v1/campaigns/{id}/"+action, 0, h)
 	}

@@ -89,7 +89,7 @@ func (r *Router) bearer(w http.ResponseWriter, req *http.Request) (account.Princ
 	}
 	if r.accounts != nil {
 		if k, err := r.accounts.LookupKey(req.Context(), token); err == nil {
-			return account.Principal{Role: k.Role, Key: k.Name}, httpapi.Key{Name: k.Name, Stream: k.Stream, StreamOnly: true, Domains: k.Domains}, true
+			return account.Principal{Role: k.Role, Key: k.Name}, k.Limits(), true
 		}
 	}
 	httpapi.CloseAfterReply(w)

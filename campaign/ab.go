@@ -21,6 +21,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
 // ABTest is a campaign's A/B test.
@@ -193,7 +195,7 @@ func (ab ABState) sum() State {
 
 // runAB runs both phases of an A/B campaign, waiting for the winner in
 // between; it returns the rest phase's final state.
-func (s *Service) runAB(ctx context.Context, sp Spec, stop <-chan struct{}, guard func() error, src Source) (State, error) {
+func (s *Service) runAB(ctx context.Context, sp Spec, stop <-chan struct{}, guard func() error, key *httpapi.Key, src Source) (State, error) {
 	ab := sp.AB
 	sends := make([]Send, len(ab.Variants))
 	for i, v := range ab.Variants {
@@ -203,6 +205,7 @@ func (s *Service) runAB(ctx context.Context, sp Spec, stop <-chan struct{}, guar
 			return State{}, fmt.Errorf("variant %s: %w", v.Name, err)
 		}
 		sends[i] = s.sendOf(vsp, tpl, stop)
+		sends[i].Key = key
 		sends[i].Tag = VariantTag(sp.ID, v.Name)
 	}
 	test := sends[0]

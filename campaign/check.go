@@ -105,6 +105,9 @@ func (s *Service) Check(ctx context.Context, id string) (CheckResult, error) {
 // checkBeforeSend runs and stores the check; a blocking result is a
 // *CheckError.
 func (s *Service) checkBeforeSend(ctx context.Context, c Campaign) error {
+	if _, err := s.sendingKey(ctx, c.Spec); err != nil {
+		return err
+	}
 	res, err := s.Check(ctx, c.Spec.ID)
 	if err != nil {
 		return err

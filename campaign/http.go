@@ -1,6 +1,7 @@
 package campaign
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,8 +24,13 @@ import (
 //	POST /api/v1/campaigns/{id}/cancel    end it for good
 //	POST /api/v1/campaigns/{id}/test      {"to":[addresses]}: a marked test send, not counted
 //	POST /api/v1/campaigns/{id}/check     run the pre-send check, store and return it
+//	GET  /api/v1/sending-keys         the API keys a campaign may send under: {"keys":[{"name","stream","domains"}]} (no secrets)
 //
-// A transition the status does not allow is 409 invalid_state.
+// A transition the status does not allow is 409 invalid_state. A spec's
+// api_key that names no key is 400 unknown_api_key; one whose stream or
+// sending domains do not allow the campaign (create, schedule, send,
+// resume, test) is 403 stream_not_allowed or domain_not_allowed, the
+// answer ingest gives such a key's message.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/campaigns", func(w http.ResponseWriter, r *http.Request) {
@@ -48,6 +54,25 @@ func (s *Service) Handler() http.Handler {
 			out["next"] = next
 		}
 		httpapi.WriteJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /api/v1/sending-keys", func(w http.ResponseWriter, r *http.Request) {
+		type keyInfo struct {
+			Name    string   `json:"name"`
+			Stream  string   `json:"stream"`
+			Domains []string `json:"domains"`
+		}
+		out := []keyInfo{}
+		if s.opts.Keys != nil {
+			keys, err := s.opts.Keys(r.Context())
+			if err != nil {
+				s.fail(w, err)
+				return
+			}
+			for _, k := range keys {
+				out = append(out, keyInfo{Name: k.Name, Stream: cmp.Or(k.Stream, httpapi.DefaultStream), Domains: append([]string{}, k.Domains...)})
+			}
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"keys": out})
 	})
 	mux.HandleFunc("POST /api/v1/campaigns", func(w http.ResponseWriter, r *http.Request) {
 		var sp Spec
@@ -142,6 +167,9 @@ func (s *Service) fail(w http.ResponseWriter, err error) {
 	var ce *CheckError
 	var ste *StateError
 	var sce *scheduleError
+	if keyAPIError(w, err) {
+		return
+	}
 	switch {
 	case errors.As(err, &ce):
 		httpapi.WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{

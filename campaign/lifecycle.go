@@ -99,6 +99,9 @@ func (s *Service) Schedule(ctx context.Context, id string, sc Schedule) (Campaig
 	if err != nil {
 		return c, err
 	}
+	if _, err := s.sendingKey(ctx, c.Spec); err != nil {
+		return c, err
+	}
 	c.Spec.Schedule = &sc
 	raw, err := specJSON(c.Spec)
 	if err != nil {

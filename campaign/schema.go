@@ -34,6 +34,10 @@ var campaignMigrations = [][]string{
 			at       BIGINT NOT NULL,
 			PRIMARY KEY (campaign, seq, rcpt))`,
 	},
+	2: {
+		// The API key a campaign sends under (Spec.APIKey); NULL: none.
+		`ALTER TABLE campaigns ADD COLUMN api_key TEXT`,
+	},
 }
 
 // migrateCampaigns applies the campaign migrations db has not seen.

@@ -29,6 +29,7 @@ import (
 	"github.com/emersion/go-message/mail"
 
 	"github.com/petrel-mta/petrel/ingest"
+	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
 // Recipient is one contact a campaign may send to.
@@ -113,6 +114,10 @@ type Send struct {
 	// Tracking, when set, rewrites links to click tokens and adds the
 	// open pixel (track.go).
 	Tracking *Tracking
+	// Key, when set, is the API key the send is under: every message
+	// carries its limits (Submit refuses what they do not allow) and its
+	// name in the trace.
+	Key *httpapi.Key
 	// Guard, when set, is asked before every page; an error ends the
 	// send (Run returns it in a *GuardError), e.g. the sending domain
 	// no longer verified.
@@ -361,10 +366,10 @@ func (e *Engine) prepare(ctx context.Context, s *Send, src Source, after int64, 
 				log.Warn("campaign: message not built", "campaign", s.ID, "contact", r.ID, "err", err)
 				continue
 			}
-			pp.subs = append(pp.subs, ingest.Submission{Envelope: ingest.Envelope{
+			pp.subs = append(pp.subs, ingest.Submission{Envelope: rs.keyed(ingest.Envelope{
 				From: rs.From.Address, Rcpts: []string{r.Email}, Stream: stream, Campaign: rs.tag(), Source: "campaign",
 				IdempotencyKey: IdempotencyKey(s.ID, r.ID), Trace: ingest.Trace{Helo: "campaign " + s.ID, With: "campaign"},
-			}, Body: msg})
+			}), Body: msg})
 			size += len(msg)
 		}
 		if !send(pp) {

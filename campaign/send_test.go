@@ -52,6 +52,25 @@ func openSQLite(t testing.TB, path string) *sql.DB {
 	return db
 }
 
+// newTestEngine is an engine over a real ingest, a real Pebble queue and
+// a real SQLite progress table in a temporary directory.
+func newTestEngine(t *testing.T) (*Engine, *queue.Queue) {
+	t.Helper()
+	dir := t.TempDir()
+	q, err := queue.Open(filepath.Join(dir, "queue"), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	db := openSQLite(t, filepath.Join(dir, "esp.db"))
+	t.Cleanup(func() { db.Close() })
+	prog, err := NewSQLProgress(context.Background(), db, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Engine{Submitter: ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "petrel.test", Spool: q, Logger: slog.New(slog.DiscardHandler)}), Progress: prog}, q
+}
+
 const childEnv = "PETREL_CAMPAIGN_CHILD"
 
 // TestMain runs the send as a child process when childEnv names a
@@ -187,21 +206,9 @@ finished:
 // campaign does not send again even when its source has grown, and a send
 // without a template is refused.
 func TestSendResumeAndDone(t *testing.T) {
-	dir := t.TempDir()
 	ctx := context.Background()
-	q, err := queue.Open(filepath.Join(dir, "queue"), queue.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	db := openSQLite(t, filepath.Join(dir, "esp.db"))
-	defer db.Close()
-	prog, err := NewSQLProgress(ctx, db, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, q := newTestEngine(t)
 	tpl, _ := Compile(Content{Subject: "s", Text: "hi %first_name%"}, nil)
-	e := &Engine{Submitter: ingest.NewSubmitter(ingest.SubmitOptions{Hostname: "petrel.test", Spool: q, Logger: slog.New(slog.DiscardHandler)}), Progress: prog}
 	send := Send{ID: "c2", Template: tpl, From: &mail.Address{Address: "news@shop.test"}, PageSize: 7}
 	st, err := e.Run(ctx, send, genSource{n: 25})
 	if err != nil || !st.Done || st.Sent != 23 || st.Skipped["unsubscribed"] != 2 {

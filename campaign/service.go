@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-message/mail"
 
 	"github.com/petrel-mta/petrel/audience"
+	"github.com/petrel-mta/petrel/internal/httpapi"
 )
 
 // Spec is what a campaign sends and to whom.
@@ -40,8 +41,14 @@ type Spec struct {
 	HTML            string `json:"html,omitempty"`
 	Text            string `json:"text,omitempty"`
 	From            string `json:"from"`
-	FromName        string `json:"from_name,omitempty"`
-	ReplyTo         string `json:"reply_to,omitempty"`
+	// APIKey names the database API key the campaign sends under (""
+	// none): the key's stream and sending domains must allow the
+	// campaign (refused at create, schedule and send otherwise), ingest
+	// enforces them on every message, and the messages' trace names the
+	// key. Stored in its own column (api_key).
+	APIKey   string `json:"api_key,omitempty"`
+	FromName string `json:"from_name,omitempty"`
+	ReplyTo  string `json:"reply_to,omitempty"`
 	// Stream is "marketing" when empty.
 	Stream string `json:"stream,omitempty"`
 	// RequireConsent (default true on the marketing stream) mails only
@@ -195,6 +202,9 @@ type Options struct {
 	// Engagement gives a campaign tag's unique human opens and clicks
 	// (tracking's aggregates); A/B tests pick their winner with it.
 	Engagement func(campaign string) (uniqueOpens, uniqueClicks int64, err error)
+	// Keys lists the API keys a campaign may send under (the database
+	// keys, account.Key.Limits); nil refuses every Spec.APIKey.
+	Keys func(ctx context.Context) ([]httpapi.Key, error)
 }
 
 // SetOptions sets o (before Start).
@@ -305,6 +315,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 	if err := sp.UTM.validate(); err != nil {
 		return Campaign{}, &invalidError{err}
 	}
+	if _, err := s.sendingKey(ctx, sp); err != nil {
+		return Campaign{}, err
+	}
 	if sp.stream() == "marketing" {
 		if strings.TrimSpace(sp.PostalAddress) == "" {
 			return Campaign{}, &invalidError{errors.New("campaign: postal_address is required for marketing mail (CAN-SPAM)")}
@@ -381,8 +394,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 		return Campaign{}, err
 	}
 	now := time.Now().UTC()
-	_, err = s.db.ExecContext(ctx, "INSERT INTO campaigns (id, spec, status, created, updated_at, send_at) VALUES ("+s.arg(1)+", "+s.arg(2)+", "+s.arg(3)+", "+s.arg(4)+", "+s.arg(5)+", "+s.arg(6)+")",
-		sp.ID, raw, status, now.Unix(), now.Unix(), sendAt)
+	apiKey := sql.NullString{String: sp.APIKey, Valid: sp.APIKey != ""}
+	_, err = s.db.ExecContext(ctx, "INSERT INTO campaigns (id, spec, status, created, updated_at, send_at, api_key) VALUES ("+s.arg(1)+", "+s.arg(2)+", "+s.arg(3)+", "+s.arg(4)+", "+s.arg(5)+", "+s.arg(6)+", "+s.arg(7)+")",
+		sp.ID, raw, status, now.Unix(), now.Unix(), sendAt, apiKey)
 	if err != nil {
 		if c, gerr := s.Get(ctx, sp.ID); gerr == nil && c.Spec.ID == sp.ID {
 			return Campaign{}, ErrExists
@@ -399,8 +413,9 @@ func (s *Service) Create(ctx context.Context, sp Spec) (Campaign, error) {
 func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	var raw, status, errText, check string
 	var created, sendAt, started, finished, updated int64
-	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at, check_result FROM campaigns WHERE id = "+s.arg(1), id).
-		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated, &check)
+	var apiKey sql.NullString
+	err := s.db.QueryRowContext(ctx, "SELECT spec, status, error, created, send_at, started_at, finished_at, updated_at, check_result, api_key FROM campaigns WHERE id = "+s.arg(1), id).
+		Scan(&raw, &status, &errText, &created, &sendAt, &started, &finished, &updated, &check, &apiKey)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Campaign{}, ErrNotFound
 	}
@@ -411,6 +426,7 @@ func (s *Service) Get(ctx context.Context, id string) (Campaign, error) {
 	if err := json.Unmarshal([]byte(raw), &c.Spec); err != nil {
 		return Campaign{}, fmt.Errorf("campaign: corrupt spec of %s: %w", id, err)
 	}
+	c.Spec.APIKey = apiKey.String // the column is the record
 	if check != "" {
 		c.Check = new(CheckResult)
 		if err := json.Unmarshal([]byte(check), c.Check); err != nil {
@@ -506,7 +522,15 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 	if err != nil {
 		return err
 	}
+	// The key's limits as they are now (an owner may have narrowed
+	// them since the campaign was scheduled); ingest enforces them on
+	// every message as well.
+	key, err := s.sendingKey(ctx, sp)
+	if err != nil {
+		return err
+	}
 	send := s.sendOf(sp, tpl, stop)
+	send.Key = key
 	if sd := s.opts.Check.SenderDomain; sd != nil {
 		domain := sp.From[strings.LastIndexByte(sp.From, '@')+1:]
 		send.Guard = func() error { return sd(domain) }
@@ -523,7 +547,7 @@ func (s *Service) runOnce(ctx context.Context, id string, stop <-chan struct{}) 
 	var st State
 	switch {
 	case sp.AB != nil:
-		st, err = s.runAB(ctx, sp, stop, send.Guard, src)
+		st, err = s.runAB(ctx, sp, stop, send.Guard, key, src)
 	case sp.Schedule != nil && sp.Schedule.ContactTimeZone:
 		st, err = s.runTZ(ctx, sp, send, src)
 	default:
@@ -610,7 +634,7 @@ func (s *Service) sendOf(sp Spec, tpl *Compiled, stop <-chan struct{}) Send {
 	send := Send{ID: sp.ID, Template: tpl, From: &mail.Address{Name: sp.FromName, Address: sp.From}, Stream: sp.stream(),
 		PageSize: sp.PageSize, Rate: sp.Rate, Unsubscribe: s.unsub, Stop: stop}
 	if t := s.opts.Tracking; t != nil {
-		send.Tracking = t.forSend(sp.From, sp.TrackOpens, sp.TrackClicks)
+		send.Tracking = t.forSend(sp.From, sp.APIKey, sp.TrackOpens, sp.TrackClicks)
 	}
 	if sp.ReplyTo != "" {
 		send.ReplyTo = &mail.Address{Address: sp.ReplyTo}

@@ -51,7 +51,12 @@ func (s *Service) TestSend(ctx context.Context, id string, to []string) ([]TestR
 	if err != nil {
 		return nil, err
 	}
+	key, err := s.sendingKey(ctx, c.Spec)
+	if err != nil {
+		return nil, err
+	}
 	send := s.sendOf(c.Spec, tpl, nil)
+	send.Key = key
 	send.Extra = append(send.Extra, [2]string{"X-Petrel-Test", "campaign " + id})
 	subs := make([]ingest.Submission, 0, len(to))
 	at := time.Now()
@@ -65,10 +70,10 @@ func (s *Service) TestSend(ctx context.Context, id string, to []string) ([]TestR
 		if err != nil {
 			return nil, err
 		}
-		subs = append(subs, ingest.Submission{Envelope: ingest.Envelope{
+		subs = append(subs, ingest.Submission{Envelope: send.keyed(ingest.Envelope{
 			From: send.From.Address, Rcpts: []string{a}, Stream: send.Stream, Source: "campaign-test",
 			Trace: ingest.Trace{Helo: "campaign test " + id, With: "campaign"},
-		}, Body: msg})
+		}), Body: msg})
 	}
 	rcs, err := s.sub.SubmitBatch(ctx, subs)
 	if err != nil {

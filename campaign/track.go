@@ -25,10 +25,11 @@ type Tracking struct {
 	// would break every link of the message). Service asks it once per
 	// send.
 	BaseURL func(fromDomain string) string
-	// Defaults, when set, gives the From domain's open and click
-	// tracking (tracking.Settings); a campaign's track_opens and
-	// track_clicks override them. Nil: both on.
-	Defaults func(fromDomain string) (opens, clicks bool)
+	// Defaults, when set, gives the open and click tracking of a send
+	// under the API key named key ("" for none) from fromDomain
+	// (tracking.Settings.For: the key's switches over the domain's); a
+	// campaign's track_opens and track_clicks override them. Nil: both on.
+	Defaults func(key, fromDomain string) (opens, clicks bool)
 	// Opens and Clicks say what is tracked.
 	Opens, Clicks bool
 }
@@ -58,13 +59,13 @@ func domainOf(addr string) string { return addr[strings.LastIndexByte(addr, '@')
 // asks it once rather than per message), and Opens and Clicks from the
 // campaign's own opens and clicks when set, else from the From domain's
 // defaults.
-func (t *Tracking) forSend(from string, opens, clicks *bool) *Tracking {
+func (t *Tracking) forSend(from, key string, opens, clicks *bool) *Tracking {
 	c := *t
 	base := t.BaseURL(domainOf(from))
 	c.BaseURL = func(string) string { return base }
 	c.Opens, c.Clicks = true, true
 	if t.Defaults != nil {
-		c.Opens, c.Clicks = t.Defaults(domainOf(from))
+		c.Opens, c.Clicks = t.Defaults(key, domainOf(from))
 	}
 	if opens != nil {
 		c.Opens = *opens

@@ -100,7 +100,7 @@ func TestTrackingWithoutBaseOrWithHugeLink(t *testing.T) {
 		{"base", "https://t.shop.test", 1, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := (&Tracking{Sign: signer.Encode, BaseURL: func(string) string { return tt.base }, Opens: true, Clicks: true}).forSend("news@shop.test", nil, nil)
+			tr := (&Tracking{Sign: signer.Encode, BaseURL: func(string) string { return tt.base }, Opens: true, Clicks: true}).forSend("news@shop.test", "", nil, nil)
 			rendered := Rendered{HTML: `<a href="https://shop.test/a">a</a><a href="` + huge + `">b</a>`}
 			if err := tr.apply(&rendered, "c", "k", r, "marketing", "news@shop.test", "", time.Now()); err != nil {
 				t.Fatal(err)

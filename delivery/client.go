@@ -62,6 +62,18 @@ type smtpConn struct {
 	broken bool
 }
 
+// sourceIP is the local address the connection left from (the egress
+// source's bind address, or the one the system chose), "" when unknown.
+func (c *smtpConn) sourceIP() string {
+	if c.nc == nil {
+		return ""
+	}
+	if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
 // dialSpec says how to open a connection.
 type dialSpec struct {
 	addr      netip.AddrPort

@@ -614,6 +614,11 @@ func (d *Deliverer) record(c *smtpConn, dest mta.Dest, tx txResult, idx []int, r
 		res[i] = queue.Result{Index: res[i].Index, Outcome: o, Code: r.Code, Enhanced: r.Enhanced,
 			Reply: r.String(), RemoteMX: host, Reason: reason}
 	}
+	if src := c.sourceIP(); src != "" {
+		for _, i := range idx {
+			res[i].SourceIP = src
+		}
+	}
 }
 
 // connFailure reports whether a dial error means the address does not

@@ -165,6 +165,7 @@ func (s *Service) reportEvents(rep *bounce.Report, info *queue.MessageInfo, idx 
 		ev := base
 		ev.Recipient = r.Addr
 		ev.RemoteMX, ev.Code, ev.Enhanced, ev.Reply, ev.Reason = b.RemoteMTA, b.ReplyCode, b.Status, b.Diagnostic, b.Reason
+		ev.SourceIP = r.SourceIP // where the reported message left from
 		switch rep.Kind {
 		case bounce.KindAutoReply:
 			ev.Type = "autoreply"

@@ -48,9 +48,16 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 // newWorld opens everything; hooks are webhooks (may be nil).
 func newWorld(t testing.TB, bc config.BounceConfig, hooks []config.Webhook) *world {
 	t.Helper()
+	return newWorldClock(t, bc, hooks, time.Now)
+}
+
+// newWorldClock is newWorld with the queue's clock (its events' times and
+// sequence numbers) set to now.
+func newWorldClock(t testing.TB, bc config.BounceConfig, hooks []config.Webhook, now func() time.Time) *world {
+	t.Helper()
 	w := &world{t: t, dir: t.TempDir(), bc: bc, verp: bounce.VERP{Domain: bc.Domain, Secret: []byte(bc.Secret)},
 		shaping: config.Default().Shaping}
-	q, err := queue.Open(filepath.Join(w.dir, "queue"), queue.Options{Logger: quietLog(),
+	q, err := queue.Open(filepath.Join(w.dir, "queue"), queue.Options{Logger: quietLog(), Now: now,
 		OnEvent: func(ev queue.Event) {
 			if w.svc != nil {
 				w.svc.OnEvent(ev)

@@ -100,6 +100,9 @@ type Service struct {
 	win     *windows
 	paused  map[string]pauseInfo
 	domains map[string]string // msgID -> sending domain cache
+	// ipUpTo is the last event the egress IP windows' rebuild examined:
+	// only later ones are counted in them from then on.
+	ipUpTo string
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -299,9 +302,11 @@ func (s *Service) metricsLoop(ctx context.Context) {
 }
 
 // rebuild fills the rate windows from the events of the last alarm window
-// so rates and alarms survive a restart; it returns the last Seq read.
+// (and the egress IP windows from the longest IP window, rebuildIPs) so
+// rates and alarms survive a restart; it returns the last Seq read.
 // Counters start at zero.
 func (s *Service) rebuild(ctx context.Context) (upTo string) {
+	s.rebuildIPs(ctx)
 	f := queue.EventFilter{Since: s.now().Add(-s.o.Bounce.AlarmWindow.Duration), Limit: 1000}
 	n := 0
 	for ctx.Err() == nil {
@@ -324,6 +329,40 @@ func (s *Service) rebuild(ctx context.Context) (upTo string) {
 	}
 	s.log.Debug("rates rebuilt from retained events", "events", n)
 	return upTo
+}
+
+// ipTypes are the event types the egress IP windows count.
+var ipTypes = []string{"delivered", "bounced", "complained", "expired"}
+
+// rebuildIPs fills the egress IP windows from the events the longest of
+// them spans, decoding only the types they count, and sets ipUpTo to the
+// last event it examined: the rest of the rebuild and the live events
+// count only later events in the IP windows, so none counts twice.
+func (s *Service) rebuildIPs(ctx context.Context) {
+	f := queue.EventFilter{Since: s.now().Add(-ipSpans[len(ipSpans)-1]), Types: ipTypes, Limit: 1000}
+	defer func() {
+		s.mu.Lock()
+		s.ipUpTo = f.After
+		s.mu.Unlock()
+	}()
+	for ctx.Err() == nil {
+		evs, scanned, err := s.o.Queue.EventsScan(ctx, f)
+		if err != nil {
+			s.log.Warn("rebuild egress IP rates from events", "err", err)
+			return
+		}
+		if scanned == "" || scanned == f.After {
+			return
+		}
+		s.mu.Lock()
+		for _, ev := range evs {
+			if ev.Stream != "" {
+				s.win.addIP(ev, countsOf(ev))
+			}
+		}
+		s.mu.Unlock()
+		f.After = scanned
+	}
 }
 
 // sendingDomain returns the From domain of msgID (cached).
@@ -389,7 +428,7 @@ func (s *Service) count(ev queue.Event, live, win bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.win.add(ev, prov, dom)
+	s.win.add(ev, prov, dom, ev.Seq > s.ipUpTo)
 	s.evaluateLocked(ev.Stream, dom)
 }
 

@@ -127,10 +127,32 @@ type DomainStats struct {
 	ComplaintRate float64 `json:"complaint_rate"`
 }
 
+// IPStats is one egress IP's counts over one window: messages that left
+// from it, its bounces and the complaints about them (a complaint counts
+// against the address the complained-about message left from).
+type IPStats struct {
+	IP string `json:"ip"`
+	counts
+	BounceRate    float64 `json:"bounce_rate"`
+	ComplaintRate float64 `json:"complaint_rate"`
+}
+
+// IPWindow is every egress IP's counts over one window.
+type IPWindow struct {
+	Window string    `json:"window"`
+	IPs    []IPStats `json:"ips"`
+}
+
+// ipSpans are the windows the egress IPs are counted over.
+var ipSpans = []time.Duration{24 * time.Hour, 7 * 24 * time.Hour}
+
 // Stats is GET /api/v1/stats.
 type Stats struct {
 	Window  string        `json:"window"`
 	Streams []StreamStats `json:"streams"`
+	// EgressIPs are the egress IPs' counts over 24 h and 7 days (the
+	// reputation per IP against the complaint line).
+	EgressIPs []IPWindow `json:"egress_ips"`
 }
 
 type subKey struct{ stream, name string }
@@ -142,11 +164,39 @@ type windows struct {
 	provider map[subKey]*window
 	domain   map[subKey]*window
 	alarms   map[subKey]bool // stream, kind (bounce, complaint)
+	// ip holds, per ipSpans entry, each egress IP's window.
+	ip []map[string]*window
 }
 
 func newWindows(span time.Duration) *windows {
-	return &windows{span: span, stream: map[string]*window{}, provider: map[subKey]*window{},
+	ws := &windows{span: span, stream: map[string]*window{}, provider: map[subKey]*window{},
 		domain: map[subKey]*window{}, alarms: map[subKey]bool{}}
+	for range ipSpans {
+		ws.ip = append(ws.ip, map[string]*window{})
+	}
+	return ws
+}
+
+// maxIPs bounds the egress IPs counted (a pool has a handful; the bound
+// only stops events with arbitrary source addresses growing the maps).
+const maxIPs = 1024
+
+// addIP counts ev against its egress IP, in every IP window.
+func (ws *windows) addIP(ev queue.Event, c counts) {
+	if ev.SourceIP == "" {
+		return
+	}
+	for i, m := range ws.ip {
+		w := m[ev.SourceIP]
+		if w == nil {
+			if len(m) >= maxIPs {
+				continue
+			}
+			w = newWindow(ipSpans[i])
+			m[ev.SourceIP] = w
+		}
+		w.add(ev.Time, c)
+	}
 }
 
 func (ws *windows) get(m map[subKey]*window, k subKey) *window {
@@ -158,8 +208,9 @@ func (ws *windows) get(m map[subKey]*window, k subKey) *window {
 	return w
 }
 
-// add counts ev; sendDomain may be "".
-func (ws *windows) add(ev queue.Event, provider, sendDomain string) {
+// add counts ev, and in the egress IP windows too when ip is set;
+// sendDomain may be "".
+func (ws *windows) add(ev queue.Event, provider, sendDomain string, ip bool) {
 	c := countsOf(ev)
 	if c == (counts{}) {
 		return
@@ -173,6 +224,9 @@ func (ws *windows) add(ev queue.Event, provider, sendDomain string) {
 	ws.get(ws.provider, subKey{ev.Stream, provider}).add(ev.Time, c)
 	if sendDomain != "" && (c.Delivered > 0 || c.Complained > 0) {
 		ws.get(ws.domain, subKey{ev.Stream, sendDomain}).add(ev.Time, c)
+	}
+	if ip {
+		ws.addIP(ev, c)
 	}
 }
 
@@ -230,5 +284,14 @@ func (ws *windows) snapshot(now time.Time, paused map[string]pauseInfo) Stats {
 		st.Streams = append(st.Streams, ss)
 	}
 	sort.Slice(st.Streams, func(i, j int) bool { return st.Streams[i].Stream < st.Streams[j].Stream })
+	for i, m := range ws.ip {
+		iw := IPWindow{Window: ipSpans[i].String(), IPs: []IPStats{}}
+		for ip, w := range m {
+			c := w.sum(now)
+			iw.IPs = append(iw.IPs, IPStats{IP: ip, counts: c, BounceRate: c.bounceRate(), ComplaintRate: c.complaintRate()})
+		}
+		sort.Slice(iw.IPs, func(a, b int) bool { return iw.IPs[a].IP < iw.IPs[b].IP })
+		st.EgressIPs = append(st.EgressIPs, iw)
+	}
 	return st
 }

@@ -405,11 +405,8 @@ func (h *httpHandler) prepare(req SendRequest, key httpapi.Key, now time.Time, m
 		return Envelope{}, nil, err
 	}
 	env := Envelope{Source: "http", From: from.Address, Stream: key.Stream,
-		HeaderStream: req.Stream == "", Campaign: req.Campaign, RemoveBcc: true,
-		SenderDomains: key.Domains}
-	if key.StreamOnly {
-		env.OnlyStream = cmp.Or(key.Stream, DefaultStream)
-	}
+		HeaderStream: req.Stream == "", Campaign: req.Campaign, RemoveBcc: true}
+	env.LimitTo(key)
 	if req.Campaign != "" && h.opts.CampaignStream != "" {
 		env.Stream = h.opts.CampaignStream // the X-Petrel-Stream header may still override
 	}

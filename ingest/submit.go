@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/petrel-mta/petrel/internal/httpapi"
 	"github.com/petrel-mta/petrel/mta"
 )
 
@@ -142,6 +143,26 @@ func (e *ScopeError) Error() string {
 		return fmt.Sprintf("this API key may send only in stream %s, not %s", strings.Join(e.Allowed, ", "), e.Value)
 	}
 	return fmt.Sprintf("this API key may not send from domain %q (its sending domains: %s)", e.Value, strings.Join(e.Allowed, ", "))
+}
+
+// LimitTo makes e carry key's limits (a database key's stream and
+// sending domains, httpapi.Key.StreamOnly and Domains): Submit refuses a
+// message they do not allow with a *ScopeError. A configured key limits
+// nothing.
+func (e *Envelope) LimitTo(key httpapi.Key) {
+	e.SenderDomains = key.Domains
+	if key.StreamOnly {
+		e.OnlyStream = cmp.Or(key.Stream, DefaultStream)
+	}
+}
+
+// CheckScope is Submit's check of e's key limits (OnlyStream,
+// SenderDomains) for a message in stream whose From field is headerFrom
+// ("" when absent): a *ScopeError, or nil when they allow it. Callers
+// that refuse early (the campaign service, before a send is scheduled)
+// use it so they refuse exactly what Submit would.
+func CheckScope(e Envelope, stream, headerFrom string) error {
+	return checkScope(e, strings.ToLower(stream), headerFrom)
 }
 
 // checkScope applies env's OnlyStream and SenderDomains to the message's

@@ -81,6 +81,9 @@ type Result struct {
 	RemoteMX string
 	// Reason is the bounce classifier's reason ("userunknown", ...).
 	Reason string
+	// SourceIP is the local (egress) address of the connection the
+	// attempt used ("" when none was made).
+	SourceIP string
 }
 
 // Rcpt is one recipient inside a Batch.
@@ -124,7 +127,9 @@ type RcptInfo struct {
 	Enhanced    string    `json:"enhanced,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	RemoteMX    string    `json:"remote_mx,omitempty"`
-	Updated     time.Time `json:"updated,omitzero"`
+	// SourceIP is the egress address of the recipient's last attempt.
+	SourceIP string    `json:"source_ip,omitempty"`
+	Updated  time.Time `json:"updated,omitzero"`
 }
 
 // MessageInfo is a message as shown by admin APIs.
@@ -164,6 +169,11 @@ type Event struct {
 	// Machine marks an "opened" or "clicked" event made by software (a
 	// privacy proxy's prefetch, a link scanner); Reason says which.
 	Machine bool `json:"machine,omitempty"`
+	// SourceIP is the egress address the message left from: on a
+	// delivery attempt's event (delivered, bounced, deferred), and on a
+	// report's (complained, an asynchronous bounce) the address of the
+	// recipient's delivery the report is about.
+	SourceIP string `json:"source_ip,omitempty"`
 }
 
 // EventFilter selects events for Events.

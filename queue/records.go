@@ -40,6 +40,8 @@ type rcptRec struct {
 	Reply    string `json:"y,omitempty"`
 	RemoteMX string `json:"h,omitempty"`
 	Reason   string `json:"w,omitempty"`
+	// SourceIP is the egress address of the last attempt.
+	SourceIP string `json:"i,omitempty"`
 	Updated  int64  `json:"u,omitempty"`
 	// Forced: made due by an operator (flush, release) since the last
 	// attempt (Batch.Forced).
@@ -51,7 +53,8 @@ func (r *rcptRec) scheduled() bool { return r.State == StateQueued || r.State ==
 
 func (r *rcptRec) info(id string, idx int) RcptInfo {
 	ri := RcptInfo{MsgID: id, Index: idx, Addr: r.Addr, State: r.State, Attempts: r.Attempts,
-		LastReply: r.Reply, LastCode: r.Code, Enhanced: r.Enhanced, Reason: r.Reason, RemoteMX: r.RemoteMX}
+		LastReply: r.Reply, LastCode: r.Code, Enhanced: r.Enhanced, Reason: r.Reason, RemoteMX: r.RemoteMX,
+		SourceIP: r.SourceIP}
 	if r.scheduled() {
 		ri.NextAttempt = time.Unix(0, r.Due).UTC()
 	}

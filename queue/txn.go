@@ -365,7 +365,10 @@ const noEvent = "-"
 func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 	r.Forced = false
 	r.Code, r.Enhanced, r.Reply, r.RemoteMX, r.Reason = res.Code, res.Enhanced, res.Reply, res.RemoteMX, res.Reason
-	ev := Event{RemoteMX: res.RemoteMX, Code: res.Code, Enhanced: res.Enhanced, Reply: res.Reply, Reason: res.Reason}
+	if res.SourceIP != "" {
+		r.SourceIP = res.SourceIP
+	}
+	ev := Event{RemoteMX: res.RemoteMX, Code: res.Code, Enhanced: res.Enhanced, Reply: res.Reply, Reason: res.Reason, SourceIP: res.SourceIP}
 	var to RcptState
 	var due int64
 	switch res.Outcome {
@@ -405,7 +408,7 @@ func (mt *msgTxn) apply(idx int, r *rcptRec, res Result) error {
 func (mt *msgTxn) expire(idx int, r *rcptRec) error {
 	r.Reason = "expired"
 	return mt.transition(idx, r, StateExpired, 0, Event{Reason: "expired", Reply: r.Reply,
-		Code: r.Code, Enhanced: r.Enhanced, RemoteMX: r.RemoteMX, Attempt: r.Attempts})
+		Code: r.Code, Enhanced: r.Enhanced, RemoteMX: r.RemoteMX, Attempt: r.Attempts, SourceIP: r.SourceIP})
 }
 
 // finish writes the live count, or, when no recipient is live any more,

@@ -122,10 +122,10 @@ func (d *daemon) campaignOptions(tpls *campaign.Templates, doms *tracking.Domain
 			defer cancel()
 			return baseURL(ctx, fromDomain)
 		},
-		// The From domain's switches (no API key: campaigns are sent by
-		// the engine, not by a key).
-		Defaults: func(fromDomain string) (bool, bool) {
-			e := set.For("", fromDomain)
+		// The switches of the campaign's API key (none: "") over its
+		// From domain's, as for the key's own messages.
+		Defaults: func(key, fromDomain string) (bool, bool) {
+			e := set.For(key, fromDomain)
 			return e.Opens, e.Clicks
 		},
 	}

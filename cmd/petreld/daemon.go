@@ -256,7 +256,16 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if err != nil {
 		return nil, err
 	}
-	camps.SetOptions(d.campaignOptions(tpls, trackDoms, trackSet))
+	campOpts := d.campaignOptions(tpls, trackDoms, trackSet)
+	campOpts.Keys = func(ctx context.Context) ([]httpapi.Key, error) {
+		ks, err := accts.Keys(ctx)
+		out := make([]httpapi.Key, len(ks))
+		for i, k := range ks {
+			out[i] = k.Limits()
+		}
+		return out, err
+	}
+	camps.SetOptions(campOpts)
 	prefs := preferences(pol, espStore, log)
 	metricsH := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	api := admin.Options{

@@ -8,6 +8,27 @@ import (
 	"github.com/petrel-mta/petrel/internal/testnet"
 )
 
+// bulkPool is the shaping configuration of two egress pools: "default"
+// binding to 127.0.0.1 and "bulk", marketing's, binding to bulkIP.
+func bulkPool(bulkIP string) string {
+	return `
+[shaping.streams]
+marketing = "bulk"
+
+[[shaping.pool]]
+name = "default"
+[[shaping.pool.source]]
+name = "main"
+bind_address = "127.0.0.1"
+
+[[shaping.pool]]
+name = "bulk"
+[[shaping.pool.source]]
+name = "bulk1"
+bind_address = "` + bulkIP + `"
+`
+}
+
 // TestBlocklistPausesListedPoolE2E: petreld's egress pools bind to
 // 127.0.0.1 (default) and 127.0.0.3 (bulk, marketing's pool); the test DNS
 // server lists 127.0.0.3 on the IP list (127.0.0.2, SBL) and answers the
@@ -22,22 +43,7 @@ func TestBlocklistPausesListedPoolE2E(t *testing.T) {
 	e.dns.Add("3.0.0.127.zen.test. 0 IN A 127.0.0.2",
 		"1.0.0.127.zen.test. 0 IN A 127.255.255.254",
 		"sender.test.dbl.test. 0 IN A 127.0.1.255")
-	e.extra = `
-[shaping.streams]
-marketing = "bulk"
-
-[[shaping.pool]]
-name = "default"
-[[shaping.pool.source]]
-name = "main"
-bind_address = "127.0.0.1"
-
-[[shaping.pool]]
-name = "bulk"
-[[shaping.pool.source]]
-name = "bulk1"
-bind_address = "127.0.0.3"
-
+	e.extra = bulkPool("127.0.0.3") + `
 [reputation]
 pause_on_listing = true
 extra_domains = ["sender.test"]

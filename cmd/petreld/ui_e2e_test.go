@@ -382,7 +382,37 @@ func TestDashboardSeedFlow(t *testing.T) {
 		t.Errorf("template list %q", s)
 	}
 
-	// Campaign in the seed's order.
+	// Campaign in the seed's order: recipients, sending domain and API
+	// key (an owner made two: one for shop.test, one for another domain,
+	// which the form refuses to pair with shop.test), sender, content,
+	// UTM, send time.
+	var marketerKey string
+	for _, k := range []map[string]any{{"name": "shop-news", "role": "marketer", "stream": "marketing", "domains": []string{"shop.test"}},
+		{"name": "other-news", "role": "marketer", "stream": "marketing", "domains": []string{"other.test"}}} {
+		var made struct{ Secret string }
+		if code, err := e.api("POST", "/api/v1/keys", k, &made); err != nil || code != 201 {
+			t.Fatalf("create key %v: %d %v", k["name"], code, err)
+		}
+		marketerKey = made.Secret
+	}
+	// A marketer (here by its own key) may list the keys a campaign can
+	// send under, never the keys themselves; the daemon refuses a
+	// campaign whose key may not send from its domain, naming the limit.
+	if code, body := request(t, "GET", u.base+"/api/v1/sending-keys", marketerKey); code != 200 ||
+		!strings.Contains(body, `{"name":"other-news","stream":"marketing","domains":["other.test"]}`) || strings.Contains(body, "ptk_") {
+		t.Errorf("sending keys as a marketer: %d %s", code, body)
+	}
+	if code, _ := request(t, "GET", u.base+"/api/v1/keys", marketerKey); code != 403 {
+		t.Errorf("GET /api/v1/keys as a marketer: %d, want 403", code)
+	}
+	var refused struct {
+		Error struct{ Code, Message string }
+	}
+	if code, err := e.api("POST", "/api/v1/campaigns", map[string]any{"id": "wrong-key", "audience": json.RawMessage(aid), "api_key": "other-news", "from": "news@shop.test",
+		"subject": "s", "text": "t", "postal_address": "Shop Ltd"}, &refused); err != nil || code != 403 ||
+		refused.Error.Code != "domain_not_allowed" || !strings.Contains(refused.Error.Message, `"shop.test" (its sending domains: other.test)`) {
+		t.Errorf("campaign under a key of another domain: %d %v %+v", code, err, refused)
+	}
 	visit("campaigns", "#/campaigns")
 	visit("campaign-new", "#/campaigns/new")
 	u.run("campaign form", chromedp.SetValue(`#camp-audience`, aid, chromedp.ByID),
@@ -390,6 +420,8 @@ func TestDashboardSeedFlow(t *testing.T) {
 		chromedp.WaitReady(`#camp-segment option[value='city == "Taipei"']`, chromedp.ByQuery),
 		chromedp.SetValue(`#camp-segment`, `city == "Taipei"`, chromedp.ByID),
 		chromedp.SetValue(`#camp-domain`, "shop.test", chromedp.ByID),
+		chromedp.SetValue(`#camp-apikey`, "other-news", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#camp-apikey").dispatchEvent(new Event("change"))`, nil),
 		chromedp.SendKeys(`#camp-from-name`, "Shop", chromedp.ByID),
 		chromedp.SetValue(`#camp-template`, "winter-news", chromedp.ByID),
 		chromedp.Evaluate(`document.querySelector("#camp-template").dispatchEvent(new Event("change"))`, nil),
@@ -398,13 +430,36 @@ func TestDashboardSeedFlow(t *testing.T) {
 		chromedp.SendKeys(`#camp-id`, "winter", chromedp.ByID),
 		chromedp.Click(`#camp-check`, chromedp.ByID))
 	u.waitText(10*time.Second, `#camp-checks`, func(s string) bool {
-		return strings.Contains(s, "497 recipients") || strings.Contains(s, "500 recipients")
+		return strings.Contains(s, "API key other-news may not send from shop.test (its sending domains: other.test)")
+	})
+	var disabled bool
+	u.run("confirm refused", chromedp.Evaluate(`document.querySelector("#camp-confirm").disabled`, &disabled))
+	if !disabled {
+		t.Errorf("confirm enabled with a key that may not send from shop.test")
+	}
+	u.run("pick the shop key", chromedp.SetValue(`#camp-apikey`, "shop-news", chromedp.ByID),
+		chromedp.Evaluate(`document.querySelector("#camp-apikey").dispatchEvent(new Event("change"))`, nil),
+		chromedp.Click(`#camp-check`, chromedp.ByID))
+	u.waitText(10*time.Second, `#camp-checks`, func(s string) bool {
+		return strings.Contains(s, "API key shop-news may send from shop.test in stream marketing") &&
+			(strings.Contains(s, "497 recipients") || strings.Contains(s, "500 recipients"))
 	})
 	u.screenshot("campaign-checks")
 	u.run("confirm", chromedp.WaitEnabled(`#camp-confirm`, chromedp.ByID), chromedp.Click(`#camp-confirm`, chromedp.ByID),
 		chromedp.WaitVisible(`#camp-detail .badge`, chromedp.ByQuery))
 	u.waitText(60*time.Second, `#camp-detail .badge`, func(s string) bool { return s == "sent" })
 	u.screenshot("campaign-detail")
+	if s := u.text(`#camp-detail dl`); !strings.Contains(s, "API key") || !strings.Contains(s, "shop-news") {
+		t.Errorf("campaign page does not show its API key: %q", s)
+	}
+	var winter struct {
+		Spec struct {
+			APIKey string `json:"api_key"`
+		}
+	}
+	if code, err := e.api("GET", "/api/v1/campaigns/winter", nil, &winter); err != nil || code != 200 || winter.Spec.APIKey != "shop-news" {
+		t.Errorf("campaign winter api_key %q (%d %v), want shop-news", winter.Spec.APIKey, code, err)
+	}
 	u.run("test send", chromedp.SendKeys(`#camp-test-to`, "qa@example.test", chromedp.ByID), chromedp.Click(`#camp-test button[type=submit]`, chromedp.ByQuery))
 	waitFor(t, 30*time.Second, "the test send at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return got["qa@example.test"] != "" })
 	waitFor(t, 30*time.Second, "the segment's messages at the MX", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 497 })
@@ -417,6 +472,9 @@ func TestDashboardSeedFlow(t *testing.T) {
 	// campaign's links are click tokens under the public base URL, here
 	// https://mail.shop.test, served by the daemon's listener).
 	open, click, sent := trackingLinks(t, e, string(decoded))
+	if !strings.Contains(msg, "from api-key=shop-news") {
+		t.Errorf("the campaign's message does not carry its key in the trace: %q", msg)
+	}
 	if !strings.Contains(msg, "Subject: Hello Third 10") || !strings.Contains(click.URL, "https://shop.test/sale?utm_source=petrel") || click.Campaign != "winter" {
 		t.Errorf("delivered message not personalised or its link without UTM (%+v): %q", click, msg)
 	}

@@ -24,8 +24,9 @@ export async function render(view, [id]) {
 async function create(view) {
   const box = h("div");
   view.append(h("p", null, h("a", { href: "#/campaigns" }, "← " + t("camp.title"))), h("h1", null, t("camp.new")), box);
-  const [auds, doms, tpls] = await Promise.all([
-    run(box, () => api("GET", "/api/v1/audiences")), run(box, () => api("GET", "/api/v1/domains")), run(box, () => api("GET", "/api/v1/templates"))]);
+  const [auds, doms, tpls, keys] = await Promise.all([
+    run(box, () => api("GET", "/api/v1/audiences")), run(box, () => api("GET", "/api/v1/domains")), run(box, () => api("GET", "/api/v1/templates")),
+    run(null, () => api("GET", "/api/v1/sending-keys"))]);
   const aud = select({ id: "camp-audience", required: true }, [["", "—"], ...(auds?.audiences || []).map(a => [String(a.id), a.name])]);
   const seg = select({ id: "camp-segment" }, [["", t("camp.everyone")]]);
   // Only the latest change's answer fills the list, and a segment already
@@ -42,6 +43,16 @@ async function create(view) {
   });
   const domain = select({ id: "camp-domain", required: true }, [["", "—"], ...(doms?.domains || []).map(d => [d.domain, `${d.domain} (${t("state." + d.status)})`])]);
   const stream = select({ id: "camp-stream" }, [["marketing", t("type.marketing")], ["transactional", t("type.transactional")]]);
+  // The API key the campaign sends under: its stream and sending domains
+  // limit the campaign (the server refuses what they do not allow; the
+  // check below says so first).
+  const keyList = keys?.keys || [];
+  const apiKey = select({ id: "camp-apikey" }, [["", t("camp.nokey")], ...keyList.map(k => [k.name, k.domains?.length ? `${k.name} (${k.stream}: ${k.domains.join(", ")})` : `${k.name} (${k.stream})`])]);
+  apiKey.addEventListener("change", () => {
+    const k = keyList.find(x => x.name === apiKey.value);
+    if (k && [...stream.options].some(o => o.value === k.stream)) stream.value = k.stream;
+  });
+  const keyAllows = (k, d) => !k.domains?.length || k.domains.some(a => d === a || d.endsWith("." + a));
   const local = input({ id: "camp-from-local", value: "news", required: true });
   const fromName = input({ id: "camp-from-name" });
   const replyTo = input({ id: "camp-reply-to", type: "email" });
@@ -72,6 +83,12 @@ async function create(view) {
     const items = [];
     const d = (doms?.domains || []).find(x => x.domain === domain.value);
     items.push([!!d && d.status !== "unverified", d ? t("camp.chk.domain", { d: d.domain, s: t("state." + d.status) }) : t("camp.chk.nodomain")]);
+    const k = keyList.find(x => x.name === apiKey.value);
+    if (k) {
+      if (!keyAllows(k, domain.value)) items.push([false, t("camp.chk.keydomain", { k: k.name, d: domain.value, l: k.domains.join(", ") })]);
+      else if (k.stream !== stream.value) items.push([false, t("camp.chk.keystream", { k: k.name, s: k.stream })]);
+      else items.push([true, t("camp.chk.key", { k: k.name, d: domain.value, s: k.stream })]);
+    }
     items.push([!!aud.value, aud.value ? t("camp.chk.audience") : t("camp.chk.noaudience")]);
     if (aud.value) {
       const c = await run(null, () => api("POST", `/api/v1/audiences/${aud.value}/segments/count`, { expression: seg.value || "true" }));
@@ -82,9 +99,9 @@ async function create(view) {
     items.push([/%unsubscribe_url%/.test(html.value + text.value) || stream.value !== "marketing", t("camp.chk.unsub")]);
     if (when.value) items.push([true, t("camp.chk.when", { when: when.value.replace("T", " "), tz: tz.value })]);
     checks.replaceChildren(h("h2", null, t("camp.checks")), h("ul", null, items.map(([ok, s]) => h("li", { class: ok ? "ok" : "bad" }, (ok ? "✓ " : "✗ ") + s))));
-    spec = { id: id.value, audience: Number(aud.value), segment: seg.value, stream: stream.value, from: `${local.value}@${domain.value}`, from_name: fromName.value,
+    spec = { id: id.value, audience: Number(aud.value), segment: seg.value, stream: stream.value, api_key: apiKey.value || undefined, from: `${local.value}@${domain.value}`, from_name: fromName.value,
       reply_to: replyTo.value, subject: subject.value, html: addUTM(html.value), text: text.value, postal_address: postal.value };
-    confirm.disabled = !items.slice(0, 4).every(([ok]) => ok) || !id.value;
+    confirm.disabled = !items.slice(0, k ? 5 : 4).every(([ok]) => ok) || !id.value;
   }
   confirm.addEventListener("click", async () => {
     confirm.disabled = true;
@@ -99,7 +116,7 @@ async function create(view) {
   const step = (n, title, ...kids) => h("fieldset", { class: "card" }, h("legend", null, `${n}. ${t(title)}`), h("div", { class: "row" }, ...kids));
   view.append(h("form", { id: "camp-form", onsubmit: e => { e.preventDefault(); check(); } },
     step(1, "camp.s.recipients", field(t("camp.audience"), aud), field(t("camp.segment"), seg)),
-    step(2, "camp.s.domain", field(t("camp.domain"), domain), field(t("camp.stream"), stream)),
+    step(2, "camp.s.domain", field(t("camp.domain"), domain), field(t("camp.apikey"), apiKey), field(t("camp.stream"), stream)),
     step(3, "camp.s.sender", field(t("camp.fromlocal"), local), field(t("camp.fromname"), fromName), field(t("camp.replyto"), replyTo)),
     step(4, "camp.s.content", field(t("camp.template"), tpl), field(t("camp.subject"), subject), field(t("camp.html"), html), field(t("camp.text"), text), field(t("camp.postal"), postal)),
     step(5, "camp.s.utm", ...utm.map(u => field(u.dataset.utm, u))),
@@ -124,7 +141,7 @@ async function detail(view, id) {
         c.status === "paused" ? act("camp.resume", "resume", "secondary") : null,
         ["sending", "scheduled", "paused"].includes(c.status) ? act("camp.cancel", "cancel", "danger") : null,
         h("a", { href: "#/stats/" + encodeURIComponent(id), id: "camp-stats" }, t("camp.stats"))),
-      h("dl", null, [["camp.subject", c.spec.subject], ["camp.from", `${c.spec.from_name || ""} <${c.spec.from}>`], ["camp.stream", c.spec.stream],
+      h("dl", null, [["camp.subject", c.spec.subject], ["camp.from", `${c.spec.from_name || ""} <${c.spec.from}>`], ["camp.stream", c.spec.stream], ["camp.apikey", c.spec.api_key || t("camp.nokey")],
         ["camp.segment", c.spec.segment || t("camp.everyone")], ["created", fmtDate(c.created)], ["camp.scheduled", fmtDate(c.scheduled_at)],
         ["camp.started", fmtDate(c.started_at)], ["camp.finished", fmtDate(c.finished_at)]].flatMap(([k, v]) => [h("dt", null, t(k)), h("dd", null, v || "")])));
   }

@@ -90,6 +90,7 @@ function reputation(r) {
     return h("tr", { "data-domain": d.domain }, h("td", null, d.domain), h("td", null, d.stream), h("td", { class: "num" }, fmtNum(d.sent)), h("td", { class: "num" }, fmtNum(d.complained)),
       h("td", { class: "num", style: over ? "color:#a4161a" : undefined }, fmtPct(d.complaint_rate)), h("td", null, over ? t("stats.over") : t("stats.under")));
   }), { id: "stats-domain-table" }) : h("p", { class: "muted" }, t("stats.nodomains")));
+  box.append(h("h2", null, t("stats.ips")), ...(r.egress_ips || []).map(ipWindow));
   const bl = h("div", { id: "stats-blocklists" });
   box.append(h("h2", null, t("stats.blocklists")), bl);
   api("GET", "/api/v1/stats/reputation").then(rep => {
@@ -100,6 +101,22 @@ function reputation(r) {
         h("td", null, fmtDate(x.checked))))) : "");
   }).catch(e => bl.append(h("p", { class: "muted" }, e.status === 404 ? t("stats.norep") : String(e.message || e))));
   return box;
+}
+
+// ipWindow is the egress IPs' sent, bounce rate and complaint rate over
+// one window (24 h, 7 d) against the 0.3% line: a complaint counts
+// against the IP the complained-about message left from.
+function ipWindow(iw) {
+  const name = { "24h0m0s": "24h", "168h0m0s": "7d" }[iw.window] || iw.window;
+  const label = t("stats.ipwindow", { w: t("stats.w" + name) === "stats.w" + name ? name : t("stats.w" + name) });
+  const ips = iw.ips || [];
+  return h("div", { "data-window": name }, h("h3", null, label), ips.length ? table([t("stats.ip"), { label: t("stats.sent"), num: true }, { label: t("stats.delivered"), num: true },
+    { label: t("stats.bounced"), num: true }, { label: t("stats.complained"), num: true }, { label: t("stats.bouncerate"), num: true }, { label: t("stats.complaintrate"), num: true }, t("stats.line")],
+  ips.map(x => {
+    const over = x.complaint_rate > 0.003;
+    return h("tr", { "data-ip": x.ip }, h("td", { class: "mono" }, x.ip), ...[x.sent, x.delivered, x.bounced, x.complained].map(v => h("td", { class: "num" }, fmtNum(v))),
+      h("td", { class: "num" }, fmtPct(x.bounce_rate)), h("td", { class: "num", style: over ? "color:#a4161a" : undefined }, fmtPct(x.complaint_rate)), h("td", null, over ? t("stats.over") : t("stats.under")));
+  }), { id: "stats-ip-table-" + name }) : h("p", { class: "muted" }, t("stats.noips")));
 }
 
 // slices is a table of engagement counts per dimension value (mailbox
