@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -63,6 +64,8 @@ type Log struct {
 	flushReq chan chan error
 	// group is the writer's reusable commit state.
 	group *group
+	// groups counts the group commits that wrote engagements.
+	groups atomic.Int64
 }
 
 // OpenLog opens (creating) the engagement log in dir.
@@ -267,6 +270,7 @@ drain:
 	if err := g.flushCounters(); err != nil {
 		return n, err
 	}
+	l.groups.Add(1)
 	return n, g.b.Commit(opts)
 }
 
