@@ -330,3 +330,25 @@ func TestSinkDKIM(t *testing.T) {
 		})
 	}
 }
+
+// TestRunSMTPRate: a paced load (Rate) to a real sink sends every message
+// no faster than the rate (message i not before start + i/Rate), all
+// accepted, and stops at once when its context ends.
+func TestRunSMTPRate(t *testing.T) {
+	s := startSink(t, SinkOptions{})
+	start := time.Now()
+	res, err := RunSMTP(context.Background(), SMTPLoad{Addr: s.Addr(), Sessions: 3, Messages: 21, Size: 300, Rate: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond || res.Accepted != 21 || s.Stats().Messages != 21 {
+		t.Fatalf("21 messages at 40/s: %s, %d accepted, sink %d", took, res.Accepted, s.Stats().Messages)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	res, _ = RunSMTP(ctx, SMTPLoad{Addr: s.Addr(), Sessions: 2, Messages: 1000, Size: 300, Rate: 10})
+	if took := time.Since(start); took > 2*time.Second || res.Accepted > 5 {
+		t.Fatalf("cancelled paced load: %s, %d accepted", took, res.Accepted)
+	}
+}

@@ -50,6 +50,10 @@ type SMTPLoad struct {
 	NoPipelining bool
 	// Timeout bounds each read or write (default 60s).
 	Timeout time.Duration
+	// Rate, when > 0, paces the load at that many messages per second
+	// over all sessions (message i is not sent before start + i/Rate);
+	// 0 sends as fast as the server answers.
+	Rate float64
 }
 
 func (o *SMTPLoad) defaults() {
@@ -132,7 +136,7 @@ func RunSMTP(ctx context.Context, o SMTPLoad) (*LoadResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := smtpWorker(ctx, &o, w, &next)
+			r := smtpWorker(ctx, &o, w, &next, start)
 			col.merge(r)
 		}()
 	}
@@ -145,7 +149,7 @@ func RunSMTP(ctx context.Context, o SMTPLoad) (*LoadResult, error) {
 }
 
 // smtpWorker claims message numbers from next until all are sent.
-func smtpWorker(ctx context.Context, o *SMTPLoad, worker int, next *atomic.Int64) *LoadResult {
+func smtpWorker(ctx context.Context, o *SMTPLoad, worker int, next *atomic.Int64, start time.Time) *LoadResult {
 	res := &LoadResult{}
 	f := newMessageFactory(o.From, o.Size)
 	buf := make([]byte, 0, o.Size+512)
@@ -161,6 +165,17 @@ func smtpWorker(ctx context.Context, o *SMTPLoad, worker int, next *atomic.Int64
 		i := int(next.Add(1) - 1)
 		if i >= o.Messages {
 			return res
+		}
+		if o.Rate > 0 {
+			if wait := time.Until(start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))); wait > 0 {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return res
+				case <-t.C:
+				}
+			}
 		}
 		if c == nil || (o.PerSession > 0 && sent >= o.PerSession) {
 			if c != nil {

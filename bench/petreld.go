@@ -32,6 +32,9 @@ type PetreldOptions struct {
 	Relay string
 	// ExtraTOML is appended to the generated config (e.g. DKIM sections).
 	ExtraTOML string
+	// HTTPTOML is added to the config's [http] section (e.g.
+	// public_max_conns_per_ip = 64).
+	HTTPTOML string
 	// Key is the HTTP API key (default "bench-key").
 	Key    string
 	Logger *slog.Logger
@@ -110,6 +113,9 @@ func StartPetreld(ctx context.Context, o PetreldOptions) (*Petreld, error) {
 	}
 	cfgPath := filepath.Join(o.Dir, "petrel.toml")
 	cfg := PetreldConfig(p.DataDir, p.SMTPAddr, p.HTTPAddr, o.Key, o.Relay, o.ExtraTOML)
+	if o.HTTPTOML != "" {
+		cfg = strings.Replace(cfg, "[[http.api_keys]]", o.HTTPTOML+"\n[[http.api_keys]]", 1)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("petreld: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/idna"
@@ -74,7 +75,24 @@ type Domains struct {
 	now      func() time.Time
 	// Cert, when set, reports a host's certificate (the ACME cache).
 	Cert func(host string) *CertInfo
+
+	// https is the in-memory set of hosts with HTTPS on and their
+	// status, read by the plain-HTTP redirect on every request (no SQL
+	// on the request path). This process's changes refresh it at once;
+	// another instance's (a shared PostgreSQL) within httpsMaxAge.
+	https      atomic.Pointer[httpsHosts]
+	refreshing atomic.Bool
 }
+
+// httpsHosts is one snapshot of the HTTPS tracking hosts.
+type httpsHosts struct {
+	verified map[string]bool // host → CNAME verified
+	at       time.Time
+}
+
+// httpsMaxAge is how old the snapshot of HTTPS hosts may get before a
+// request starts a refresh in the background.
+const httpsMaxAge = 5 * time.Second
 
 // NewDomains opens the registry on db (creating its table); target is
 // the default CNAME target (petreld's hostname).
@@ -90,7 +108,54 @@ func NewDomains(ctx context.Context, db *sql.DB, postgres bool, resolver CNAMERe
 		created_at BIGINT NOT NULL)`); err != nil {
 		return nil, fmt.Errorf("tracking: domains table: %w", err)
 	}
-	return &Domains{db: db, pg: postgres, resolver: resolver, target: normalHost(target), now: time.Now}, nil
+	d := &Domains{db: db, pg: postgres, resolver: resolver, target: normalHost(target), now: time.Now}
+	if err := d.refreshHTTPS(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// refreshHTTPS reloads the snapshot of hosts with HTTPS on.
+func (d *Domains) refreshHTTPS(ctx context.Context) error {
+	rows, err := d.db.QueryContext(ctx, `SELECT host, status FROM tracking_domains WHERE https`)
+	if err != nil {
+		return fmt.Errorf("tracking: https domains: %w", err)
+	}
+	defer rows.Close()
+	m := map[string]bool{}
+	for rows.Next() {
+		var host, status string
+		if err := rows.Scan(&host, &status); err != nil {
+			return fmt.Errorf("tracking: https domains: %w", err)
+		}
+		m[host] = status == DomainVerified
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("tracking: https domains: %w", err)
+	}
+	d.https.Store(&httpsHosts{verified: m, at: time.Now()})
+	return nil
+}
+
+// httpsHost reports whether host (normalised) is a tracking domain with
+// HTTPS on, and whether its CNAME is verified. A snapshot older than
+// httpsMaxAge is refreshed in the background (one refresh at a time);
+// the request goes on with the one it has.
+func (d *Domains) httpsHost(host string) (https, verified bool) {
+	snap := d.https.Load()
+	if snap == nil {
+		return false, false
+	}
+	if time.Since(snap.at) > httpsMaxAge && d.refreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer d.refreshing.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = d.refreshHTTPS(ctx) // a failure keeps the last snapshot; the next request retries
+		}()
+	}
+	verified, https = snap.verified[host]
+	return https, verified
 }
 
 func (d *Domains) q(query string) string { return rebind(d.pg, query) }
@@ -157,6 +222,9 @@ func (d *Domains) Add(ctx context.Context, dom Domain) (Domain, error) {
 		detail = excluded.detail, checked_at = NULL, https = excluded.https`),
 		dom.Host, dom.SendingDomain, dom.Target, dom.Status, dom.Detail, dom.HTTPS, dom.CreatedAt.Unix()); err != nil {
 		return Domain{}, fmt.Errorf("tracking: add domain: %w", err)
+	}
+	if err := d.refreshHTTPS(ctx); err != nil {
+		return Domain{}, err
 	}
 	return d.Get(ctx, dom.Host)
 }
@@ -250,7 +318,7 @@ func (d *Domains) Remove(ctx context.Context, host string) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("%w: %s", ErrUnknownDomain, host)
 	}
-	return nil
+	return d.refreshHTTPS(ctx)
 }
 
 // Check looks the host's CNAME up and records the outcome: verified when
@@ -279,6 +347,11 @@ func (d *Domains) Check(ctx context.Context, host string) (Domain, error) {
 	if _, err := d.db.ExecContext(ctx, d.q(`UPDATE tracking_domains SET status = ?, detail = ?, checked_at = ? WHERE host = ?`),
 		status, detail, d.now().Unix(), dom.Host); err != nil {
 		return Domain{}, fmt.Errorf("tracking: check domain: %w", err)
+	}
+	if status != dom.Status && dom.HTTPS {
+		if err := d.refreshHTTPS(ctx); err != nil {
+			return Domain{}, err
+		}
 	}
 	return d.Get(ctx, dom.Host)
 }

@@ -19,11 +19,34 @@ const forwardCursor = "events"
 // (never one synced write per request), at least once: a crash between
 // the append and the cursor repeats at most one page. It runs until ctx
 // ends, polling every interval when there is nothing new.
+//
+// Under load it does not chase the writer page by page: after a page
+// that was not full it waits forwardGap, so the event log gets one
+// append (one sync) per forwardGap of traffic, and its followers (flows,
+// contacts, webhooks) wake as often, rather than one small synced append
+// per few engagements competing with the MTA's spool writes and the
+// tracker's requests for the CPU.
 func Forward(ctx context.Context, l *Log, to events.EventAppender, interval time.Duration, log *slog.Logger) {
 	poll.Run(ctx, interval, nil, log, "forward engagements to the event log", func(ctx context.Context) (int, error) {
-		return ForwardOnce(ctx, l, to, 1000)
+		n, err := ForwardOnce(ctx, l, to, forwardPage)
+		if err == nil && n > 0 && n < forwardPage {
+			t := time.NewTimer(forwardGap)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+		return n, err
 	})
 }
+
+// forwardPage and forwardGap pace Forward: pages of up to forwardPage
+// engagements, at least forwardGap apart unless the last was full.
+const (
+	forwardPage = 5000
+	forwardGap  = 100 * time.Millisecond
+)
 
 // ForwardOnce forwards up to limit engagements after the cursor and
 // returns how many it forwarded.

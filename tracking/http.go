@@ -1,6 +1,7 @@
 package tracking
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -162,26 +163,57 @@ var scannerAgents = []string{
 	"go-http-client", "curl/", "wget/", "java/", "okhttp", "headlesschrome", "phantomjs",
 }
 
+// scannerAgentBytes, agentGoogleProxy and agentYahooProxy are the agent
+// substrings as bytes (read only), for bytes.Contains on the lowered agent.
+var (
+	scannerAgentBytes = func() [][]byte {
+		out := make([][]byte, len(scannerAgents))
+		for i, s := range scannerAgents {
+			out[i] = []byte(s)
+		}
+		return out
+	}()
+	agentGoogleProxy = []byte("googleimageproxy")
+	agentYahooProxy  = []byte("yahoomailproxy")
+)
+
+// asciiLower appends s to dst with ASCII letters in lower case (what
+// strings.ToLower does to the ASCII agents that matter here; other bytes
+// are kept as they are, and no pattern has any).
+func asciiLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // Classify sets e's Machine, MachineReason and Proxy from the request
 // method, its user agent and IP, and the time since the message was sent
 // (sent in unix seconds; 0 unknown).
 func Classify(e *Engagement, method string, sent int64) {
-	ua := strings.ToLower(e.UserAgent)
+	// The user agent in lower case, in a stack buffer when it fits (no
+	// allocation per request for the usual agents).
+	var stack [512]byte
+	ua := asciiLower(stack[:0], e.UserAgent)
 	ip, _ := netip.ParseAddr(e.IP)
 	switch {
 	case method == http.MethodHead:
 		e.Machine, e.MachineReason = true, "head_request"
 	case e.Kind == Open && e.UserAgent == "Mozilla/5.0" && ip.IsValid() && appleMPP.Contains(ip.Unmap()):
 		e.Machine, e.MachineReason = true, "apple_mpp"
-	case strings.Contains(ua, "googleimageproxy"):
+	case bytes.Contains(ua, agentGoogleProxy):
 		e.Proxy = "gmail" // fetched when the person opens the message
-	case strings.Contains(ua, "yahoomailproxy"):
+	case bytes.Contains(ua, agentYahooProxy):
 		e.Proxy = "yahoo"
-	case ua == "":
+	case len(ua) == 0:
 		e.Machine, e.MachineReason = true, "no_user_agent"
 	default:
-		for _, s := range scannerAgents {
-			if strings.Contains(ua, s) {
+		for _, s := range scannerAgentBytes {
+			if bytes.Contains(ua, s) {
 				e.Machine, e.MachineReason = true, "scanner_agent"
 				return
 			}

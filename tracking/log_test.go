@@ -169,3 +169,30 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestLogGathersGroups: engagements arriving one at a time (as requests
+// bring them, 300 of them about 300 µs apart) are committed in groups of
+// many, one per groupWait or so, not one group per engagement; every
+// one is counted once flushed.
+func TestLogGathersGroups(t *testing.T) {
+	l, err := OpenLog(t.TempDir(), LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 300 {
+		if !l.TryRecord(Engagement{Kind: Open, Campaign: "g", Message: fmt.Sprint(i), Recipient: fmt.Sprint(i), Time: time.Now(), UserAgent: "Mozilla/5.0 x"}) {
+			t.Fatal("buffer full")
+		}
+		time.Sleep(300 * time.Microsecond)
+	}
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := l.CampaignStats("g"); st.Counters[CntUniqueOpens] != 300 {
+		t.Fatalf("counted %d of 300", st.Counters[CntUniqueOpens])
+	}
+	if n := l.groups.Load(); n > 100 {
+		t.Fatalf("300 engagements took %d group commits, want them gathered (<= 100)", n)
+	}
+}

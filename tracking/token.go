@@ -74,6 +74,7 @@ const (
 // concurrent use.
 type Signer struct {
 	pool sync.Pool // hash.Hash keyed with the secret
+	bufs sync.Pool // *[]byte: Decode's scratch (the token, its bytes, the MAC)
 }
 
 // NewSigner returns a Signer for secret (at least 32 bytes).
@@ -88,12 +89,18 @@ func NewSigner(secret []byte) (*Signer, error) {
 }
 
 func (s *Signer) mac(payload []byte) []byte {
+	return s.macTo(make([]byte, 0, sha256.Size), payload)
+}
+
+// macTo appends payload's MAC to dst (no allocation when dst has
+// sha256.Size bytes of room) and returns the appended MAC.
+func (s *Signer) macTo(dst, payload []byte) []byte {
 	h := s.pool.Get().(hash.Hash)
 	h.Reset()
 	h.Write(payload)
-	sum := h.Sum(make([]byte, 0, sha256.Size))
+	sum := h.Sum(dst)
 	s.pool.Put(h)
-	return sum[:macSize]
+	return sum[len(dst) : len(dst)+macSize]
 }
 
 // Encode returns t as a URL-safe string (base64url, no padding):
@@ -140,12 +147,27 @@ func (s *Signer) Decode(str string) (Token, error) {
 	}
 	// Strict: a last character with nonzero unused bits is another
 	// spelling of the same bytes; only the canonical one is the token.
-	p, err := base64.RawURLEncoding.Strict().DecodeString(str)
+	// The scratch holds the token's text, its bytes and the MAC, so a
+	// decode allocates only the one string its fields are cut from.
+	bp, _ := s.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer s.bufs.Put(bp)
+	dec := base64.RawURLEncoding.Strict()
+	need := len(str) + dec.DecodedLen(len(str)) + sha256.Size
+	if cap(*bp) < need {
+		*bp = make([]byte, need)
+	}
+	buf := (*bp)[:need]
+	src := buf[:copy(buf, str)]
+	n, err := dec.Decode(buf[len(str):], src)
+	p := buf[len(str) : len(str)+n]
 	if err != nil || len(p) < 2+macSize {
 		return Token{}, ErrBadToken
 	}
 	body, sig := p[:len(p)-macSize], p[len(p)-macSize:]
-	if !hmac.Equal(sig, s.mac(body)) {
+	if !hmac.Equal(sig, s.macTo(buf[len(str)+n:len(str)+n], body)) {
 		return Token{}, ErrBadToken
 	}
 	if body[0] != tokenVersion && body[0] != tokenVersion1 || (Kind(body[1]) != Open && Kind(body[1]) != Click) {
@@ -168,15 +190,22 @@ func (s *Signer) Decode(str string) (Token, error) {
 	if body[0] == tokenVersion1 {
 		nf = 4
 	}
+	var spans [6][2]int // offsets into rest
+	off := 0
 	for i := range nf {
-		l, n := binary.Uvarint(rest)
-		if n <= 0 || l > uint64(len(rest)-n) {
+		l, n := binary.Uvarint(rest[off:])
+		if n <= 0 || l > uint64(len(rest)-off-n) {
 			return Token{}, ErrBadToken
 		}
-		fields[i], rest = string(rest[n:n+int(l)]), rest[n+int(l):]
+		spans[i] = [2]int{off + n, off + n + int(l)}
+		off += n + int(l)
 	}
-	if len(rest) != 0 {
+	if off != len(rest) {
 		return Token{}, ErrBadToken
+	}
+	all := string(rest) // one allocation; the fields are its substrings
+	for i := range nf {
+		fields[i] = all[spans[i][0]:spans[i][1]]
 	}
 	t.Campaign, t.Message, t.Recipient, t.URL, t.Provider, t.Stream = fields[0], fields[1], fields[2], fields[3], fields[4], fields[5]
 	return t, nil

@@ -332,6 +332,9 @@ func start(ctx context.Context, cfg *config.Config, cfgPath string, log *slog.Lo
 	if trackLn != nil {
 		listeners = append(listeners, trackLn)
 		d.trackSrv = trackSrv
+		// Plain HTTP for a tracking host we serve HTTPS for goes there.
+		_, port, _ := net.SplitHostPort(cfg.Tracking.HTTPSListen)
+		d.httpSrv.Handler = certs.RedirectHTTP(d.httpSrv.Handler, port)
 	}
 	if err := d.events.run(d); err != nil {
 		return nil, err

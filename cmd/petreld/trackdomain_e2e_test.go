@@ -25,25 +25,7 @@ import (
 // unknown SNI name fails the handshake; after a restart the domain is
 // served again (its certificate is cached in data_dir/acme).
 func TestTrackingDomainHTTPSThroughDaemon(t *testing.T) {
-	testnet.SkipIfShort(t, "builds and runs the Pebble ACME CA")
-	e := newEnv(t)
-	tlsAddr := freeAddr(t)
-	_, portStr, _ := net.SplitHostPort(tlsAddr)
-	var port int
-	fmt.Sscan(portStr, &port)
-	e.dns.Add("track.shop.test. 60 IN CNAME track.petrel.test.", "track.shop.test. 60 IN A 127.0.0.1")
-	peb := testnet.StartPebble(t, e.dns.Addr, port, 1)
-	e.extra = fmt.Sprintf(`[tracking]
-https_listen = %q
-acme_directory = %q
-acme_ca = %q
-cname_target = "track.petrel.test"
-[[tracking.domain]]
-host = "track.shop.test"
-sending_domain = "shop.test"
-https = true
-`, tlsAddr, peb.DirectoryURL, peb.CAFile)
-	e.start()
+	e, tlsAddr, _, peb := startTrackingHTTPS(t, "")
 	var dom tracking.Domain
 	waitFor(t, 15*time.Second, "track.shop.test verified", func() bool {
 		code, err := e.api("GET", "/api/v1/tracking/domains/track.shop.test", nil, &dom)
@@ -101,4 +83,35 @@ https = true
 		return err == nil
 	})
 	pixel()
+}
+
+// startTrackingHTTPS starts petreld with [tracking] https_listen on a
+// free port, ACME from a local Pebble CA (through e's loopback DNS) and
+// the verified HTTPS tracking domain track.shop.test (CNAME
+// track.petrel.test), plus more [[tracking.domain]] TOML and DNS
+// records (in place before the first CNAME check); it returns the
+// running env, the TLS listener's address and port, and Pebble.
+func startTrackingHTTPS(t *testing.T, moreDomains string, moreDNS ...string) (*env, string, string, *testnet.Pebble) {
+	t.Helper()
+	testnet.SkipIfShort(t, "builds and runs the Pebble ACME CA")
+	e := newEnv(t)
+	tlsAddr := freeAddr(t)
+	_, portStr, _ := net.SplitHostPort(tlsAddr)
+	var port int
+	fmt.Sscan(portStr, &port)
+	e.dns.Add("track.shop.test. 60 IN CNAME track.petrel.test.", "track.shop.test. 60 IN A 127.0.0.1")
+	e.dns.Add(moreDNS...)
+	peb := testnet.StartPebble(t, e.dns.Addr, port, 1)
+	e.extra = fmt.Sprintf(`[tracking]
+https_listen = %q
+acme_directory = %q
+acme_ca = %q
+cname_target = "track.petrel.test"
+[[tracking.domain]]
+host = "track.shop.test"
+sending_domain = "shop.test"
+https = true
+%s`, tlsAddr, peb.DirectoryURL, peb.CAFile, moreDomains)
+	e.start()
+	return e, tlsAddr, portStr, peb
 }
