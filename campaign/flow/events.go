@@ -199,7 +199,7 @@ func (s *Service) Scan(ctx context.Context) (int, error) {
 				if c.Status != audience.Active {
 					continue
 				}
-				mark, vars, err := s.scanMatch(ctx, f, c, now)
+				mark, vars, err := s.scanMatch(ctx, t.db(), f, c, now)
 				if err != nil {
 					t.tx.Rollback()
 					return entered, err
@@ -240,7 +240,7 @@ func (s *Service) Scan(ctx context.Context) (int, error) {
 }
 
 // scanMatch says whether c is due to enter f now, and under which mark.
-func (s *Service) scanMatch(ctx context.Context, f *Flow, c audience.Contact, now time.Time) (string, map[string]string, error) {
+func (s *Service) scanMatch(ctx context.Context, db querier, f *Flow, c audience.Contact, now time.Time) (string, map[string]string, error) {
 	loc := f.location(c.TimeZone)
 	local := now.In(loc)
 	switch f.Trigger.Type {
@@ -274,7 +274,7 @@ func (s *Service) scanMatch(ctx context.Context, f *Flow, c audience.Contact, no
 		return "date:" + local.Format(time.DateOnly), map[string]string{"event.name": "date", "event.date": raw[:10]}, nil
 	case TriggerNotOpened:
 		var last int64
-		err := s.db.QueryRowContext(ctx, s.q(`SELECT COALESCE(MAX(at), 0) FROM flow_engagement WHERE contact_id = ? AND kind = 'opened'`), c.ID).Scan(&last)
+		err := db.QueryRowContext(ctx, s.q(`SELECT COALESCE(MAX(at), 0) FROM flow_engagement WHERE contact_id = ? AND kind = 'opened'`), c.ID).Scan(&last)
 		if err != nil {
 			return "", nil, fmt.Errorf("flow: engagement: %w", err)
 		}

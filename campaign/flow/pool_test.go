@@ -15,8 +15,9 @@ import (
 // lock (they give up after busy_timeout with SQLITE_BUSY: a dashboard
 // test saw a campaign create fail so while the runner followed 20,000
 // "joined" changes). With the pool cut to one connection, the runner
-// must still handle a join, a custom event and an open: each transaction
-// reads only through itself.
+// must still handle a join, a custom event, an open and a scan for
+// contacts who stopped opening: each transaction reads only through
+// itself.
 func TestRunnerReadsThroughItsTransaction(t *testing.T) {
 	fx := newFixture(t, filepath.Join(t.TempDir(), "esp.db"), Options{})
 	fx.contact("ada@example.test")
@@ -26,9 +27,19 @@ func TestRunnerReadsThroughItsTransaction(t *testing.T) {
 	if err := fx.q.AppendEvents(fx.ctx, []events.Event{{Type: "opened", Time: fx.clk.Now(), Recipient: "ada@example.test", Campaign: "spring"}}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := fx.svc.Save(fx.ctx, Flow{ID: "winback", Audience: fx.news.ID, From: "a@shop.example", Trigger: Trigger{Type: TriggerNotOpened, Days: 7},
+		Steps: []Step{{ID: "s", Type: StepSend, Template: "welcome-3"}}}); err != nil {
+		t.Fatal(err)
+	}
 	fx.aud.DB().SetMaxOpenConns(1)
 	ctx, cancel := context.WithTimeout(fx.ctx, 20*time.Second)
 	defer cancel()
+	// The not_opened scan reads each contact's last open inside its
+	// transaction (a week on: ada never opened).
+	fx.clk.Add(8 * 24 * time.Hour)
+	if n, err := fx.svc.Scan(ctx); err != nil || n != 1 {
+		t.Fatalf("scan on a one-connection pool: %d entered, %v; want 1", n, err)
+	}
 	total := 0
 	for range 100 {
 		n, err := fx.svc.Step(ctx, fx.q)
