@@ -36,6 +36,7 @@ import (
 	"golang.org/x/crypto/argon2"
 
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Role is what a user or a database key may do.
@@ -184,22 +185,7 @@ func Open(ctx context.Context, db *sql.DB, pg bool, opts Options) (*Store, error
 }
 
 // q rewrites ? placeholders as $n on PostgreSQL.
-func (s *Store) q(query string) string {
-	if !s.pg {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, c := range query {
-		if c == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+func (s *Store) q(query string) string { return sqlq.Rebind(s.pg, query) }
 
 func (s *Store) now() time.Time { return s.opts.Now() }
 

@@ -28,6 +28,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Store is the audience database. It is safe for concurrent use.
@@ -223,28 +225,7 @@ func (s *Store) Backend() string {
 }
 
 // q rewrites a query written with ? placeholders for the dialect.
-func (s *Store) q(query string) string {
-	if s.d != postgres {
-		return query
-	}
-	var b strings.Builder
-	b.Grow(len(query) + 16)
-	n := 0
-	inStr := false
-	for i := 0; i < len(query); i++ {
-		c := query[i]
-		if c == '\'' {
-			inStr = !inStr
-		}
-		if c == '?' && !inStr {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
-}
+func (s *Store) q(query string) string { return sqlq.Rebind(s.d == postgres, query) }
 
 func (s *Store) exec(ctx context.Context, tx dbtx, query string, args ...any) (sql.Result, error) {
 	return tx.ExecContext(ctx, s.q(query), args...)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/petrel-mta/petrel/dns"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Tracking domain statuses.
@@ -161,22 +162,7 @@ func (d *Domains) httpsHost(host string) (https, verified bool) {
 func (d *Domains) q(query string) string { return rebind(d.pg, query) }
 
 // rebind turns ? placeholders into PostgreSQL's $n when pg is set.
-func rebind(pg bool, query string) string {
-	if !pg {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, c := range query {
-		if c == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
+func rebind(pg bool, query string) string { return sqlq.Rebind(pg, query) }
 
 func normalHost(h string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/campaign"
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Options tune a Service. The zero value is usable.
@@ -180,22 +181,7 @@ func (s *Service) migrate(ctx context.Context) error {
 }
 
 // q rewrites ? placeholders as $n on PostgreSQL.
-func (s *Service) q(query string) string {
-	if !s.pg {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for i := 0; i < len(query); i++ {
-		if query[i] == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteByte(query[i])
-	}
-	return b.String()
-}
+func (s *Service) q(query string) string { return sqlq.Rebind(s.pg, query) }
 
 func (s *Service) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -1,0 +1,37 @@
+// Package sqlq owns what the ESP stores share about their SQL text: the
+// queries are written once with ? placeholders and rewritten for
+// PostgreSQL's $n.
+package sqlq
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Rebind returns query with its ? placeholders numbered $1, $2, ... when
+// pg is set, and query unchanged otherwise. A ? inside a single-quoted
+// SQL string literal ('a?b', with '' as an escaped quote) is text, not a
+// placeholder.
+func Rebind(pg bool, query string) string {
+	if !pg || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	n := 0
+	inStr := false
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		if c == '\'' {
+			inStr = !inStr
+		}
+		if c == '?' && !inStr {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
