@@ -45,7 +45,10 @@ func browser(t *testing.T, acceptLang string) context.Context {
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
 		chromedp.Flag("lang", acceptLang), chromedp.Flag("accept-lang", acceptLang), chromedp.WindowSize(1280, 900),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true))
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true),
+		// Its default is 20 s; a cold Chromium on a loaded 2-core machine
+		// once took longer to print its DevTools address.
+		chromedp.WSURLReadTimeout(90*time.Second))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelC(); cancelA() })
