@@ -10,7 +10,7 @@ import (
 
 // Rebind returns query with its ? placeholders numbered $1, $2, ... when
 // pg is set, and query unchanged otherwise. A ? inside a single-quoted
-// SQL string literal ('a?b', with '' as an escaped quote) is text, not a
+// SQL string literal ('a?b'; a doubled quote inside is one quote) is text, not a
 // placeholder.
 func Rebind(pg bool, query string) string {
 	if !pg || !strings.Contains(query, "?") {
