@@ -60,7 +60,10 @@ func IdempotencyKey(flow string, run int64, step string) string {
 // every journal entry is appended to it as a "flow_step" event (so
 // webhooks, the events API and metrics see the steps).
 type EventLog interface {
-	Events(ctx context.Context, f events.EventFilter) ([]events.Event, error)
+	// EventsScan returns matching events and the Seq of the last event
+	// it examined, matching or not (queue.Queue.EventsScan: events of
+	// other types are skipped without being decoded).
+	EventsScan(ctx context.Context, f events.EventFilter) ([]events.Event, string, error)
 	AppendEvents(ctx context.Context, evs []events.Event) error
 }
 
@@ -500,9 +503,15 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 	if err != nil {
 		return 0, err
 	}
-	evs, err := log.Events(ctx, events.EventFilter{After: after, Limit: 1000})
-	if err != nil || len(evs) == 0 {
+	// Only opens and clicks are decoded: the log is mostly deliveries.
+	evs, scanned, err := log.EventsScan(ctx, events.EventFilter{After: after, Types: []string{"opened", "clicked"}, Limit: 1000})
+	if err != nil || scanned == "" || scanned == after {
 		return 0, err
+	}
+	if len(evs) == 0 {
+		// Nothing but other types since the cursor: move past them (1:
+		// there may be more to examine).
+		return 1, s.setCursor(ctx, s.db, "events", scanned)
 	}
 	auds, err := s.aud.Audiences(ctx)
 	if err != nil {
@@ -556,7 +565,7 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 			return 0, err
 		}
 	}
-	if err := s.setCursor(ctx, t.tx, "events", evs[len(evs)-1].Seq); err != nil {
+	if err := s.setCursor(ctx, t.tx, "events", scanned); err != nil {
 		return 0, err
 	}
 	return len(evs), t.commit(ctx)

@@ -497,7 +497,9 @@ func (s *Service) cursor(ctx context.Context, name string) (string, error) {
 	return pos, err
 }
 
-func (s *Service) setCursor(ctx context.Context, tx *sql.Tx, name, pos string) error {
+func (s *Service) setCursor(ctx context.Context, tx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}, name, pos string) error {
 	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO flow_cursors (name, pos) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET pos = excluded.pos`), name, pos)
 	return err
 }

@@ -110,7 +110,17 @@ func TestTriggersAndSteps(t *testing.T) {
 		if st, _ := fx.svc.Stats(fx.ctx, "quiet"); st.Sent != 1 {
 			t.Fatalf("not sent after quiet hours: %+v", st)
 		}
-		// Engagement: an open of campaign spring in the MTA event log.
+		// Engagement: an open of campaign spring in the MTA event log,
+		// after 2,500 deliveries the runner skips without decoding (more
+		// than a page of the typed scan's results, and what it examines
+		// moves its cursor).
+		var noise []events.Event
+		for i := range 2500 {
+			noise = append(noise, events.Event{Type: "delivered", Time: fx.clk.Now(), Recipient: "r" + strconv.Itoa(i) + "@example.test"})
+		}
+		if err := fx.q.AppendEvents(fx.ctx, noise); err != nil {
+			t.Fatal(err)
+		}
 		if err := fx.q.AppendEvents(fx.ctx, []events.Event{{Type: "opened", Time: fx.clk.Now(), Recipient: "ada@example.test", Campaign: "spring"}}); err != nil {
 			t.Fatal(err)
 		}
