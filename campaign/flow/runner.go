@@ -509,9 +509,10 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 		return 0, err
 	}
 	if len(evs) == 0 {
-		// Nothing but other types since the cursor: move past them (1:
-		// there may be more to examine).
-		return 1, s.setCursor(ctx, s.db, "events", scanned)
+		// Nothing but other types since the cursor: move past them. No
+		// record was handled, so the runner waits for its next wake-up or
+		// interval (a second) instead of chasing every delivery.
+		return 0, s.setCursor(ctx, s.db, "events", scanned)
 	}
 	auds, err := s.aud.Audiences(ctx)
 	if err != nil {
