@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -83,6 +84,10 @@ type Domains struct {
 	// another instance's (a shared PostgreSQL) within httpsMaxAge.
 	https      atomic.Pointer[httpsHosts]
 	refreshing atomic.Bool
+	// refreshMu makes refreshes one at a time, query and store together:
+	// a background refresh whose query ran before a change committed
+	// cannot store its snapshot after the change's own refresh.
+	refreshMu sync.Mutex
 }
 
 // httpsHosts is one snapshot of the HTTPS tracking hosts.
@@ -118,6 +123,8 @@ func NewDomains(ctx context.Context, db *sql.DB, postgres bool, resolver CNAMERe
 
 // refreshHTTPS reloads the snapshot of hosts with HTTPS on.
 func (d *Domains) refreshHTTPS(ctx context.Context) error {
+	d.refreshMu.Lock()
+	defer d.refreshMu.Unlock()
 	rows, err := d.db.QueryContext(ctx, `SELECT host, status FROM tracking_domains WHERE https`)
 	if err != nil {
 		return fmt.Errorf("tracking: https domains: %w", err)

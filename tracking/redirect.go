@@ -40,7 +40,11 @@ func (c *CertManager) RedirectHTTP(next http.Handler, httpsPort string) http.Han
 		suffix = ":" + httpsPort
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil || strings.HasPrefix(r.URL.Path, ACMEChallengePath) {
+		// Only an origin-form target ("/path?query") is redirected: an
+		// opaque one ("GET x:@evil.example/p", "OPTIONS *") would be
+		// written after our host and read as another one
+		// ("https://track.example.com@evil.example/p").
+		if r.TLS != nil || r.URL.Opaque != "" || !strings.HasPrefix(r.URL.Path, "/") || strings.HasPrefix(r.URL.Path, ACMEChallengePath) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -54,7 +58,11 @@ func (c *CertManager) RedirectHTTP(next http.Handler, httpsPort string) http.Han
 			code = http.StatusMovedPermanently
 		}
 		h := w.Header()
-		h["Location"] = []string{"https://" + host + suffix + r.URL.RequestURI()}
+		target := "https://" + host + suffix + r.URL.EscapedPath()
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		h["Location"] = []string{target}
 		h["Cache-Control"] = hdrNoStore // a cached redirect outlives turning HTTPS off
 		w.WriteHeader(code)
 	})

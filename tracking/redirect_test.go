@@ -65,6 +65,20 @@ func TestRedirectHTTPFollowsDomains(t *testing.T) {
 					t.Fatalf("host %q: %q", h, got)
 				}
 			}
+			// A request target that is not a path ("x:@evil.example/p",
+			// "*") is never written after our host: it would name another.
+			for _, target := range []string{"x:@evil.example/p?q=1", "*"} {
+				req := httptest.NewRequest("GET", "http://a.shop.test/", nil)
+				req.URL.Path, req.URL.Opaque, req.RequestURI = "", target, target
+				if target == "*" {
+					req.Method, req.URL.Opaque, req.URL.Path = "OPTIONS", "", "*"
+				}
+				rec := httptest.NewRecorder()
+				cm.RedirectHTTP(next, "8443").ServeHTTP(rec, req)
+				if loc := rec.Header().Get("Location"); loc != "" || rec.Body.String() != "next" {
+					t.Fatalf("target %q: Location %q, body %q", target, loc, rec.Body.String())
+				}
+			}
 			// Another instance adds and verifies b.shop.test.
 			other, err := NewDomains(ctx, d.db, d.pg, d.resolver, "track.petrel.test")
 			if err != nil {
