@@ -542,8 +542,13 @@ func (s *Service) processEngagement(ctx context.Context, log EventLog) (int, err
 			} else {
 				c, err = s.aud.ContactByEmail(ctx, a.ID, ev.Recipient)
 			}
+			if audience.IsKind(err, audience.NotFound) || audience.IsKind(err, audience.Invalid) {
+				continue // not a contact of this audience, or no address one could have
+			}
 			if err != nil {
-				continue
+				// Not moving the cursor: the page is read again, so a
+				// transient failure drops no open or click.
+				return 0, fmt.Errorf("flow: engagement contact: %w", err)
 			}
 			hits = append(hits, hit{ev, a.ID, c})
 		}

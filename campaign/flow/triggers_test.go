@@ -118,6 +118,9 @@ func TestTriggersAndSteps(t *testing.T) {
 		for i := range 2500 {
 			noise = append(noise, events.Event{Type: "delivered", Time: fx.clk.Now(), Recipient: "r" + strconv.Itoa(i) + "@example.test"})
 		}
+		// An open whose recipient is no address (a transactional token's)
+		// is passed over, not an error that holds the follower.
+		noise = append(noise, events.Event{Type: "opened", Time: fx.clk.Now(), Recipient: "not an address", Campaign: "spring"})
 		if err := fx.q.AppendEvents(fx.ctx, noise); err != nil {
 			t.Fatal(err)
 		}
