@@ -75,12 +75,24 @@ func TestCampaignAPIKeyHTTP(t *testing.T) {
 		}
 		e.opts.Keys = func(context.Context) ([]httpapi.Key, error) { return append([]httpapi.Key(nil), keys...), nil }
 		e.svc.SetOptions(e.opts)
-		srv := httptest.NewServer(e.svc.Handler())
+		// X-Test-Key names the database key a request is authenticated
+		// as (admin's auth puts it in the context the same way).
+		h := e.svc.Handler()
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for _, k := range keys {
+				if k.Name == r.Header.Get("X-Test-Key") {
+					r = r.WithContext(httpapi.WithKey(r.Context(), k))
+				}
+			}
+			h.ServeHTTP(w, r)
+		}))
 		defer srv.Close()
+		as := ""
 		call := func(method, path string, body any) (int, map[string]any) {
 			t.Helper()
 			b, _ := json.Marshal(body)
 			req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(b))
+			req.Header.Set("X-Test-Key", as)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -145,6 +157,29 @@ func TestCampaignAPIKeyHTTP(t *testing.T) {
 		if code, out := call("GET", "/api/v1/sending-keys", nil); code != 200 || fmt.Sprint(out["keys"]) != "[map[domains:[shop.test] name:shop stream:marketing] map[domains:[] name:tx stream:transactional]]" {
 			t.Errorf("sending keys: %d %v", code, out)
 		}
+		// A request made with the database key "shop" creates campaigns
+		// under it (none named: its own, and its limits apply; another
+		// key named: 403) and runs only those.
+		as = "shop"
+		code, out = call("POST", "/api/v1/campaigns", spec("g", "", "news@shop.test"))
+		if sp, _ := out["spec"].(map[string]any); code != 201 || sp["api_key"] != "shop" {
+			t.Errorf("a key's campaign without api_key: %d %v, want it under shop", code, out)
+		}
+		code, out = call("POST", "/api/v1/campaigns", spec("g2", "", "news@other.test"))
+		if ec, _ := errOf(out); code != 403 || ec != "domain_not_allowed" {
+			t.Errorf("a key's campaign without api_key from another domain: %d %v, want 403 domain_not_allowed", code, out)
+		}
+		code, out = call("POST", "/api/v1/campaigns", spec("h", "tx", "news@shop.test"))
+		if ec, _ := errOf(out); code != 403 || ec != "key_not_allowed" {
+			t.Errorf("a key naming another key: %d %v, want 403 key_not_allowed", code, out)
+		}
+		for _, action := range []string{"send", "test", "resume"} {
+			code, out = call("POST", "/api/v1/campaigns/f/"+action, map[string]any{"to": []string{"x@shop.test"}})
+			if ec, _ := errOf(out); code != 403 || ec != "key_not_allowed" {
+				t.Errorf("key shop running campaign f (no key) by %s: %d %v, want 403 key_not_allowed", action, code, out)
+			}
+		}
+		as = ""
 		// The owner narrows the key: scheduling (and sending) is refused.
 		keys[0].Domains = []string{"other.test"}
 		code, out = call("POST", "/api/v1/campaigns/e/schedule", map[string]any{"send_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})

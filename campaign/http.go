@@ -79,6 +79,14 @@ func (s *Service) Handler() http.Handler {
 		if !decodeJSON(w, r, &sp) {
 			return
 		}
+		if name, ok := callerKey(r); ok {
+			if sp.APIKey == "" {
+				sp.APIKey = name // a database key's campaign sends under that key
+			} else if sp.APIKey != name {
+				httpapi.WriteError(w, http.StatusForbidden, "key_not_allowed", "the API key "+name+" may create campaigns only under itself, not under "+sp.APIKey)
+				return
+			}
+		}
 		c, err := s.Create(r.Context(), sp)
 		if err != nil {
 			s.fail(w, err)
@@ -96,6 +104,9 @@ func (s *Service) Handler() http.Handler {
 	})
 	action := func(name string, f func(ctx context.Context, id string) (Campaign, error)) {
 		mux.HandleFunc("POST /api/v1/campaigns/{id}/"+name, func(w http.ResponseWriter, r *http.Request) {
+			if (name == "send" || name == "resume") && !s.mayRun(w, r) {
+				return
+			}
 			c, err := f(r.Context(), r.PathValue("id"))
 			if err != nil {
 				s.fail(w, err)
@@ -114,7 +125,7 @@ func (s *Service) Handler() http.Handler {
 	action("cancel", s.Cancel)
 	mux.HandleFunc("POST /api/v1/campaigns/{id}/schedule", func(w http.ResponseWriter, r *http.Request) {
 		var sc Schedule
-		if !decodeJSON(w, r, &sc) {
+		if !decodeJSON(w, r, &sc) || !s.mayRun(w, r) {
 			return
 		}
 		c, err := s.Schedule(r.Context(), r.PathValue("id"), sc)
@@ -128,7 +139,7 @@ func (s *Service) Handler() http.Handler {
 		var req struct {
 			To []string `json:"to"`
 		}
-		if !decodeJSON(w, r, &req) {
+		if !decodeJSON(w, r, &req) || !s.mayRun(w, r) {
 			return
 		}
 		res, err := s.TestSend(r.Context(), r.PathValue("id"), req.To)
@@ -147,6 +158,37 @@ func (s *Service) Handler() http.Handler {
 		httpapi.WriteJSON(w, http.StatusOK, res)
 	})
 	return mux
+}
+
+// callerKey is the name of the database API key that authenticated r
+// (its stream and sending domains bind it), false for a configured key or
+// a dashboard session, which may pick any key for a campaign.
+func callerKey(r *http.Request) (string, bool) {
+	k, ok := httpapi.KeyFrom(r.Context())
+	if !ok || !k.StreamOnly {
+		return "", false
+	}
+	return k.Name, true
+}
+
+// mayRun reports whether r's caller may send, schedule, resume or test
+// the campaign {id}: a database API key only one made under itself (403
+// key_not_allowed otherwise; false means the error has been written).
+func (s *Service) mayRun(w http.ResponseWriter, r *http.Request) bool {
+	name, ok := callerKey(r)
+	if !ok {
+		return true
+	}
+	c, err := s.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return false
+	}
+	if c.Spec.APIKey != name {
+		httpapi.WriteError(w, http.StatusForbidden, "key_not_allowed", "the API key "+name+" may run only campaigns made under itself")
+		return false
+	}
+	return true
 }
 
 // decodeJSON reads r's body into v (unknown fields refused); false
