@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // SQLProgress keeps campaign states in the ESP database (SQLite or
@@ -33,12 +35,7 @@ func NewSQLProgress(ctx context.Context, db *sql.DB, postgres bool) (*SQLProgres
 	return p, nil
 }
 
-func (p *SQLProgress) arg(n int) string {
-	if p.ph == "$" {
-		return fmt.Sprintf("$%d", n)
-	}
-	return "?"
-}
+func (p *SQLProgress) arg(n int) string { return sqlq.Placeholder(p.ph == "$", n) }
 
 // Load implements Progress; an unknown campaign starts at the beginning.
 func (p *SQLProgress) Load(ctx context.Context, campaign string) (State, error) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/petrel-mta/petrel/audience"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Spec is what a campaign sends and to whom.
@@ -210,12 +211,7 @@ type Options struct {
 // SetOptions sets o (before Start).
 func (s *Service) SetOptions(o Options) { s.opts = o }
 
-func (s *Service) arg(n int) string {
-	if s.pg {
-		return fmt.Sprintf("$%d", n)
-	}
-	return "?"
-}
+func (s *Service) arg(n int) string { return sqlq.Placeholder(s.pg, n) }
 
 // invalidError is a Spec that cannot be stored (HTTP 400).
 type invalidError struct{ error }

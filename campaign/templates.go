@@ -16,6 +16,7 @@ import (
 
 	"github.com/petrel-mta/petrel/ingest"
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Template is one version of a stored template. Apps send it by its call
@@ -70,12 +71,7 @@ func NewTemplates(ctx context.Context, db *sql.DB, postgres bool) (*Templates, e
 	return &Templates{db: db, pg: postgres, compiled: map[string]*Compiled{}}, nil
 }
 
-func (t *Templates) arg(n int) string {
-	if t.pg {
-		return fmt.Sprintf("$%d", n)
-	}
-	return "?"
-}
+func (t *Templates) arg(n int) string { return sqlq.Placeholder(t.pg, n) }
 
 func (tp Template) fields() FieldSet {
 	return NewFieldSet(append([]string{"email", "unsubscribe_url"}, tp.Variables...)...)

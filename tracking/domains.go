@@ -166,10 +166,7 @@ func (d *Domains) httpsHost(host string) (https, verified bool) {
 	return https, verified
 }
 
-func (d *Domains) q(query string) string { return rebind(d.pg, query) }
-
-// rebind turns ? placeholders into PostgreSQL's $n when pg is set.
-func rebind(pg bool, query string) string { return sqlq.Rebind(pg, query) }
+func (d *Domains) q(query string) string { return sqlq.Rebind(d.pg, query) }
 
 func normalHost(h string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")

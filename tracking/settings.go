@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/petrel-mta/petrel/internal/httpapi"
+	"github.com/petrel-mta/petrel/internal/sqlq"
 )
 
 // Setting scopes: a sending domain's defaults, and an API key's
@@ -99,7 +100,7 @@ func NewSettings(ctx context.Context, db *sql.DB, postgres bool) (*Settings, err
 	return s, nil
 }
 
-func (s *Settings) q(query string) string { return rebind(s.pg, query) }
+func (s *Settings) q(query string) string { return sqlq.Rebind(s.pg, query) }
 
 func (s *Settings) reload(ctx context.Context) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT scope, name, opens, clicks, unsubscribe FROM tracking_settings`)

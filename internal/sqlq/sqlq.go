@@ -35,3 +35,12 @@ func Rebind(pg bool, query string) string {
 	}
 	return b.String()
 }
+
+// Placeholder is the n-th (from 1) bind parameter: "$n" when pg is set,
+// else "?", for queries built up piece by piece.
+func Placeholder(pg bool, n int) string {
+	if pg {
+		return "$" + strconv.Itoa(n)
+	}
+	return "?"
+}

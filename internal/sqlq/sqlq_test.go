@@ -19,3 +19,15 @@ func TestRebind(t *testing.T) {
 		}
 	}
 }
+
+func TestPlaceholder(t *testing.T) {
+	for _, tc := range []struct {
+		pg   bool
+		n    int
+		want string
+	}{{true, 1, "$1"}, {true, 12, "$12"}, {false, 3, "?"}} {
+		if got := Placeholder(tc.pg, tc.n); got != tc.want {
+			t.Errorf("Placeholder(%v, %d) = %q, want %q", tc.pg, tc.n, got, tc.want)
+		}
+	}
+}
