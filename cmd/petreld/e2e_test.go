@@ -196,7 +196,14 @@ shutdown_timeout = "5s"
 			e.t.Logf("petreld log (tail):\n%s", log)
 		}
 	})
+	// Ready is the daemon's own "petreld started" (logged once every
+	// listener serves: the tracking HTTPS and metrics ones are bound
+	// after SMTP and HTTP, so dialing those two alone raced them), and
+	// SMTP and HTTP accepting.
 	ok := testnet.Wait(20*time.Second, func() bool {
+		if !strings.Contains(e.logBuf.String(), `msg="petreld started"`) {
+			return false
+		}
 		for _, a := range []string{e.smtp, e.http} {
 			c, err := net.DialTimeout("tcp", a, 200*time.Millisecond)
 			if err != nil {
