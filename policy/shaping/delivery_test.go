@@ -247,18 +247,17 @@ func TestPooledConnectionsUnderConnectionLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := q.Stats()
-			total, peak := mx.Conns()
+			total, _ := mx.Conns()
 			if mx.Count() != tc.n || st.Deferred != 0 {
 				t.Fatalf("MX got %d of %d, %d deferred (policy waits) over %d connections", mx.Count(), tc.n, st.Deferred, total)
-			}
-			if peak > tc.connLim {
-				t.Errorf("%d connections open at once, over the limit of %d", peak, tc.connLim)
 			}
 			// Pooled: a few connections carry all the messages. A
 			// connection lost to a command timeout on a loaded machine is
 			// replaced (CI once saw 3 for a limit of 2), so up to twice
 			// the count of a quiet run; without pooling it is one per
-			// message or so.
+			// message or so. (The MX's peak of open sessions is no measure
+			// of the limit: a session the client has ended by QUIT can
+			// still be open on the server side when the next one starts.)
 			if total > 2*tc.maxConns {
 				t.Errorf("%d connections opened for %d messages, want at most %d (twice %d)", total, tc.n, 2*tc.maxConns, tc.maxConns)
 			}
